@@ -1,0 +1,484 @@
+//! Orchestration: describe the instances, locate their registrations, deregister, quarantine, verify, and publish one
+//! `Summary` per instance. Steps only report; this module decides the order and what goes into each summary.
+//!
+//! The order puts the most valuable change first: traffic stops (deregister) before the node is walled off
+//! (quarantine), and checking (verify) comes after both, since it changes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::task::JoinSet;
+
+use crate::clients::Clients;
+use crate::config::Config;
+use crate::input::{InstanceId, Request, Trigger};
+use crate::instance::{Instance, describe_instances};
+use crate::locate::{Located, Locator, Sweep, TargetRegistration};
+use crate::steps::deregister::{self, GroupCheck, Verdict};
+use crate::steps::notify;
+use crate::steps::quarantine::{self, EniChange, EniStatus, QuarantineGroups};
+use crate::summary::{
+    InstanceInfo, Outcome, SCHEMA_VERSION, Step, StepError, Summary, TargetChange, Timings,
+};
+
+/// Spot's notice: the instance goes two minutes after the warning.
+pub const SPOT_NOTICE: Duration = Duration::from_secs(120);
+
+/// Everything an invocation needs, built once at init.
+pub struct App {
+    pub config: Config,
+    pub clients: Clients,
+    pub locator: Box<dyn Locator>,
+}
+
+impl App {
+    /// The production wiring: the full sweep locator over the shared ELB client.
+    pub fn new(config: Config, clients: Clients) -> Self {
+        let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency));
+        App {
+            config,
+            clients,
+            locator,
+        }
+    }
+}
+
+/// Why an instance could not be cleaned at all. Nothing was changed.
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
+pub enum InstanceError {
+    #[error("instance {0} was not found in this account and region; nothing was changed")]
+    NotFound(InstanceId),
+    #[error("could not describe instance {instance}: {reason}; nothing was changed")]
+    Describe {
+        instance: InstanceId,
+        reason: String,
+    },
+}
+
+/// The result for one instance.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub instance_id: InstanceId,
+    pub result: Result<Summary, InstanceError>,
+}
+
+impl Report {
+    /// Done, with nothing left for a retry to do.
+    pub fn is_complete(&self) -> bool {
+        self.result.as_ref().is_ok_and(Summary::is_complete)
+    }
+}
+
+/// Clean up every instance named by `requests` in one pass: one DescribeInstances, one locate, one DeregisterTargets
+/// per target group for the whole batch. A request for an instance already seen is folded into the first.
+pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
+    let clock = Instant::now();
+    let started_at = Utc::now();
+    let mut seen = HashSet::new();
+    let requests: Vec<&Request> = requests
+        .iter()
+        .filter(|r| seen.insert(r.instance_id.clone()))
+        .collect();
+    let ids: Vec<InstanceId> = requests.iter().map(|r| r.instance_id.clone()).collect();
+
+    let described = describe_instances(&app.clients.ec2, &ids).await;
+    let describe_ms = elapsed_ms(clock);
+    let mut described = match described {
+        Ok(found) => found,
+        Err(e) => {
+            return ids
+                .into_iter()
+                .map(|instance| Report {
+                    result: Err(InstanceError::Describe {
+                        instance: instance.clone(),
+                        reason: e.0.clone(),
+                    }),
+                    instance_id: instance,
+                })
+                .collect();
+        }
+    };
+    let mut work: Vec<(&Request, Instance)> = Vec::new();
+    let mut reports = Vec::new();
+    for request in &requests {
+        match described.remove(&request.instance_id) {
+            Some(instance) => work.push((request, instance)),
+            None => reports.push(Report {
+                instance_id: request.instance_id.clone(),
+                result: Err(InstanceError::NotFound(request.instance_id.clone())),
+            }),
+        }
+    }
+    if work.is_empty() {
+        return reports;
+    }
+    let instances: Vec<Instance> = work.iter().map(|(_, i)| i.clone()).collect();
+
+    let step = Instant::now();
+    let located = app.locator.locate(&instances).await;
+    let locate_ms = elapsed_ms(step);
+    tracing::info!(
+        step = "locate",
+        instances = instances.len(),
+        ms = locate_ms,
+        registrations = located.as_ref().map(|l| l.registrations.len()).ok(),
+        "located registrations"
+    );
+    let (located, locate_error) = match located {
+        Ok(located) => (located, None),
+        Err(e) => (Located::default(), Some(e.to_string())),
+    };
+
+    let step = Instant::now();
+    let deregistered = if app.config.dry_run || located.registrations.is_empty() {
+        BTreeMap::new()
+    } else {
+        deregister::deregister_all(
+            &app.clients.elb,
+            &located.registrations,
+            app.config.concurrency,
+        )
+        .await
+    };
+    let deregister_ms = elapsed_ms(step);
+    tracing::info!(
+        step = "deregister",
+        groups = deregistered.len(),
+        ms = deregister_ms,
+        "deregistered"
+    );
+
+    let step = Instant::now();
+    let mut eni_changes = quarantine_all(app, &instances).await;
+    let quarantine_ms = elapsed_ms(step);
+    tracing::info!(step = "quarantine", ms = quarantine_ms, "quarantined");
+
+    let step = Instant::now();
+    let sent: Vec<TargetRegistration> = located
+        .registrations
+        .iter()
+        .filter(|r| matches!(deregistered.get(&r.target_group_arn), Some(Ok(()))))
+        .cloned()
+        .collect();
+    let checks = if sent.is_empty() {
+        Vec::new()
+    } else {
+        deregister::verify_removed(&app.clients.elb, &sent, app.config.concurrency).await
+    };
+    let verify_ms = elapsed_ms(step);
+    tracing::info!(
+        step = "verify",
+        groups = checks.len(),
+        ms = verify_ms,
+        "verified"
+    );
+
+    let verdicts: HashMap<&TargetRegistration, (&Verdict, Option<u32>)> = checks
+        .iter()
+        .flat_map(|c: &GroupCheck| {
+            c.verdicts
+                .iter()
+                .map(move |(r, v)| (r, (v, c.deregistration_delay_seconds)))
+        })
+        .collect();
+
+    let mut summaries = Vec::new();
+    for (request, instance) in work {
+        let mut summary = Summary {
+            version: SCHEMA_VERSION,
+            instance: InstanceInfo {
+                id: instance.id.clone(),
+                vpc_id: instance.vpc_id.clone(),
+                state: instance.state.clone(),
+                lifecycle: instance.lifecycle.clone(),
+                addresses: instance.addresses().collect(),
+            },
+            trigger: request.trigger.clone(),
+            dry_run: app.config.dry_run,
+            outcome: Outcome::Failed,
+            started_at,
+            terminates_at: terminates_at(&request.trigger, started_at),
+            target_groups_checked: located.target_groups_checked,
+            removed: Vec::new(),
+            planned: Vec::new(),
+            remaining: Vec::new(),
+            network_interfaces: eni_changes.remove(&instance.id).unwrap_or_default(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+            timings_ms: Timings {
+                describe: describe_ms,
+                locate: locate_ms,
+                deregister: deregister_ms,
+                quarantine: quarantine_ms,
+                verify: verify_ms,
+                total: 0,
+            },
+        };
+        if let Some(error) = &locate_error {
+            summary.errors.push(StepError {
+                step: Step::Locate,
+                message: format!("{error}; registrations may remain"),
+            });
+        }
+        for group in located
+            .unchecked
+            .iter()
+            .filter(|g| g.vpc_id.is_none() || g.vpc_id == instance.vpc_id)
+        {
+            summary.errors.push(StepError {
+                step: Step::Locate,
+                message: format!(
+                    "target group {} could not be checked, registrations there may remain: {}",
+                    group.target_group_name, group.error
+                ),
+            });
+        }
+        for registration in located
+            .registrations
+            .iter()
+            .filter(|r| r.instance_id == instance.id)
+        {
+            let mut change = target_change(registration);
+            if app.config.dry_run {
+                summary.planned.push(change);
+                continue;
+            }
+            match (
+                deregistered.get(&registration.target_group_arn),
+                verdicts.get(registration),
+            ) {
+                (Some(Err(error)), _) => {
+                    change.reason = Some(format!("DeregisterTargets failed: {error}"));
+                    summary.errors.push(StepError {
+                        step: Step::Deregister,
+                        message: format!("{}: {error}", registration.target_group_name),
+                    });
+                    summary.remaining.push(change);
+                }
+                (_, Some((verdict, delay))) => {
+                    change.deregistration_delay_seconds = *delay;
+                    match verdict {
+                        Verdict::Deregistered => {
+                            change.state = Some("deregistered".into());
+                            summary.removed.push(change);
+                        }
+                        Verdict::Draining => {
+                            change.state = Some("draining".into());
+                            summary.removed.push(change);
+                        }
+                        Verdict::Remains { state, reason } => {
+                            change.state = Some(state.clone());
+                            change.reason = reason.clone();
+                            summary.remaining.push(change);
+                        }
+                        Verdict::Unknown { error } => {
+                            change.reason = Some(format!("could not verify: {error}"));
+                            summary.errors.push(StepError {
+                                step: Step::Verify,
+                                message: format!("{}: {error}", registration.target_group_name),
+                            });
+                            summary.remaining.push(change);
+                        }
+                    }
+                }
+                (_, None) => {
+                    change.reason = Some("not verified".into());
+                    summary.remaining.push(change);
+                }
+            }
+        }
+        for eni in summary
+            .network_interfaces
+            .iter()
+            .filter(|e| e.status == EniStatus::Failed)
+        {
+            summary.errors.push(StepError {
+                step: Step::Quarantine,
+                message: format!(
+                    "{}: {}",
+                    eni.network_interface_id,
+                    eni.error.as_deref().unwrap_or("failed")
+                ),
+            });
+        }
+        summary.warnings = warnings(&summary, started_at);
+        summary.settle_outcome();
+        summary.timings_ms.total = elapsed_ms(clock);
+        summaries.push(summary);
+    }
+
+    // Publishing is independent per instance, and the last step: run them together.
+    let mut tasks = JoinSet::new();
+    for (index, summary) in summaries.iter().enumerate() {
+        let (sns, topic, summary) = (
+            app.clients.sns.clone(),
+            app.config.sns_topic_arn.clone(),
+            summary.clone(),
+        );
+        tasks.spawn(async move { (index, notify::publish(&sns, &topic, &summary).await) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((index, published)) = joined else {
+            continue;
+        };
+        let summary = &mut summaries[index];
+        if let Err(error) = published {
+            summary.errors.push(StepError {
+                step: Step::Notify,
+                message: format!("SNS Publish failed: {error}"),
+            });
+            summary.settle_outcome();
+        }
+    }
+    for summary in summaries {
+        tracing::info!(
+            instance_id = summary.instance.id.as_str(),
+            outcome = summary.outcome.as_str(),
+            summary = %serde_json::to_string(&summary).unwrap_or_default(),
+            "cleanup finished"
+        );
+        reports.push(Report {
+            instance_id: summary.instance.id.clone(),
+            result: Ok(summary),
+        });
+    }
+    reports
+}
+
+/// Quarantine every instance's ENIs, instances side by side. One DescribeSecurityGroups resolves the quarantine group
+/// of each VPC for the whole batch.
+async fn quarantine_all(app: &App, instances: &[Instance]) -> HashMap<InstanceId, Vec<EniChange>> {
+    let with_enis: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| !i.network_interfaces.is_empty())
+        .collect();
+    if with_enis.is_empty() {
+        return HashMap::new();
+    }
+    let groups = match quarantine::resolve_quarantine_groups(
+        &app.clients.ec2,
+        &app.config.quarantine_groups,
+    )
+    .await
+    {
+        Ok(groups) => Arc::new(groups),
+        Err(e) => {
+            let message = e.to_string();
+            return instances
+                .iter()
+                .map(|instance| (instance.id.clone(), unchanged(instance, &message)))
+                .collect();
+        }
+    };
+    let records = Arc::new(quarantine::recorded_groups(&app.clients.ec2, &with_enis).await);
+    let mut tasks = JoinSet::new();
+    for instance in instances {
+        let (ec2, groups, records, instance, dry_run) = (
+            app.clients.ec2.clone(),
+            Arc::clone(&groups),
+            Arc::clone(&records),
+            instance.clone(),
+            app.config.dry_run,
+        );
+        tasks.spawn(async move {
+            let groups: &QuarantineGroups = &groups;
+            let changes =
+                quarantine::quarantine_enis(&ec2, &instance, groups, &records, dry_run).await;
+            (instance.id, changes)
+        });
+    }
+    let mut changes = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((id, list)) = joined {
+            changes.insert(id, list);
+        }
+    }
+    changes
+}
+
+/// Every ENI, reported as not changed because of `error`.
+fn unchanged(instance: &Instance, error: &str) -> Vec<EniChange> {
+    instance
+        .network_interfaces
+        .iter()
+        .map(|eni| EniChange {
+            network_interface_id: eni.id.clone(),
+            vpc_id: eni.vpc_id.clone(),
+            device_index: eni.device_index,
+            status: EniStatus::Failed,
+            groups_before: eni.groups.clone(),
+            groups_after: eni.groups.clone(),
+            original_groups: None,
+            error: Some(error.to_owned()),
+        })
+        .collect()
+}
+
+fn target_change(registration: &TargetRegistration) -> TargetChange {
+    TargetChange {
+        target_group_arn: registration.target_group_arn.clone(),
+        target_group_name: registration.target_group_name.clone(),
+        kind: registration.kind,
+        target_id: registration.target_id.clone(),
+        port: registration.port,
+        availability_zone: registration.availability_zone.clone(),
+        state: registration.state.clone(),
+        reason: None,
+        deregistration_delay_seconds: None,
+    }
+}
+
+/// When the instance goes: what the sender said, else Spot's two minutes from the event (or from now).
+pub fn terminates_at(trigger: &Trigger, started_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if trigger.action_time.is_some() {
+        return trigger.action_time;
+    }
+    let spot = trigger.action.is_some_and(|a| a.is_spot_interruption());
+    let notice = chrono::Duration::from_std(SPOT_NOTICE).expect("two minutes fit");
+    spot.then(|| trigger.event_time.unwrap_or(started_at) + notice)
+}
+
+/// Things a person should know that are not failures.
+fn warnings(summary: &Summary, now: DateTime<Utc>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(state) = summary.instance.state.as_deref()
+        && matches!(
+            state,
+            "shutting-down" | "terminated" | "stopping" | "stopped"
+        )
+    {
+        warnings.push(format!("the instance is already {state}"));
+    }
+    let Some(terminates_at) = summary.terminates_at else {
+        return warnings;
+    };
+    let left = (terminates_at - now).num_seconds();
+    if left <= 0 {
+        warnings.push(format!(
+            "termination time {} had already passed when cleanup started",
+            terminates_at.to_rfc3339()
+        ));
+    }
+    let mut seen = HashSet::new();
+    for target in &summary.removed {
+        if let Some(delay) = target.deregistration_delay_seconds
+            && i64::from(delay) > left.max(0)
+            && target.state.as_deref() == Some("draining")
+            && seen.insert(&target.target_group_arn)
+        {
+            warnings.push(format!(
+                "target group {}: draining started, but its deregistration delay is {delay} s and only {} s are left \
+                 before termination; requests still in flight then will be cut off",
+                target.target_group_name,
+                left.max(0)
+            ));
+        }
+    }
+    warnings
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,68 @@
+//! The AWS clients, built once at init and shared by reference across invocations.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+
+/// ELB Describe* calls share one token bucket per account and region with every other tool in the account, so the
+/// ELB client uses adaptive retry: it slows its own send rate when throttled instead of retrying in a storm.
+const ELB_MAX_ATTEMPTS: u32 = 8;
+const EC2_MAX_ATTEMPTS: u32 = 5;
+const SNS_MAX_ATTEMPTS: u32 = 4;
+/// Backoff never grows past this: the whole job has two minutes.
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// One attempt that hangs longer than this is abandoned and retried.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub sns: aws_sdk_sns::Client,
+}
+
+impl Clients {
+    /// Load region, credentials and `AWS_ENDPOINT_URL` the standard way and build every client.
+    pub async fn from_env() -> Self {
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            )
+            .load()
+            .await;
+        Self::from_shared(&shared)
+    }
+
+    pub fn from_shared(shared: &SdkConfig) -> Self {
+        let elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(shared)
+            .retry_config(
+                RetryConfig::adaptive()
+                    .with_max_attempts(ELB_MAX_ATTEMPTS)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
+            .build();
+        let ec2 = aws_sdk_ec2::config::Builder::from(shared)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(EC2_MAX_ATTEMPTS)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
+            .build();
+        let sns = aws_sdk_sns::config::Builder::from(shared)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(SNS_MAX_ATTEMPTS)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
+            .build();
+        Clients {
+            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb),
+            ec2: aws_sdk_ec2::Client::from_conf(ec2),
+            sns: aws_sdk_sns::Client::from_conf(sns),
+        }
+    }
+}

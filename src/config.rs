@@ -1,0 +1,252 @@
+//! Environment -> `Config`, read and validated once at init; every error names the variable.
+
+use std::fmt;
+
+/// Default number of concurrent DescribeTargetHealth / DeregisterTargets calls. The ELB Describe* bucket refills at
+/// 10 per second, so more than that only spends the burst faster.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+
+/// A security group id: `sg-` and 8 or 17 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SecurityGroupId(String);
+
+impl SecurityGroupId {
+    pub fn parse(value: &str) -> Option<Self> {
+        let hex = value.strip_prefix("sg-")?;
+        let ok = matches!(hex.len(), 8 | 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SecurityGroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where summaries are published.
+    pub sns_topic_arn: String,
+    /// Candidate quarantine groups; the one in an ENI's VPC is used.
+    pub quarantine_groups: Vec<SecurityGroupId>,
+    /// Compute and publish the plan, change nothing.
+    pub dry_run: bool,
+    /// Bound on concurrent ELB calls.
+    pub concurrency: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{name} is not set: {hint}")]
+    Missing {
+        name: &'static str,
+        hint: &'static str,
+    },
+    #[error("{name}={value:?} is invalid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Build from any variable lookup, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str, hint: &'static str| {
+            get(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError::Missing { name, hint })
+        };
+        let invalid =
+            |name: &'static str, value: &str, reason: &'static str| ConfigError::Invalid {
+                name,
+                value: value.to_owned(),
+                reason,
+            };
+
+        let sns_topic_arn = required(
+            "SNS_TOPIC_ARN",
+            "the ARN of the topic that receives summaries",
+        )?;
+        if !is_sns_topic_arn(&sns_topic_arn) {
+            return Err(invalid(
+                "SNS_TOPIC_ARN",
+                &sns_topic_arn,
+                "expected arn:<partition>:sns:<region>:<account>:<topic>",
+            ));
+        }
+
+        let raw_groups = required(
+            "QUARANTINE_SECURITY_GROUP_ID",
+            "one or more security group ids, comma-separated (one per VPC)",
+        )?;
+        let quarantine_groups = raw_groups
+            .split(',')
+            .map(|g| {
+                SecurityGroupId::parse(g.trim()).ok_or_else(|| {
+                    invalid(
+                        "QUARANTINE_SECURITY_GROUP_ID",
+                        &raw_groups,
+                        "expected comma-separated ids like sg-0123456789abcdef0",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let dry_run = match get("DRY_RUN").as_deref().map(str::trim) {
+            None | Some("") => false,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(v) => return Err(invalid("DRY_RUN", v, "expected true or false")),
+        };
+
+        let concurrency = match get("ELB_CONCURRENCY").as_deref().map(str::trim) {
+            None | Some("") => DEFAULT_CONCURRENCY,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=40).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "ELB_CONCURRENCY",
+                        v,
+                        "expected a whole number from 1 to 40",
+                    ));
+                }
+            },
+        };
+
+        Ok(Config {
+            sns_topic_arn,
+            quarantine_groups,
+            dry_run,
+            concurrency,
+        })
+    }
+}
+
+fn is_sns_topic_arn(value: &str) -> bool {
+    let parts: Vec<&str> = value.split(':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && !parts[1].is_empty()
+        && parts[2] == "sns"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && !parts[5].is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:spot-cleanup";
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn minimal_configuration() {
+        let c = config(&[
+            ("SNS_TOPIC_ARN", TOPIC),
+            ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.quarantine_groups,
+            vec![SecurityGroupId::parse("sg-0123abcd").unwrap()]
+        );
+        assert!(!c.dry_run);
+        assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
+    }
+
+    #[test]
+    fn several_quarantine_groups_and_dry_run() {
+        let c = config(&[
+            ("SNS_TOPIC_ARN", TOPIC),
+            (
+                "QUARANTINE_SECURITY_GROUP_ID",
+                "sg-0123abcd, sg-0123456789abcdef0",
+            ),
+            ("DRY_RUN", "TRUE"),
+            ("ELB_CONCURRENCY", "4"),
+        ])
+        .unwrap();
+        assert_eq!(c.quarantine_groups.len(), 2);
+        assert!(c.dry_run);
+        assert_eq!(c.concurrency, 4);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let cases: [(&[(&str, &str)], &str); 7] = [
+            (
+                &[("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd")],
+                "SNS_TOPIC_ARN is not set",
+            ),
+            (
+                &[
+                    ("SNS_TOPIC_ARN", "topic"),
+                    ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+                ],
+                "SNS_TOPIC_ARN=",
+            ),
+            (
+                &[("SNS_TOPIC_ARN", TOPIC)],
+                "QUARANTINE_SECURITY_GROUP_ID is not set",
+            ),
+            (
+                &[
+                    ("SNS_TOPIC_ARN", TOPIC),
+                    ("QUARANTINE_SECURITY_GROUP_ID", "sg-1,sg-0123abcd"),
+                ],
+                "QUARANTINE_SECURITY_GROUP_ID=",
+            ),
+            (
+                &[
+                    ("SNS_TOPIC_ARN", TOPIC),
+                    ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd,"),
+                ],
+                "QUARANTINE_SECURITY_GROUP_ID=",
+            ),
+            (
+                &[
+                    ("SNS_TOPIC_ARN", TOPIC),
+                    ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+                    ("DRY_RUN", "yes"),
+                ],
+                "DRY_RUN=",
+            ),
+            (
+                &[
+                    ("SNS_TOPIC_ARN", TOPIC),
+                    ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+                    ("ELB_CONCURRENCY", "0"),
+                ],
+                "ELB_CONCURRENCY=",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let message = config(vars).unwrap_err().to_string();
+            assert!(message.starts_with(expected), "{message}");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! spot-cleanup: when a Spot instance is about to go, take it out of every ELBv2 target group, wall off its ENIs, and
+//! tell people what was done.
+//!
+//! Data flows one way: `input` -> `instance` (describe) -> `locate` -> `steps` -> `summary`, wired by `cleanup`, with
+//! `handler` shaping the Lambda answer.
+
+pub mod aws_error;
+pub mod cleanup;
+pub mod clients;
+pub mod config;
+pub mod handler;
+pub mod input;
+pub mod instance;
+pub mod locate;
+pub mod logging;
+pub mod steps;
+pub mod summary;
+
+pub use cleanup::{App, Report, clean_up};
+pub use clients::Clients;
+pub use config::Config;
+pub use handler::{HandlerError, handle};
+pub use input::{InstanceId, Request, Trigger};
+pub use summary::Summary;

@@ -1,0 +1,218 @@
+//! The full sweep: list every target group in the instances' VPCs and describe the health of each.
+//!
+//! It costs one DescribeTargetHealth per target group, from the account's shared Describe* budget, so the calls run
+//! concurrently but bounded, through the ELB client's adaptive retry.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{
+    LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration, UncheckedGroup,
+};
+use crate::aws_error;
+use crate::input::InstanceId;
+use crate::instance::Instance;
+
+/// DescribeTargetGroups returns at most 400 per page.
+const PAGE_SIZE: i32 = 400;
+
+pub struct Sweep {
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    concurrency: usize,
+}
+
+impl Sweep {
+    pub fn new(elb: aws_sdk_elasticloadbalancingv2::Client, concurrency: usize) -> Self {
+        Sweep {
+            elb,
+            concurrency: concurrency.max(1),
+        }
+    }
+}
+
+impl Locator for Sweep {
+    fn locate<'a>(&'a self, instances: &'a [Instance]) -> LocateFuture<'a> {
+        Box::pin(self.sweep(instances))
+    }
+}
+
+/// What a target must look like to belong to one of the instances.
+struct Wanted {
+    vpcs: HashSet<String>,
+    /// An instance without a VPC (EC2-Classic, or a long-terminated one) means groups cannot be filtered by VPC.
+    any_vpc: bool,
+    instance_ids: HashSet<String>,
+    addresses: HashMap<(String, IpAddr), InstanceId>,
+}
+
+impl Wanted {
+    fn new(instances: &[Instance]) -> Self {
+        let mut wanted = Wanted {
+            vpcs: HashSet::new(),
+            any_vpc: false,
+            instance_ids: HashSet::new(),
+            addresses: HashMap::new(),
+        };
+        for instance in instances {
+            wanted.instance_ids.insert(instance.id.as_str().to_owned());
+            match &instance.vpc_id {
+                None => wanted.any_vpc = true,
+                Some(vpc) => {
+                    wanted.vpcs.insert(vpc.clone());
+                }
+            }
+            for eni in &instance.network_interfaces {
+                let Some(vpc) = eni.vpc_id.as_ref().or(instance.vpc_id.as_ref()) else {
+                    continue;
+                };
+                wanted.vpcs.insert(vpc.clone());
+                for address in &eni.addresses {
+                    wanted
+                        .addresses
+                        .insert((vpc.clone(), *address), instance.id.clone());
+                }
+            }
+        }
+        wanted
+    }
+
+    fn covers(&self, group: &TargetGroup) -> bool {
+        let kind_ok = matches!(
+            group.target_type(),
+            Some(TargetTypeEnum::Instance | TargetTypeEnum::Ip)
+        );
+        let vpc_ok = self.any_vpc || group.vpc_id().is_some_and(|v| self.vpcs.contains(v));
+        kind_ok && vpc_ok
+    }
+
+    /// Which instance a target id in a group of this kind and VPC belongs to, if any.
+    fn owner(&self, kind: TargetKind, vpc: Option<&str>, target_id: &str) -> Option<InstanceId> {
+        match kind {
+            TargetKind::Instance => self
+                .instance_ids
+                .contains(target_id)
+                .then(|| InstanceId::parse(target_id).ok())
+                .flatten(),
+            TargetKind::Ip => {
+                let address: IpAddr = target_id.parse().ok()?;
+                self.addresses.get(&(vpc?.to_owned(), address)).cloned()
+            }
+        }
+    }
+}
+
+/// A target group we will describe.
+struct Candidate {
+    arn: String,
+    name: String,
+    kind: TargetKind,
+    vpc_id: Option<String>,
+}
+
+impl Sweep {
+    async fn sweep(&self, instances: &[Instance]) -> Result<Located, LocateError> {
+        let wanted = Wanted::new(instances);
+        let candidates = self.list_candidates(&wanted).await?;
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = JoinSet::new();
+        for candidate in candidates {
+            let elb = self.elb.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let health = elb
+                    .describe_target_health()
+                    .target_group_arn(&candidate.arn)
+                    .send()
+                    .await;
+                (candidate, health)
+            });
+        }
+
+        let mut located = Located::default();
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((candidate, health)) = joined else {
+                continue;
+            };
+            located.target_groups_checked += 1;
+            let health = match health {
+                Ok(health) => health,
+                // Deleted between listing and describing: nothing can be registered in it.
+                Err(e) if aws_error::code(&e) == Some("TargetGroupNotFound") => continue,
+                Err(e) => {
+                    located.unchecked.push(UncheckedGroup {
+                        target_group_arn: candidate.arn,
+                        target_group_name: candidate.name,
+                        vpc_id: candidate.vpc_id,
+                        error: aws_error::explain(&e),
+                    });
+                    continue;
+                }
+            };
+            for description in health.target_health_descriptions() {
+                let Some((target, target_id)) =
+                    description.target().and_then(|t| Some((t, t.id()?)))
+                else {
+                    continue;
+                };
+                let Some(owner) =
+                    wanted.owner(candidate.kind, candidate.vpc_id.as_deref(), target_id)
+                else {
+                    continue;
+                };
+                located.registrations.push(TargetRegistration {
+                    target_group_arn: candidate.arn.clone(),
+                    target_group_name: candidate.name.clone(),
+                    instance_id: owner,
+                    kind: candidate.kind,
+                    target_id: target_id.to_owned(),
+                    port: target.port(),
+                    availability_zone: target.availability_zone().map(str::to_owned),
+                    state: description
+                        .target_health()
+                        .and_then(|h| h.state())
+                        .map(|s| s.as_str().to_owned()),
+                });
+            }
+        }
+        located.registrations.sort();
+        located
+            .unchecked
+            .sort_by(|a, b| a.target_group_arn.cmp(&b.target_group_arn));
+        Ok(located)
+    }
+
+    async fn list_candidates(&self, wanted: &Wanted) -> Result<Vec<Candidate>, LocateError> {
+        let mut candidates = Vec::new();
+        let mut pages = self
+            .elb
+            .describe_target_groups()
+            .page_size(PAGE_SIZE)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| LocateError::ListTargetGroups(aws_error::explain(&e)))?;
+            for group in page.target_groups().iter().filter(|g| wanted.covers(g)) {
+                let Some(arn) = group.target_group_arn() else {
+                    continue;
+                };
+                let kind = match group.target_type() {
+                    Some(TargetTypeEnum::Ip) => TargetKind::Ip,
+                    _ => TargetKind::Instance,
+                };
+                candidates.push(Candidate {
+                    arn: arn.to_owned(),
+                    name: group.target_group_name().unwrap_or_default().to_owned(),
+                    kind,
+                    vpc_id: group.vpc_id().map(str::to_owned),
+                });
+            }
+        }
+        Ok(candidates)
+    }
+}

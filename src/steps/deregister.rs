@@ -1,0 +1,181 @@
+//! Leave every target group, then check that the targets really left.
+//!
+//! DeregisterTargets answers success for a target that is not registered, so success proves nothing: the verify pass
+//! describes each touched group again. A target in `draining` counts as removed: the load balancer sends it no new
+//! requests, and in-flight ones finish within the group's deregistration delay.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::aws_error;
+use crate::locate::TargetRegistration;
+
+/// What the verify pass saw for one registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Gone from the group, or `unused`.
+    Deregistered,
+    /// Still in the group but receiving no new requests.
+    Draining,
+    /// Still in the group in this state, with ELB's reason code if it gave one.
+    Remains {
+        state: String,
+        reason: Option<String>,
+    },
+    /// The group could not be described again.
+    Unknown { error: String },
+}
+
+/// One target group's registrations, checked after deregistration.
+#[derive(Clone, Debug)]
+pub struct GroupCheck {
+    pub target_group_arn: String,
+    pub verdicts: Vec<(TargetRegistration, Verdict)>,
+    /// `deregistration_delay.timeout_seconds`, when it could be read.
+    pub deregistration_delay_seconds: Option<u32>,
+}
+
+/// Registrations grouped by target group, in ARN order.
+pub fn by_target_group(
+    registrations: &[TargetRegistration],
+) -> BTreeMap<String, Vec<TargetRegistration>> {
+    let mut groups: BTreeMap<String, Vec<TargetRegistration>> = BTreeMap::new();
+    for registration in registrations {
+        groups
+            .entry(registration.target_group_arn.clone())
+            .or_default()
+            .push(registration.clone());
+    }
+    groups
+}
+
+/// One DeregisterTargets call per target group, with every matching target and its exact port and zone.
+/// Returns, per target group ARN, the error if the call failed.
+pub async fn deregister_all(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    registrations: &[TargetRegistration],
+    concurrency: usize,
+) -> BTreeMap<String, Result<(), String>> {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (arn, targets) in by_target_group(registrations) {
+        let elb = elb.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let result = elb
+                .deregister_targets()
+                .target_group_arn(&arn)
+                .set_targets(Some(targets.iter().map(description).collect()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_error::explain(&e));
+            (arn, result)
+        });
+    }
+    let mut results = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((arn, result)) = joined {
+            results.insert(arn, result);
+        }
+    }
+    results
+}
+
+/// Describe each touched group again and say, for every registration, whether it is gone. Reads each group's
+/// deregistration delay in the same pass, so the summary can warn when draining cannot finish before termination.
+pub async fn verify_removed(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    registrations: &[TargetRegistration],
+    concurrency: usize,
+) -> Vec<GroupCheck> {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (arn, targets) in by_target_group(registrations) {
+        let elb = elb.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let health = elb.describe_target_health().target_group_arn(&arn).send();
+            let attributes = elb
+                .describe_target_group_attributes()
+                .target_group_arn(&arn)
+                .send();
+            let (health, attributes) = tokio::join!(health, attributes);
+            let deregistration_delay_seconds = attributes.ok().and_then(|a| {
+                a.attributes()
+                    .iter()
+                    .find(|attr| attr.key() == Some("deregistration_delay.timeout_seconds"))
+                    .and_then(|attr| attr.value()?.parse().ok())
+            });
+            let verdicts = match health {
+                Err(e) if aws_error::code(&e) == Some("TargetGroupNotFound") => targets
+                    .into_iter()
+                    .map(|t| (t, Verdict::Deregistered))
+                    .collect(),
+                Err(e) => {
+                    let error = aws_error::explain(&e);
+                    targets
+                        .into_iter()
+                        .map(|t| {
+                            (
+                                t,
+                                Verdict::Unknown {
+                                    error: error.clone(),
+                                },
+                            )
+                        })
+                        .collect()
+                }
+                Ok(health) => targets
+                    .into_iter()
+                    .map(|t| {
+                        let seen = health.target_health_descriptions().iter().find(|d| {
+                            d.target().is_some_and(|target| {
+                                target.id() == Some(t.target_id.as_str()) && target.port() == t.port
+                            })
+                        });
+                        let verdict = match seen.and_then(|d| d.target_health()) {
+                            None => Verdict::Deregistered,
+                            Some(h) => match h.state().map(|s| s.as_str()) {
+                                Some("draining") => Verdict::Draining,
+                                Some("unused") | None => Verdict::Deregistered,
+                                Some(state) => Verdict::Remains {
+                                    state: state.to_owned(),
+                                    reason: h.reason().map(|r| r.as_str().to_owned()),
+                                },
+                            },
+                        };
+                        (t, verdict)
+                    })
+                    .collect(),
+            };
+            GroupCheck {
+                target_group_arn: arn,
+                verdicts,
+                deregistration_delay_seconds,
+            }
+        });
+    }
+    let mut checks = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(check) = joined {
+            checks.push(check);
+        }
+    }
+    checks.sort_by(|a, b| a.target_group_arn.cmp(&b.target_group_arn));
+    checks
+}
+
+fn description(registration: &TargetRegistration) -> TargetDescription {
+    TargetDescription::builder()
+        .id(&registration.target_id)
+        .set_port(registration.port)
+        .set_availability_zone(registration.availability_zone.clone())
+        .build()
+}

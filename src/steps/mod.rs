@@ -1,0 +1,5 @@
+//! The steps that change AWS, one concern each: leave target groups, quarantine ENIs, tell people.
+
+pub mod deregister;
+pub mod notify;
+pub mod quarantine;

@@ -1,0 +1,118 @@
+//! Publish one summary per instance to SNS: a subject a person can act on, a message a machine can parse, and
+//! attributes a subscription filter policy can match.
+
+use aws_sdk_sns::types::MessageAttributeValue;
+
+use crate::aws_error;
+use crate::steps::quarantine::EniStatus;
+use crate::summary::{Outcome, Summary};
+
+/// SNS refuses longer subjects.
+pub const SUBJECT_MAX: usize = 100;
+/// SNS refuses messages over 256 KiB; keep room for the envelope.
+const MESSAGE_MAX: usize = 240 * 1024;
+
+/// Publish the summary; returns the SNS message id.
+pub async fn publish(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+    summary: &Summary,
+) -> Result<String, String> {
+    let string_attribute = |value: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .expect("data type is set")
+    };
+    let mut request = sns
+        .publish()
+        .topic_arn(topic_arn)
+        .subject(subject(summary))
+        .message(message(summary))
+        .message_attributes(
+            "instance_id",
+            string_attribute(summary.instance.id.as_str()),
+        )
+        .message_attributes("outcome", string_attribute(summary.outcome.as_str()))
+        .message_attributes("trigger", string_attribute(summary.trigger.label()));
+    if let Some(action) = summary.trigger.action {
+        let action = serde_json::to_value(action).ok();
+        if let Some(action) = action.as_ref().and_then(|a| a.as_str()) {
+            request = request.message_attributes("action", string_attribute(action));
+        }
+    }
+    let output = request.send().await.map_err(|e| aws_error::explain(&e))?;
+    Ok(output.message_id().unwrap_or_default().to_owned())
+}
+
+/// The summary as JSON, cut down to counts if the full lists would not fit in one SNS message.
+pub fn message(summary: &Summary) -> String {
+    let full = serde_json::to_string(summary).expect("a summary always serializes");
+    if full.len() <= MESSAGE_MAX {
+        return full;
+    }
+    let mut short = summary.clone();
+    let dropped = short.removed.len() + short.planned.len();
+    short.removed.clear();
+    short.planned.clear();
+    short.warnings.truncate(20);
+    short.warnings.push(format!(
+        "message too large for SNS: {dropped} removed/planned targets left out; the function's log and return value have them"
+    ));
+    serde_json::to_string(&short).expect("a summary always serializes")
+}
+
+/// A one-line subject, at most 100 ASCII characters, that says what happened.
+pub fn subject(summary: &Summary) -> String {
+    let id = summary.instance.id.as_str();
+    let groups = |targets| Summary::group_count(targets);
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let enis = &summary.network_interfaces;
+    let count = |status: EniStatus| enis.iter().filter(|e| e.status == status).count();
+    let quarantine = if enis.is_empty() {
+        "no ENIs".to_owned()
+    } else if count(EniStatus::Failed) > 0 {
+        format!(
+            "quarantine failed on {}",
+            plural(count(EniStatus::Failed), "ENI")
+        )
+    } else {
+        "quarantined".to_owned()
+    };
+    let text = match summary.outcome {
+        Outcome::DryRun => format!(
+            "spot-cleanup DRY RUN: {id} would leave {}, quarantine {}",
+            plural(groups(&summary.planned), "target group"),
+            plural(count(EniStatus::WouldQuarantine), "ENI")
+        ),
+        Outcome::Cleaned => format!(
+            "spot-cleanup: {id} left {}, {quarantine}",
+            plural(groups(&summary.removed), "target group")
+        ),
+        Outcome::Partial | Outcome::Failed => {
+            let label = if summary.outcome == Outcome::Partial {
+                "PARTIAL"
+            } else {
+                "FAILED"
+            };
+            format!(
+                "spot-cleanup {label}: {id} left {}, {} remain, {quarantine}, {}",
+                plural(groups(&summary.removed), "group"),
+                plural(summary.remaining.len(), "target"),
+                plural(summary.errors.len(), "error")
+            )
+        }
+    };
+    let ascii: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    ascii.chars().take(SUBJECT_MAX).collect()
+}
