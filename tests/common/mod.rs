@@ -1,0 +1,200 @@
+//! Shared fixtures for the tests that run against moto: the server itself, SDK clients pointed at it, a fleet of
+//! Spot instances behind target groups, and a way to read what was published to SNS.
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod fleet;
+
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::config::Credentials;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+pub const REGION: &str = "us-east-1";
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The project venv's binaries, installed by `scripts/setup`.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = repo_root().join(".venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup (scripts/test does it for you)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on loopback. The listener is dropped, so another process can take the port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Wait until something accepts connections on the port.
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process that is killed when the test ends, however it ends.
+pub struct Background(pub Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A moto server of this test's own, on a free loopback port.
+pub struct Moto {
+    _process: Background,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let process = Background(child);
+        wait_for_port(port, "moto_server");
+        Moto {
+            _process: process,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Environment that points the real SDK (inside the function binary) at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ]
+    }
+
+    /// SDK configuration for this server, without touching the process environment.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await
+    }
+}
+
+/// Counts the HTTP requests each client sends, by operation name (retries count once per attempt).
+#[derive(Clone, Debug, Default)]
+pub struct CallCounter(Arc<Mutex<HashMap<String, usize>>>);
+
+impl CallCounter {
+    pub fn get(&self, operation: &str) -> usize {
+        self.0.lock().unwrap().get(operation).copied().unwrap_or(0)
+    }
+
+    pub fn snapshot(&self) -> HashMap<String, usize> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(metadata) = cfg.load::<Metadata>() {
+            *self
+                .0
+                .lock()
+                .unwrap()
+                .entry(metadata.name().to_owned())
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The function's clients against moto, with every request counted.
+pub fn counted_clients(shared: &SdkConfig) -> (spot_cleanup::Clients, CallCounter) {
+    let counter = CallCounter::default();
+    let clients = spot_cleanup::Clients::from_shared(shared);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::from_conf(
+        clients
+            .elb
+            .config()
+            .to_builder()
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let ec2 = aws_sdk_ec2::Client::from_conf(
+        clients
+            .ec2
+            .config()
+            .to_builder()
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let sns = aws_sdk_sns::Client::from_conf(
+        clients
+            .sns
+            .config()
+            .to_builder()
+            .interceptor(counter.clone())
+            .build(),
+    );
+    (spot_cleanup::Clients { elb, ec2, sns }, counter)
+}
+
+/// A sample event from `events/`, with its instance id swapped for one of the fleet's and its times moved to now, as
+/// if the interruption notice had just been given.
+pub fn event_for(file: &str, instance_id: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(repo_root().join("events").join(file))
+        .expect("sample event exists");
+    let text = text.replace("i-0123456789abcdef0", instance_id);
+    let mut event: serde_json::Value = serde_json::from_str(&text).expect("sample event is JSON");
+    let now = chrono::Utc::now();
+    let rfc3339 =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if event.get("detail-type").is_some() {
+        event["time"] = rfc3339(now).into();
+    } else if event.get("time").is_some() {
+        event["time"] = rfc3339(now + chrono::Duration::seconds(120)).into();
+    }
+    event
+}
