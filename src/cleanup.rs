@@ -482,3 +482,108 @@ fn warnings(summary: &Summary, now: DateTime<Utc>) -> Vec<String> {
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::{Action, Source};
+    use crate::locate::TargetKind;
+
+    fn trigger(action: Option<Action>, event_time: Option<DateTime<Utc>>) -> Trigger {
+        Trigger {
+            source: Source::EventBridge,
+            event_source: Some("aws.ec2".into()),
+            detail_type: None,
+            action,
+            event_id: None,
+            event_time,
+            action_time: None,
+            region: None,
+            account: None,
+            sqs_message_id: None,
+        }
+    }
+
+    fn summary_with(removed: Vec<TargetChange>, terminates_at: Option<DateTime<Utc>>) -> Summary {
+        Summary {
+            version: SCHEMA_VERSION,
+            instance: InstanceInfo {
+                id: InstanceId::parse("i-0123abcd").unwrap(),
+                vpc_id: None,
+                state: Some("running".into()),
+                lifecycle: Some("spot".into()),
+                addresses: vec![],
+            },
+            trigger: trigger(Some(Action::Terminate), None),
+            dry_run: false,
+            outcome: Outcome::Cleaned,
+            started_at: Utc::now(),
+            terminates_at,
+            target_groups_checked: 1,
+            removed,
+            planned: vec![],
+            remaining: vec![],
+            network_interfaces: vec![],
+            warnings: vec![],
+            errors: vec![],
+            timings_ms: Timings::default(),
+        }
+    }
+
+    fn draining(name: &str, delay: u32) -> TargetChange {
+        TargetChange {
+            target_group_arn: format!("arn:{name}"),
+            target_group_name: name.into(),
+            kind: TargetKind::Instance,
+            target_id: "i-0123abcd".into(),
+            port: Some(30080),
+            availability_zone: None,
+            state: Some("draining".into()),
+            reason: None,
+            deregistration_delay_seconds: Some(delay),
+        }
+    }
+
+    #[test]
+    fn spot_actions_terminate_two_minutes_after_the_event() {
+        let event = Utc::now() - chrono::Duration::seconds(30);
+        let at = terminates_at(&trigger(Some(Action::Stop), Some(event)), Utc::now()).unwrap();
+        assert_eq!((at - event).num_seconds(), 120);
+        assert_eq!(
+            terminates_at(&trigger(Some(Action::Rebalance), Some(event)), Utc::now()),
+            None
+        );
+        let mut agent = trigger(Some(Action::Terminate), None);
+        agent.action_time = Some(event);
+        assert_eq!(terminates_at(&agent, Utc::now()), Some(event));
+    }
+
+    #[test]
+    fn warns_when_draining_cannot_finish_before_termination() {
+        let now = Utc::now();
+        let summary = summary_with(
+            vec![
+                draining("slow", 300),
+                draining("slow", 300),
+                draining("quick", 30),
+            ],
+            Some(now + chrono::Duration::seconds(90)),
+        );
+        let warnings = warnings(&summary, now);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("target group slow: draining started"));
+        assert!(warnings[0].contains("delay is 300 s and only 90 s are left"));
+    }
+
+    #[test]
+    fn warns_when_the_termination_time_has_passed() {
+        let now = Utc::now();
+        let summary = summary_with(
+            vec![draining("any", 5)],
+            Some(now - chrono::Duration::seconds(10)),
+        );
+        let warnings = warnings(&summary, now);
+        assert!(warnings[0].contains("had already passed"));
+        assert!(warnings[1].contains("only 0 s are left"));
+    }
+}

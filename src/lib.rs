@@ -5,6 +5,7 @@
 //! `handler` shaping the Lambda answer.
 
 pub mod aws_error;
+pub mod bounded;
 pub mod cleanup;
 pub mod clients;
 pub mod config;

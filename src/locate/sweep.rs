@@ -5,16 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::{
     LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration, UncheckedGroup,
 };
 use crate::aws_error;
+use crate::bounded::bounded_all;
 use crate::input::InstanceId;
 use crate::instance::Instance;
 
@@ -118,27 +116,18 @@ impl Sweep {
     async fn sweep(&self, instances: &[Instance]) -> Result<Located, LocateError> {
         let wanted = Wanted::new(instances);
         let candidates = self.list_candidates(&wanted).await?;
-        let permits = Arc::new(Semaphore::new(self.concurrency));
-        let mut tasks = JoinSet::new();
-        for candidate in candidates {
-            let elb = self.elb.clone();
-            let permits = permits.clone();
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let health = elb
-                    .describe_target_health()
-                    .target_group_arn(&candidate.arn)
-                    .send()
-                    .await;
-                (candidate, health)
-            });
-        }
+        let described = bounded_all(self.concurrency, candidates, |candidate| {
+            let request = self
+                .elb
+                .describe_target_health()
+                .target_group_arn(&candidate.arn)
+                .send();
+            async move { (candidate, request.await) }
+        })
+        .await;
 
         let mut located = Located::default();
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((candidate, health)) = joined else {
-                continue;
-            };
+        for (candidate, health) in described {
             located.target_groups_checked += 1;
             let health = match health {
                 Ok(health) => health,

@@ -5,13 +5,11 @@
 //! requests, and in-flight ones finish within the group's deregistration delay.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use crate::aws_error;
+use crate::bounded::bounded_all;
 use crate::locate::TargetRegistration;
 
 /// What the verify pass saw for one registration.
@@ -60,31 +58,25 @@ pub async fn deregister_all(
     registrations: &[TargetRegistration],
     concurrency: usize,
 ) -> BTreeMap<String, Result<(), String>> {
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for (arn, targets) in by_target_group(registrations) {
-        let elb = elb.clone();
-        let permits = permits.clone();
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let result = elb
+    let calls = bounded_all(
+        concurrency,
+        by_target_group(registrations),
+        |(arn, targets)| {
+            let request = elb
                 .deregister_targets()
                 .target_group_arn(&arn)
                 .set_targets(Some(targets.iter().map(description).collect()))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| aws_error::explain(&e));
-            (arn, result)
-        });
-    }
-    let mut results = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((arn, result)) = joined {
-            results.insert(arn, result);
-        }
-    }
-    results
+                .send();
+            async move {
+                let result = request
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| aws_error::explain(&e));
+                (arn, result)
+            }
+        },
+    );
+    calls.await.into_iter().collect()
 }
 
 /// Describe each touched group again and say, for every registration, whether it is gone. Reads each group's
@@ -94,82 +86,90 @@ pub async fn verify_removed(
     registrations: &[TargetRegistration],
     concurrency: usize,
 ) -> Vec<GroupCheck> {
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for (arn, targets) in by_target_group(registrations) {
-        let elb = elb.clone();
-        let permits = permits.clone();
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let health = elb.describe_target_health().target_group_arn(&arn).send();
-            let attributes = elb
-                .describe_target_group_attributes()
-                .target_group_arn(&arn)
-                .send();
-            let (health, attributes) = tokio::join!(health, attributes);
-            let deregistration_delay_seconds = attributes.ok().and_then(|a| {
-                a.attributes()
-                    .iter()
-                    .find(|attr| attr.key() == Some("deregistration_delay.timeout_seconds"))
-                    .and_then(|attr| attr.value()?.parse().ok())
-            });
-            let verdicts = match health {
-                Err(e) if aws_error::code(&e) == Some("TargetGroupNotFound") => targets
+    let mut checks = bounded_all(
+        concurrency,
+        by_target_group(registrations),
+        |(arn, targets)| check_group(elb.clone(), arn, targets),
+    )
+    .await;
+    checks.sort_by(|a, b| a.target_group_arn.cmp(&b.target_group_arn));
+    checks
+}
+
+async fn check_group(
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    arn: String,
+    targets: Vec<TargetRegistration>,
+) -> GroupCheck {
+    let health = elb.describe_target_health().target_group_arn(&arn).send();
+    let attributes = elb
+        .describe_target_group_attributes()
+        .target_group_arn(&arn)
+        .send();
+    let (health, attributes) = tokio::join!(health, attributes);
+    let deregistration_delay_seconds = attributes.ok().and_then(|a| {
+        a.attributes()
+            .iter()
+            .find(|attr| attr.key() == Some("deregistration_delay.timeout_seconds"))
+            .and_then(|attr| attr.value()?.parse().ok())
+    });
+    let health = match health {
+        Ok(health) => health,
+        // The group itself is gone, and every registration with it.
+        Err(e) if aws_error::code(&e) == Some("TargetGroupNotFound") => {
+            return GroupCheck {
+                target_group_arn: arn,
+                verdicts: targets
                     .into_iter()
                     .map(|t| (t, Verdict::Deregistered))
                     .collect(),
-                Err(e) => {
-                    let error = aws_error::explain(&e);
-                    targets
-                        .into_iter()
-                        .map(|t| {
-                            (
-                                t,
-                                Verdict::Unknown {
-                                    error: error.clone(),
-                                },
-                            )
-                        })
-                        .collect()
-                }
-                Ok(health) => targets
-                    .into_iter()
-                    .map(|t| {
-                        let seen = health.target_health_descriptions().iter().find(|d| {
-                            d.target().is_some_and(|target| {
-                                target.id() == Some(t.target_id.as_str()) && target.port() == t.port
-                            })
-                        });
-                        let verdict = match seen.and_then(|d| d.target_health()) {
-                            None => Verdict::Deregistered,
-                            Some(h) => match h.state().map(|s| s.as_str()) {
-                                Some("draining") => Verdict::Draining,
-                                Some("unused") | None => Verdict::Deregistered,
-                                Some(state) => Verdict::Remains {
-                                    state: state.to_owned(),
-                                    reason: h.reason().map(|r| r.as_str().to_owned()),
-                                },
-                            },
-                        };
-                        (t, verdict)
-                    })
-                    .collect(),
-            };
-            GroupCheck {
-                target_group_arn: arn,
-                verdicts,
                 deregistration_delay_seconds,
-            }
-        });
-    }
-    let mut checks = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(check) = joined {
-            checks.push(check);
+            };
         }
+        Err(e) => {
+            let error = aws_error::explain(&e);
+            let unknown = |t| {
+                (
+                    t,
+                    Verdict::Unknown {
+                        error: error.clone(),
+                    },
+                )
+            };
+            return GroupCheck {
+                target_group_arn: arn,
+                verdicts: targets.into_iter().map(unknown).collect(),
+                deregistration_delay_seconds,
+            };
+        }
+    };
+    let verdicts = targets
+        .into_iter()
+        .map(|t| {
+            let seen = health.target_health_descriptions().iter().find(|d| {
+                d.target().is_some_and(|target| {
+                    target.id() == Some(t.target_id.as_str()) && target.port() == t.port
+                })
+            });
+            let verdict = match seen.and_then(|d| d.target_health()) {
+                None => Verdict::Deregistered,
+                Some(h) => match h.state().map(|s| s.as_str()) {
+                    Some("draining") => Verdict::Draining,
+                    Some("unused") | None => Verdict::Deregistered,
+                    Some(state) => Verdict::Remains {
+                        state: state.to_owned(),
+                        reason: h.reason().map(|r| r.as_str().to_owned()),
+                    },
+                },
+            };
+            (t, verdict)
+        })
+        .collect();
+    GroupCheck {
+        target_group_arn: arn,
+        verdicts,
+        deregistration_delay_seconds,
     }
-    checks.sort_by(|a, b| a.target_group_arn.cmp(&b.target_group_arn));
-    checks
 }
 
 fn description(registration: &TargetRegistration) -> TargetDescription {
