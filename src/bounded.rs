@@ -6,9 +6,14 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-/// Apply `call` to every item with at most `limit` in flight, and collect the results in completion order.
-/// A task that panicked is dropped from the results, so callers must not assume one result per item.
-pub async fn bounded_all<I, F, Fut>(limit: usize, items: I, call: F) -> Vec<Fut::Output>
+/// A task that died instead of returning (it panicked). Callers report it like any other failed call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("internal error: the task for this call did not finish")]
+pub struct TaskFailed;
+
+/// Apply `call` to every item with at most `limit` in flight. Results come back in the order of `items`, one per
+/// item, so a caller can always say which item failed.
+pub async fn bounded_all<I, F, Fut>(limit: usize, items: I, call: F) -> Vec<Result<Fut::Output, TaskFailed>>
 where
     I: IntoIterator,
     F: Fn(I::Item) -> Fut,
@@ -17,18 +22,20 @@ where
 {
     let permits = Arc::new(Semaphore::new(limit.max(1)));
     let mut tasks = JoinSet::new();
-    for item in items {
+    let mut count = 0;
+    for (index, item) in items.into_iter().enumerate() {
         let permits = Arc::clone(&permits);
         let work = call(item);
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            work.await
+            (index, work.await)
         });
+        count += 1;
     }
-    let mut results = Vec::new();
+    let mut results: Vec<Result<Fut::Output, TaskFailed>> = (0..count).map(|_| Err(TaskFailed)).collect();
     while let Some(joined) = tasks.join_next().await {
-        if let Ok(result) = joined {
-            results.push(result);
+        if let Ok((index, result)) = joined {
+            results[index] = Ok(result);
         }
     }
     results
@@ -55,9 +62,18 @@ mod tests {
             }
         })
         .await;
-        let mut results = results;
-        results.sort();
-        assert_eq!(results, (0..20).map(|n| n * 2).collect::<Vec<_>>());
+        let expected: Vec<Result<i32, TaskFailed>> = (0..20).map(|n| Ok(n * 2)).collect();
+        assert_eq!(results, expected, "one result per item, in item order");
         assert_eq!(peak.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_reported_in_its_place() {
+        let results = bounded_all(2, [1, 0, 2], |n| async move {
+            assert!(n != 0, "boom");
+            n
+        })
+        .await;
+        assert_eq!(results, vec![Ok(1), Err(TaskFailed), Ok(2)]);
     }
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::task::JoinSet;
 
+use crate::bounded::bounded_all;
 use crate::clients::Clients;
 use crate::config::Config;
 use crate::input::{InstanceId, Request, Trigger};
@@ -18,10 +18,8 @@ use crate::instance::{Instance, describe_instances};
 use crate::locate::{Located, Locator, Sweep, TargetRegistration};
 use crate::steps::deregister::{self, GroupCheck, Verdict};
 use crate::steps::notify;
-use crate::steps::quarantine::{self, EniChange, EniStatus, QuarantineGroups};
-use crate::summary::{
-    InstanceInfo, Outcome, SCHEMA_VERSION, Step, StepError, Summary, TargetChange, Timings,
-};
+use crate::steps::quarantine::{self, EniChange, EniStatus};
+use crate::summary::{InstanceInfo, Outcome, SCHEMA_VERSION, Step, StepError, Summary, TargetChange, Timings};
 
 /// Spot's notice: the instance goes two minutes after the warning.
 pub const SPOT_NOTICE: Duration = Duration::from_secs(120);
@@ -51,10 +49,7 @@ pub enum InstanceError {
     #[error("instance {0} was not found in this account and region; nothing was changed")]
     NotFound(InstanceId),
     #[error("could not describe instance {instance}: {reason}; nothing was changed")]
-    Describe {
-        instance: InstanceId,
-        reason: String,
-    },
+    Describe { instance: InstanceId, reason: String },
 }
 
 /// The result for one instance.
@@ -77,10 +72,7 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
     let clock = Instant::now();
     let started_at = Utc::now();
     let mut seen = HashSet::new();
-    let requests: Vec<&Request> = requests
-        .iter()
-        .filter(|r| seen.insert(r.instance_id.clone()))
-        .collect();
+    let requests: Vec<&Request> = requests.iter().filter(|r| seen.insert(r.instance_id.clone())).collect();
     let ids: Vec<InstanceId> = requests.iter().map(|r| r.instance_id.clone()).collect();
 
     let described = describe_instances(&app.clients.ec2, &ids).await;
@@ -135,12 +127,7 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
     let deregistered = if app.config.dry_run || located.registrations.is_empty() {
         BTreeMap::new()
     } else {
-        deregister::deregister_all(
-            &app.clients.elb,
-            &located.registrations,
-            app.config.concurrency,
-        )
-        .await
+        deregister::deregister_all(&app.clients.elb, &located.registrations, app.config.concurrency).await
     };
     let deregister_ms = elapsed_ms(step);
     tracing::info!(
@@ -168,12 +155,7 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
         deregister::verify_removed(&app.clients.elb, &sent, app.config.concurrency).await
     };
     let verify_ms = elapsed_ms(step);
-    tracing::info!(
-        step = "verify",
-        groups = checks.len(),
-        ms = verify_ms,
-        "verified"
-    );
+    tracing::info!(step = "verify", groups = checks.len(), ms = verify_ms, "verified");
 
     let verdicts: HashMap<&TargetRegistration, (&Verdict, Option<u32>)> = checks
         .iter()
@@ -235,11 +217,7 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
                 ),
             });
         }
-        for registration in located
-            .registrations
-            .iter()
-            .filter(|r| r.instance_id == instance.id)
-        {
+        for registration in located.registrations.iter().filter(|r| r.instance_id == instance.id) {
             let mut change = target_change(registration);
             if app.config.dry_run {
                 summary.planned.push(change);
@@ -310,21 +288,13 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
     }
 
     // Publishing is independent per instance, and the last step: run them together.
-    let mut tasks = JoinSet::new();
-    for (index, summary) in summaries.iter().enumerate() {
-        let (sns, topic, summary) = (
-            app.clients.sns.clone(),
-            app.config.sns_topic_arn.clone(),
-            summary.clone(),
-        );
-        tasks.spawn(async move { (index, notify::publish(&sns, &topic, &summary).await) });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((index, published)) = joined else {
-            continue;
-        };
-        let summary = &mut summaries[index];
-        if let Err(error) = published {
+    let published = bounded_all(summaries.len(), summaries.clone(), |summary| {
+        let (sns, topic) = (app.clients.sns.clone(), app.config.sns_topic_arn.clone());
+        async move { notify::publish(&sns, &topic, &summary).await }
+    })
+    .await;
+    for (summary, published) in summaries.iter_mut().zip(published) {
+        if let Err(error) = published.unwrap_or_else(|e| Err(e.to_string())) {
             summary.errors.push(StepError {
                 step: Step::Notify,
                 message: format!("SNS Publish failed: {error}"),
@@ -350,68 +320,48 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
 /// Quarantine every instance's ENIs, instances side by side. One DescribeSecurityGroups resolves the quarantine group
 /// of each VPC for the whole batch.
 async fn quarantine_all(app: &App, instances: &[Instance]) -> HashMap<InstanceId, Vec<EniChange>> {
-    let with_enis: Vec<&Instance> = instances
-        .iter()
-        .filter(|i| !i.network_interfaces.is_empty())
-        .collect();
+    let with_enis: Vec<&Instance> = instances.iter().filter(|i| !i.network_interfaces.is_empty()).collect();
     if with_enis.is_empty() {
         return HashMap::new();
     }
-    let groups = match quarantine::resolve_quarantine_groups(
-        &app.clients.ec2,
-        &app.config.quarantine_groups,
-    )
-    .await
-    {
+    let unchanged = |instance: &Instance, error: &str| -> Vec<EniChange> {
+        let vpc = instance.vpc_id.clone();
+        instance
+            .network_interfaces
+            .iter()
+            .map(|eni| quarantine::unchanged(eni, vpc.clone(), error))
+            .collect()
+    };
+    let groups = match quarantine::resolve_quarantine_groups(&app.clients.ec2, &app.config.quarantine_groups).await {
         Ok(groups) => Arc::new(groups),
         Err(e) => {
             let message = e.to_string();
-            return instances
+            return with_enis
                 .iter()
-                .map(|instance| (instance.id.clone(), unchanged(instance, &message)))
+                .map(|i| (i.id.clone(), unchanged(i, &message)))
                 .collect();
         }
     };
     let records = Arc::new(quarantine::recorded_groups(&app.clients.ec2, &with_enis).await);
-    let mut tasks = JoinSet::new();
-    for instance in instances {
-        let (ec2, groups, records, instance, dry_run) = (
+    let changes = bounded_all(with_enis.len(), with_enis.iter().map(|i| (*i).clone()), |instance| {
+        let (ec2, groups, records, dry_run) = (
             app.clients.ec2.clone(),
             Arc::clone(&groups),
             Arc::clone(&records),
-            instance.clone(),
             app.config.dry_run,
         );
-        tasks.spawn(async move {
-            let groups: &QuarantineGroups = &groups;
-            let changes =
-                quarantine::quarantine_enis(&ec2, &instance, groups, &records, dry_run).await;
-            (instance.id, changes)
-        });
-    }
-    let mut changes = HashMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((id, list)) = joined {
-            changes.insert(id, list);
+        async move {
+            let records = records.as_ref().as_ref();
+            quarantine::quarantine_enis(&ec2, &instance, &groups, records, dry_run).await
         }
-    }
-    changes
-}
-
-/// Every ENI, reported as not changed because of `error`.
-fn unchanged(instance: &Instance, error: &str) -> Vec<EniChange> {
-    instance
-        .network_interfaces
+    })
+    .await;
+    with_enis
         .iter()
-        .map(|eni| EniChange {
-            network_interface_id: eni.id.clone(),
-            vpc_id: eni.vpc_id.clone(),
-            device_index: eni.device_index,
-            status: EniStatus::Failed,
-            groups_before: eni.groups.clone(),
-            groups_after: eni.groups.clone(),
-            original_groups: None,
-            error: Some(error.to_owned()),
+        .zip(changes)
+        .map(|(instance, change)| {
+            let change = change.unwrap_or_else(|e| unchanged(instance, &e.to_string()));
+            (instance.id.clone(), change)
         })
         .collect()
 }
@@ -444,10 +394,7 @@ pub fn terminates_at(trigger: &Trigger, started_at: DateTime<Utc>) -> Option<Dat
 fn warnings(summary: &Summary, now: DateTime<Utc>) -> Vec<String> {
     let mut warnings = Vec::new();
     if let Some(state) = summary.instance.state.as_deref()
-        && matches!(
-            state,
-            "shutting-down" | "terminated" | "stopping" | "stopped"
-        )
+        && matches!(state, "shutting-down" | "terminated" | "stopping" | "stopped")
     {
         warnings.push(format!("the instance is already {state}"));
     }
@@ -562,11 +509,7 @@ mod tests {
     fn warns_when_draining_cannot_finish_before_termination() {
         let now = Utc::now();
         let summary = summary_with(
-            vec![
-                draining("slow", 300),
-                draining("slow", 300),
-                draining("quick", 30),
-            ],
+            vec![draining("slow", 300), draining("slow", 300), draining("quick", 30)],
             Some(now + chrono::Duration::seconds(90)),
         );
         let warnings = warnings(&summary, now);
@@ -578,10 +521,7 @@ mod tests {
     #[test]
     fn warns_when_the_termination_time_has_passed() {
         let now = Utc::now();
-        let summary = summary_with(
-            vec![draining("any", 5)],
-            Some(now - chrono::Duration::seconds(10)),
-        );
+        let summary = summary_with(vec![draining("any", 5)], Some(now - chrono::Duration::seconds(10)));
         let warnings = warnings(&summary, now);
         assert!(warnings[0].contains("had already passed"));
         assert!(warnings[1].contains("only 0 s are left"));

@@ -13,10 +13,7 @@ pub struct SecurityGroupId(String);
 impl SecurityGroupId {
     pub fn parse(value: &str) -> Option<Self> {
         let hex = value.strip_prefix("sg-")?;
-        let ok = matches!(hex.len(), 8 | 17)
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| Self(value.to_owned()))
     }
 
@@ -46,10 +43,7 @@ pub struct Config {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
     #[error("{name} is not set: {hint}")]
-    Missing {
-        name: &'static str,
-        hint: &'static str,
-    },
+    Missing { name: &'static str, hint: &'static str },
     #[error("{name}={value:?} is invalid: {reason}")]
     Invalid {
         name: &'static str,
@@ -70,17 +64,13 @@ impl Config {
                 .filter(|v| !v.trim().is_empty())
                 .ok_or(ConfigError::Missing { name, hint })
         };
-        let invalid =
-            |name: &'static str, value: &str, reason: &'static str| ConfigError::Invalid {
-                name,
-                value: value.to_owned(),
-                reason,
-            };
+        let invalid = |name: &'static str, value: &str, reason: &'static str| ConfigError::Invalid {
+            name,
+            value: value.to_owned(),
+            reason,
+        };
 
-        let sns_topic_arn = required(
-            "SNS_TOPIC_ARN",
-            "the ARN of the topic that receives summaries",
-        )?;
+        let sns_topic_arn = required("SNS_TOPIC_ARN", "the ARN of the topic that receives summaries")?;
         if !is_sns_topic_arn(&sns_topic_arn) {
             return Err(invalid(
                 "SNS_TOPIC_ARN",
@@ -118,11 +108,7 @@ impl Config {
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=40).contains(&n) => n,
                 _ => {
-                    return Err(invalid(
-                        "ELB_CONCURRENCY",
-                        v,
-                        "expected a whole number from 1 to 40",
-                    ));
+                    return Err(invalid("ELB_CONCURRENCY", v, "expected a whole number from 1 to 40"));
                 }
             },
         };
@@ -156,10 +142,7 @@ mod tests {
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:spot-cleanup";
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -182,10 +165,7 @@ mod tests {
     fn several_quarantine_groups_and_dry_run() {
         let c = config(&[
             ("SNS_TOPIC_ARN", TOPIC),
-            (
-                "QUARANTINE_SECURITY_GROUP_ID",
-                "sg-0123abcd, sg-0123456789abcdef0",
-            ),
+            ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd, sg-0123456789abcdef0"),
             ("DRY_RUN", "TRUE"),
             ("ELB_CONCURRENCY", "4"),
         ])
@@ -209,10 +189,7 @@ mod tests {
                 ],
                 "SNS_TOPIC_ARN=",
             ),
-            (
-                &[("SNS_TOPIC_ARN", TOPIC)],
-                "QUARANTINE_SECURITY_GROUP_ID is not set",
-            ),
+            (&[("SNS_TOPIC_ARN", TOPIC)], "QUARANTINE_SECURITY_GROUP_ID is not set"),
             (
                 &[
                     ("SNS_TOPIC_ARN", TOPIC),

@@ -46,13 +46,10 @@ impl From<HandlerError> for Diagnostic {
 /// Handle one invocation. A direct request answers with its summary, or fails when anything is left undone so that
 /// Lambda's async retry tries again; an SQS batch answers with the records that failed.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
-    let invocation = parse_invocation(&event.payload)
-        .inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
+    let invocation = parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
     match invocation {
         Invocation::Direct(request) => {
-            let report = clean_up(app, std::slice::from_ref(&request))
-                .await
-                .remove(0);
+            let report = clean_up(app, std::slice::from_ref(&request)).await.remove(0);
             let summary = report.result?;
             if summary.is_complete() {
                 Ok(serde_json::to_value(&summary).expect("a summary always serializes"))
@@ -96,19 +93,10 @@ fn incomplete(summary: &Summary) -> HandlerError {
     let mut details: Vec<String> = summary
         .errors
         .iter()
-        .map(|e| {
-            format!(
-                "{}: {}",
-                serde_json::to_value(e.step).unwrap_or_default(),
-                e.message
-            )
-        })
+        .map(|e| format!("{}: {}", serde_json::to_value(e.step).unwrap_or_default(), e.message))
         .collect();
     if !summary.remaining.is_empty() {
-        details.push(format!(
-            "{} target(s) remain registered",
-            summary.remaining.len()
-        ));
+        details.push(format!("{} target(s) remain registered", summary.remaining.len()));
     }
     HandlerError::Incomplete {
         instance: summary.instance.id.to_string(),

@@ -26,10 +26,8 @@ pub struct InstanceId(String);
 impl InstanceId {
     pub fn parse(value: &str) -> Result<Self, InputError> {
         let hex = value.strip_prefix("i-").unwrap_or("");
-        let well_formed = matches!(hex.len(), 8 | 17)
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let well_formed =
+            matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if well_formed {
             Ok(Self(value.to_owned()))
         } else {
@@ -84,6 +82,7 @@ impl Action {
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     NodeAgent,
+    #[serde(rename = "eventbridge")]
     EventBridge,
 }
 
@@ -167,13 +166,8 @@ pub enum InputError {
     Unrecognised(String),
     #[error("unsupported event source {0}: only aws.ec2 is handled")]
     UnsupportedSource(Quoted),
-    #[error(
-        "unsupported detail-type {detail_type} from {event_source}: only \"{SPOT_INTERRUPTION}\" is handled"
-    )]
-    UnsupportedDetailType {
-        event_source: Quoted,
-        detail_type: Quoted,
-    },
+    #[error("unsupported detail-type {detail_type} from {event_source}: only \"{SPOT_INTERRUPTION}\" is handled")]
+    UnsupportedDetailType { event_source: Quoted, detail_type: Quoted },
     #[error("invalid instance id {0}: expected i- followed by 8 or 17 lowercase hex digits")]
     InvalidInstanceId(Quoted),
     #[error("invalid {field}: {reason}")]
@@ -223,11 +217,7 @@ fn parse_single(payload: &Value, sqs_message_id: Option<&str>) -> Result<Request
     } else if object.contains_key("Records") {
         return Err(InputError::NestedBatch);
     } else {
-        let mut keys: Vec<String> = object
-            .keys()
-            .take(8)
-            .map(|k| Quoted::new(k).to_string())
-            .collect();
+        let mut keys: Vec<String> = object.keys().take(8).map(|k| Quoted::new(k).to_string()).collect();
         if object.len() > keys.len() {
             keys.push("...".into());
         }
@@ -262,19 +252,14 @@ struct AgentPayload {
 }
 
 fn parse_agent(payload: &Value) -> Result<Request, InputError> {
-    let agent = AgentPayload::deserialize(payload)
-        .map_err(|e| InputError::malformed("node-agent payload", e))?;
+    let agent = AgentPayload::deserialize(payload).map_err(|e| InputError::malformed("node-agent payload", e))?;
     let raw_id = match (agent.instance_id, agent.instance_id_dashed) {
         (Some(_), Some(_)) => return Err(InputError::AmbiguousInstanceId),
         (Some(id), None) | (None, Some(id)) => id,
         (None, None) => return Err(InputError::MissingInstanceId),
     };
     let instance_id = InstanceId::parse(&raw_id)?;
-    let action_time = agent
-        .time
-        .as_deref()
-        .map(|t| parse_time("time", t))
-        .transpose()?;
+    let action_time = agent.time.as_deref().map(|t| parse_time("time", t)).transpose()?;
     let region = agent.region.map(|r| check_region(&r)).transpose()?;
     let account = agent.account.map(|a| check_account(&a)).transpose()?;
     Ok(Request {
@@ -347,8 +332,7 @@ fn parse_eventbridge(payload: &Value) -> Result<Request, InputError> {
         });
     }
     let event: EventBridgeEvent<SpotInterruptionDetail> =
-        serde_json::from_value(payload.clone())
-            .map_err(|e| InputError::malformed("Spot interruption event", e))?;
+        serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed("Spot interruption event", e))?;
     // The id comes from `detail`: real samples put an availability zone where the region belongs in `resources`.
     let instance_id = InstanceId::parse(&event.detail.instance_id)?;
     let region = event.region.as_deref().map(check_region).transpose()?;
@@ -379,8 +363,7 @@ fn parse_eventbridge(payload: &Value) -> Result<Request, InputError> {
 }
 
 fn parse_sqs(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
-    let event =
-        SqsEvent::deserialize(payload).map_err(|e| InputError::malformed("SQS event", e))?;
+    let event = SqsEvent::deserialize(payload).map_err(|e| InputError::malformed("SQS event", e))?;
     if event.records.is_empty() {
         return Err(InputError::EmptyBatch);
     }
@@ -389,9 +372,7 @@ fn parse_sqs(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
         .into_iter()
         .enumerate()
         .map(|(index, record)| {
-            let message_id = record
-                .message_id
-                .ok_or(InputError::MissingMessageId { index })?;
+            let message_id = record.message_id.ok_or(InputError::MissingMessageId { index })?;
             let request = match record.body {
                 None => Err(InputError::MissingBody {
                     message_id: Quoted::new(&message_id),
@@ -400,10 +381,7 @@ fn parse_sqs(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
                     .map_err(|e| InputError::malformed("SQS message body", e))
                     .and_then(|body| parse_single(&body, Some(&message_id))),
             };
-            Ok(BatchRecord {
-                message_id,
-                request,
-            })
+            Ok(BatchRecord { message_id, request })
         })
         .collect()
 }
@@ -497,10 +475,7 @@ mod tests {
         }));
         assert_eq!(r.instance_id.as_str(), "i-0123abcd");
         assert_eq!(r.trigger.action, Some(Action::Stop));
-        assert_eq!(
-            r.trigger.action_time.unwrap().to_rfc3339(),
-            "2026-11-21T10:00:00+00:00"
-        );
+        assert_eq!(r.trigger.action_time.unwrap().to_rfc3339(), "2026-11-21T10:00:00+00:00");
         assert_eq!(r.trigger.region.as_deref(), Some("eu-west-1"));
     }
 
@@ -534,10 +509,7 @@ mod tests {
         assert_eq!(records.len(), 3);
         let first = records[0].request.as_ref().unwrap();
         assert_eq!(first.trigger.sqs_message_id.as_deref(), Some("m1"));
-        assert!(matches!(
-            records[1].request,
-            Err(InputError::Malformed { .. })
-        ));
+        assert!(matches!(records[1].request, Err(InputError::Malformed { .. })));
         assert_eq!(records[2].request, Err(InputError::NestedBatch));
     }
 
@@ -550,10 +522,7 @@ mod tests {
             (json!({"hello": "world"}), "unrecognised payload"),
             (json!({"instance_id": 5}), "invalid type"),
             (json!({"instance_id": huge}), "invalid instance id"),
-            (
-                json!({"instance_id": "i-0123abcd", "extra": 1}),
-                "unknown field",
-            ),
+            (json!({"instance_id": "i-0123abcd", "extra": 1}), "unknown field"),
             (
                 json!({"instance_id": "i-0123abcd", "instance-id": "i-0123abcd"}),
                 "both",
@@ -562,14 +531,8 @@ mod tests {
                 json!({"instance_id": "i-0123abcd", "action": "explode"}),
                 "unknown variant",
             ),
-            (
-                json!({"instance_id": "i-0123abcd", "time": "yesterday"}),
-                "RFC 3339",
-            ),
-            (
-                json!({"instance_id": "i-0123abcd", "account": "12"}),
-                "12-digit",
-            ),
+            (json!({"instance_id": "i-0123abcd", "time": "yesterday"}), "RFC 3339"),
+            (json!({"instance_id": "i-0123abcd", "account": "12"}), "12-digit"),
             (
                 json!({"source": "aws.s3", "detail-type": SPOT_INTERRUPTION}),
                 "unsupported event source",
@@ -588,10 +551,7 @@ mod tests {
         for (payload, expected) in cases {
             let message = rejected(payload.clone()).to_string();
             assert!(message.contains(expected), "{payload:.80}: {message}");
-            assert!(
-                message.len() < 400,
-                "error message too long: {message:.100}..."
-            );
+            assert!(message.len() < 400, "error message too long: {message:.100}...");
         }
     }
 

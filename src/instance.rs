@@ -55,23 +55,14 @@ pub async fn describe_instances(
     for chunk in ids.chunks(FILTER_VALUES_MAX) {
         let filter = aws_sdk_ec2::types::Filter::builder()
             .name("instance-id")
-            .set_values(Some(
-                chunk.iter().map(|id| id.as_str().to_owned()).collect(),
-            ))
+            .set_values(Some(chunk.iter().map(|id| id.as_str().to_owned()).collect()))
             .build();
-        let mut pages = ec2
-            .describe_instances()
-            .filters(filter)
-            .into_paginator()
-            .send();
+        let mut pages = ec2.describe_instances().filters(filter).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| DescribeError(aws_error::explain(&e)))?;
             for instance in page.reservations().iter().flat_map(|r| r.instances()) {
                 // Anything EC2 returns that we did not ask for, or cannot parse, is ignored.
-                let Some(id) = instance
-                    .instance_id()
-                    .and_then(|id| InstanceId::parse(id).ok())
-                else {
+                let Some(id) = instance.instance_id().and_then(|id| InstanceId::parse(id).ok()) else {
                     continue;
                 };
                 if chunk.contains(&id) {
@@ -118,20 +109,12 @@ fn from_sdk(id: InstanceId, instance: &aws_sdk_ec2::types::Instance) -> Instance
     Instance {
         id,
         vpc_id: instance.vpc_id().map(str::to_owned),
-        state: instance
-            .state()
-            .and_then(|s| s.name())
-            .map(|s| s.as_str().to_owned()),
+        state: instance.state().and_then(|s| s.name()).map(|s| s.as_str().to_owned()),
         lifecycle: instance.instance_lifecycle().map(|l| l.as_str().to_owned()),
         tags: instance
             .tags()
             .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_owned(),
-                    t.value().unwrap_or_default().to_owned(),
-                ))
-            })
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
             .collect(),
         network_interfaces,
     }

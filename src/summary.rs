@@ -122,12 +122,10 @@ impl Summary {
         } else if self.errors.is_empty() && self.remaining.is_empty() {
             Outcome::Cleaned
         } else if self.removed.is_empty()
-            && !self.network_interfaces.iter().any(|e| {
-                matches!(
-                    e.status,
-                    EniStatus::Quarantined | EniStatus::AlreadyQuarantined
-                )
-            })
+            && !self
+                .network_interfaces
+                .iter()
+                .any(|e| matches!(e.status, EniStatus::Quarantined | EniStatus::AlreadyQuarantined))
         {
             Outcome::Failed
         } else {
@@ -142,10 +140,7 @@ impl Summary {
 
     /// The distinct target groups in a list of targets.
     pub fn group_count(targets: &[TargetChange]) -> usize {
-        let mut arns: Vec<&str> = targets
-            .iter()
-            .map(|t| t.target_group_arn.as_str())
-            .collect();
+        let mut arns: Vec<&str> = targets.iter().map(|t| t.target_group_arn.as_str()).collect();
         arns.sort_unstable();
         arns.dedup();
         arns.len()

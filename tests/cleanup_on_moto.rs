@@ -31,12 +31,9 @@ async fn spot_interruption_leaves_every_group_and_quarantines_every_eni() {
     let ours = fleet.registrations_of(node, &before);
     assert_eq!(ours.len(), 4, "two NodePorts and two pod IPs: {ours:?}");
 
-    let answer = invoke(
-        &app,
-        common::event_for("spot-interruption-terminate.json", &node.id),
-    )
-    .await
-    .expect("cleanup succeeds");
+    let answer = invoke(&app, common::event_for("spot-interruption-terminate.json", &node.id))
+        .await
+        .expect("cleanup succeeds");
     let summary: Summary = serde_json::from_value(answer).unwrap();
 
     // The registrations are gone; the neighbour's and the other VPC's are untouched.
@@ -89,11 +86,7 @@ async fn spot_interruption_leaves_every_group_and_quarantines_every_eni() {
     let quarantined = fleet.enis_in_group(node, &fleet.quarantine_group).await;
     assert_eq!(quarantined, node.enis.iter().cloned().collect());
     for (eni, (_, tags)) in fleet.enis(node).await {
-        assert_eq!(
-            tags.get(ORIGINAL_GROUPS_TAG),
-            Some(&fleet.app_group),
-            "{eni}"
-        );
+        assert_eq!(tags.get(ORIGINAL_GROUPS_TAG), Some(&fleet.app_group), "{eni}");
     }
     assert_eq!(summary.network_interfaces.len(), 2);
     for change in &summary.network_interfaces {
@@ -106,40 +99,21 @@ async fn spot_interruption_leaves_every_group_and_quarantines_every_eni() {
     assert_eq!(published.len(), 1);
     let note = &published[0];
     let subject = note["Subject"].as_str().unwrap();
-    assert!(
-        subject.len() <= 100 && subject.contains(&node.id),
-        "{subject}"
-    );
+    assert!(subject.len() <= 100 && subject.contains(&node.id), "{subject}");
     assert_eq!(
         subject,
-        format!(
-            "spot-cleanup: {} left 3 target groups, quarantined",
-            node.id
-        )
+        format!("spot-cleanup: {} left 3 target groups, quarantined", node.id)
     );
-    assert_eq!(
-        note["MessageAttributes"]["instance_id"]["Value"],
-        json!(node.id)
-    );
-    assert_eq!(
-        note["MessageAttributes"]["outcome"]["Value"],
-        json!("cleaned")
-    );
-    assert_eq!(
-        note["MessageAttributes"]["trigger"]["Value"],
-        json!("eventbridge")
-    );
+    assert_eq!(note["MessageAttributes"]["instance_id"]["Value"], json!(node.id));
+    assert_eq!(note["MessageAttributes"]["outcome"]["Value"], json!("cleaned"));
+    assert_eq!(note["MessageAttributes"]["trigger"]["Value"], json!("eventbridge"));
     let message: Summary = serde_json::from_str(note["Message"].as_str().unwrap()).unwrap();
     assert_eq!(message.removed, summary.removed);
 
     // One DescribeInstances, one sweep, one DeregisterTargets per group, one Publish.
     assert_eq!(calls.get("DescribeInstances"), 1);
     assert_eq!(calls.get("DeregisterTargets"), 3);
-    assert_eq!(
-        calls.get("DescribeTargetHealth"),
-        4 + 3,
-        "sweep 4 groups, verify 3"
-    );
+    assert_eq!(calls.get("DescribeTargetHealth"), 4 + 3, "sweep 4 groups, verify 3");
     assert_eq!(calls.get("ModifyNetworkInterfaceAttribute"), 2);
     assert_eq!(calls.get("ModifyInstanceAttribute"), 0);
     assert_eq!(calls.get("Publish"), 1);
@@ -155,12 +129,9 @@ async fn a_second_delivery_is_idempotent_and_keeps_the_original_record() {
     invoke(&app, common::event_for("node-agent.json", &node.id))
         .await
         .expect("first run");
-    let again = invoke(
-        &app,
-        common::event_for("spot-interruption-stop.json", &node.id),
-    )
-    .await
-    .expect("the retry also succeeds");
+    let again = invoke(&app, common::event_for("spot-interruption-stop.json", &node.id))
+        .await
+        .expect("the retry also succeeds");
     let summary: Summary = serde_json::from_value(again).unwrap();
 
     assert_eq!(summary.outcome.as_str(), "cleaned");
@@ -193,9 +164,7 @@ async fn an_sqs_batch_is_cleaned_in_one_pass_and_reports_exactly_the_failed_reco
         record("m-bad", json!({"instance_id": "i-nothex!"})),
         record("m-gone", json!({"instance_id": "i-0badc0ffee0ddf00d"})),
     ]});
-    let answer = invoke(&app, payload)
-        .await
-        .expect("a batch answers with its failures");
+    let answer = invoke(&app, payload).await.expect("a batch answers with its failures");
     assert_eq!(
         answer,
         json!({"batchItemFailures": [{"itemIdentifier": "m-bad"}, {"itemIdentifier": "m-gone"}]})
@@ -208,20 +177,10 @@ async fn an_sqs_batch_is_cleaned_in_one_pass_and_reports_exactly_the_failed_reco
             "{} still registered",
             node.id
         );
-        assert_eq!(
-            fleet
-                .enis_in_group(node, &fleet.quarantine_group)
-                .await
-                .len(),
-            2
-        );
+        assert_eq!(fleet.enis_in_group(node, &fleet.quarantine_group).await.len(), 2);
     }
     assert_eq!(fleet.registrations_of(&fleet.neighbour, &after).len(), 5);
-    assert_eq!(
-        calls.get("DescribeInstances"),
-        1,
-        "one describe for the whole batch"
-    );
+    assert_eq!(calls.get("DescribeInstances"), 1, "one describe for the whole batch");
     assert_eq!(
         calls.get("DescribeTargetHealth"),
         4 + 3,
@@ -244,12 +203,9 @@ async fn dry_run_publishes_the_plan_and_changes_nothing() {
     let before = fleet.registrations().await;
     let enis_before = fleet.enis(node).await;
 
-    let answer = invoke(
-        &app,
-        common::event_for("spot-interruption-terminate.json", &node.id),
-    )
-    .await
-    .unwrap();
+    let answer = invoke(&app, common::event_for("spot-interruption-terminate.json", &node.id))
+        .await
+        .unwrap();
     let summary: Summary = serde_json::from_value(answer).unwrap();
 
     assert_eq!(fleet.registrations().await, before);
@@ -264,24 +220,12 @@ async fn dry_run_publishes_the_plan_and_changes_nothing() {
             .iter()
             .all(|e| e.groups_after == vec![fleet.quarantine_group.clone()])
     );
-    for mutation in [
-        "DeregisterTargets",
-        "CreateTags",
-        "ModifyNetworkInterfaceAttribute",
-    ] {
+    for mutation in ["DeregisterTargets", "CreateTags", "ModifyNetworkInterfaceAttribute"] {
         assert_eq!(calls.get(mutation), 0, "{mutation} in a dry run");
     }
     let published = fleet.published().await;
-    assert_eq!(
-        published[0]["MessageAttributes"]["outcome"]["Value"],
-        json!("dry-run")
-    );
-    assert!(
-        published[0]["Subject"]
-            .as_str()
-            .unwrap()
-            .contains("DRY RUN")
-    );
+    assert_eq!(published[0]["MessageAttributes"]["outcome"]["Value"], json!("dry-run"));
+    assert!(published[0]["Subject"].as_str().unwrap().contains("DRY RUN"));
 }
 
 #[tokio::test]
@@ -294,40 +238,20 @@ async fn without_a_quarantine_group_in_the_vpc_it_still_deregisters_and_reports_
         _ => None,
     })
     .unwrap();
-    let app = App::new(
-        config,
-        spot_cleanup::Clients::from_shared(&moto.sdk_config().await),
-    );
+    let app = App::new(config, spot_cleanup::Clients::from_shared(&moto.sdk_config().await));
     let node = &fleet.spot[0];
     let enis_before = fleet.enis(node).await;
 
-    let error = invoke(
-        &app,
-        common::event_for("spot-interruption-terminate.json", &node.id),
-    )
-    .await
-    .expect_err("an incomplete cleanup fails the invocation so that it is retried");
+    let error = invoke(&app, common::event_for("spot-interruption-terminate.json", &node.id))
+        .await
+        .expect_err("an incomplete cleanup fails the invocation so that it is retried");
     assert_eq!(error.error_type(), "CleanupIncomplete");
-    assert!(
-        error.to_string().contains("no quarantine security group"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("no quarantine security group"), "{error}");
 
-    assert!(
-        fleet
-            .registrations_of(node, &fleet.registrations().await)
-            .is_empty()
-    );
-    assert_eq!(
-        fleet.enis(node).await,
-        enis_before,
-        "no security group was changed"
-    );
+    assert!(fleet.registrations_of(node, &fleet.registrations().await).is_empty());
+    assert_eq!(fleet.enis(node).await, enis_before, "no security group was changed");
     let published = fleet.published().await;
-    assert_eq!(
-        published[0]["MessageAttributes"]["outcome"]["Value"],
-        json!("partial")
-    );
+    assert_eq!(published[0]["MessageAttributes"]["outcome"]["Value"], json!("partial"));
 }
 
 #[tokio::test]
@@ -359,11 +283,7 @@ async fn bad_input_and_unknown_instances_change_nothing() {
         .await
         .unwrap_err();
     assert_eq!(error.error_type(), "InstanceNotFound");
-    assert!(
-        error
-            .to_string()
-            .contains("i-0badc0ffee0ddf00d was not found")
-    );
+    assert!(error.to_string().contains("i-0badc0ffee0ddf00d was not found"));
     assert_eq!(fleet.registrations().await, before);
     assert!(fleet.published().await.is_empty());
 }

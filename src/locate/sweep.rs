@@ -8,9 +8,7 @@ use std::net::IpAddr;
 
 use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
 
-use super::{
-    LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration, UncheckedGroup,
-};
+use super::{LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration, UncheckedGroup};
 use crate::aws_error;
 use crate::bounded::bounded_all;
 use crate::input::InstanceId;
@@ -70,9 +68,7 @@ impl Wanted {
                 };
                 wanted.vpcs.insert(vpc.clone());
                 for address in &eni.addresses {
-                    wanted
-                        .addresses
-                        .insert((vpc.clone(), *address), instance.id.clone());
+                    wanted.addresses.insert((vpc.clone(), *address), instance.id.clone());
                 }
             }
         }
@@ -80,10 +76,7 @@ impl Wanted {
     }
 
     fn covers(&self, group: &TargetGroup) -> bool {
-        let kind_ok = matches!(
-            group.target_type(),
-            Some(TargetTypeEnum::Instance | TargetTypeEnum::Ip)
-        );
+        let kind_ok = matches!(group.target_type(), Some(TargetTypeEnum::Instance | TargetTypeEnum::Ip));
         let vpc_ok = self.any_vpc || group.vpc_id().is_some_and(|v| self.vpcs.contains(v));
         kind_ok && vpc_ok
     }
@@ -116,6 +109,10 @@ impl Sweep {
     async fn sweep(&self, instances: &[Instance]) -> Result<Located, LocateError> {
         let wanted = Wanted::new(instances);
         let candidates = self.list_candidates(&wanted).await?;
+        let names: Vec<(String, String, Option<String>)> = candidates
+            .iter()
+            .map(|c| (c.arn.clone(), c.name.clone(), c.vpc_id.clone()))
+            .collect();
         let described = bounded_all(self.concurrency, candidates, |candidate| {
             let request = self
                 .elb
@@ -127,7 +124,19 @@ impl Sweep {
         .await;
 
         let mut located = Located::default();
-        for (candidate, health) in described {
+        for (described, (arn, name, vpc_id)) in described.into_iter().zip(names) {
+            let (candidate, health) = match described {
+                Ok(pair) => pair,
+                Err(e) => {
+                    located.unchecked.push(UncheckedGroup {
+                        target_group_arn: arn,
+                        target_group_name: name,
+                        vpc_id,
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
             located.target_groups_checked += 1;
             let health = match health {
                 Ok(health) => health,
@@ -144,14 +153,10 @@ impl Sweep {
                 }
             };
             for description in health.target_health_descriptions() {
-                let Some((target, target_id)) =
-                    description.target().and_then(|t| Some((t, t.id()?)))
-                else {
+                let Some((target, target_id)) = description.target().and_then(|t| Some((t, t.id()?))) else {
                     continue;
                 };
-                let Some(owner) =
-                    wanted.owner(candidate.kind, candidate.vpc_id.as_deref(), target_id)
-                else {
+                let Some(owner) = wanted.owner(candidate.kind, candidate.vpc_id.as_deref(), target_id) else {
                     continue;
                 };
                 located.registrations.push(TargetRegistration {

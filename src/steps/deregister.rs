@@ -20,10 +20,7 @@ pub enum Verdict {
     /// Still in the group but receiving no new requests.
     Draining,
     /// Still in the group in this state, with ELB's reason code if it gave one.
-    Remains {
-        state: String,
-        reason: Option<String>,
-    },
+    Remains { state: String, reason: Option<String> },
     /// The group could not be described again.
     Unknown { error: String },
 }
@@ -38,9 +35,7 @@ pub struct GroupCheck {
 }
 
 /// Registrations grouped by target group, in ARN order.
-pub fn by_target_group(
-    registrations: &[TargetRegistration],
-) -> BTreeMap<String, Vec<TargetRegistration>> {
+pub fn by_target_group(registrations: &[TargetRegistration]) -> BTreeMap<String, Vec<TargetRegistration>> {
     let mut groups: BTreeMap<String, Vec<TargetRegistration>> = BTreeMap::new();
     for registration in registrations {
         groups
@@ -58,25 +53,21 @@ pub async fn deregister_all(
     registrations: &[TargetRegistration],
     concurrency: usize,
 ) -> BTreeMap<String, Result<(), String>> {
-    let calls = bounded_all(
-        concurrency,
-        by_target_group(registrations),
-        |(arn, targets)| {
-            let request = elb
-                .deregister_targets()
-                .target_group_arn(&arn)
-                .set_targets(Some(targets.iter().map(description).collect()))
-                .send();
-            async move {
-                let result = request
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| aws_error::explain(&e));
-                (arn, result)
-            }
-        },
-    );
-    calls.await.into_iter().collect()
+    let groups: Vec<(String, Vec<TargetRegistration>)> = by_target_group(registrations).into_iter().collect();
+    let arns: Vec<String> = groups.iter().map(|(arn, _)| arn.clone()).collect();
+    let calls = bounded_all(concurrency, groups, |(arn, targets)| {
+        let request = elb
+            .deregister_targets()
+            .target_group_arn(&arn)
+            .set_targets(Some(targets.iter().map(description).collect()))
+            .send();
+        async move { request.await.map(|_| ()).map_err(|e| aws_error::explain(&e)) }
+    })
+    .await;
+    arns.into_iter()
+        .zip(calls)
+        .map(|(arn, call)| (arn, call.unwrap_or_else(|e| Err(e.to_string()))))
+        .collect()
 }
 
 /// Describe each touched group again and say, for every registration, whether it is gone. Reads each group's
@@ -86,14 +77,26 @@ pub async fn verify_removed(
     registrations: &[TargetRegistration],
     concurrency: usize,
 ) -> Vec<GroupCheck> {
-    let mut checks = bounded_all(
-        concurrency,
-        by_target_group(registrations),
-        |(arn, targets)| check_group(elb.clone(), arn, targets),
-    )
+    let groups: Vec<(String, Vec<TargetRegistration>)> = by_target_group(registrations).into_iter().collect();
+    let checks = bounded_all(concurrency, groups.clone(), |(arn, targets)| {
+        check_group(elb.clone(), arn, targets)
+    })
     .await;
-    checks.sort_by(|a, b| a.target_group_arn.cmp(&b.target_group_arn));
-    checks
+    // Already in ARN order, since `by_target_group` is a BTreeMap and results keep the order of their items.
+    groups
+        .into_iter()
+        .zip(checks)
+        .map(|((arn, targets), check)| {
+            check.unwrap_or_else(|e| GroupCheck {
+                target_group_arn: arn,
+                verdicts: targets
+                    .into_iter()
+                    .map(|t| (t, Verdict::Unknown { error: e.to_string() }))
+                    .collect(),
+                deregistration_delay_seconds: None,
+            })
+        })
+        .collect()
 }
 
 async fn check_group(
@@ -102,10 +105,7 @@ async fn check_group(
     targets: Vec<TargetRegistration>,
 ) -> GroupCheck {
     let health = elb.describe_target_health().target_group_arn(&arn).send();
-    let attributes = elb
-        .describe_target_group_attributes()
-        .target_group_arn(&arn)
-        .send();
+    let attributes = elb.describe_target_group_attributes().target_group_arn(&arn).send();
     let (health, attributes) = tokio::join!(health, attributes);
     let deregistration_delay_seconds = attributes.ok().and_then(|a| {
         a.attributes()
@@ -119,23 +119,13 @@ async fn check_group(
         Err(e) if aws_error::code(&e) == Some("TargetGroupNotFound") => {
             return GroupCheck {
                 target_group_arn: arn,
-                verdicts: targets
-                    .into_iter()
-                    .map(|t| (t, Verdict::Deregistered))
-                    .collect(),
+                verdicts: targets.into_iter().map(|t| (t, Verdict::Deregistered)).collect(),
                 deregistration_delay_seconds,
             };
         }
         Err(e) => {
             let error = aws_error::explain(&e);
-            let unknown = |t| {
-                (
-                    t,
-                    Verdict::Unknown {
-                        error: error.clone(),
-                    },
-                )
-            };
+            let unknown = |t| (t, Verdict::Unknown { error: error.clone() });
             return GroupCheck {
                 target_group_arn: arn,
                 verdicts: targets.into_iter().map(unknown).collect(),
@@ -147,9 +137,8 @@ async fn check_group(
         .into_iter()
         .map(|t| {
             let seen = health.target_health_descriptions().iter().find(|d| {
-                d.target().is_some_and(|target| {
-                    target.id() == Some(t.target_id.as_str()) && target.port() == t.port
-                })
+                d.target()
+                    .is_some_and(|target| target.id() == Some(t.target_id.as_str()) && target.port() == t.port)
             });
             let verdict = match seen.and_then(|d| d.target_health()) {
                 None => Verdict::Deregistered,

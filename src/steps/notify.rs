@@ -13,11 +13,7 @@ pub const SUBJECT_MAX: usize = 100;
 const MESSAGE_MAX: usize = 240 * 1024;
 
 /// Publish the summary; returns the SNS message id.
-pub async fn publish(
-    sns: &aws_sdk_sns::Client,
-    topic_arn: &str,
-    summary: &Summary,
-) -> Result<String, String> {
+pub async fn publish(sns: &aws_sdk_sns::Client, topic_arn: &str, summary: &Summary) -> Result<String, String> {
     let string_attribute = |value: &str| {
         MessageAttributeValue::builder()
             .data_type("String")
@@ -30,10 +26,7 @@ pub async fn publish(
         .topic_arn(topic_arn)
         .subject(subject(summary))
         .message(message(summary))
-        .message_attributes(
-            "instance_id",
-            string_attribute(summary.instance.id.as_str()),
-        )
+        .message_attributes("instance_id", string_attribute(summary.instance.id.as_str()))
         .message_attributes("outcome", string_attribute(summary.outcome.as_str()))
         .message_attributes("trigger", string_attribute(summary.trigger.label()));
     if let Some(action) = summary.trigger.action {
@@ -68,15 +61,19 @@ pub fn subject(summary: &Summary) -> String {
     let id = summary.instance.id.as_str();
     let groups = |targets| Summary::group_count(targets);
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let remain = |n: usize| {
+        if n == 1 {
+            "1 target remains".to_owned()
+        } else {
+            format!("{n} targets remain")
+        }
+    };
     let enis = &summary.network_interfaces;
     let count = |status: EniStatus| enis.iter().filter(|e| e.status == status).count();
     let quarantine = if enis.is_empty() {
         "no ENIs".to_owned()
     } else if count(EniStatus::Failed) > 0 {
-        format!(
-            "quarantine failed on {}",
-            plural(count(EniStatus::Failed), "ENI")
-        )
+        format!("quarantine failed on {}", plural(count(EniStatus::Failed), "ENI"))
     } else {
         "quarantined".to_owned()
     };
@@ -97,22 +94,16 @@ pub fn subject(summary: &Summary) -> String {
                 "FAILED"
             };
             format!(
-                "spot-cleanup {label}: {id} left {}, {} remain, {quarantine}, {}",
+                "spot-cleanup {label}: {id} left {}, {}, {quarantine}, {}",
                 plural(groups(&summary.removed), "group"),
-                plural(summary.remaining.len(), "target"),
+                remain(summary.remaining.len()),
                 plural(summary.errors.len(), "error")
             )
         }
     };
     let ascii: String = text
         .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() {
-                c
-            } else {
-                '?'
-            }
-        })
+        .map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' })
         .collect();
     ascii.chars().take(SUBJECT_MAX).collect()
 }

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_ec2::types::Tag;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
 
 use crate::aws_error;
+use crate::bounded::bounded_all;
 use crate::config::SecurityGroupId;
 use crate::instance::{Instance, NetworkInterface};
 
@@ -83,11 +83,11 @@ pub async fn resolve_quarantine_groups(
 
 /// The original-groups records already on the instances' ENIs, by ENI id, from one DescribeNetworkInterfaces.
 /// An ENI with a record was quarantined by an earlier run; its record is kept, never overwritten with the quarantine
-/// group. If the call fails, every ENI is treated as having no record.
+/// group. `None` when the records could not be read: see `quarantine_one` for how that is handled safely.
 pub async fn recorded_groups(
     ec2: &aws_sdk_ec2::Client,
     instances: &[&Instance],
-) -> HashMap<String, Vec<String>> {
+) -> Option<HashMap<String, Vec<String>>> {
     let mut records = HashMap::new();
     let ids: Vec<String> = instances.iter().map(|i| i.id.as_str().to_owned()).collect();
     for chunk in ids.chunks(200) {
@@ -101,11 +101,12 @@ pub async fn recorded_groups(
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let Ok(page) = page else {
-                tracing::warn!(
-                    "DescribeNetworkInterfaces failed; treating ENIs as having no recorded groups"
-                );
-                return records;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %aws_error::explain(&e), "could not read the recorded original groups");
+                    return None;
+                }
             };
             for eni in page.network_interfaces() {
                 let tags: BTreeMap<String, String> = eni
@@ -113,66 +114,79 @@ pub async fn recorded_groups(
                     .iter()
                     .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
                     .collect();
-                if let (Some(id), Some(groups)) =
-                    (eni.network_interface_id(), decode_original_groups(&tags))
-                {
+                if let (Some(id), Some(groups)) = (eni.network_interface_id(), decode_original_groups(&tags)) {
                     records.insert(id.to_owned(), groups);
                 }
             }
         }
     }
-    records
+    Some(records)
 }
 
-/// Quarantine every ENI of the instance. ENIs are independent: one failing does not stop the others.
+/// What an earlier run recorded about one ENI.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// The original groups an earlier run wrote to the tag.
+    Known(Vec<String>),
+    /// The ENI has no record.
+    Absent,
+    /// The records could not be read.
+    Unreadable,
+}
+
+/// Quarantine every ENI of the instance, all at once. ENIs are independent: one failing does not stop the others.
+/// `records` is what `recorded_groups` returned; `None` means the records could not be read.
 pub async fn quarantine_enis(
     ec2: &aws_sdk_ec2::Client,
     instance: &Instance,
     groups: &QuarantineGroups,
-    records: &HashMap<String, Vec<String>>,
+    records: Option<&HashMap<String, Vec<String>>>,
     dry_run: bool,
 ) -> Vec<EniChange> {
-    let mut tasks = JoinSet::new();
-    for (index, eni) in instance.network_interfaces.iter().enumerate() {
+    let enis = &instance.network_interfaces;
+    let changes = bounded_all(enis.len(), enis.iter().cloned(), |eni| {
         let vpc = eni.vpc_id.clone().or_else(|| instance.vpc_id.clone());
         let quarantine = vpc.as_ref().and_then(|v| groups.get(v)).cloned();
-        let recorded = records.get(&eni.id).cloned();
-        let (ec2, eni) = (ec2.clone(), eni.clone());
-        tasks.spawn(async move {
-            (
-                index,
-                quarantine_one(&ec2, eni, vpc, quarantine, recorded, dry_run).await,
-            )
-        });
-    }
-    let mut changes: Vec<(usize, EniChange)> = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(change) = joined {
-            changes.push(change);
-        }
-    }
-    changes.sort_by_key(|(index, _)| *index);
-    changes.into_iter().map(|(_, change)| change).collect()
+        let record = match records {
+            None => Record::Unreadable,
+            Some(map) => map.get(&eni.id).cloned().map_or(Record::Absent, Record::Known),
+        };
+        quarantine_one(ec2.clone(), eni, vpc, quarantine, record, dry_run)
+    })
+    .await;
+    enis.iter()
+        .zip(changes)
+        .map(|(eni, change)| change.unwrap_or_else(|e| unchanged(eni, instance.vpc_id.clone(), &e.to_string())))
+        .collect()
 }
 
-async fn quarantine_one(
-    ec2: &aws_sdk_ec2::Client,
-    eni: NetworkInterface,
-    vpc_id: Option<String>,
-    quarantine: Option<String>,
-    recorded: Option<Vec<String>>,
-    dry_run: bool,
-) -> EniChange {
-    let mut change = EniChange {
+/// An ENI reported as not changed because of `error`.
+pub fn unchanged(eni: &NetworkInterface, vpc_id: Option<String>, error: &str) -> EniChange {
+    EniChange {
         network_interface_id: eni.id.clone(),
-        vpc_id: vpc_id.clone(),
+        vpc_id: eni.vpc_id.clone().or(vpc_id),
         device_index: eni.device_index,
         status: EniStatus::Failed,
         groups_before: eni.groups.clone(),
         groups_after: eni.groups.clone(),
-        original_groups: recorded.clone(),
-        error: None,
-    };
+        original_groups: None,
+        error: Some(error.to_owned()),
+    }
+}
+
+async fn quarantine_one(
+    ec2: aws_sdk_ec2::Client,
+    eni: NetworkInterface,
+    vpc_id: Option<String>,
+    quarantine: Option<String>,
+    record: Record,
+    dry_run: bool,
+) -> EniChange {
+    let mut change = unchanged(&eni, vpc_id.clone(), "");
+    change.error = None;
+    if let Record::Known(groups) = &record {
+        change.original_groups = Some(groups.clone());
+    }
     let Some(quarantine) = quarantine else {
         change.error = Some(format!(
             "no quarantine security group is configured for {}; QUARANTINE_SECURITY_GROUP_ID must name one in that VPC",
@@ -186,21 +200,29 @@ async fn quarantine_one(
     }
     if dry_run {
         change.status = EniStatus::WouldQuarantine;
-        change
-            .original_groups
-            .get_or_insert_with(|| eni.groups.clone());
+        change.original_groups.get_or_insert_with(|| eni.groups.clone());
         change.groups_after = vec![quarantine];
         return change;
     }
-    if recorded.is_none() {
+    let must_record = match record {
+        Record::Known(_) => false,
+        Record::Absent => true,
+        // Partly quarantined already, and the record an earlier run may have left cannot be read: writing a new one
+        // could replace the true original groups with the quarantine group, so leave this ENI for the retry.
+        Record::Unreadable if eni.groups.contains(&quarantine) => {
+            change.error = Some(
+                "its recorded original groups could not be read and it is already partly on the quarantine group, \
+                 so it was not changed"
+                    .to_owned(),
+            );
+            return change;
+        }
+        // Never quarantined, so there is no earlier record to lose.
+        Record::Unreadable => true,
+    };
+    if must_record {
         let tags = encode_original_groups(&eni.groups);
-        if let Err(e) = ec2
-            .create_tags()
-            .resources(&eni.id)
-            .set_tags(Some(tags))
-            .send()
-            .await
-        {
+        if let Err(e) = ec2.create_tags().resources(&eni.id).set_tags(Some(tags)).send().await {
             change.error = Some(format!(
                 "could not record the original groups, so the ENI was not changed: {}",
                 aws_error::explain(&e)
@@ -258,12 +280,7 @@ pub fn decode_original_groups(tags: &BTreeMap<String, String>) -> Option<Vec<Str
     let mut key = ORIGINAL_GROUPS_TAG.to_owned();
     let mut part = 1;
     while let Some(value) = tags.get(&key) {
-        groups.extend(
-            value
-                .split(',')
-                .filter(|g| !g.is_empty())
-                .map(str::to_owned),
-        );
+        groups.extend(value.split(',').filter(|g| !g.is_empty()).map(str::to_owned));
         part += 1;
         key = format!("{ORIGINAL_GROUPS_TAG}:{part}");
     }
@@ -279,10 +296,7 @@ mod tests {
         for count in [0, 1, 5, 16] {
             let groups: Vec<String> = (0..count).map(|i| format!("sg-{i:017x}")).collect();
             let tags = encode_original_groups(&groups);
-            assert!(
-                tags.iter()
-                    .all(|t| t.value().unwrap().len() <= TAG_VALUE_MAX)
-            );
+            assert!(tags.iter().all(|t| t.value().unwrap().len() <= TAG_VALUE_MAX));
             let map = tags
                 .iter()
                 .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
@@ -300,10 +314,7 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            [
-                ORIGINAL_GROUPS_TAG.to_owned(),
-                format!("{ORIGINAL_GROUPS_TAG}:2")
-            ]
+            [ORIGINAL_GROUPS_TAG.to_owned(), format!("{ORIGINAL_GROUPS_TAG}:2")]
         );
     }
 

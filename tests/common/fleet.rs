@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{
-    Filter, InstanceMarketOptionsRequest, InstanceType, MarketType, ResourceType, Tag,
-    TagSpecification,
+    Filter, InstanceMarketOptionsRequest, InstanceType, MarketType, ResourceType, Tag, TagSpecification,
 };
 use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetTypeEnum};
 
@@ -61,8 +60,7 @@ impl Fleet {
         let subnet_b = create_subnet(&ec2, &vpc_id, "10.0.2.0/24", "us-east-1b").await;
         let app_group = create_group(&ec2, &vpc_id, "app").await;
         let quarantine_group = create_group(&ec2, &vpc_id, "quarantine").await;
-        let other_vpc_quarantine_group =
-            create_group(&ec2, &other_vpc_id, "quarantine-other").await;
+        let other_vpc_quarantine_group = create_group(&ec2, &other_vpc_id, "quarantine-other").await;
         let image = ec2
             .describe_images()
             .send()
@@ -89,61 +87,29 @@ impl Fleet {
                 .await,
             );
         }
-        let neighbour = launch(
-            &ec2,
-            &image,
-            &subnet_a,
-            &subnet_b,
-            &app_group,
-            false,
-            "neighbour",
-        )
-        .await;
+        let neighbour = launch(&ec2, &image, &subnet_a, &subnet_b, &app_group, false, "neighbour").await;
 
         let mut target_groups = BTreeMap::new();
         for (name, port) in NODE_PORTS {
-            let arn =
-                create_target_group(&elb, name, &vpc_id, TargetTypeEnum::Instance, port).await;
-            let targets = spot
-                .iter()
-                .chain([&neighbour])
-                .map(|node| target(&node.id, port));
+            let arn = create_target_group(&elb, name, &vpc_id, TargetTypeEnum::Instance, port).await;
+            let targets = spot.iter().chain([&neighbour]).map(|node| target(&node.id, port));
             register(&elb, &arn, targets.collect()).await;
             target_groups.insert(name.to_owned(), arn);
         }
-        let pods =
-            create_target_group(&elb, "pods-ip", &vpc_id, TargetTypeEnum::Ip, POD_PORT).await;
+        let pods = create_target_group(&elb, "pods-ip", &vpc_id, TargetTypeEnum::Ip, POD_PORT).await;
         let pod_targets = spot
             .iter()
             .chain([&neighbour])
             .flat_map(|node| node.pod_ips.iter().map(|ip| target(ip, POD_PORT)));
         register(&elb, &pods, pod_targets.collect()).await;
         target_groups.insert("pods-ip".to_owned(), pods);
-        let neighbour_only = create_target_group(
-            &elb,
-            "neighbour-only",
-            &vpc_id,
-            TargetTypeEnum::Instance,
-            80,
-        )
-        .await;
+        let neighbour_only = create_target_group(&elb, "neighbour-only", &vpc_id, TargetTypeEnum::Instance, 80).await;
         register(&elb, &neighbour_only, vec![target(&neighbour.id, 80)]).await;
         target_groups.insert("neighbour-only".to_owned(), neighbour_only);
 
-        let other_vpc_group = create_target_group(
-            &elb,
-            "other-vpc-ip",
-            &other_vpc_id,
-            TargetTypeEnum::Ip,
-            POD_PORT,
-        )
-        .await;
-        register(
-            &elb,
-            &other_vpc_group,
-            vec![target(&spot[0].primary_ip, POD_PORT)],
-        )
-        .await;
+        let other_vpc_group =
+            create_target_group(&elb, "other-vpc-ip", &other_vpc_id, TargetTypeEnum::Ip, POD_PORT).await;
+        register(&elb, &other_vpc_group, vec![target(&spot[0].primary_ip, POD_PORT)]).await;
 
         let topic_arn = sns
             .create_topic()
@@ -195,10 +161,9 @@ impl Fleet {
     pub fn config(&self, dry_run: bool) -> spot_cleanup::Config {
         spot_cleanup::Config::from_lookup(|name| match name {
             "SNS_TOPIC_ARN" => Some(self.topic_arn.clone()),
-            "QUARANTINE_SECURITY_GROUP_ID" => Some(format!(
-                "{},{}",
-                self.other_vpc_quarantine_group, self.quarantine_group
-            )),
+            "QUARANTINE_SECURITY_GROUP_ID" => {
+                Some(format!("{},{}", self.other_vpc_quarantine_group, self.quarantine_group))
+            }
             "DRY_RUN" => Some(dry_run.to_string()),
             _ => None,
         })
@@ -209,10 +174,7 @@ impl Fleet {
     pub async fn registrations(&self) -> BTreeSet<Registration> {
         let mut all = BTreeSet::new();
         let other = "other-vpc-ip".to_owned();
-        let groups = self
-            .target_groups
-            .iter()
-            .chain([(&other, &self.other_vpc_group)]);
+        let groups = self.target_groups.iter().chain([(&other, &self.other_vpc_group)]);
         for (name, arn) in groups {
             let health = self
                 .elb
@@ -230,15 +192,10 @@ impl Fleet {
     }
 
     /// The registrations that belong to a node (its instance id or any of its addresses).
-    pub fn registrations_of(
-        &self,
-        node: &Node,
-        all: &BTreeSet<Registration>,
-    ) -> BTreeSet<Registration> {
+    pub fn registrations_of(&self, node: &Node, all: &BTreeSet<Registration>) -> BTreeSet<Registration> {
         all.iter()
             .filter(|(group, id, _)| {
-                group != "other-vpc-ip"
-                    && (id == &node.id || node.pod_ips.contains(id) || id == &node.primary_ip)
+                group != "other-vpc-ip" && (id == &node.id || node.pod_ips.contains(id) || id == &node.primary_ip)
             })
             .cloned()
             .collect()
@@ -248,10 +205,7 @@ impl Fleet {
     ///
     /// moto reports an attached ENI's groups merged with the instance's launch groups, so callers check that the
     /// quarantine group is present with `enis_in_group`, not that the list is exact.
-    pub async fn enis(
-        &self,
-        node: &Node,
-    ) -> BTreeMap<String, (BTreeSet<String>, BTreeMap<String, String>)> {
+    pub async fn enis(&self, node: &Node) -> BTreeMap<String, (BTreeSet<String>, BTreeMap<String, String>)> {
         let output = self
             .ec2
             .describe_network_interfaces()
@@ -272,17 +226,9 @@ impl Fleet {
                 let tags = eni
                     .tag_set()
                     .iter()
-                    .map(|t| {
-                        (
-                            t.key().unwrap().to_owned(),
-                            t.value().unwrap_or_default().to_owned(),
-                        )
-                    })
+                    .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap_or_default().to_owned()))
                     .collect();
-                (
-                    eni.network_interface_id().unwrap().to_owned(),
-                    (groups, tags),
-                )
+                (eni.network_interface_id().unwrap().to_owned(), (groups, tags))
             })
             .collect()
     }
@@ -451,21 +397,14 @@ async fn create_target_group(
         .send()
         .await
         .unwrap();
-    output.target_groups()[0]
-        .target_group_arn()
-        .unwrap()
-        .to_owned()
+    output.target_groups()[0].target_group_arn().unwrap().to_owned()
 }
 
 fn target(id: &str, port: i32) -> TargetDescription {
     TargetDescription::builder().id(id).port(port).build()
 }
 
-async fn register(
-    elb: &aws_sdk_elasticloadbalancingv2::Client,
-    arn: &str,
-    targets: Vec<TargetDescription>,
-) {
+async fn register(elb: &aws_sdk_elasticloadbalancingv2::Client, arn: &str, targets: Vec<TargetDescription>) {
     elb.register_targets()
         .target_group_arn(arn)
         .set_targets(Some(targets))

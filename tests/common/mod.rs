@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod fleet;
+pub mod runtime;
 
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
@@ -139,12 +140,7 @@ impl Intercept for CallCounter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(metadata) = cfg.load::<Metadata>() {
-            *self
-                .0
-                .lock()
-                .unwrap()
-                .entry(metadata.name().to_owned())
-                .or_default() += 1;
+            *self.0.lock().unwrap().entry(metadata.name().to_owned()).or_default() += 1;
         }
         Ok(())
     }
@@ -155,42 +151,21 @@ pub fn counted_clients(shared: &SdkConfig) -> (spot_cleanup::Clients, CallCounte
     let counter = CallCounter::default();
     let clients = spot_cleanup::Clients::from_shared(shared);
     let elb = aws_sdk_elasticloadbalancingv2::Client::from_conf(
-        clients
-            .elb
-            .config()
-            .to_builder()
-            .interceptor(counter.clone())
-            .build(),
+        clients.elb.config().to_builder().interceptor(counter.clone()).build(),
     );
-    let ec2 = aws_sdk_ec2::Client::from_conf(
-        clients
-            .ec2
-            .config()
-            .to_builder()
-            .interceptor(counter.clone())
-            .build(),
-    );
-    let sns = aws_sdk_sns::Client::from_conf(
-        clients
-            .sns
-            .config()
-            .to_builder()
-            .interceptor(counter.clone())
-            .build(),
-    );
+    let ec2 = aws_sdk_ec2::Client::from_conf(clients.ec2.config().to_builder().interceptor(counter.clone()).build());
+    let sns = aws_sdk_sns::Client::from_conf(clients.sns.config().to_builder().interceptor(counter.clone()).build());
     (spot_cleanup::Clients { elb, ec2, sns }, counter)
 }
 
 /// A sample event from `events/`, with its instance id swapped for one of the fleet's and its times moved to now, as
 /// if the interruption notice had just been given.
 pub fn event_for(file: &str, instance_id: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(repo_root().join("events").join(file))
-        .expect("sample event exists");
+    let text = std::fs::read_to_string(repo_root().join("events").join(file)).expect("sample event exists");
     let text = text.replace("i-0123456789abcdef0", instance_id);
     let mut event: serde_json::Value = serde_json::from_str(&text).expect("sample event is JSON");
     let now = chrono::Utc::now();
-    let rfc3339 =
-        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let rfc3339 = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     if event.get("detail-type").is_some() {
         event["time"] = rfc3339(now).into();
     } else if event.get("time").is_some() {
