@@ -4,7 +4,7 @@
 //! The order puts the most valuable change first: traffic stops (deregister) before the node is walled off
 //! (quarantine), and checking (verify) comes after both, since it changes nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,8 @@ use crate::clients::Clients;
 use crate::config::Config;
 use crate::input::{InstanceId, Request, Trigger};
 use crate::instance::{Instance, describe_instances};
-use crate::locate::{Located, Locator, Sweep, TargetRegistration};
-use crate::steps::deregister::{self, GroupCheck, Verdict};
+use crate::locate::{AutoScaling, Located, Locator, Sweep, TargetRegistration};
+use crate::steps::deregister::{self, Verdict};
 use crate::steps::notify;
 use crate::steps::quarantine::{self, EniChange, EniStatus};
 use crate::summary::{InstanceInfo, Outcome, SCHEMA_VERSION, Step, StepError, Summary, TargetChange, Timings};
@@ -28,16 +28,25 @@ pub const SPOT_NOTICE: Duration = Duration::from_secs(120);
 pub struct App {
     pub config: Config,
     pub clients: Clients,
+    /// Cheap sources of known registrations, asked first, in priority order. What they find leaves its groups before
+    /// the sweep starts.
+    pub fast_locators: Vec<Box<dyn Locator>>,
+    /// The full sweep: the safety net that finds the rest and checks what the fast path removed.
     pub locator: Box<dyn Locator>,
 }
 
 impl App {
-    /// The production wiring: the full sweep locator over the shared ELB client.
+    /// The production wiring: the Auto Scaling fast path, then the full sweep, over the shared clients.
     pub fn new(config: Config, clients: Clients) -> Self {
+        let fast_locators: Vec<Box<dyn Locator>> = vec![Box::new(AutoScaling::new(
+            clients.autoscaling.clone(),
+            clients.elb.clone(),
+        ))];
         let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency));
         App {
             config,
             clients,
+            fast_locators,
             locator,
         }
     }
@@ -66,9 +75,10 @@ impl Report {
     }
 }
 
-/// Clean up every instance named by `requests` in one pass: one DescribeInstances, one locate, one DeregisterTargets
-/// per target group for the whole batch. A request for an instance already seen is folded into the first.
-pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
+/// Clean up every instance named by `requests` in one pass: one DescribeInstances, one sweep, and DeregisterTargets
+/// calls per target group for the whole batch. A request for an instance already seen is folded into the first.
+/// No new locate or verify call starts after `deadline`; what was not done by then is reported as such.
+pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>) -> Vec<Report> {
     let clock = Instant::now();
     let started_at = Utc::now();
     let mut seen = HashSet::new();
@@ -107,64 +117,72 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
         return reports;
     }
     let instances: Vec<Instance> = work.iter().map(|(_, i)| i.clone()).collect();
+    let mut known = Registrations::default();
 
+    // 1. What the fast locators know (the Auto Scaling group, the index) leaves its groups first.
     let step = Instant::now();
-    let located = app.locator.locate(&instances).await;
-    let locate_ms = elapsed_ms(step);
-    tracing::info!(
-        step = "locate",
-        instances = instances.len(),
-        ms = locate_ms,
-        registrations = located.as_ref().map(|l| l.registrations.len()).ok(),
-        "located registrations"
-    );
-    let (located, locate_error) = match located {
-        Ok(located) => (located, None),
-        Err(e) => (Located::default(), Some(e.to_string())),
-    };
-
+    for locator in &app.fast_locators {
+        match locator.locate(&instances, deadline).await {
+            Ok(located) => {
+                known.add(located.registrations);
+                known.unchecked.extend(located.unchecked);
+            }
+            // Not fatal: the sweep still covers everything in the VPC.
+            Err(e) => known
+                .fast_path_warnings
+                .push(format!("{} locator failed, the sweep covers it: {e}", locator.name())),
+        }
+    }
+    let fast_locate_ms = elapsed_ms(step);
     let step = Instant::now();
-    let deregistered = if app.config.dry_run || located.registrations.is_empty() {
-        BTreeMap::new()
-    } else {
-        deregister::deregister_all(&app.clients.elb, &located.registrations, app.config.concurrency).await
-    };
-    let deregister_ms = elapsed_ms(step);
+    if !app.config.dry_run {
+        let fast: Vec<TargetRegistration> = known.all().cloned().collect();
+        known.deregister(app, &fast).await;
+    }
+    let mut deregister_ms = elapsed_ms(step);
     tracing::info!(
-        step = "deregister",
-        groups = deregistered.len(),
-        ms = deregister_ms,
-        "deregistered"
+        step = "fast-path",
+        registrations = known.len(),
+        ms = fast_locate_ms + deregister_ms,
+        "known registrations left"
     );
 
+    // 2. Wall the nodes off while the sweep, the slow part, runs.
     let step = Instant::now();
     let mut eni_changes = quarantine_all(app, &instances).await;
     let quarantine_ms = elapsed_ms(step);
     tracing::info!(step = "quarantine", ms = quarantine_ms, "quarantined");
 
+    // 3. The sweep finds the rest, and its fresh view of each group tells whether the fast path's targets left.
     let step = Instant::now();
-    let sent: Vec<TargetRegistration> = located
-        .registrations
-        .iter()
-        .filter(|r| matches!(deregistered.get(&r.target_group_arn), Some(Ok(()))))
-        .cloned()
-        .collect();
-    let checks = if sent.is_empty() {
-        Vec::new()
-    } else {
-        deregister::verify_removed(&app.clients.elb, &sent, app.config.concurrency).await
-    };
-    let verify_ms = elapsed_ms(step);
-    tracing::info!(step = "verify", groups = checks.len(), ms = verify_ms, "verified");
+    let swept = app.locator.locate(&instances, deadline).await;
+    let locate_ms = elapsed_ms(step);
+    let target_groups_checked = swept.as_ref().map(|l| l.target_groups_checked).unwrap_or(0);
+    match swept {
+        Ok(located) => known.absorb_sweep(located),
+        Err(e) => known.locate_errors.push(e.to_string()),
+    }
+    tracing::info!(
+        step = "locate",
+        ms = locate_ms,
+        groups = target_groups_checked,
+        registrations = known.len(),
+        "swept"
+    );
+    let step = Instant::now();
+    if !app.config.dry_run {
+        let found = known.not_yet_sent();
+        known.deregister(app, &found).await;
+    }
+    deregister_ms += elapsed_ms(step);
 
-    let verdicts: HashMap<&TargetRegistration, (&Verdict, Option<u32>)> = checks
-        .iter()
-        .flat_map(|c: &GroupCheck| {
-            c.verdicts
-                .iter()
-                .map(move |(r, v)| (r, (v, c.deregistration_delay_seconds)))
-        })
-        .collect();
+    // 4. Check what the sweep could not, and read each touched group's deregistration delay for the warnings.
+    let step = Instant::now();
+    if !app.config.dry_run {
+        known.verify(app, deadline).await;
+    }
+    let verify_ms = elapsed_ms(step);
+    tracing::info!(step = "verify", ms = verify_ms, "verified");
 
     let mut summaries = Vec::new();
     for (request, instance) in work {
@@ -182,15 +200,16 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
             outcome: Outcome::Failed,
             started_at,
             terminates_at: terminates_at(&request.trigger, started_at),
-            target_groups_checked: located.target_groups_checked,
+            target_groups_checked,
             removed: Vec::new(),
             planned: Vec::new(),
             remaining: Vec::new(),
             network_interfaces: eni_changes.remove(&instance.id).unwrap_or_default(),
-            warnings: Vec::new(),
+            warnings: known.fast_path_warnings.clone(),
             errors: Vec::new(),
             timings_ms: Timings {
                 describe: describe_ms,
+                fast_locate: fast_locate_ms,
                 locate: locate_ms,
                 deregister: deregister_ms,
                 quarantine: quarantine_ms,
@@ -198,13 +217,13 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
                 total: 0,
             },
         };
-        if let Some(error) = &locate_error {
+        for error in &known.locate_errors {
             summary.errors.push(StepError {
                 step: Step::Locate,
                 message: format!("{error}; registrations may remain"),
             });
         }
-        for group in located
+        for group in known
             .unchecked
             .iter()
             .filter(|g| g.vpc_id.is_none() || g.vpc_id == instance.vpc_id)
@@ -217,16 +236,15 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
                 ),
             });
         }
-        for registration in located.registrations.iter().filter(|r| r.instance_id == instance.id) {
+        for registration in known.all().filter(|r| r.instance_id == instance.id) {
             let mut change = target_change(registration);
+            change.deregistration_delay_seconds = known.delays.get(&registration.target_group_arn).copied();
             if app.config.dry_run {
                 summary.planned.push(change);
                 continue;
             }
-            match (
-                deregistered.get(&registration.target_group_arn),
-                verdicts.get(registration),
-            ) {
+            let key = key(registration);
+            match (known.sent.get(&key), known.verdicts.get(&key)) {
                 (Some(Err(error)), _) => {
                     change.reason = Some(format!("DeregisterTargets failed: {error}"));
                     summary.errors.push(StepError {
@@ -235,34 +253,29 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
                     });
                     summary.remaining.push(change);
                 }
-                (_, Some((verdict, delay))) => {
-                    change.deregistration_delay_seconds = *delay;
-                    match verdict {
-                        Verdict::Deregistered => {
-                            change.state = Some("deregistered".into());
-                            summary.removed.push(change);
-                        }
-                        Verdict::Draining => {
-                            change.state = Some("draining".into());
-                            summary.removed.push(change);
-                        }
-                        Verdict::Remains { state, reason } => {
-                            change.state = Some(state.clone());
-                            change.reason = reason.clone();
-                            summary.remaining.push(change);
-                        }
-                        Verdict::Unknown { error } => {
-                            change.reason = Some(format!("could not verify: {error}"));
-                            summary.errors.push(StepError {
-                                step: Step::Verify,
-                                message: format!("{}: {error}", registration.target_group_name),
-                            });
-                            summary.remaining.push(change);
-                        }
-                    }
+                (_, Some(Verdict::Deregistered)) => {
+                    change.state = Some("deregistered".into());
+                    summary.removed.push(change);
+                }
+                (_, Some(Verdict::Draining)) => {
+                    change.state = Some("draining".into());
+                    summary.removed.push(change);
+                }
+                (_, Some(Verdict::Remains { state, reason })) => {
+                    change.state = Some(state.clone());
+                    change.reason = reason.clone();
+                    summary.remaining.push(change);
+                }
+                (_, Some(Verdict::Unknown { error })) => {
+                    change.reason = Some(format!("could not verify: {error}"));
+                    summary.errors.push(StepError {
+                        step: Step::Verify,
+                        message: format!("{}: {error}", registration.target_group_name),
+                    });
+                    summary.remaining.push(change);
                 }
                 (_, None) => {
-                    change.reason = Some("not verified".into());
+                    change.reason = Some("not verified before the deadline".into());
                     summary.remaining.push(change);
                 }
             }
@@ -281,7 +294,7 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
                 ),
             });
         }
-        summary.warnings = warnings(&summary, started_at);
+        summary.warnings.extend(warnings(&summary, started_at));
         summary.settle_outcome();
         summary.timings_ms.total = elapsed_ms(clock);
         summaries.push(summary);
@@ -315,6 +328,120 @@ pub async fn clean_up(app: &App, requests: &[Request]) -> Vec<Report> {
         });
     }
     reports
+}
+
+/// The same registration, whichever locator found it.
+type Key = (String, String, Option<i32>);
+
+fn key(registration: &TargetRegistration) -> Key {
+    (
+        registration.target_group_arn.clone(),
+        registration.target_id.clone(),
+        registration.port,
+    )
+}
+
+/// Everything known about the batch's registrations as the steps go: who found them, what was sent, what was seen
+/// afterwards.
+#[derive(Default)]
+struct Registrations {
+    found: BTreeMap<Key, TargetRegistration>,
+    /// DeregisterTargets' answer for each registration it carried.
+    sent: HashMap<Key, Result<(), String>>,
+    /// What a later look at the group said about each registration.
+    verdicts: HashMap<Key, Verdict>,
+    delays: HashMap<String, u32>,
+    unchecked: Vec<crate::locate::UncheckedGroup>,
+    locate_errors: Vec<String>,
+    fast_path_warnings: Vec<String>,
+}
+
+impl Registrations {
+    fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &TargetRegistration> {
+        self.found.values()
+    }
+
+    fn add(&mut self, registrations: Vec<TargetRegistration>) {
+        for registration in registrations {
+            self.found.entry(key(&registration)).or_insert(registration);
+        }
+    }
+
+    /// Registrations found but not yet sent to DeregisterTargets; ones already draining or unused need no call.
+    fn not_yet_sent(&self) -> Vec<TargetRegistration> {
+        self.found
+            .iter()
+            .filter(|(k, r)| !self.sent.contains_key(*k) && !matches!(r.state.as_deref(), Some("draining" | "unused")))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    async fn deregister(&mut self, app: &App, registrations: &[TargetRegistration]) {
+        if registrations.is_empty() {
+            return;
+        }
+        let results = deregister::deregister_all(&app.clients.elb, registrations, app.config.concurrency).await;
+        for registration in registrations {
+            if let Some(result) = results.get(&registration.target_group_arn) {
+                self.sent.insert(key(registration), result.clone());
+            }
+        }
+    }
+
+    /// Take in the sweep's view. It ran after the fast path's deregistration, so for a target the fast path sent it
+    /// is the check: absent or draining means removed. Anything else it found is new.
+    fn absorb_sweep(&mut self, located: Located) {
+        let checked: HashSet<&String> = located.checked_groups.iter().collect();
+        let seen: HashSet<Key> = located.registrations.iter().map(key).collect();
+        for (k, result) in &self.sent {
+            if result.is_ok() && checked.contains(&k.0) && !seen.contains(k) {
+                self.verdicts.insert(k.clone(), Verdict::Deregistered);
+            }
+        }
+        for registration in located.registrations {
+            let k = key(&registration);
+            let state = registration.state.clone().unwrap_or_default();
+            if matches!(state.as_str(), "draining" | "unused") {
+                let verdict = if state == "draining" {
+                    Verdict::Draining
+                } else {
+                    Verdict::Deregistered
+                };
+                self.verdicts.insert(k.clone(), verdict);
+            } else if matches!(self.sent.get(&k), Some(Ok(()))) {
+                self.verdicts
+                    .insert(k.clone(), Verdict::Remains { state, reason: None });
+            }
+            self.found.entry(k).or_insert(registration);
+        }
+        self.unchecked.extend(located.unchecked);
+    }
+
+    /// Describe again the groups whose sent targets have no verdict yet, and read every touched group's delay.
+    async fn verify(&mut self, app: &App, deadline: Option<std::time::Instant>) {
+        let unverified: Vec<TargetRegistration> = self
+            .found
+            .iter()
+            .filter(|(k, _)| matches!(self.sent.get(*k), Some(Ok(()))) && !self.verdicts.contains_key(*k))
+            .map(|(_, r)| r.clone())
+            .collect();
+        if !unverified.is_empty() && !crate::locate::past(deadline) {
+            let checks = deregister::verify_removed(&app.clients.elb, &unverified, app.config.concurrency).await;
+            for check in checks {
+                for (registration, verdict) in check.verdicts {
+                    self.verdicts.insert(key(&registration), verdict);
+                }
+            }
+        }
+        let touched: BTreeSet<String> = self.sent.keys().map(|k| k.0.clone()).collect();
+        if !touched.is_empty() && !crate::locate::past(deadline) {
+            self.delays = deregister::deregistration_delays(&app.clients.elb, touched, app.config.concurrency).await;
+        }
+    }
 }
 
 /// Quarantine every instance's ENIs, instances side by side. One DescribeSecurityGroups resolves the quarantine group

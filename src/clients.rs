@@ -19,6 +19,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub sns: aws_sdk_sns::Client,
 }
@@ -52,6 +53,13 @@ impl Clients {
                     .with_max_backoff(MAX_BACKOFF),
             )
             .build();
+        let autoscaling = aws_sdk_autoscaling::config::Builder::from(shared)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(EC2_MAX_ATTEMPTS)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
+            .build();
         let sns = aws_sdk_sns::config::Builder::from(shared)
             .retry_config(
                 RetryConfig::standard()
@@ -61,6 +69,7 @@ impl Clients {
             .build();
         Clients {
             elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb),
+            autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling),
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             sns: aws_sdk_sns::Client::from_conf(sns),
         }

@@ -1,7 +1,9 @@
 //! The Lambda handler: parse the payload, run the cleanup, shape the answer. It decides nothing else.
 
 use aws_lambda_events::sqs::SqsBatchResponse;
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use std::time::{Duration, Instant, SystemTime};
+
+use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::Value;
 
 use crate::cleanup::{App, InstanceError, Report, clean_up};
@@ -46,10 +48,11 @@ impl From<HandlerError> for Diagnostic {
 /// Handle one invocation. A direct request answers with its summary, or fails when anything is left undone so that
 /// Lambda's async retry tries again; an SQS batch answers with the records that failed.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
+    let deadline = invocation_deadline(&event.context);
     let invocation = parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
     match invocation {
         Invocation::Direct(request) => {
-            let report = clean_up(app, std::slice::from_ref(&request)).await.remove(0);
+            let report = clean_up(app, std::slice::from_ref(&request), deadline).await.remove(0);
             let summary = report.result?;
             if summary.is_complete() {
                 Ok(serde_json::to_value(&summary).expect("a summary always serializes"))
@@ -66,7 +69,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
             let reports = if requests.is_empty() {
                 Vec::new()
             } else {
-                clean_up(app, &requests).await
+                clean_up(app, &requests, deadline).await
             };
             let mut response = SqsBatchResponse::default();
             for record in &records {
@@ -89,6 +92,34 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
     }
 }
 
+/// Time kept back from Lambda's deadline for building and publishing the summaries.
+const PUBLISH_RESERVE: Duration = Duration::from_secs(5);
+
+/// Deadlines below this (September 2001 in epoch milliseconds) are durations, not instants: `cargo lambda watch`
+/// sends its timeout that way, where Lambda sends the epoch time.
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
+
+/// When to stop starting new locate and verify calls: Lambda's deadline less the reserve. None when the runtime
+/// gave no usable deadline (tests calling the handler directly).
+fn invocation_deadline(context: &Context) -> Option<Instant> {
+    let left = match context.deadline {
+        0 => return None,
+        relative if relative < EPOCH_MS_FLOOR => Duration::from_millis(relative),
+        _ => match context.deadline().duration_since(SystemTime::now()) {
+            Ok(left) => left,
+            Err(_) => {
+                tracing::warn!(
+                    deadline_ms = context.deadline,
+                    "the invocation's deadline has already passed; ignoring it"
+                );
+                return None;
+            }
+        },
+    };
+    tracing::debug!(left_ms = left.as_millis() as u64, "invocation deadline");
+    Some(Instant::now() + left.saturating_sub(PUBLISH_RESERVE))
+}
+
 fn incomplete(summary: &Summary) -> HandlerError {
     let mut details: Vec<String> = summary
         .errors
@@ -102,5 +133,35 @@ fn incomplete(summary: &Summary) -> HandlerError {
         instance: summary.instance.id.to_string(),
         outcome: summary.outcome.as_str(),
         details: details.join("; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(deadline: u64) -> Context {
+        let mut context = Context::default();
+        context.deadline = deadline;
+        context
+    }
+
+    #[test]
+    fn the_deadline_keeps_a_reserve_for_publishing() {
+        let in_a_minute = SystemTime::now() + Duration::from_secs(60);
+        let epoch_ms = in_a_minute.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let left = invocation_deadline(&context(epoch_ms)).unwrap() - Instant::now();
+        assert!(
+            (Duration::from_secs(53)..=Duration::from_secs(55)).contains(&left),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn an_emulator_duration_or_a_past_deadline_does_not_stop_the_work() {
+        let left = invocation_deadline(&context(600_000)).unwrap() - Instant::now();
+        assert!(left > Duration::from_secs(590), "{left:?}");
+        assert_eq!(invocation_deadline(&context(EPOCH_MS_FLOOR + 1)), None);
+        assert_eq!(invocation_deadline(&context(0)), None);
     }
 }

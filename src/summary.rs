@@ -106,6 +106,9 @@ pub struct StepError {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
     pub describe: u64,
+    /// The fast locators (the Auto Scaling group's target groups).
+    pub fast_locate: u64,
+    /// The full sweep.
     pub locate: u64,
     pub deregister: u64,
     pub quarantine: u64,

@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::Tag;
 use aws_sdk_elasticloadbalancingv2::operation::deregister_targets::{DeregisterTargetsInput, DeregisterTargetsOutput};
 use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use aws_sdk_sns::operation::publish::PublishInput;
-use aws_smithy_mocks::{Rule, mock};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use spot_cleanup::locate::{Locator, Sweep, UncheckedGroup};
 use spot_cleanup::steps::deregister::{self, Verdict};
 use spot_cleanup::steps::quarantine::{self, EniChange, EniStatus, ORIGINAL_GROUPS_TAG};
@@ -493,7 +493,7 @@ async fn every_port_of_the_instance_leaves_its_group_in_one_call() {
     let elb = elb_client(&[&listing, &nodeports, &pods, &other_vpc, &lambda, &deregister]);
 
     let located = Sweep::new(elb.clone(), 10)
-        .locate(std::slice::from_ref(&node))
+        .locate(std::slice::from_ref(&node), None)
         .await
         .unwrap();
 
@@ -639,13 +639,10 @@ async fn a_successful_deregistration_is_checked_by_describing_the_group_again() 
             ("pods".into(), Some(8080), Verdict::Deregistered),
         ]
     );
-    let delay: HashMap<&str, Option<u32>> = checks
-        .iter()
-        .map(|c| (c.target_group_arn.as_str(), c.deregistration_delay_seconds))
-        .collect();
-    assert_eq!(delay[arn("api").as_str()], Some(300));
-    assert_eq!(delay[arn("nodeports").as_str()], Some(30));
-    assert_eq!(delay[arn("pods").as_str()], Some(0));
+    let delay = deregister::deregistration_delays(&elb, ["api", "nodeports", "pods", "deleted"].map(arn), 10).await;
+    assert_eq!(delay.get(&arn("api")), Some(&300));
+    assert_eq!(delay.get(&arn("nodeports")), Some(&30));
+    assert_eq!(delay.get(&arn("pods")), Some(&0));
     // One Describe per group, however many of its targets are being checked; a missing group is not retried.
     for rule in [&nodeports, &api, &pods, &deleted] {
         assert_eq!(rule.num_calls(), 1);
@@ -883,7 +880,10 @@ async fn elb_throttling_is_retried_and_the_sweep_still_finds_the_target() {
         .build();
     let elb = elb_client(&[&listing, &web]);
 
-    let located = Sweep::new(elb, 10).locate(std::slice::from_ref(&node)).await.unwrap();
+    let located = Sweep::new(elb, 10)
+        .locate(std::slice::from_ref(&node), None)
+        .await
+        .unwrap();
 
     assert_eq!(located.registrations, [instance_target("web", 80, "healthy")]);
     assert!(located.unchecked.is_empty());
@@ -942,7 +942,10 @@ async fn a_throttle_that_never_clears_leaves_the_group_unchecked() {
         .build();
     let elb = elb_client(&[&listing, &web, &busy]);
 
-    let located = Sweep::new(elb, 10).locate(std::slice::from_ref(&node)).await.unwrap();
+    let located = Sweep::new(elb, 10)
+        .locate(std::slice::from_ref(&node), None)
+        .await
+        .unwrap();
 
     assert_eq!(located.registrations, [instance_target("web", 80, "healthy")]);
     assert_eq!(
@@ -1147,6 +1150,8 @@ impl Account {
             elb: elb_client(&elb_rules),
             ec2: ec2_client(&ec2_rules),
             sns: sns_client(&[&self.publish]),
+            // No instance here belongs to an Auto Scaling group, so the fast path asks nothing.
+            autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, Vec::<&Rule>::new()),
         };
         App::new(config, clients)
     }
@@ -1188,7 +1193,7 @@ async fn a_partial_cleanup_is_summarised_and_published_once() {
     let account = Account::new();
     let app = account.app(false);
 
-    let reports = spot_cleanup::clean_up(&app, &[spot_warning()]).await;
+    let reports = spot_cleanup::clean_up(&app, &[spot_warning()], None).await;
 
     assert_eq!(reports.len(), 1);
     let summary = reports[0].result.as_ref().unwrap();
@@ -1271,7 +1276,7 @@ async fn a_dry_run_changes_nothing_and_publishes_the_plan() {
     let account = Account::new();
     let app = account.app(true);
 
-    let reports = spot_cleanup::clean_up(&app, &[spot_warning()]).await;
+    let reports = spot_cleanup::clean_up(&app, &[spot_warning()], None).await;
 
     let summary = reports[0].result.as_ref().unwrap();
     assert_eq!(account.deregister.num_calls(), 0);

@@ -287,3 +287,49 @@ async fn bad_input_and_unknown_instances_change_nothing() {
     assert_eq!(fleet.registrations().await, before);
     assert!(fleet.published().await.is_empty());
 }
+
+#[tokio::test]
+async fn an_auto_scaling_node_leaves_its_groups_target_groups_before_the_sweep_starts() {
+    let moto = Moto::start();
+    let shared = moto.sdk_config().await;
+    let fleet = Fleet::build(&shared, 1).await;
+    let node = fleet.auto_scaling_node(&shared, "asg-web", 8080).await;
+    let (app, calls) = app_for(&moto, &fleet, false).await;
+
+    let answer = invoke(&app, common::event_for("spot-interruption-terminate.json", &node))
+        .await
+        .expect("cleanup succeeds");
+    let summary: Summary = serde_json::from_value(answer).unwrap();
+
+    let removed: BTreeSet<_> = summary
+        .removed
+        .iter()
+        .map(|t| (t.target_group_name.as_str(), t.port))
+        .collect();
+    assert_eq!(
+        removed,
+        BTreeSet::from([("asg-web", Some(8080)), ("web-nodeport", Some(30080))]),
+        "the group's own target group, and a NodePort registration only the sweep can find"
+    );
+    assert_eq!(summary.outcome.as_str(), "cleaned");
+    assert!(!fleet.registrations().await.iter().any(|(_, id, _)| id == &node));
+
+    // The known registration left before the first DescribeTargetHealth of the sweep was sent.
+    let sequence = calls.sequence();
+    let first = |operation: &str| sequence.iter().position(|o| o == operation).unwrap();
+    assert!(
+        first("DeregisterTargets") < first("DescribeTargetHealth"),
+        "{sequence:?}"
+    );
+    assert_eq!(calls.get("DescribeAutoScalingGroups"), 1);
+    assert_eq!(
+        calls.get("DeregisterTargets"),
+        2,
+        "one wave for the fast path, one for what the sweep found"
+    );
+    assert_eq!(
+        calls.get("DescribeTargetHealth"),
+        5 + 1,
+        "the sweep's view of asg-web is its check; only web-nodeport is described again"
+    );
+}

@@ -4,16 +4,20 @@
 //! sweep is the first implementation; faster ones (the Auto Scaling group's target groups, a registration index) will
 //! sit behind the same trait and combine by priority.
 
+pub mod auto_scaling;
 pub mod sweep;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::input::InstanceId;
 use crate::instance::Instance;
 
+pub use auto_scaling::AutoScaling;
 pub use sweep::Sweep;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -53,18 +57,31 @@ pub struct Located {
     pub unchecked: Vec<UncheckedGroup>,
     /// How many target groups were looked into.
     pub target_groups_checked: usize,
+    /// The ARNs of the target groups whose full target list was read: a registration absent from `registrations` is
+    /// not in those groups.
+    pub checked_groups: BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocateError {
     #[error("DescribeTargetGroups failed: {0}")]
     ListTargetGroups(String),
+    #[error("DescribeAutoScalingGroups failed: {0}")]
+    AutoScalingGroups(String),
 }
 
 pub type LocateFuture<'a> = Pin<Box<dyn Future<Output = Result<Located, LocateError>> + Send + 'a>>;
 
-/// Finds every registration of the given instances. One call covers a whole batch, so that each target group is
-/// described once however many instances are being cleaned.
+/// Finds registrations of the given instances. One call covers a whole batch, so that each target group is described
+/// once however many instances are being cleaned. A locator starts no new call after `deadline`; what it could not
+/// look at by then it reports as unchecked.
 pub trait Locator: Send + Sync {
-    fn locate<'a>(&'a self, instances: &'a [Instance]) -> LocateFuture<'a>;
+    /// A short name for logs and summaries (`sweep`, `auto-scaling`, ...).
+    fn name(&self) -> &'static str;
+    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Option<Instant>) -> LocateFuture<'a>;
+}
+
+/// Whether the deadline, if any, has passed.
+pub fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
 }

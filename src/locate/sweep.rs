@@ -5,10 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::time::Instant;
 
 use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
 
-use super::{LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration, UncheckedGroup};
+use super::{LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration, UncheckedGroup, past};
 use crate::aws_error;
 use crate::bounded::bounded_all;
 use crate::input::InstanceId;
@@ -32,8 +33,12 @@ impl Sweep {
 }
 
 impl Locator for Sweep {
-    fn locate<'a>(&'a self, instances: &'a [Instance]) -> LocateFuture<'a> {
-        Box::pin(self.sweep(instances))
+    fn name(&self) -> &'static str {
+        "sweep"
+    }
+
+    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Option<Instant>) -> LocateFuture<'a> {
+        Box::pin(self.sweep(instances, deadline))
     }
 }
 
@@ -106,7 +111,7 @@ struct Candidate {
 }
 
 impl Sweep {
-    async fn sweep(&self, instances: &[Instance]) -> Result<Located, LocateError> {
+    async fn sweep(&self, instances: &[Instance], deadline: Option<Instant>) -> Result<Located, LocateError> {
         let wanted = Wanted::new(instances);
         let candidates = self.list_candidates(&wanted).await?;
         let names: Vec<(String, String, Option<String>)> = candidates
@@ -119,7 +124,11 @@ impl Sweep {
                 .describe_target_health()
                 .target_group_arn(&candidate.arn)
                 .send();
-            async move { (candidate, request.await) }
+            // Checked once a permit is held, so calls queued behind the limit also stop at the deadline.
+            async move {
+                let health = if past(deadline) { None } else { Some(request.await) };
+                (candidate, health)
+            }
         })
         .await;
 
@@ -137,9 +146,21 @@ impl Sweep {
                     continue;
                 }
             };
+            let Some(health) = health else {
+                located.unchecked.push(UncheckedGroup {
+                    target_group_arn: candidate.arn,
+                    target_group_name: candidate.name,
+                    vpc_id: candidate.vpc_id,
+                    error: "not checked: out of time before the deadline".to_owned(),
+                });
+                continue;
+            };
             located.target_groups_checked += 1;
             let health = match health {
-                Ok(health) => health,
+                Ok(health) => {
+                    located.checked_groups.insert(candidate.arn.clone());
+                    health
+                }
                 // Deleted between listing and describing: nothing can be registered in it.
                 Err(e) if aws_error::code(&e) == Some("TargetGroupNotFound") => continue,
                 Err(e) => {

@@ -4,7 +4,7 @@
 //! describes each touched group again. A target in `draining` counts as removed: the load balancer sends it no new
 //! requests, and in-flight ones finish within the group's deregistration delay.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 
@@ -30,8 +30,6 @@ pub enum Verdict {
 pub struct GroupCheck {
     pub target_group_arn: String,
     pub verdicts: Vec<(TargetRegistration, Verdict)>,
-    /// `deregistration_delay.timeout_seconds`, when it could be read.
-    pub deregistration_delay_seconds: Option<u32>,
 }
 
 /// Registrations grouped by target group, in ARN order.
@@ -70,8 +68,7 @@ pub async fn deregister_all(
         .collect()
 }
 
-/// Describe each touched group again and say, for every registration, whether it is gone. Reads each group's
-/// deregistration delay in the same pass, so the summary can warn when draining cannot finish before termination.
+/// Describe each touched group again and say, for every registration, whether it is gone.
 pub async fn verify_removed(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
     registrations: &[TargetRegistration],
@@ -93,7 +90,6 @@ pub async fn verify_removed(
                     .into_iter()
                     .map(|t| (t, Verdict::Unknown { error: e.to_string() }))
                     .collect(),
-                deregistration_delay_seconds: None,
             })
         })
         .collect()
@@ -104,15 +100,7 @@ async fn check_group(
     arn: String,
     targets: Vec<TargetRegistration>,
 ) -> GroupCheck {
-    let health = elb.describe_target_health().target_group_arn(&arn).send();
-    let attributes = elb.describe_target_group_attributes().target_group_arn(&arn).send();
-    let (health, attributes) = tokio::join!(health, attributes);
-    let deregistration_delay_seconds = attributes.ok().and_then(|a| {
-        a.attributes()
-            .iter()
-            .find(|attr| attr.key() == Some("deregistration_delay.timeout_seconds"))
-            .and_then(|attr| attr.value()?.parse().ok())
-    });
+    let health = elb.describe_target_health().target_group_arn(&arn).send().await;
     let health = match health {
         Ok(health) => health,
         // The group itself is gone, and every registration with it.
@@ -120,7 +108,6 @@ async fn check_group(
             return GroupCheck {
                 target_group_arn: arn,
                 verdicts: targets.into_iter().map(|t| (t, Verdict::Deregistered)).collect(),
-                deregistration_delay_seconds,
             };
         }
         Err(e) => {
@@ -129,7 +116,6 @@ async fn check_group(
             return GroupCheck {
                 target_group_arn: arn,
                 verdicts: targets.into_iter().map(unknown).collect(),
-                deregistration_delay_seconds,
             };
         }
     };
@@ -157,8 +143,36 @@ async fn check_group(
     GroupCheck {
         target_group_arn: arn,
         verdicts,
-        deregistration_delay_seconds,
     }
+}
+
+/// Each group's `deregistration_delay.timeout_seconds`, for the groups whose attributes could be read, so the summary
+/// can warn when draining cannot finish before termination.
+pub async fn deregistration_delays(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    arns: impl IntoIterator<Item = String>,
+    concurrency: usize,
+) -> HashMap<String, u32> {
+    let reads = bounded_all(concurrency, arns, |arn| {
+        let request = elb.describe_target_group_attributes().target_group_arn(&arn).send();
+        async move {
+            let delay = request.await.ok().and_then(|a| {
+                a.attributes()
+                    .iter()
+                    .find(|attr| attr.key() == Some("deregistration_delay.timeout_seconds"))
+                    .and_then(|attr| attr.value()?.parse().ok())
+            });
+            (arn, delay)
+        }
+    })
+    .await;
+    reads
+        .into_iter()
+        .filter_map(|read| match read {
+            Ok((arn, Some(delay))) => Some((arn, delay)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn description(registration: &TargetRegistration) -> TargetDescription {

@@ -157,6 +157,69 @@ impl Fleet {
         }
     }
 
+    /// An instance launched by an Auto Scaling group attached to a new target group, the way EKS managed node groups
+    /// are, and also registered by hand (as a controller would) on the fleet's web NodePort. Returns its id.
+    pub async fn auto_scaling_node(&self, shared: &SdkConfig, target_group: &str, port: i32) -> String {
+        let autoscaling = aws_sdk_autoscaling::Client::new(shared);
+        let arn = create_target_group(&self.elb, target_group, &self.vpc_id, TargetTypeEnum::Instance, port).await;
+        let subnet = self
+            .ec2
+            .describe_subnets()
+            .filters(Filter::builder().name("vpc-id").values(&self.vpc_id).build())
+            .send()
+            .await
+            .unwrap()
+            .subnets()[0]
+            .subnet_id()
+            .unwrap()
+            .to_owned();
+        let image = self.ec2.describe_images().send().await.unwrap().images()[0]
+            .image_id()
+            .unwrap()
+            .to_owned();
+        self.ec2
+            .create_launch_template()
+            .launch_template_name("nodes-template")
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(image)
+                    .instance_type(InstanceType::M5Large)
+                    .security_group_ids(&self.app_group)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name("nodes")
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_name("nodes-template")
+                    .build(),
+            )
+            .min_size(1)
+            .max_size(1)
+            .desired_capacity(1)
+            .vpc_zone_identifier(subnet)
+            .target_group_arns(&arn)
+            .send()
+            .await
+            .unwrap();
+        let group = autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names("nodes")
+            .send()
+            .await
+            .unwrap();
+        let id = group.auto_scaling_groups()[0].instances()[0]
+            .instance_id()
+            .unwrap()
+            .to_owned();
+        register(&self.elb, &self.target_groups["web-nodeport"], vec![target(&id, 30080)]).await;
+        id
+    }
+
     /// The function's configuration for this fleet: quarantine groups for both VPCs, so it must pick by VPC.
     pub fn config(&self, dry_run: bool) -> spot_cleanup::Config {
         spot_cleanup::Config::from_lookup(|name| match name {

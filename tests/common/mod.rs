@@ -114,16 +114,26 @@ impl Moto {
     }
 }
 
-/// Counts the HTTP requests each client sends, by operation name (retries count once per attempt).
+/// Counts the HTTP requests each client sends, by operation name (retries count once per attempt), and keeps the
+/// order they were sent in.
 #[derive(Clone, Debug, Default)]
-pub struct CallCounter(Arc<Mutex<HashMap<String, usize>>>);
+pub struct CallCounter(Arc<Mutex<Vec<String>>>);
 
 impl CallCounter {
     pub fn get(&self, operation: &str) -> usize {
-        self.0.lock().unwrap().get(operation).copied().unwrap_or(0)
+        self.0.lock().unwrap().iter().filter(|o| *o == operation).count()
     }
 
     pub fn snapshot(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for operation in self.0.lock().unwrap().iter() {
+            *counts.entry(operation.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Every operation sent so far, in order.
+    pub fn sequence(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -140,7 +150,7 @@ impl Intercept for CallCounter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(metadata) = cfg.load::<Metadata>() {
-            *self.0.lock().unwrap().entry(metadata.name().to_owned()).or_default() += 1;
+            self.0.lock().unwrap().push(metadata.name().to_owned());
         }
         Ok(())
     }
@@ -155,7 +165,23 @@ pub fn counted_clients(shared: &SdkConfig) -> (spot_cleanup::Clients, CallCounte
     );
     let ec2 = aws_sdk_ec2::Client::from_conf(clients.ec2.config().to_builder().interceptor(counter.clone()).build());
     let sns = aws_sdk_sns::Client::from_conf(clients.sns.config().to_builder().interceptor(counter.clone()).build());
-    (spot_cleanup::Clients { elb, ec2, sns }, counter)
+    let autoscaling = aws_sdk_autoscaling::Client::from_conf(
+        clients
+            .autoscaling
+            .config()
+            .to_builder()
+            .interceptor(counter.clone())
+            .build(),
+    );
+    (
+        spot_cleanup::Clients {
+            elb,
+            ec2,
+            sns,
+            autoscaling,
+        },
+        counter,
+    )
 }
 
 /// A sample event from `events/`, with its instance id swapped for one of the fleet's and its times moved to now, as

@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Benchmark spot-cleanup's release binary against a throttled, latency-adding moto, and compare it with a naive
+sequential baseline. Run it through `bench/run`, which prepares the venv and the binary first.
+
+For each fleet size (number of target groups) it builds a fleet on moto, then runs, each in a fresh function process
+under `cargo lambda watch`: ours for one interrupted instance, ours for an SQS batch of K, and the baseline (the same
+binary with ELB_CONCURRENCY=1, one invocation per instance). The fleet is restored between scenarios and the proxy's
+token buckets refilled, so each starts from the same state. Writes bench/out/results.{json,md} and
+bench/out/time-vs-groups.png, and copies the table and the plot to bench/RESULTS.md and bench/time-vs-groups.png.
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cold_init
+import fleet as fleet_module
+import report
+from processes import Moto, scratch_dir
+from proxy import BUCKETS_DOC, ThrottlingProxy
+from scenarios import Bench
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+OUT = BENCH / "out"
+BINARY = ROOT / "target" / "release" / "spot-cleanup"
+BASELINE_CONCURRENCY = 1
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="50,300,1000", help="target group counts, comma-separated")
+    parser.add_argument("--latency-ms", type=float, default=20, help="latency the proxy adds to every call")
+    parser.add_argument("--batch", type=int, help="instances per SQS batch (default: 50 for 300 groups, else 10)")
+    parser.add_argument("--baseline-budget", type=float, default=60,
+                        help="seconds after which the baseline starts no more invocations (the rest is extrapolated)")
+    parser.add_argument("--concurrency", type=int, help="ELB_CONCURRENCY for ours (default: the function's own)")
+    parser.add_argument("--cold-init-runs", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: sizes 20,60, batches of 3")
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.batch, args.baseline_budget, args.cold_init_runs = "20,60", args.batch or 3, 10, 3
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    return args
+
+
+def batch_size(args, groups):
+    if args.batch:
+        return args.batch
+    return 50 if groups == 300 else 10
+
+
+def run_size(bench, moto, args, groups):
+    """Build the fleet for `groups` on a fresh moto and run its scenarios; returns (results, build seconds)."""
+    moto.reset()
+    k = batch_size(args, groups)
+    fleet = fleet_module.build(moto.endpoint, groups, k)
+    log(f"{groups} groups: fleet of {k} Spot instances + neighbour built in {fleet.build_seconds:.1f} s")
+    results = []
+    plan = [("single", "single", fleet.spot[:1], args.concurrency, None),
+            ("batch", "batch", fleet.spot, args.concurrency, None)]
+    if not args.no_baseline:
+        plan.append(("baseline", "baseline", fleet.spot, BASELINE_CONCURRENCY, args.baseline_budget))
+    for name, kind, nodes, concurrency, budget in plan:
+        result = bench.run(fleet, name, kind, nodes, concurrency=concurrency, budget_seconds=budget)
+        log(f"  {name}: {len(nodes) if kind != 'baseline' else result['instances_run']} instance(s), "
+            f"last dereg {report.seconds(result['last_dereg_s'])} s, total {result['total_s']:.1f} s, "
+            f"outcomes {sorted(set(result['outcomes'].values()))}, load {result['load_after']:.1f}")
+        results.append(result)
+    return results, fleet.build_seconds
+
+
+def measure_cold_init(runs):
+    """Reuse bench/cold_init.py: exec to first runtime poll, and RSS then."""
+    cold_init.one_run(str(BINARY))  # warm the page cache
+    samples = [cold_init.one_run(str(BINARY)) for _ in range(runs)]
+    times = sorted(t for t, _ in samples)
+    return {"runs": runs, "median_ms": statistics.median(times), "min_ms": times[0], "max_ms": times[-1],
+            "rss_mib": max(r for _, r in samples) / 1024}
+
+
+def run_info(args, started_wall):
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True,
+                           text=True).stdout.strip()
+    return {
+        "started": started_wall,
+        "commit": commit + (" (src/ has uncommitted changes)" if dirty else ""),
+        "binary": str(BINARY.relative_to(ROOT)),
+        "binary_mib": BINARY.stat().st_size / 2**20,
+        "binary_built": datetime.datetime.fromtimestamp(BINARY.stat().st_mtime).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "latency_ms": args.latency_ms,
+        "buckets": BUCKETS_DOC,
+        "baseline_budget_s": args.baseline_budget,
+        "concurrency": args.concurrency,
+        "load_start": os.getloadavg(),
+    }
+
+
+def markdown(info, cold, build_times, results, by_size):
+    """The whole report as markdown lines."""
+    lines = [
+        "# spot-cleanup benchmark",
+        "",
+        f"Generated by `bench/run` on {info['started']} (commit {info['commit']}; binary built "
+        f"{info['binary_built']}). Machine: {info['cpus']} CPUs; load average {fmt_load(info['load_start'])} at "
+        f"the start, {fmt_load(info['load_end'])} at the end (other work was sharing the machine). Whole run: "
+        f"{info['run_seconds'] / 60:.1f} min.",
+        "",
+        f"Setup: moto behind a proxy adding {info['latency_ms']:g} ms to every call and enforcing "
+        + "; ".join(info["buckets"].values())
+        + ". Buckets start full in every scenario. Fleet: half `instance` and half `ip` target groups in one VPC; "
+        f"each Spot instance in {fleet_module.GROUPS_PER_INSTANCE} groups spread over the fleet, one neighbour in "
+        "every group. Ours uses the function's ELB_CONCURRENCY "
+        f"({info['concurrency'] or 'default, 10'}); the baseline is the same binary with ELB_CONCURRENCY=1, one "
+        "invocation per instance, back to back.",
+        "",
+        f"Binary: {info['binary_mib']:.1f} MiB. Cold init (exec to first runtime poll, bench/cold_init.py): "
+        f"median {cold['median_ms']:.1f} ms over {cold['runs']} runs (min {cold['min_ms']:.1f}, max "
+        f"{cold['max_ms']:.1f}), RSS then {cold['rss_mib']:.1f} MiB.",
+        "",
+        "Fleet build on moto (boto3, not through the proxy): "
+        + ", ".join(f"{g} groups {s:.1f} s" for g, s in sorted(build_times.items())) + ".",
+        "",
+        "## Results",
+        "",
+        "Times are seconds from the start of the scenario's first invocation; `~` marks extrapolated figures.",
+        "",
+        *report.main_table(results),
+        "",
+        "## Ours over the baseline (same run)",
+        "",
+        "Below 1× means ours is faster (or makes fewer calls, per instance).",
+        "",
+        *report.ratio_lines(by_size),
+        "",
+        "## Calls per action (as the proxy saw them; `thr` = answered with a throttling error)",
+        "",
+        *report.calls_table(results),
+        "",
+        "## Where the function's time went (seconds, from the summaries' `timings_ms`, mean per invocation)",
+        "",
+        *report.step_table(results),
+        "",
+        "![time against target groups](time-vs-groups.png)",
+        "",
+        "## Flags",
+        "",
+        *flags(results),
+    ]
+    return lines
+
+
+def fmt_load(load):
+    return "/".join(f"{x:.1f}" for x in load)
+
+
+def flags(results):
+    """Anything a reader should not miss: outcomes other than cleaned, errors, AWS state that disagrees."""
+    out = []
+    for result in results:
+        where = f"{result['groups']} groups, {result['scenario']}"
+        if not result["all_cleaned"]:
+            bad = {i: o for i, o in result["outcomes"].items() if o != "cleaned"}
+            out.append(f"- {where}: outcome not `cleaned` for {len(bad)} instance(s): {bad}")
+        for error in result["summary_errors"]:
+            out.append(f"- {where}: summary error: {error}")
+        for answer in result["answers"]:
+            if answer.get("error_type") or answer.get("batch_item_failures"):
+                out.append(f"- {where}: invocation answered {answer}")
+        for key, n in result["upstream_errors"].items():
+            out.append(f"- {where}: moto answered {n} call(s) with an error: {key}")
+        short = {i: (r, result["expected_registrations"][i]) for i, r in result["removed"].items()
+                 if r != result["expected_registrations"][i]}
+        if short:
+            out.append(f"- {where}: removed vs registered differ: {short}")
+        if result["kind"] == "baseline" and result["instances_run"] < result["instances_planned"]:
+            out.append(f"- {where}: ran {result['instances_run']} of {result['instances_planned']} invocations "
+                       f"within its {result.get('budget_s', 'set')} s budget; the rest is extrapolated")
+    return out or ["- none: every instance `cleaned`, no errors, AWS agrees."]
+
+
+def write_outputs(info, cold, build_times, results):
+    by_size = {}
+    for result in results:
+        by_size.setdefault(result["groups"], {})[result["kind"]] = result
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(
+        {"run": info, "cold_init": cold, "fleet_build_s": build_times, "scenarios": results}, indent=2, default=str))
+    report.plot(by_size, OUT / "time-vs-groups.png")
+    text = "\n".join(markdown(info, cold, build_times, results, by_size)) + "\n"
+    (OUT / "results.md").write_text(text)
+    shutil.copy(OUT / "results.md", BENCH / "RESULTS.md")
+    shutil.copy(OUT / "time-vs-groups.png", BENCH / "time-vs-groups.png")
+    return text
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def main():
+    args = parse_args()
+    started = time.monotonic()
+    info = run_info(args, datetime.datetime.now().isoformat(timespec="seconds"))
+    log(f"binary {info['binary']} ({info['binary_mib']:.1f} MiB, built {info['binary_built']}); "
+        f"load {fmt_load(info['load_start'])}")
+    cold = measure_cold_init(args.cold_init_runs)
+    log(f"cold init median {cold['median_ms']:.1f} ms, RSS {cold['rss_mib']:.1f} MiB")
+    logs = scratch_dir()
+    log(f"process logs in {logs}")
+    moto = Moto(logs)
+    proxy = ThrottlingProxy(moto.port, args.latency_ms)
+    bench = Bench(ROOT, BINARY, moto, proxy, logs)
+    results, build_times = [], {}
+    try:
+        for groups in args.sizes:
+            size_results, build_times[groups] = run_size(bench, moto, args, groups)
+            for result in size_results:
+                result["budget_s"] = args.baseline_budget if result["kind"] == "baseline" else None
+            results.extend(size_results)
+    finally:
+        proxy.close()
+        moto.close()
+    info["load_end"] = os.getloadavg()
+    info["run_seconds"] = time.monotonic() - started
+    print(write_outputs(info, cold, build_times, results))
+    log(f"wrote {OUT.relative_to(ROOT)}/results.{{json,md}}, time-vs-groups.png; copied to bench/RESULTS.md and "
+        f"bench/time-vs-groups.png. Whole run {info['run_seconds'] / 60:.1f} min.")
+    return 0 if all(r["all_cleaned"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

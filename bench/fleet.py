@@ -1,0 +1,240 @@
+"""A production-shaped Spot fleet on moto, built with boto3 straight against moto (not through the throttling proxy).
+
+`groups` target groups in one VPC, half `instance` (NodePort-style ports 30000+) and half `ip` (pod port 8080);
+`spot_count` Spot instances, each with a second ENI carrying a secondary address as the VPC CNI gives pods. Each Spot
+instance sits in GROUPS_PER_INSTANCE groups spread over the fleet (half by instance id, half by a pod address), and
+one on-demand neighbour sits in every group, so no group is empty. Plus an SNS topic read through an SQS
+subscription, and a quarantine security group.
+
+Registrations are collected per group and sent as one RegisterTargets per group.
+"""
+import concurrent.futures
+import json
+import time
+from dataclasses import dataclass, field
+
+import boto3
+
+REGION = "us-east-1"
+GROUPS_PER_INSTANCE = 10
+NODE_PORT_BASE = 30000
+POD_PORT = 8080
+# Calls in flight while building. Target groups are created one at a time: moto's duplicate-name check walks a dict
+# that a concurrent create could change under it.
+WORKERS = 8
+
+
+@dataclass
+class Node:
+    id: str
+    pod_ips: list
+
+
+@dataclass
+class Fleet:
+    groups: int
+    vpc_id: str
+    spot: list
+    neighbour: Node
+    topic_arn: str
+    queue_url: str
+    quarantine_group: str
+    app_group: str
+    # target group ARN -> the ids registered in it (instance ids or addresses), and its port
+    registered: dict = field(default_factory=dict)
+    ports: dict = field(default_factory=dict)
+    build_seconds: float = 0.0
+
+    def registrations_of(self, node):
+        """How many (group, target) registrations belong to `node`."""
+        ids = {node.id, *node.pod_ips}
+        return sum(len(ids & set(targets)) for targets in self.registered.values())
+
+
+def clients(endpoint):
+    """boto3 clients for moto at `endpoint`."""
+    session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION)
+    return {name: session.client(name, endpoint_url=endpoint) for name in ("ec2", "elbv2", "sns", "sqs")}
+
+
+def build(endpoint, groups, spot_count):
+    """Create the whole fleet on a fresh moto and return what the benchmark needs to know about it."""
+    started = time.monotonic()
+    aws = clients(endpoint)
+    ec2, elb = aws["ec2"], aws["elbv2"]
+    vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet_a = create_subnet(ec2, vpc_id, "10.0.0.0/20", "us-east-1a")
+    subnet_b = create_subnet(ec2, vpc_id, "10.0.16.0/20", "us-east-1b")
+    app_group = create_security_group(ec2, vpc_id, "app")
+    quarantine_group = create_security_group(ec2, vpc_id, "quarantine")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+
+    spot = launch(ec2, image, subnet_a, subnet_b, app_group, spot_count, spot=True)
+    neighbour = launch(ec2, image, subnet_a, subnet_b, app_group, 1, spot=False)[0]
+    registered, ports = register_fleet(elb, vpc_id, groups, spot, neighbour)
+    topic_arn, queue_url = summary_queue(aws["sns"], aws["sqs"])
+    return Fleet(
+        groups=groups,
+        vpc_id=vpc_id,
+        spot=spot,
+        neighbour=neighbour,
+        topic_arn=topic_arn,
+        queue_url=queue_url,
+        quarantine_group=quarantine_group,
+        app_group=app_group,
+        registered=registered,
+        ports=ports,
+        build_seconds=time.monotonic() - started,
+    )
+
+
+def create_subnet(ec2, vpc_id, cidr, zone):
+    return ec2.create_subnet(VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"]["SubnetId"]
+
+
+def create_security_group(ec2, vpc_id, name):
+    return ec2.create_security_group(VpcId=vpc_id, GroupName=name, Description=name)["GroupId"]
+
+
+def launch(ec2, image, subnet, pod_subnet, security_group, count, spot):
+    """`count` instances in one RunInstances, each then given a second ENI with a secondary address."""
+    request = dict(
+        ImageId=image,
+        InstanceType="m5.large",
+        MinCount=count,
+        MaxCount=count,
+        SubnetId=subnet,
+        SecurityGroupIds=[security_group],
+    )
+    if spot:
+        request["InstanceMarketOptions"] = {"MarketType": "spot"}
+    ids = [i["InstanceId"] for i in ec2.run_instances(**request)["Instances"]]
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        pod_ips = list(pool.map(lambda i: attach_pod_eni(ec2, i, pod_subnet, security_group), ids))
+    return [Node(id=i, pod_ips=ips) for i, ips in zip(ids, pod_ips)]
+
+
+def attach_pod_eni(ec2, instance_id, subnet, security_group):
+    eni = ec2.create_network_interface(
+        SubnetId=subnet, Groups=[security_group], SecondaryPrivateIpAddressCount=1
+    )["NetworkInterface"]
+    ec2.attach_network_interface(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=instance_id, DeviceIndex=1
+    )
+    return [a["PrivateIpAddress"] for a in eni["PrivateIpAddresses"]]
+
+
+def membership(groups, spot_count):
+    """For each Spot instance, the indices of its instance groups and of its ip groups: spread over the fleet, so a
+    batch touches many groups and no group holds every interrupted instance."""
+    half = groups // 2
+    per_kind = min(GROUPS_PER_INSTANCE // 2, half)
+    stride = max(half // per_kind, 1)
+    plan = []
+    for n in range(spot_count):
+        picks = sorted({(n * 7 + j * stride) % half for j in range(per_kind)})
+        plan.append((picks, picks))
+    return plan
+
+
+def register_fleet(elb, vpc_id, groups, spot, neighbour):
+    """Create the target groups and register everyone, one RegisterTargets per group."""
+    half = groups // 2
+    instance_groups = [create_target_group(elb, f"nodeport-{i:04d}", vpc_id, "instance", NODE_PORT_BASE + i)
+                       for i in range(half)]
+    ip_groups = [create_target_group(elb, f"pods-{i:04d}", vpc_id, "ip", POD_PORT) for i in range(groups - half)]
+    targets = {arn: [neighbour.id] for arn in instance_groups}
+    targets.update({arn: [neighbour.pod_ips[0]] for arn in ip_groups})
+    for node, (by_id, by_ip) in zip(spot, membership(groups, len(spot))):
+        for i in by_id:
+            targets[instance_groups[i]].append(node.id)
+        for i in by_ip:
+            targets[ip_groups[i]].append(node.pod_ips[i % len(node.pod_ips)])
+    ports = {arn: NODE_PORT_BASE + i for i, arn in enumerate(instance_groups)}
+    ports.update({arn: POD_PORT for arn in ip_groups})
+    register(elb, {arn: (ports[arn], ids) for arn, ids in targets.items()})
+    return targets, ports
+
+
+def register(elb, targets):
+    """One RegisterTargets per group, several in flight: each call changes only its own group in moto."""
+    def one(item):
+        arn, (port, ids) = item
+        elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": t, "Port": port} for t in ids])
+
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(one, targets.items()))
+
+
+def create_target_group(elb, name, vpc_id, kind, port):
+    group = elb.create_target_group(Name=name, Protocol="HTTP", Port=port, VpcId=vpc_id, TargetType=kind)
+    return group["TargetGroups"][0]["TargetGroupArn"]
+
+
+def summary_queue(sns, sqs):
+    """The summary topic and a queue subscribed to it, so the benchmark can read what the function published."""
+    topic_arn = sns.create_topic(Name="spot-cleanup")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="summaries")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    return topic_arn, queue_url
+
+
+def published_summaries(endpoint, queue_url):
+    """Every summary the function published so far (drains the queue): the SNS message JSON, parsed."""
+    sqs = clients(endpoint)["sqs"]
+    summaries = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return summaries
+        for message in messages:
+            summaries.append(json.loads(json.loads(message["Body"])["Message"]))
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)],
+        )
+
+
+def restore(endpoint, fleet, nodes):
+    """Put `nodes` back as the build left them: re-register their targets (RegisterTargets is idempotent, so each
+    affected group simply gets its original list again), move their ENIs back to the app group without the
+    recorded-groups tags, and empty the summary queue."""
+    aws = clients(endpoint)
+    ids = {i for node in nodes for i in (node.id, *node.pod_ips)}
+    affected = {arn: (fleet.ports[arn], targets) for arn, targets in fleet.registered.items() if ids & set(targets)}
+    register(aws["elbv2"], affected)
+    ec2 = aws["ec2"]
+    for eni in node_enis(ec2, nodes):
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=eni["NetworkInterfaceId"], Groups=[fleet.app_group])
+        recorded = [{"Key": t["Key"]} for t in eni.get("TagSet", []) if t["Key"].startswith("spot-cleanup:")]
+        if recorded:
+            ec2.delete_tags(Resources=[eni["NetworkInterfaceId"]], Tags=recorded)
+    published_summaries(endpoint, fleet.queue_url)
+
+
+def node_enis(ec2, nodes):
+    filters = [{"Name": "attachment.instance-id", "Values": [n.id for n in nodes]}]
+    return ec2.describe_network_interfaces(Filters=filters)["NetworkInterfaces"]
+
+
+def check(endpoint, fleet, nodes):
+    """What AWS looks like afterwards, read straight from moto: registrations of `nodes` still present, neighbour
+    registrations lost from the groups the nodes were in, and ENIs of `nodes` not on the quarantine group."""
+    aws = clients(endpoint)
+    ids = {i for node in nodes for i in (node.id, *node.pod_ips)}
+    neighbour = {fleet.neighbour.id, *fleet.neighbour.pod_ips}
+    affected = [arn for arn, targets in fleet.registered.items() if ids & set(targets)]
+
+    def registered_now(arn):
+        health = aws["elbv2"].describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+        return {d["Target"]["Id"] for d in health}
+
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        now = list(pool.map(registered_now, affected))
+    left = sum(len(ids & targets) for targets in now)
+    neighbour_lost = sum(1 for targets in now if not neighbour & targets)
+    enis = node_enis(aws["ec2"], nodes)
+    unquarantined = sum(1 for e in enis if fleet.quarantine_group not in {g["GroupId"] for g in e["Groups"]})
+    return {"targets_left": left, "neighbour_lost": neighbour_lost, "enis_not_quarantined": unquarantined,
+            "enis": len(enis)}

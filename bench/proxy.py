@@ -1,0 +1,216 @@
+"""A throttling, latency-adding HTTP proxy between the function and moto, so a benchmark on loopback feels like AWS.
+
+The function reaches it through AWS_ENDPOINT_URL. For every request it works out the service (from the SigV4
+credential scope in the Authorization header) and the action (the query protocol's form-encoded `Action=`, or the
+JSON protocol's X-Amz-Target), sleeps the configured latency, and then either forwards the request to moto or answers
+with the service's own throttling error, as a token bucket decides:
+
+- ELB: every Describe* action draws on one shared bucket of 40 tokens refilled at 10 per second (ELB's documented
+  per-account, per-region limit for Describe* calls); other ELB actions are not limited here. Throttled calls get
+  HTTP 400 with ELB's `Throttling` error body.
+- EC2: the API's request-token buckets, by category. Describe* ("non-mutating") actions: 100 tokens, 20 per second.
+  Everything else ("mutating", e.g. CreateTags, ModifyNetworkInterfaceAttribute): 50 tokens, 5 per second. These are
+  EC2's documented defaults for those categories. Throttled calls get HTTP 503 with `RequestLimitExceeded`.
+- Other services (SNS): latency only; SNS Publish allows thousands per second.
+
+It counts forwarded and throttled calls per (service, action), and notes when each DeregisterTargets came back from
+moto (time.monotonic), so a caller in the same process can compare with its own clock.
+"""
+import http.client
+import http.server
+import re
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+# Hop-by-hop headers, and the framing we recompute ourselves.
+NOT_FORWARDED = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
+
+ELB_THROTTLED = (
+    '<ErrorResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"><Error><Type>Sender</Type>'
+    "<Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>{id}</RequestId></ErrorResponse>"
+)
+EC2_THROTTLED = (
+    "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error>"
+    "</Errors><RequestID>{id}</RequestID></Response>"
+)
+
+
+class TokenBucket:
+    """`capacity` tokens, refilled continuously at `rate` per second; a call takes one or is refused."""
+
+    def __init__(self, capacity, rate):
+        self.capacity, self.rate = capacity, rate
+        self.tokens, self.updated = float(capacity), time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self):
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return True
+            return False
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Which bucket a call draws on, and how a refusal looks on the wire."""
+
+    bucket: str
+    status: int
+    body: str
+
+
+def limit_for(service, action):
+    """The limit a call falls under, or None for an unlimited one."""
+    describe = action.startswith("Describe")
+    if service == "elasticloadbalancing" and describe:
+        return Limit("elb-describe", 400, ELB_THROTTLED)
+    if service == "ec2":
+        return Limit("ec2-describe" if describe else "ec2-mutating", 503, EC2_THROTTLED)
+    return None
+
+
+def fresh_buckets():
+    return {
+        "elb-describe": TokenBucket(40, 10),
+        "ec2-describe": TokenBucket(100, 20),
+        "ec2-mutating": TokenBucket(50, 5),
+    }
+
+
+BUCKETS_DOC = {
+    "elb-describe": "ELB Describe*: 40 burst, 10/s",
+    "ec2-describe": "EC2 Describe*: 100 burst, 20/s",
+    "ec2-mutating": "EC2 other actions: 50 burst, 5/s",
+}
+
+
+class Stats:
+    """What the proxy saw since the last reset."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = Counter()  # (service, action) -> requests received
+        self.throttled = Counter()  # (service, action) -> answered with a throttling error
+        self.deregistered_at = []  # time.monotonic() when each forwarded DeregisterTargets came back
+        self.errors = Counter()  # (service, action, status) -> forwarded calls that moto answered with an error
+
+    def snapshot(self):
+        with self.lock:
+            return {
+                "calls": dict(self.calls),
+                "throttled": dict(self.throttled),
+                "deregistered_at": list(self.deregistered_at),
+                "errors": dict(self.errors),
+            }
+
+
+def identify(headers, body):
+    """(service, action) of a signed AWS request."""
+    scope = CREDENTIAL_SCOPE.search(headers.get("Authorization", ""))
+    service = scope.group(1) if scope else "unknown"
+    target = headers.get("X-Amz-Target")
+    if target:
+        return service, target.rsplit(".", 1)[-1]
+    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+    return service, form.get("Action", ["unknown"])[0]
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        self.relay()
+
+    def do_GET(self):  # noqa: N802
+        self.relay()
+
+    def relay(self):
+        proxy = self.server.proxy
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        service, action = identify(self.headers, body)
+        limit = limit_for(service, action)
+        allowed = limit is None or proxy.buckets[limit.bucket].take()
+        with proxy.stats.lock:
+            proxy.stats.calls[(service, action)] += 1
+            if not allowed:
+                proxy.stats.throttled[(service, action)] += 1
+        time.sleep(proxy.latency)
+        if not allowed:
+            self.answer(limit.status, [("Content-Type", "text/xml")], limit.body.format(id=uuid.uuid4()).encode())
+            return
+        status, headers, payload = proxy.forward(self.command, self.path, self.headers, body)
+        if status >= 400:
+            with proxy.stats.lock:
+                proxy.stats.errors[(service, action, status)] += 1
+        if action == "DeregisterTargets" and status == 200:
+            with proxy.stats.lock:
+                proxy.stats.deregistered_at.append(time.monotonic())
+        self.answer(status, headers, payload)
+
+    def answer(self, status, headers, payload):
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() not in NOT_FORWARDED:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+class ThrottlingProxy:
+    """The proxy server, on a free loopback port, in daemon threads of this process."""
+
+    def __init__(self, upstream_port, latency_ms):
+        self.upstream_port = upstream_port
+        self.latency = latency_ms / 1000
+        self.local = threading.local()
+        self.reset()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.proxy = self
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self):
+        """Full buckets and empty counters: each scenario starts from the same state."""
+        self.buckets = fresh_buckets()
+        self.stats = Stats()
+
+    def forward(self, method, path, headers, body):
+        """Send the request on to moto over this thread's connection; returns (status, headers, body)."""
+        for attempt in range(2):
+            connection = getattr(self.local, "connection", None)
+            if connection is None:
+                connection = self.local.connection = http.client.HTTPConnection("127.0.0.1", self.upstream_port)
+            try:
+                forwarded = {k: v for k, v in headers.items() if k.lower() not in NOT_FORWARDED}
+                connection.request(method, path, body=body, headers=forwarded)
+                response = connection.getresponse()
+                return response.status, response.getheaders(), response.read()
+            except (http.client.HTTPException, OSError):
+                # moto closed an idle keep-alive connection: reconnect once.
+                connection.close()
+                self.local.connection = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
