@@ -37,12 +37,12 @@ impl Locator for AutoScaling {
     }
 
     fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Option<Instant>) -> LocateFuture<'a> {
-        Box::pin(self.from_groups(instances, deadline))
+        Box::pin(self.attached_target_groups(instances, deadline))
     }
 }
 
 impl AutoScaling {
-    async fn from_groups(&self, instances: &[Instance], deadline: Option<Instant>) -> Result<Located, LocateError> {
+    async fn attached_target_groups(&self, instances: &[Instance], deadline: Option<Instant>) -> Result<Located, LocateError> {
         let mut members: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
         for instance in instances {
             if let Some(group) = instance.tags.get(GROUP_NAME_TAG) {
