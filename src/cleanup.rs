@@ -15,7 +15,7 @@ use crate::clients::Clients;
 use crate::config::Config;
 use crate::input::{InstanceId, Request, Trigger};
 use crate::instance::{Instance, describe_instances};
-use crate::locate::{AutoScaling, Located, Locator, Sweep, TargetRegistration};
+use crate::locate::{AutoScaling, Index, Located, Locator, Sweep, TargetRegistration};
 use crate::steps::deregister::{self, Verdict};
 use crate::steps::notify;
 use crate::steps::quarantine::{self, EniChange, EniStatus};
@@ -36,12 +36,17 @@ pub struct App {
 }
 
 impl App {
-    /// The production wiring: the Auto Scaling fast path, then the full sweep, over the shared clients.
+    /// The production wiring: the registration index when one is configured (it knows exact ports and zones), the
+    /// Auto Scaling fast path, then the full sweep, over the shared clients.
     pub fn new(config: Config, clients: Clients) -> Self {
-        let fast_locators: Vec<Box<dyn Locator>> = vec![Box::new(AutoScaling::new(
+        let mut fast_locators: Vec<Box<dyn Locator>> = Vec::new();
+        if let Some(table) = &config.registration_index_table {
+            fast_locators.push(Box::new(Index::new(clients.dynamodb.clone(), table.clone())));
+        }
+        fast_locators.push(Box::new(AutoScaling::new(
             clients.autoscaling.clone(),
             clients.elb.clone(),
-        ))];
+        )));
         let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency));
         App {
             config,
@@ -351,6 +356,8 @@ struct Registrations {
     /// What a later look at the group said about each registration.
     verdicts: HashMap<Key, Verdict>,
     delays: HashMap<String, u32>,
+    /// Registrations the sweep saw in their group, after the fast path's calls.
+    swept: HashSet<Key>,
     unchecked: Vec<crate::locate::UncheckedGroup>,
     locate_errors: Vec<String>,
     fast_path_warnings: Vec<String>,
@@ -371,11 +378,17 @@ impl Registrations {
         }
     }
 
-    /// Registrations found but not yet sent to DeregisterTargets; ones already draining or unused need no call.
+    /// Registrations found but not yet sent to DeregisterTargets, and those whose fast-path call failed but the sweep
+    /// still saw (one stale entry can fail a whole group's call); ones already draining or unused need no call.
     fn not_yet_sent(&self) -> Vec<TargetRegistration> {
         self.found
             .iter()
-            .filter(|(k, r)| !self.sent.contains_key(*k) && !matches!(r.state.as_deref(), Some("draining" | "unused")))
+            .filter(|(k, _)| match self.sent.get(*k) {
+                None => true,
+                Some(Err(_)) => self.swept.contains(*k),
+                Some(Ok(())) => false,
+            })
+            .filter(|(_, r)| !matches!(r.state.as_deref(), Some("draining" | "unused")))
             .map(|(_, r)| r.clone())
             .collect()
     }
@@ -397,11 +410,29 @@ impl Registrations {
     fn absorb_sweep(&mut self, located: Located) {
         let checked: HashSet<&String> = located.checked_groups.iter().collect();
         let seen: HashSet<Key> = located.registrations.iter().map(key).collect();
+        // A fast-path registration whose call failed and that is not in its group (the sweep read the group, or ELB
+        // said the group is gone) was stale knowledge: there is nothing to remove and nothing to report.
+        let stale: Vec<Key> = self
+            .sent
+            .iter()
+            .filter(|(k, result)| match result {
+                Err(error) => {
+                    (checked.contains(&k.0) && !seen.contains(*k)) || error.starts_with("TargetGroupNotFound")
+                }
+                Ok(()) => false,
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.sent.remove(&k);
+            self.found.remove(&k);
+        }
         for (k, result) in &self.sent {
             if result.is_ok() && checked.contains(&k.0) && !seen.contains(k) {
                 self.verdicts.insert(k.clone(), Verdict::Deregistered);
             }
         }
+        self.swept = seen;
         for registration in located.registrations {
             let k = key(&registration);
             let state = registration.state.clone().unwrap_or_default();

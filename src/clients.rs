@@ -22,6 +22,8 @@ pub struct Clients {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub sns: aws_sdk_sns::Client,
+    /// The registration index's table; unused when the index is off.
+    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 impl Clients {
@@ -67,11 +69,19 @@ impl Clients {
                     .with_max_backoff(MAX_BACKOFF),
             )
             .build();
+        let dynamodb = aws_sdk_dynamodb::config::Builder::from(shared)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(EC2_MAX_ATTEMPTS)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
+            .build();
         Clients {
             elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb),
             autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling),
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             sns: aws_sdk_sns::Client::from_conf(sns),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
         }
     }
 }

@@ -6,6 +6,10 @@ use std::fmt;
 /// 10 per second, so more than that only spends the burst faster.
 pub const DEFAULT_CONCURRENCY: usize = 10;
 
+/// Default number of concurrent DescribeTargetHealth calls of a registration index refresh. Deliberately low: the
+/// refresh is background work and must leave most of the shared Describe* budget to everything else in the account.
+pub const DEFAULT_REFRESH_CONCURRENCY: usize = 2;
+
 /// A security group id: `sg-` and 8 or 17 lowercase hex digits.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SecurityGroupId(String);
@@ -38,6 +42,10 @@ pub struct Config {
     pub dry_run: bool,
     /// Bound on concurrent ELB calls.
     pub concurrency: usize,
+    /// The DynamoDB table of the registration index; None turns the index off.
+    pub registration_index_table: Option<String>,
+    /// Bound on concurrent DescribeTargetHealth calls while the index is refreshed.
+    pub refresh_concurrency: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -103,14 +111,26 @@ impl Config {
             Some(v) => return Err(invalid("DRY_RUN", v, "expected true or false")),
         };
 
-        let concurrency = match get("ELB_CONCURRENCY").as_deref().map(str::trim) {
-            None | Some("") => DEFAULT_CONCURRENCY,
+        let bounded = |name: &'static str, default: usize| match get(name).as_deref().map(str::trim) {
+            None | Some("") => Ok(default),
             Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=40).contains(&n) => n,
-                _ => {
-                    return Err(invalid("ELB_CONCURRENCY", v, "expected a whole number from 1 to 40"));
-                }
+                Ok(n) if (1..=40).contains(&n) => Ok(n),
+                _ => Err(invalid(name, v, "expected a whole number from 1 to 40")),
             },
+        };
+        let concurrency = bounded("ELB_CONCURRENCY", DEFAULT_CONCURRENCY)?;
+        let refresh_concurrency = bounded("INDEX_REFRESH_CONCURRENCY", DEFAULT_REFRESH_CONCURRENCY)?;
+
+        let registration_index_table = match get("REGISTRATION_INDEX_TABLE").as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) if is_table_name(v) => Some(v.to_owned()),
+            Some(v) => {
+                return Err(invalid(
+                    "REGISTRATION_INDEX_TABLE",
+                    v,
+                    "expected a DynamoDB table name: 3 to 255 characters of A-Z, a-z, 0-9, _, - and .",
+                ));
+            }
         };
 
         Ok(Config {
@@ -118,8 +138,17 @@ impl Config {
             quarantine_groups,
             dry_run,
             concurrency,
+            registration_index_table,
+            refresh_concurrency,
         })
     }
+}
+
+fn is_table_name(value: &str) -> bool {
+    (3..=255).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn is_sns_topic_arn(value: &str) -> bool {
@@ -159,6 +188,53 @@ mod tests {
         );
         assert!(!c.dry_run);
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(c.registration_index_table, None, "the index is optional");
+        assert_eq!(c.refresh_concurrency, DEFAULT_REFRESH_CONCURRENCY);
+    }
+
+    #[test]
+    fn the_registration_index_is_on_when_a_table_is_named() {
+        let base = [
+            ("SNS_TOPIC_ARN", TOPIC),
+            ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let vars: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            config(&vars)
+        };
+        let c = with(&[
+            ("REGISTRATION_INDEX_TABLE", "spot-cleanup.registrations_v-1"),
+            ("INDEX_REFRESH_CONCURRENCY", "5"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.registration_index_table.as_deref(),
+            Some("spot-cleanup.registrations_v-1")
+        );
+        assert_eq!(c.refresh_concurrency, 5);
+        assert_eq!(
+            with(&[("REGISTRATION_INDEX_TABLE", " ")])
+                .unwrap()
+                .registration_index_table,
+            None
+        );
+        let longest = "t".repeat(255);
+        let longest: &'static str = Box::leak(longest.into_boxed_str());
+        assert!(with(&[("REGISTRATION_INDEX_TABLE", longest)]).is_ok());
+        let too_long: &'static str = Box::leak("t".repeat(256).into_boxed_str());
+        for bad in [
+            "ab",
+            "has space",
+            "arn:aws:dynamodb:us-east-1:123456789012:table/x",
+            "t\u{e9}",
+            too_long,
+        ] {
+            let message = with(&[("REGISTRATION_INDEX_TABLE", bad)]).unwrap_err().to_string();
+            assert!(message.starts_with("REGISTRATION_INDEX_TABLE="), "{message:.100}");
+            assert!(message.contains("DynamoDB table name"), "{message:.100}");
+        }
+        let message = with(&[("INDEX_REFRESH_CONCURRENCY", "41")]).unwrap_err().to_string();
+        assert!(message.starts_with("INDEX_REFRESH_CONCURRENCY="), "{message}");
     }
 
     #[test]

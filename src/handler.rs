@@ -1,4 +1,5 @@
-//! The Lambda handler: parse the payload, run the cleanup, shape the answer. It decides nothing else.
+//! The Lambda handler: parse the payload, run the cleanup (or keep the registration index), shape the answer. It
+//! decides nothing else.
 
 use aws_lambda_events::sqs::SqsBatchResponse;
 use std::time::{Duration, Instant, SystemTime};
@@ -7,7 +8,8 @@ use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::Value;
 
 use crate::cleanup::{App, InstanceError, Report, clean_up};
-use crate::input::{InputError, Invocation, Request, parse_invocation};
+use crate::index::{self, UpdateReport};
+use crate::input::{IndexUpdate, InputError, Invocation, Request, parse_invocation};
 use crate::summary::Summary;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,10 @@ pub enum HandlerError {
         outcome: &'static str,
         details: String,
     },
+    #[error("rejected input, nothing was changed: REGISTRATION_INDEX_TABLE is not set, so {0} is not handled")]
+    IndexNotConfigured(&'static str),
+    #[error(transparent)]
+    IndexUpdate(#[from] index::UpdateError),
 }
 
 impl HandlerError {
@@ -32,6 +38,8 @@ impl HandlerError {
             HandlerError::Instance(InstanceError::NotFound(_)) => "InstanceNotFound",
             HandlerError::Instance(InstanceError::Describe { .. }) => "DescribeFailed",
             HandlerError::Incomplete { .. } => "CleanupIncomplete",
+            HandlerError::IndexNotConfigured(_) => "InvalidInput",
+            HandlerError::IndexUpdate(_) => "IndexUpdateFailed",
         }
     }
 }
@@ -89,7 +97,62 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
             }
             Ok(serde_json::to_value(&response).expect("a batch response always serializes"))
         }
+        Invocation::RefreshIndex { event_id } => {
+            let table = index_table(app, "a Scheduled Event (registration index refresh)")?;
+            let mut report = index::refresh(
+                &app.clients.elb,
+                &app.clients.dynamodb,
+                table,
+                app.config.refresh_concurrency,
+                deadline,
+            )
+            .await;
+            report.event_id = event_id;
+            let answer = serde_json::json!({ "index_refresh": report });
+            if report.errors.is_empty() {
+                tracing::info!(report = %answer, "registration index refreshed");
+            } else {
+                tracing::warn!(report = %answer, "registration index refreshed in part");
+            }
+            Ok(answer)
+        }
+        Invocation::IndexUpdate(update) => {
+            let table = index_table(
+                app,
+                "a RegisterTargets/DeregisterTargets event (registration index update)",
+            )?;
+            let report = match update {
+                IndexUpdate::Apply(change) => index::apply(&app.clients.elb, &app.clients.dynamodb, table, &change)
+                    .await
+                    .inspect_err(|e| tracing::warn!(error = %e, "registration index update failed"))?,
+                IndexUpdate::FailedCall {
+                    call,
+                    error_code,
+                    event_id,
+                } => UpdateReport {
+                    event_id,
+                    call,
+                    target_group_arn: String::new(),
+                    written: 0,
+                    deleted: 0,
+                    skipped: vec![format!("the call failed ({error_code}) and changed no registration")],
+                    ms: 0,
+                },
+            };
+            let answer = serde_json::json!({ "index_update": report });
+            tracing::info!(report = %answer, "registration index updated");
+            Ok(answer)
+        }
     }
+}
+
+/// The index's table, or the refusal of an index event when there is none: nothing is touched.
+fn index_table<'a>(app: &'a App, what: &'static str) -> Result<&'a str, HandlerError> {
+    app.config
+        .registration_index_table
+        .as_deref()
+        .ok_or(HandlerError::IndexNotConfigured(what))
+        .inspect_err(|e| tracing::warn!(error = %e, "rejected input"))
 }
 
 /// Time kept back from Lambda's deadline for building and publishing the summaries.

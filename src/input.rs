@@ -3,6 +3,9 @@
 //! Three wire formats arrive: the node agent's small JSON object, an EventBridge event, and an SQS batch whose bodies
 //! are either of the first two. After this module nothing downstream knows which one it was, except through the
 //! `Trigger` that is kept for the summary.
+//!
+//! Two more EventBridge events keep the optional registration index fresh: a `Scheduled Event` from `aws.events`
+//! (refresh it), and RegisterTargets / DeregisterTargets calls that CloudTrail reports (update it).
 
 use std::fmt;
 
@@ -12,8 +15,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The only detail-type this function acts on today.
+/// The detail-type that starts a cleanup.
 pub const SPOT_INTERRUPTION: &str = "EC2 Spot Instance Interruption Warning";
+/// What an EventBridge schedule sends: refresh the registration index.
+pub const SCHEDULED_EVENT: &str = "Scheduled Event";
+/// A management API call recorded by CloudTrail, as EventBridge delivers it.
+pub const CLOUDTRAIL_API_CALL: &str = "AWS API Call via CloudTrail";
+/// CloudTrail's `eventSource` for ELBv2 calls.
+const ELB_EVENT_SOURCE: &str = "elasticloadbalancing.amazonaws.com";
 
 /// Longest value we quote back in an error message; payloads can be megabytes.
 const QUOTE_LIMIT: usize = 64;
@@ -133,6 +142,67 @@ pub struct BatchRecord {
 pub enum Invocation {
     Direct(Request),
     Batch(Vec<BatchRecord>),
+    /// An EventBridge schedule fired: refresh the registration index.
+    RefreshIndex {
+        event_id: Option<String>,
+    },
+    /// CloudTrail saw a RegisterTargets or DeregisterTargets call: update the registration index.
+    IndexUpdate(IndexUpdate),
+}
+
+/// The ELB call CloudTrail reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum TargetsCall {
+    RegisterTargets,
+    DeregisterTargets,
+}
+
+impl TargetsCall {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetsCall::RegisterTargets => "RegisterTargets",
+            TargetsCall::DeregisterTargets => "DeregisterTargets",
+        }
+    }
+}
+
+/// One target as the call named it: ELB fills in the group's port when `port` is absent.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangedTarget {
+    pub id: String,
+    pub port: Option<i32>,
+    pub availability_zone: Option<String>,
+}
+
+/// A successful RegisterTargets or DeregisterTargets call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetsChange {
+    pub call: TargetsCall,
+    pub target_group_arn: String,
+    pub targets: Vec<ChangedTarget>,
+    pub event_id: Option<String>,
+    /// When the call was made (CloudTrail's `eventTime`, else the event's `time`).
+    pub event_time: Option<DateTime<Utc>>,
+}
+
+/// What a CloudTrail event asks of the index.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IndexUpdate {
+    Apply(TargetsChange),
+    /// The call failed (CloudTrail's `errorCode`): it changed no registration, so the index stays as it is.
+    FailedCall {
+        call: TargetsCall,
+        error_code: String,
+        event_id: Option<String>,
+    },
+}
+
+/// What one EventBridge event asks for.
+enum EventBridgeRequest {
+    Cleanup(Request),
+    RefreshIndex { event_id: Option<String> },
+    IndexUpdate(IndexUpdate),
 }
 
 /// A value quoted back to the caller, cut short so that a huge payload never floods a log line.
@@ -164,10 +234,21 @@ pub enum InputError {
          (source, detail-type) or an SQS event (Records); got keys [{0}]"
     )]
     Unrecognised(String),
-    #[error("unsupported event source {0}: only aws.ec2 is handled")]
+    #[error(
+        "unsupported event source {0}: handled are aws.ec2 (\"{SPOT_INTERRUPTION}\"), aws.events \
+         (\"{SCHEDULED_EVENT}\") and aws.elasticloadbalancing (\"{CLOUDTRAIL_API_CALL}\")"
+    )]
     UnsupportedSource(Quoted),
-    #[error("unsupported detail-type {detail_type} from {event_source}: only \"{SPOT_INTERRUPTION}\" is handled")]
-    UnsupportedDetailType { event_source: Quoted, detail_type: Quoted },
+    #[error("unsupported detail-type {detail_type} from {event_source}: only \"{expected}\" is handled from there")]
+    UnsupportedDetailType {
+        event_source: Quoted,
+        detail_type: Quoted,
+        expected: &'static str,
+    },
+    #[error("unsupported CloudTrail event {0}: only RegisterTargets and DeregisterTargets are handled")]
+    UnsupportedApiCall(Quoted),
+    #[error("a registration index event cannot arrive in an SQS batch; send it to the function directly")]
+    IndexEventInBatch,
     #[error("invalid instance id {0}: expected i- followed by 8 or 17 lowercase hex digits")]
     InvalidInstanceId(Quoted),
     #[error("invalid {field}: {reason}")]
@@ -204,14 +285,30 @@ pub fn parse_invocation(payload: &Value) -> Result<Invocation, InputError> {
     if object.contains_key("Records") {
         return parse_sqs(payload).map(Invocation::Batch);
     }
+    if is_eventbridge(object) {
+        return Ok(match parse_eventbridge(payload)? {
+            EventBridgeRequest::Cleanup(request) => Invocation::Direct(request),
+            EventBridgeRequest::RefreshIndex { event_id } => Invocation::RefreshIndex { event_id },
+            EventBridgeRequest::IndexUpdate(update) => Invocation::IndexUpdate(update),
+        });
+    }
     parse_single(payload, None).map(Invocation::Direct)
 }
 
-/// Parse one request: a node-agent payload or an EventBridge event.
+fn is_eventbridge(object: &serde_json::Map<String, Value>) -> bool {
+    object.contains_key("detail-type") || object.contains_key("source")
+}
+
+/// Parse one request: a node-agent payload or a Spot interruption event.
 fn parse_single(payload: &Value, sqs_message_id: Option<&str>) -> Result<Request, InputError> {
     let object = as_object(payload)?;
-    let mut request = if object.contains_key("detail-type") || object.contains_key("source") {
-        parse_eventbridge(payload)?
+    let mut request = if is_eventbridge(object) {
+        match parse_eventbridge(payload)? {
+            EventBridgeRequest::Cleanup(request) => request,
+            EventBridgeRequest::RefreshIndex { .. } | EventBridgeRequest::IndexUpdate(_) => {
+                return Err(InputError::IndexEventInBatch);
+            }
+        }
     } else if object.contains_key("instance_id") || object.contains_key("instance-id") {
         parse_agent(payload)?
     } else if object.contains_key("Records") {
@@ -306,7 +403,7 @@ impl From<SpotAction> for Action {
     }
 }
 
-fn parse_eventbridge(payload: &Value) -> Result<Request, InputError> {
+fn parse_eventbridge(payload: &Value) -> Result<EventBridgeRequest, InputError> {
     let text_field = |name: &'static str| -> Result<&str, InputError> {
         match payload.get(name) {
             Some(Value::String(s)) => Ok(s.as_str()),
@@ -322,22 +419,20 @@ fn parse_eventbridge(payload: &Value) -> Result<Request, InputError> {
     };
     let source = text_field("source")?;
     let detail_type = text_field("detail-type")?;
-    if source != "aws.ec2" {
-        return Err(InputError::UnsupportedSource(Quoted::new(source)));
-    }
-    if detail_type != SPOT_INTERRUPTION {
+    let expected = match source {
+        "aws.ec2" => SPOT_INTERRUPTION,
+        "aws.events" => SCHEDULED_EVENT,
+        "aws.elasticloadbalancing" => CLOUDTRAIL_API_CALL,
+        _ => return Err(InputError::UnsupportedSource(Quoted::new(source))),
+    };
+    if detail_type != expected {
         return Err(InputError::UnsupportedDetailType {
             event_source: Quoted::new(source),
             detail_type: Quoted::new(detail_type),
+            expected,
         });
     }
-    let event: EventBridgeEvent<SpotInterruptionDetail> =
-        serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed("Spot interruption event", e))?;
-    // The id comes from `detail`: real samples put an availability zone where the region belongs in `resources`.
-    let instance_id = InstanceId::parse(&event.detail.instance_id)?;
-    let region = event.region.as_deref().map(check_region).transpose()?;
-    let account = event.account.as_deref().map(check_account).transpose()?;
-    if let Some(id) = &event.id
+    if let Some(Value::String(id)) = payload.get("id")
         && id.len() > 128
     {
         return Err(InputError::InvalidField {
@@ -345,6 +440,20 @@ fn parse_eventbridge(payload: &Value) -> Result<Request, InputError> {
             reason: "longer than 128 characters".into(),
         });
     }
+    match expected {
+        SCHEDULED_EVENT => parse_scheduled(payload),
+        CLOUDTRAIL_API_CALL => parse_cloudtrail(payload).map(EventBridgeRequest::IndexUpdate),
+        _ => parse_spot_interruption(payload).map(EventBridgeRequest::Cleanup),
+    }
+}
+
+fn parse_spot_interruption(payload: &Value) -> Result<Request, InputError> {
+    let event: EventBridgeEvent<SpotInterruptionDetail> =
+        serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed("Spot interruption event", e))?;
+    // The id comes from `detail`: real samples put an availability zone where the region belongs in `resources`.
+    let instance_id = InstanceId::parse(&event.detail.instance_id)?;
+    let region = event.region.as_deref().map(check_region).transpose()?;
+    let account = event.account.as_deref().map(check_account).transpose()?;
     Ok(Request {
         instance_id,
         trigger: Trigger {
@@ -360,6 +469,124 @@ fn parse_eventbridge(payload: &Value) -> Result<Request, InputError> {
             sqs_message_id: None,
         },
     })
+}
+
+/// An EventBridge schedule's event. Its `detail` is always `{}`; nothing in it is needed.
+fn parse_scheduled(payload: &Value) -> Result<EventBridgeRequest, InputError> {
+    let event: EventBridgeEvent<serde_json::Map<String, Value>> =
+        serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed("Scheduled Event", e))?;
+    event.region.as_deref().map(check_region).transpose()?;
+    event.account.as_deref().map(check_account).transpose()?;
+    Ok(EventBridgeRequest::RefreshIndex { event_id: event.id })
+}
+
+/// The part of a CloudTrail record this function reads. CloudTrail adds fields over time, so others are ignored.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CloudTrailDetail {
+    event_source: String,
+    event_name: String,
+    event_time: Option<String>,
+    error_code: Option<String>,
+    request_parameters: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TargetsParameters {
+    target_group_arn: String,
+    targets: Vec<ChangedTarget>,
+}
+
+fn parse_cloudtrail(payload: &Value) -> Result<IndexUpdate, InputError> {
+    let event: EventBridgeEvent<CloudTrailDetail> =
+        serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed("CloudTrail event", e))?;
+    let detail = event.detail;
+    if detail.event_source != ELB_EVENT_SOURCE {
+        return Err(InputError::InvalidField {
+            field: "detail.eventSource",
+            reason: format!("{} is not {ELB_EVENT_SOURCE}", Quoted::new(&detail.event_source)),
+        });
+    }
+    let call = match detail.event_name.as_str() {
+        "RegisterTargets" => TargetsCall::RegisterTargets,
+        "DeregisterTargets" => TargetsCall::DeregisterTargets,
+        other => return Err(InputError::UnsupportedApiCall(Quoted::new(other))),
+    };
+    if let Some(error_code) = detail.error_code {
+        return Ok(IndexUpdate::FailedCall {
+            call,
+            error_code: Quoted::new(&error_code).0,
+            event_id: event.id,
+        });
+    }
+    let parameters = detail.request_parameters.ok_or_else(|| InputError::Malformed {
+        what: "CloudTrail event",
+        reason: "missing field `detail.requestParameters`".into(),
+    })?;
+    let parameters = TargetsParameters::deserialize(&parameters)
+        .map_err(|e| InputError::malformed("detail.requestParameters", e))?;
+    if !is_target_group_arn(&parameters.target_group_arn) {
+        return Err(InputError::InvalidField {
+            field: "detail.requestParameters.targetGroupArn",
+            reason: format!(
+                "{} is not a target group ARN",
+                Quoted::new(&parameters.target_group_arn)
+            ),
+        });
+    }
+    if parameters.targets.is_empty() {
+        return Err(InputError::InvalidField {
+            field: "detail.requestParameters.targets",
+            reason: "names no target".into(),
+        });
+    }
+    for target in &parameters.targets {
+        if target.id.is_empty() || target.id.len() > 2048 {
+            return Err(InputError::InvalidField {
+                field: "detail.requestParameters.targets[].id",
+                reason: format!("{} is not a target id", Quoted::new(&target.id)),
+            });
+        }
+        if let Some(port) = target.port
+            && !(1..=65535).contains(&port)
+        {
+            return Err(InputError::InvalidField {
+                field: "detail.requestParameters.targets[].port",
+                reason: format!("{port} is not a port"),
+            });
+        }
+    }
+    let event_time = detail
+        .event_time
+        .as_deref()
+        .map(|t| parse_time("detail.eventTime", t))
+        .transpose()?
+        .or(event.time);
+    Ok(IndexUpdate::Apply(TargetsChange {
+        call,
+        target_group_arn: parameters.target_group_arn,
+        targets: parameters.targets,
+        event_id: event.id,
+        event_time,
+    }))
+}
+
+/// `arn:<partition>:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>`
+fn is_target_group_arn(value: &str) -> bool {
+    let parts: Vec<&str> = value.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && !parts[1].is_empty()
+        && parts[2] == "elasticloadbalancing"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("targetgroup/")
+            .is_some_and(|rest| rest.split('/').filter(|p| !p.is_empty()).count() == 2)
+        && value.len() <= 512
+        && !value.contains('#')
 }
 
 fn parse_sqs(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
@@ -435,7 +662,7 @@ mod tests {
     fn direct(payload: Value) -> Request {
         match parse_invocation(&payload).expect("parses") {
             Invocation::Direct(request) => request,
-            Invocation::Batch(_) => panic!("expected a direct request"),
+            other => panic!("expected a direct request, got {other:?}"),
         }
     }
 
@@ -552,6 +779,181 @@ mod tests {
             let message = rejected(payload.clone()).to_string();
             assert!(message.contains(expected), "{payload:.80}: {message}");
             assert!(message.len() < 400, "error message too long: {message:.100}...");
+        }
+    }
+
+    fn sample(file: &str) -> Value {
+        let path = format!("{}/events/{file}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn index_update(payload: Value) -> IndexUpdate {
+        match parse_invocation(&payload).expect("parses") {
+            Invocation::IndexUpdate(update) => update,
+            other => panic!("expected an index update, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_scheduled_event_refreshes_the_index() {
+        let Invocation::RefreshIndex { event_id } = parse_invocation(&sample("scheduled-refresh.json")).unwrap() else {
+            panic!("expected a refresh")
+        };
+        assert_eq!(event_id.as_deref(), Some("53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa"));
+    }
+
+    #[test]
+    fn cloudtrail_register_and_deregister_calls_update_the_index() {
+        let IndexUpdate::Apply(register) = index_update(sample("cloudtrail-register-targets.json")) else {
+            panic!("expected a change")
+        };
+        assert_eq!(register.call, TargetsCall::RegisterTargets);
+        assert_eq!(
+            register.target_group_arn,
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-nodeport/0123456789abcdef"
+        );
+        assert_eq!(
+            register.targets,
+            vec![ChangedTarget {
+                id: "i-0123456789abcdef0".into(),
+                port: Some(30080),
+                availability_zone: None
+            }]
+        );
+        assert_eq!(register.event_time.unwrap().to_rfc3339(), "2026-11-21T09:58:12+00:00");
+        assert_eq!(
+            register.event_id.as_deref(),
+            Some("3c1f8a2e-5d7b-4e0c-9a61-8b2d4f6e0a13")
+        );
+
+        let IndexUpdate::Apply(deregister) = index_update(sample("cloudtrail-deregister-targets.json")) else {
+            panic!("expected a change")
+        };
+        assert_eq!(deregister.call, TargetsCall::DeregisterTargets);
+        assert_eq!(deregister.targets.len(), 2);
+        assert_eq!(deregister.targets[0].availability_zone.as_deref(), Some("us-east-1b"));
+        assert_eq!(deregister.targets[1].port, None, "ELB uses the group's port then");
+    }
+
+    #[test]
+    fn a_failed_call_changes_nothing_in_the_index() {
+        let mut event = sample("cloudtrail-register-targets.json");
+        event["detail"]["errorCode"] = json!("InvalidTarget");
+        event["detail"]["errorMessage"] = json!("The following targets are not in a running state");
+        event["detail"]["requestParameters"] = Value::Null;
+        assert_eq!(
+            index_update(event),
+            IndexUpdate::FailedCall {
+                call: TargetsCall::RegisterTargets,
+                error_code: "InvalidTarget".into(),
+                event_id: Some("3c1f8a2e-5d7b-4e0c-9a61-8b2d4f6e0a13".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn index_events_are_parsed_strictly() {
+        let register = sample("cloudtrail-register-targets.json");
+        let with = |path: &[&str], value: Value| {
+            let mut event = register.clone();
+            let mut at = &mut event;
+            for key in &path[..path.len() - 1] {
+                at = &mut at[*key];
+            }
+            at[path[path.len() - 1]] = value;
+            event
+        };
+        let cases = [
+            (
+                with(&["detail", "eventName"], json!("CreateTargetGroup")),
+                "only RegisterTargets and DeregisterTargets are handled",
+            ),
+            (
+                with(&["detail", "eventSource"], json!("ec2.amazonaws.com")),
+                "invalid detail.eventSource",
+            ),
+            (
+                with(&["detail", "requestParameters"], Value::Null),
+                "missing field `detail.requestParameters`",
+            ),
+            (
+                with(
+                    &["detail", "requestParameters", "targetGroupArn"],
+                    json!("web-nodeport"),
+                ),
+                "is not a target group ARN",
+            ),
+            (
+                with(&["detail", "requestParameters", "targetGroupArn"], json!(5)),
+                "malformed detail.requestParameters",
+            ),
+            (
+                with(&["detail", "requestParameters", "targets"], json!([])),
+                "names no target",
+            ),
+            (
+                with(
+                    &["detail", "requestParameters", "targets"],
+                    json!([{"id": "i-0123abcd", "port": 0}]),
+                ),
+                "0 is not a port",
+            ),
+            (
+                with(&["detail", "requestParameters", "targets"], json!([{"port": 80}])),
+                "missing field `id`",
+            ),
+            (with(&["detail", "eventTime"], json!("noon")), "RFC 3339"),
+            (with(&["detail"], json!({})), "malformed CloudTrail event"),
+            (
+                with(&["detail-type"], json!("AWS Service Event via CloudTrail")),
+                "only \"AWS API Call via CloudTrail\" is handled",
+            ),
+            (
+                json!({"source": "aws.events", "detail-type": "Object Created", "detail": {}}),
+                "only \"Scheduled Event\" is handled",
+            ),
+            (
+                json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}, "region": "mars"}),
+                "not an AWS region",
+            ),
+            (
+                json!({"source": "aws.events", "detail-type": "Scheduled Event"}),
+                "malformed Scheduled Event",
+            ),
+        ];
+        for (payload, expected) in cases {
+            let message = rejected(payload.clone()).to_string();
+            assert!(message.contains(expected), "{payload:.120}: {message}");
+            assert!(message.len() < 400, "error message too long: {message:.100}...");
+        }
+    }
+
+    #[test]
+    fn an_unknown_source_is_told_what_is_handled() {
+        let message = rejected(json!({"source": "aws.s3", "detail-type": "Object Created"})).to_string();
+        for handled in [
+            "aws.ec2",
+            SPOT_INTERRUPTION,
+            "aws.events",
+            SCHEDULED_EVENT,
+            "aws.elasticloadbalancing",
+            CLOUDTRAIL_API_CALL,
+        ] {
+            assert!(message.contains(handled), "{message}");
+        }
+    }
+
+    #[test]
+    fn index_events_do_not_ride_in_an_sqs_batch() {
+        let payload = json!({"Records": [
+            {"messageId": "m1", "body": sample("scheduled-refresh.json").to_string()},
+            {"messageId": "m2", "body": sample("cloudtrail-register-targets.json").to_string()},
+        ]});
+        let Invocation::Batch(records) = parse_invocation(&payload).unwrap() else {
+            panic!("expected a batch")
+        };
+        for record in records {
+            assert_eq!(record.request, Err(InputError::IndexEventInBatch));
         }
     }
 

@@ -2,7 +2,7 @@
 //! tell people what was done.
 //!
 //! Data flows one way: `input` -> `instance` (describe) -> `locate` -> `steps` -> `summary`, wired by `cleanup`, with
-//! `handler` shaping the Lambda answer.
+//! `handler` shaping the Lambda answer. `index` keeps the optional registration index that `locate` reads first.
 
 pub mod aws_error;
 pub mod bounded;
@@ -10,6 +10,7 @@ pub mod cleanup;
 pub mod clients;
 pub mod config;
 pub mod handler;
+pub mod index;
 pub mod input;
 pub mod instance;
 pub mod locate;

@@ -1152,6 +1152,8 @@ impl Account {
             sns: sns_client(&[&self.publish]),
             // No instance here belongs to an Auto Scaling group, so the fast path asks nothing.
             autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, Vec::<&Rule>::new()),
+            // The registration index is off in these tests, so nothing asks DynamoDB.
+            dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, Vec::<&Rule>::new()),
         };
         App::new(config, clients)
     }

@@ -42,7 +42,11 @@ impl Locator for AutoScaling {
 }
 
 impl AutoScaling {
-    async fn attached_target_groups(&self, instances: &[Instance], deadline: Option<Instant>) -> Result<Located, LocateError> {
+    async fn attached_target_groups(
+        &self,
+        instances: &[Instance],
+        deadline: Option<Instant>,
+    ) -> Result<Located, LocateError> {
         let mut members: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
         for instance in instances {
             if let Some(group) = instance.tags.get(GROUP_NAME_TAG) {

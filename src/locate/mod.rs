@@ -1,10 +1,11 @@
 //! Where is an instance registered? The seam behind which every way of answering sits.
 //!
 //! ELB has no "which target groups is instance X in" call, so answering is the expensive part of a cleanup. The full
-//! sweep is the first implementation; faster ones (the Auto Scaling group's target groups, a registration index) will
-//! sit behind the same trait and combine by priority.
+//! sweep (`sweep.rs`) always runs; faster ones sit behind the same trait and are asked first, by priority: the
+//! registration index (`index.rs`) and the Auto Scaling group's target groups (`auto_scaling.rs`).
 
 pub mod auto_scaling;
+pub mod index;
 pub mod sweep;
 
 use std::collections::BTreeSet;
@@ -18,6 +19,7 @@ use crate::input::InstanceId;
 use crate::instance::Instance;
 
 pub use auto_scaling::AutoScaling;
+pub use index::Index;
 pub use sweep::Sweep;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -68,6 +70,8 @@ pub enum LocateError {
     ListTargetGroups(String),
     #[error("DescribeAutoScalingGroups failed: {0}")]
     AutoScalingGroups(String),
+    #[error("registration index lookup failed: {0}")]
+    Index(String),
 }
 
 pub type LocateFuture<'a> = Pin<Box<dyn Future<Output = Result<Located, LocateError>> + Send + 'a>>;

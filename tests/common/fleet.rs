@@ -222,12 +222,22 @@ impl Fleet {
 
     /// The function's configuration for this fleet: quarantine groups for both VPCs, so it must pick by VPC.
     pub fn config(&self, dry_run: bool) -> spot_cleanup::Config {
+        self.config_from(dry_run, None)
+    }
+
+    /// The same, with the registration index kept in `table`.
+    pub fn config_with_index(&self, table: &str) -> spot_cleanup::Config {
+        self.config_from(false, Some(table))
+    }
+
+    fn config_from(&self, dry_run: bool, index_table: Option<&str>) -> spot_cleanup::Config {
         spot_cleanup::Config::from_lookup(|name| match name {
             "SNS_TOPIC_ARN" => Some(self.topic_arn.clone()),
             "QUARANTINE_SECURITY_GROUP_ID" => {
                 Some(format!("{},{}", self.other_vpc_quarantine_group, self.quarantine_group))
             }
             "DRY_RUN" => Some(dry_run.to_string()),
+            "REGISTRATION_INDEX_TABLE" => index_table.map(str::to_owned),
             _ => None,
         })
         .expect("valid configuration")
@@ -443,7 +453,7 @@ async fn launch(
     }
 }
 
-async fn create_target_group(
+pub async fn create_target_group(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
     name: &str,
     vpc: &str,
@@ -463,11 +473,11 @@ async fn create_target_group(
     output.target_groups()[0].target_group_arn().unwrap().to_owned()
 }
 
-fn target(id: &str, port: i32) -> TargetDescription {
+pub fn target(id: &str, port: i32) -> TargetDescription {
     TargetDescription::builder().id(id).port(port).build()
 }
 
-async fn register(elb: &aws_sdk_elasticloadbalancingv2::Client, arn: &str, targets: Vec<TargetDescription>) {
+pub async fn register(elb: &aws_sdk_elasticloadbalancingv2::Client, arn: &str, targets: Vec<TargetDescription>) {
     elb.register_targets()
         .target_group_arn(arn)
         .set_targets(Some(targets))
