@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::input::{InstanceId, Request, Trigger};
 use crate::instance::{Instance, describe_instances};
 use crate::locate::{AutoScaling, Index, Located, Locator, Sweep, TargetRegistration};
+use crate::pace::Pace;
 use crate::steps::deregister::{self, Verdict};
 use crate::steps::notify;
 use crate::steps::quarantine::{self, EniChange, EniStatus};
@@ -33,6 +34,10 @@ pub struct App {
     pub fast_locators: Vec<Box<dyn Locator>>,
     /// The full sweep: the safety net that finds the rest and checks what the fast path removed.
     pub locator: Box<dyn Locator>,
+    /// This container's share of the account's ELB Describe* budget, for every Describe call the cleanup makes.
+    pub elb_pace: Pace,
+    /// A slower share for the index refresh, which is background work.
+    pub refresh_pace: Pace,
 }
 
 impl App {
@@ -47,12 +52,18 @@ impl App {
             clients.autoscaling.clone(),
             clients.elb.clone(),
         )));
-        let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency));
+        let rate = config.elb_describe_rate as u32;
+        let elb_pace = Pace::new(rate * 4, f64::from(rate));
+        let refresh_rate = config.refresh_concurrency as u32;
+        let refresh_pace = Pace::new(refresh_rate, f64::from(refresh_rate));
+        let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone()));
         App {
             config,
             clients,
             fast_locators,
             locator,
+            elb_pace,
+            refresh_pace,
         }
     }
 }
@@ -461,7 +472,8 @@ impl Registrations {
             .map(|(_, r)| r.clone())
             .collect();
         if !unverified.is_empty() && !crate::locate::past(deadline) {
-            let checks = deregister::verify_removed(&app.clients.elb, &unverified, app.config.concurrency).await;
+            let checks =
+                deregister::verify_removed(&app.clients.elb, &app.elb_pace, &unverified, app.config.concurrency).await;
             for check in checks {
                 for (registration, verdict) in check.verdicts {
                     self.verdicts.insert(key(&registration), verdict);
@@ -470,7 +482,9 @@ impl Registrations {
         }
         let touched: BTreeSet<String> = self.sent.keys().map(|k| k.0.clone()).collect();
         if !touched.is_empty() && !crate::locate::past(deadline) {
-            self.delays = deregister::deregistration_delays(&app.clients.elb, touched, app.config.concurrency).await;
+            self.delays =
+                deregister::deregistration_delays(&app.clients.elb, &app.elb_pace, touched, app.config.concurrency)
+                    .await;
         }
     }
 }
@@ -501,7 +515,9 @@ async fn quarantine_all(app: &App, instances: &[Instance]) -> HashMap<InstanceId
         }
     };
     let records = Arc::new(quarantine::recorded_groups(&app.clients.ec2, &with_enis).await);
-    let changes = bounded_all(with_enis.len(), with_enis.iter().map(|i| (*i).clone()), |instance| {
+    // A few instances at a time: each sends two EC2 writes per ENI, and EC2's per-action buckets are small.
+    let limit = app.config.concurrency.div_ceil(2);
+    let changes = bounded_all(limit, with_enis.iter().map(|i| (*i).clone()), |instance| {
         let (ec2, groups, records, dry_run) = (
             app.clients.ec2.clone(),
             Arc::clone(&groups),

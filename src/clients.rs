@@ -9,7 +9,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 /// ELB Describe* calls share one token bucket per account and region with every other tool in the account, so the
 /// ELB client uses adaptive retry: it slows its own send rate when throttled instead of retrying in a storm.
 const ELB_MAX_ATTEMPTS: u32 = 8;
-const EC2_MAX_ATTEMPTS: u32 = 5;
+const EC2_MAX_ATTEMPTS: u32 = 10;
 const SNS_MAX_ATTEMPTS: u32 = 4;
 /// Backoff never grows past this: the whole job has two minutes.
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
@@ -48,9 +48,11 @@ impl Clients {
                     .with_max_backoff(MAX_BACKOFF),
             )
             .build();
+        // EC2 throttles each mutating action at a few per second once its burst is spent, and a batch of instances
+        // spends it fast; adaptive retry slows the client down instead of giving up after a few quick tries.
         let ec2 = aws_sdk_ec2::config::Builder::from(shared)
             .retry_config(
-                RetryConfig::standard()
+                RetryConfig::adaptive()
                     .with_max_attempts(EC2_MAX_ATTEMPTS)
                     .with_max_backoff(MAX_BACKOFF),
             )

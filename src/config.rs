@@ -5,6 +5,7 @@ use std::fmt;
 /// Default number of concurrent DescribeTargetHealth / DeregisterTargets calls. The ELB Describe* bucket refills at
 /// 10 per second, so more than that only spends the burst faster.
 pub const DEFAULT_CONCURRENCY: usize = 10;
+pub const DEFAULT_ELB_DESCRIBE_RATE: usize = 10;
 
 /// Default number of concurrent DescribeTargetHealth calls of a registration index refresh. Deliberately low: the
 /// refresh is background work and must leave most of the shared Describe* budget to everything else in the account.
@@ -46,6 +47,9 @@ pub struct Config {
     pub registration_index_table: Option<String>,
     /// Bound on concurrent DescribeTargetHealth calls while the index is refreshed.
     pub refresh_concurrency: usize,
+    /// ELB Describe* calls per second this function allows itself (`ELB_DESCRIBE_RATE`, 1 to 40, default 10), with a
+    /// burst of four times that. 10 is AWS's refill rate for the whole account and region.
+    pub elb_describe_rate: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -120,6 +124,8 @@ impl Config {
         };
         let concurrency = bounded("ELB_CONCURRENCY", DEFAULT_CONCURRENCY)?;
         let refresh_concurrency = bounded("INDEX_REFRESH_CONCURRENCY", DEFAULT_REFRESH_CONCURRENCY)?;
+        // The share of the account's ELB Describe* refill rate this function may use; its burst is four seconds' worth.
+        let elb_describe_rate = bounded("ELB_DESCRIBE_RATE", DEFAULT_ELB_DESCRIBE_RATE)?;
 
         let registration_index_table = match get("REGISTRATION_INDEX_TABLE").as_deref().map(str::trim) {
             None | Some("") => None,
@@ -140,6 +146,7 @@ impl Config {
             concurrency,
             registration_index_table,
             refresh_concurrency,
+            elb_describe_rate,
         })
     }
 }

@@ -104,6 +104,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
                 &app.clients.dynamodb,
                 table,
                 app.config.refresh_concurrency,
+                &app.refresh_pace,
                 deadline,
             )
             .await;

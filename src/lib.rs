@@ -15,6 +15,7 @@ pub mod input;
 pub mod instance;
 pub mod locate;
 pub mod logging;
+pub mod pace;
 pub mod steps;
 pub mod summary;
 

@@ -16,6 +16,7 @@ use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use aws_sdk_sns::operation::publish::PublishInput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use spot_cleanup::locate::{Locator, Sweep, UncheckedGroup};
+use spot_cleanup::pace::Pace;
 use spot_cleanup::steps::deregister::{self, Verdict};
 use spot_cleanup::steps::quarantine::{self, EniChange, EniStatus, ORIGINAL_GROUPS_TAG};
 use spot_cleanup::summary::{Outcome, Step, Summary};
@@ -615,7 +616,7 @@ async fn a_successful_deregistration_is_checked_by_describing_the_group_again() 
     assert!(results.values().all(Result::is_ok), "{results:?}");
     assert_eq!(sent.all().len(), 4);
 
-    let checks = deregister::verify_removed(&elb, &registrations, 10).await;
+    let checks = deregister::verify_removed(&elb, &Pace::unlimited(), &registrations, 10).await;
 
     let verdicts: Vec<(String, Option<i32>, Verdict)> = checks
         .iter()
@@ -639,7 +640,13 @@ async fn a_successful_deregistration_is_checked_by_describing_the_group_again() 
             ("pods".into(), Some(8080), Verdict::Deregistered),
         ]
     );
-    let delay = deregister::deregistration_delays(&elb, ["api", "nodeports", "pods", "deleted"].map(arn), 10).await;
+    let delay = deregister::deregistration_delays(
+        &elb,
+        &Pace::unlimited(),
+        ["api", "nodeports", "pods", "deleted"].map(arn),
+        10,
+    )
+    .await;
     assert_eq!(delay.get(&arn("api")), Some(&300));
     assert_eq!(delay.get(&arn("nodeports")), Some(&30));
     assert_eq!(delay.get(&arn("pods")), Some(&0));

@@ -19,6 +19,7 @@ use crate::aws_error;
 use crate::bounded::bounded_all;
 use crate::input::{Quoted, TargetsCall, TargetsChange};
 use crate::locate::past;
+use crate::pace::Pace;
 use store::{Entry, GroupInfo, Item, TargetKey};
 
 /// DescribeTargetGroups returns at most 400 per page.
@@ -57,6 +58,7 @@ pub async fn refresh(
     dynamodb: &aws_sdk_dynamodb::Client,
     table: &str,
     concurrency: usize,
+    pace: &Pace,
     deadline: Option<Instant>,
 ) -> RefreshReport {
     let clock = Instant::now();
@@ -71,13 +73,36 @@ pub async fn refresh(
             return report;
         }
     };
-    let indexed: Vec<GroupInfo> = listed.iter().filter(|g| g.kind().is_some()).cloned().collect();
+    // What it holds now. Without that, write everything and delete nothing.
+    let existing: BTreeMap<(String, String), Item> = match store::scan(dynamodb, table).await {
+        Ok(items) => items
+            .into_iter()
+            .filter_map(|item| Some((store::key_of(&item)?, item)))
+            .collect(),
+        Err(error) => {
+            report.errors.push(error);
+            BTreeMap::new()
+        }
+    };
+    // Least recently refreshed first: when a large fleet cannot be described before the deadline, the next refresh
+    // goes on where this one stopped instead of describing the same groups again.
+    let refreshed_at = |group: &GroupInfo| {
+        existing
+            .get(&(group.pk(), "group".to_owned()))
+            .and_then(|item| store::updated_at(item).ok())
+    };
+    let mut indexed: Vec<GroupInfo> = listed.iter().filter(|g| g.kind().is_some()).cloned().collect();
+    indexed.sort_by_key(|group| refreshed_at(group));
     report.target_groups = indexed.len();
     let mut listed_arns: HashSet<String> = listed.iter().map(|g| g.arn.clone()).collect();
 
     let described = bounded_all(concurrency, indexed.clone(), |group| {
         let request = elb.describe_target_health().target_group_arn(&group.arn).send();
-        async move { if past(deadline) { None } else { Some(request.await) } }
+        let pace = pace.clone();
+        async move {
+            pace.acquire().await;
+            if past(deadline) { None } else { Some(request.await) }
+        }
     })
     .await;
 
@@ -142,17 +167,6 @@ pub async fn refresh(
     }
     report.target_groups_described = described_arns.len();
 
-    // What it holds now. Without that, write everything and delete nothing.
-    let existing: BTreeMap<(String, String), Item> = match store::scan(dynamodb, table).await {
-        Ok(items) => items
-            .into_iter()
-            .filter_map(|item| Some((store::key_of(&item)?, item)))
-            .collect(),
-        Err(error) => {
-            report.errors.push(error);
-            BTreeMap::new()
-        }
-    };
     let mut puts = Vec::new();
     for (key, item) in &wanted {
         match existing.get(key) {

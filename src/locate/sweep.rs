@@ -14,6 +14,7 @@ use crate::aws_error;
 use crate::bounded::bounded_all;
 use crate::input::InstanceId;
 use crate::instance::Instance;
+use crate::pace::Pace;
 
 /// DescribeTargetGroups returns at most 400 per page.
 const PAGE_SIZE: i32 = 400;
@@ -21,6 +22,7 @@ const PAGE_SIZE: i32 = 400;
 pub struct Sweep {
     elb: aws_sdk_elasticloadbalancingv2::Client,
     concurrency: usize,
+    pace: Pace,
 }
 
 impl Sweep {
@@ -28,7 +30,14 @@ impl Sweep {
         Sweep {
             elb,
             concurrency: concurrency.max(1),
+            pace: Pace::unlimited(),
         }
+    }
+
+    /// Take a token from `pace` before each DescribeTargetHealth.
+    pub fn paced(mut self, pace: Pace) -> Self {
+        self.pace = pace;
+        self
     }
 }
 
@@ -125,7 +134,9 @@ impl Sweep {
                 .target_group_arn(&candidate.arn)
                 .send();
             // Checked once a permit is held, so calls queued behind the limit also stop at the deadline.
+            let pace = self.pace.clone();
             async move {
+                pace.acquire().await;
                 let health = if past(deadline) { None } else { Some(request.await) };
                 (candidate, health)
             }

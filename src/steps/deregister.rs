@@ -11,6 +11,7 @@ use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use crate::aws_error;
 use crate::bounded::bounded_all;
 use crate::locate::TargetRegistration;
+use crate::pace::Pace;
 
 /// What the verify pass saw for one registration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,12 +72,13 @@ pub async fn deregister_all(
 /// Describe each touched group again and say, for every registration, whether it is gone.
 pub async fn verify_removed(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
+    pace: &Pace,
     registrations: &[TargetRegistration],
     concurrency: usize,
 ) -> Vec<GroupCheck> {
     let groups: Vec<(String, Vec<TargetRegistration>)> = by_target_group(registrations).into_iter().collect();
     let checks = bounded_all(concurrency, groups.clone(), |(arn, targets)| {
-        check_group(elb.clone(), arn, targets)
+        check_group(elb.clone(), pace.clone(), arn, targets)
     })
     .await;
     // Already in ARN order, since `by_target_group` is a BTreeMap and results keep the order of their items.
@@ -97,9 +99,11 @@ pub async fn verify_removed(
 
 async fn check_group(
     elb: aws_sdk_elasticloadbalancingv2::Client,
+    pace: Pace,
     arn: String,
     targets: Vec<TargetRegistration>,
 ) -> GroupCheck {
+    pace.acquire().await;
     let health = elb.describe_target_health().target_group_arn(&arn).send().await;
     let health = match health {
         Ok(health) => health,
@@ -150,12 +154,15 @@ async fn check_group(
 /// can warn when draining cannot finish before termination.
 pub async fn deregistration_delays(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
+    pace: &Pace,
     arns: impl IntoIterator<Item = String>,
     concurrency: usize,
 ) -> HashMap<String, u32> {
     let reads = bounded_all(concurrency, arns, |arn| {
         let request = elb.describe_target_group_attributes().target_group_arn(&arn).send();
+        let pace = pace.clone();
         async move {
+            pace.acquire().await;
             let delay = request.await.ok().and_then(|a| {
                 a.attributes()
                     .iter()
