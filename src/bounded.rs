@@ -1,9 +1,7 @@
 //! Run many independent AWS calls concurrently, but never more than a limit at once.
 
 use std::future::Future;
-use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// A task that died instead of returning (it panicked). Callers report it like any other failed call.
@@ -13,6 +11,9 @@ pub struct TaskFailed;
 
 /// Apply `call` to every item with at most `limit` in flight. Results come back in the order of `items`, one per
 /// item, so a caller can always say which item failed.
+///
+/// Calls are created only as earlier ones finish, so memory stays proportional to `limit`, not to the number of
+/// items: an SDK request future is several kilobytes, and a sweep can have a thousand.
 pub async fn bounded_all<I, F, Fut>(limit: usize, items: I, call: F) -> Vec<Result<Fut::Output, TaskFailed>>
 where
     I: IntoIterator,
@@ -20,22 +21,27 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(limit.max(1)));
+    let mut items = items.into_iter().enumerate();
     let mut tasks = JoinSet::new();
-    let mut count = 0;
-    for (index, item) in items.into_iter().enumerate() {
-        let permits = Arc::clone(&permits);
-        let work = call(item);
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            (index, work.await)
-        });
-        count += 1;
-    }
-    let mut results: Vec<Result<Fut::Output, TaskFailed>> = (0..count).map(|_| Err(TaskFailed)).collect();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((index, result)) = joined {
-            results[index] = Ok(result);
+    let mut results: Vec<Result<Fut::Output, TaskFailed>> = Vec::new();
+    let store = |results: &mut Vec<Result<Fut::Output, TaskFailed>>, index: usize, result| {
+        while results.len() <= index {
+            results.push(Err(TaskFailed));
+        }
+        results[index] = result;
+    };
+    loop {
+        while tasks.len() < limit.max(1) {
+            let Some((index, item)) = items.next() else { break };
+            // Reserve the slot now, so a task that dies still leaves its place in the results.
+            store(&mut results, index, Err(TaskFailed));
+            let work = call(item);
+            tasks.spawn(async move { (index, work.await) });
+        }
+        match tasks.join_next().await {
+            Some(Ok((index, result))) => store(&mut results, index, Ok(result)),
+            Some(Err(_)) => {}
+            None => break,
         }
     }
     results
@@ -44,6 +50,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
