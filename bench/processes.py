@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -152,7 +151,3 @@ class Function:
         self.function_log.close()
         self.emulator_log.close()
         return rss
-
-
-def scratch_dir():
-    return Path(tempfile.mkdtemp(prefix="spot-cleanup-bench-"))

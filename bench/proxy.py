@@ -8,10 +8,12 @@ with the service's own throttling error, as a token bucket decides:
 - ELB: every Describe* action draws on one shared bucket of 40 tokens refilled at 10 per second (ELB's documented
   per-account, per-region limit for Describe* calls); other ELB actions are not limited here. Throttled calls get
   HTTP 400 with ELB's `Throttling` error body.
-- EC2: the API's request-token buckets, by category. Describe* ("non-mutating") actions: 100 tokens, 20 per second.
-  Everything else ("mutating", e.g. CreateTags, ModifyNetworkInterfaceAttribute): 50 tokens, 5 per second. These are
-  EC2's documented defaults for those categories. Throttled calls get HTTP 503 with `RequestLimitExceeded`.
-- Other services (SNS): latency only; SNS Publish allows thousands per second.
+- EC2: request-rate buckets. EC2 evaluates each API action on its own bucket, sized by the action's category, so
+  here every action gets its own: Describe* ("non-mutating") 100 tokens, 20 per second; everything else ("mutating",
+  e.g. CreateTags, ModifyNetworkInterfaceAttribute) 50 tokens, 5 per second. Throttled calls get HTTP 503 with
+  `RequestLimitExceeded`.
+- Other services (SNS; Auto Scaling and DynamoDB if the function calls them): latency only. SNS Publish allows
+  thousands per second.
 
 It counts forwarded and throttled calls per (service, action), and notes when each DeregisterTargets came back from
 moto (time.monotonic), so a caller in the same process can compare with its own clock.
@@ -61,36 +63,46 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class Limit:
-    """Which bucket a call draws on, and how a refusal looks on the wire."""
+    """Which bucket a call draws on, its size, and how a refusal looks on the wire."""
 
     bucket: str
+    size: str
     status: int
     body: str
+
+
+# (capacity, refill per second) of each kind of bucket.
+SIZES = {"elb-describe": (40, 10), "ec2-describe": (100, 20), "ec2-mutating": (50, 5)}
+BUCKETS_DOC = {
+    "elb-describe": "ELB Describe* (one bucket shared by all of them): 40 burst, 10/s",
+    "ec2-describe": "EC2 Describe* (a bucket per action): 100 burst, 20/s",
+    "ec2-mutating": "EC2 other actions (a bucket per action): 50 burst, 5/s",
+}
 
 
 def limit_for(service, action):
     """The limit a call falls under, or None for an unlimited one."""
     describe = action.startswith("Describe")
     if service == "elasticloadbalancing" and describe:
-        return Limit("elb-describe", 400, ELB_THROTTLED)
+        return Limit("elb-describe", "elb-describe", 400, ELB_THROTTLED)
     if service == "ec2":
-        return Limit("ec2-describe" if describe else "ec2-mutating", 503, EC2_THROTTLED)
+        return Limit(f"ec2:{action}", "ec2-describe" if describe else "ec2-mutating", 503, EC2_THROTTLED)
     return None
 
 
-def fresh_buckets():
-    return {
-        "elb-describe": TokenBucket(40, 10),
-        "ec2-describe": TokenBucket(100, 20),
-        "ec2-mutating": TokenBucket(50, 5),
-    }
+class Buckets:
+    """Token buckets by key, each created full on first use."""
 
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.buckets = {}
 
-BUCKETS_DOC = {
-    "elb-describe": "ELB Describe*: 40 burst, 10/s",
-    "ec2-describe": "EC2 Describe*: 100 burst, 20/s",
-    "ec2-mutating": "EC2 other actions: 50 burst, 5/s",
-}
+    def take(self, limit):
+        with self.lock:
+            bucket = self.buckets.get(limit.bucket)
+            if bucket is None:
+                bucket = self.buckets[limit.bucket] = TokenBucket(*SIZES[limit.size])
+        return bucket.take()
 
 
 class Stats:
@@ -126,6 +138,8 @@ def identify(headers, body):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
+    # Headers and body go out in two writes; with Nagle on, the second waits for the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
         self.relay()
@@ -138,7 +152,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         service, action = identify(self.headers, body)
         limit = limit_for(service, action)
-        allowed = limit is None or proxy.buckets[limit.bucket].take()
+        allowed = limit is None or proxy.buckets.take(limit)
         with proxy.stats.lock:
             proxy.stats.calls[(service, action)] += 1
             if not allowed:
@@ -189,7 +203,7 @@ class ThrottlingProxy:
 
     def reset(self):
         """Full buckets and empty counters: each scenario starts from the same state."""
-        self.buckets = fresh_buckets()
+        self.buckets = Buckets()
         self.stats = Stats()
 
     def forward(self, method, path, headers, body):

@@ -107,16 +107,27 @@ def service_total(counts, service):
     return sum(n for key, n in counts.items() if key.startswith(service + ":"))
 
 
+def seen_actions(results):
+    """(action, column title) for every action any scenario called: the usual ones first, in the order the function
+    calls them, then any others (a new fast path, say) by name."""
+    seen = {action for result in results for action in result["calls"]}
+    known = [(action, short) for action, short in ACTIONS if action in seen]
+    others = sorted(seen - {action for action, _ in ACTIONS})
+    return known + [(action, action) for action in others]
+
+
 def calls_table(results):
-    """Calls per action as `forwarded+throttled` answers seen by the proxy (throttled shown only when non-zero)."""
-    head = "| groups | scenario | " + " | ".join(short for _, short in ACTIONS) + " |"
-    lines = [head, "|---:|---|" + "---:|" * len(ACTIONS)]
+    """Requests per action as the proxy received them, with how many it throttled (when any)."""
+    actions = seen_actions(results)
+    head = "| groups | scenario | " + " | ".join(short for _, short in actions) + " |"
+    lines = [head, "|---:|---|" + "---:|" * len(actions)]
     for result in results:
         cells = []
-        for action, _ in ACTIONS:
+        for action, _ in actions:
             calls, throttled = result["calls"].get(action, 0), result["throttled"].get(action, 0)
             cells.append(f"{calls}" + (f" ({throttled} thr)" if throttled else ""))
-        lines.append(f"| {result['groups']} | {result['kind']} ({result['instances_run']}) | " + " | ".join(cells) + " |")
+        scenario = f"{result['kind']} ({result['instances_run']})"
+        lines.append(f"| {result['groups']} | {scenario} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -149,45 +160,51 @@ def ratio_lines(by_size):
         baseline = results.get("baseline")
         if not baseline:
             continue
-        first = first_invocation(baseline)
         if "single" in results:
-            ours = results["single"]
-            lines.append(
-                f"| {groups} | 1 instance: ours ÷ baseline's first invocation | "
-                f"{ratio(ours['first_dereg_s'], first['first_dereg_s'])} | "
-                f"{ratio(ours['last_dereg_s'], first['last_dereg_s'])} | {ratio(ours['total_s'], first['total_s'])} "
-                "| n/a | n/a |"
-            )
+            lines.append(single_ratio_row(groups, results["single"], baseline))
         if "batch" in results:
-            ours, theirs = results["batch"], extrapolate(baseline)
-            mark = " (baseline extrapolated)" if theirs["extrapolated"] else ""
-            per_instance = baseline["instances_run"] / ours["instances_run"]
-            lines.append(
-                f"| {groups} | batch of {ours['instances_run']}: ours ÷ baseline{mark} | "
-                f"{ratio(ours['first_dereg_s'], theirs['first_dereg_s'])} | "
-                f"{ratio(ours['last_dereg_s'], theirs['last_dereg_s'])} | {ratio(ours['total_s'], theirs['total_s'])} "
-                f"| {ratio(service_total(ours['calls'], 'elasticloadbalancing') * per_instance, service_total(baseline['calls'], 'elasticloadbalancing'))} "
-                f"| {ratio(service_total(ours['throttled'], 'elasticloadbalancing') * per_instance, service_total(baseline['throttled'], 'elasticloadbalancing'))} |"
-            )
+            lines.append(batch_ratio_row(groups, results["batch"], baseline))
     return lines
+
+
+def single_ratio_row(groups, ours, baseline):
+    """One instance: ours against the baseline's first invocation (the proxy counts calls per scenario, not per
+    invocation, so there are no call ratios here)."""
+    first = first_invocation(baseline)
+    times = " | ".join(ratio(ours[k], first[k]) for k in ("first_dereg_s", "last_dereg_s", "total_s"))
+    return f"| {groups} | 1 instance: ours ÷ baseline's first invocation | {times} | n/a | n/a |"
+
+
+def batch_ratio_row(groups, ours, baseline):
+    """A batch: ours against the baseline's whole run (extrapolated if cut short); calls scaled to the same number
+    of instances."""
+    theirs = extrapolate(baseline)
+    mark = " (baseline extrapolated)" if theirs["extrapolated"] else ""
+    times = " | ".join(ratio(ours[k], theirs[k]) for k in ("first_dereg_s", "last_dereg_s", "total_s"))
+    scale = baseline["instances_run"] / ours["instances_run"]
+    calls = [ratio(service_total(ours[k], "elasticloadbalancing") * scale,
+                   service_total(baseline[k], "elasticloadbalancing")) for k in ("calls", "throttled")]
+    return f"| {groups} | batch of {ours['instances_run']}: ours ÷ baseline{mark} | {times} | {' | '.join(calls)} |"
 
 
 def plot(by_size, path):
     """Time to last deregistration and total time against the number of target groups, ours vs baseline."""
     sizes = sorted(by_size)
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5))
     panels = [
-        (axes[0], "One interrupted instance", "single", lambda b: first_invocation(b)),
-        (axes[1], "A batch of K instances (K in legend)", "batch", extrapolate),
+        (axes[0], "One interrupted instance", "single", first_invocation, "linear"),
+        (axes[1], "A batch of K instances (log scale; K at each point)", "batch", extrapolate, "log"),
     ]
-    for axis, title, ours_kind, baseline_view in panels:
+    for axis, title, ours_kind, baseline_view, scale in panels:
         draw_series(axis, sizes, by_size, ours_kind, baseline_view)
+        axis.set_yscale(scale)
         axis.set_title(title)
         axis.set_xlabel("target groups in the account")
-        axis.set_ylabel("seconds after the invocation started")
-        axis.grid(True, alpha=0.3)
+        axis.set_ylabel("seconds after the first invocation started")
+        axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
-    figure.suptitle("spot-cleanup on moto behind ELB/EC2 throttling (ELB Describe*: 40 burst, 10/s)")
+    figure.suptitle("spot-cleanup on moto behind ELB/EC2 throttling (ELB Describe*: 40 burst, 10/s); "
+                    "hollow markers: extrapolated")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -196,19 +213,21 @@ def plot(by_size, path):
 def draw_series(axis, sizes, by_size, ours_kind, baseline_view):
     ours = [(g, by_size[g][ours_kind]) for g in sizes if ours_kind in by_size[g]]
     theirs = [(g, baseline_view(by_size[g]["baseline"])) for g in sizes if "baseline" in by_size[g]]
-    suffix = ""
-    if ours_kind == "batch" and ours:
-        suffix = " (K=" + ",".join(str(r["instances_run"]) for _, r in ours) + ")"
-    for series, name, colour in ((ours, "ours" + suffix, "tab:blue"), (theirs, "baseline", "tab:red")):
+    for series, name, colour in ((ours, "ours", "tab:blue"), (theirs, "baseline", "tab:red")):
         if not series:
             continue
         xs = [g for g, _ in series]
-        axis.plot(xs, [r["last_dereg_s"] for _, r in series], "o-", color=colour, label=f"{name}: last deregistration")
-        axis.plot(xs, [r["total_s"] for _, r in series], "s--", color=colour, label=f"{name}: total")
-        for g, r in series:
-            if r.get("extrapolated"):
-                axis.annotate("extrapolated", (g, r["total_s"]), fontsize=7, color=colour,
-                              textcoords="offset points", xytext=(4, 4))
+        for key, style, marker, what in (("last_dereg_s", "-", "o", "last deregistration"),
+                                          ("total_s", "--", "s", "total")):
+            ys = [r[key] for _, r in series]
+            axis.plot(xs, ys, linestyle=style, marker=marker, color=colour, label=f"{name}: {what}")
+            for x, y, (_, r) in zip(xs, ys, series):
+                if r.get("extrapolated"):
+                    axis.plot([x], [y], marker=marker, color=colour, markerfacecolor="white")
+    if ours_kind == "batch":
+        for g, r in ours:
+            axis.annotate(f"K={r['instances_run']}", (g, r["total_s"]), fontsize=7, textcoords="offset points",
+                          xytext=(4, -10))
     axis.axhline(120, color="grey", linestyle=":", linewidth=1)
     axis.annotate("2-minute notice", (sizes[0], 120), fontsize=7, color="grey", textcoords="offset points",
                   xytext=(2, 3))

@@ -163,16 +163,21 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         "known registrations left"
     );
 
-    // 2. Wall the nodes off while the sweep, the slow part, runs.
+    // 2. Wall the nodes off while the sweep, the slow part, runs: EC2 and ELB budgets are separate, so neither waits
+    //    for the other. 3. The sweep finds the rest, and its fresh view of each group tells whether the fast path's
+    //    targets left.
     let step = Instant::now();
-    let mut eni_changes = quarantine_all(app, &instances).await;
-    let quarantine_ms = elapsed_ms(step);
+    let ((mut eni_changes, quarantine_ms), (swept, locate_ms)) = tokio::join!(
+        async {
+            let changes = quarantine_all(app, &instances).await;
+            (changes, elapsed_ms(step))
+        },
+        async {
+            let swept = app.locator.locate(&instances, deadline).await;
+            (swept, elapsed_ms(step))
+        },
+    );
     tracing::info!(step = "quarantine", ms = quarantine_ms, "quarantined");
-
-    // 3. The sweep finds the rest, and its fresh view of each group tells whether the fast path's targets left.
-    let step = Instant::now();
-    let swept = app.locator.locate(&instances, deadline).await;
-    let locate_ms = elapsed_ms(step);
     let target_groups_checked = swept.as_ref().map(|l| l.target_groups_checked).unwrap_or(0);
     match swept {
         Ok(located) => known.absorb_sweep(located),
