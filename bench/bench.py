@@ -67,12 +67,20 @@ def run_size(bench, moto, args, groups):
     fleet = fleet_module.build(moto.endpoint, groups, k)
     log(f"{groups} groups: fleet of {k} Spot instances + neighbour built in {fleet.build_seconds:.1f} s")
     results = []
-    plan = [("single", "single", fleet.spot[:1], args.concurrency, None),
-            ("batch", "batch", fleet.spot, args.concurrency, None)]
+    table = fleet_module.create_index_table(moto.endpoint)
+    status, answer, seconds = bench.refresh_index(fleet, table)
+    refreshed = answer.get("index_refresh", {}) if isinstance(answer, dict) else {}
+    log(f"{groups} groups: index refresh {status} in {seconds:.1f} s: {refreshed.get('registrations')} registrations, "
+        f"{len(refreshed.get('errors', []))} errors")
+    plan = [("single", "single", fleet.spot[:1], args.concurrency, None, None),
+            ("batch", "batch", fleet.spot, args.concurrency, None, None),
+            ("single+index", "single", fleet.spot[:1], args.concurrency, None, table),
+            ("batch+index", "batch", fleet.spot, args.concurrency, None, table)]
     if not args.no_baseline:
-        plan.append(("baseline", "baseline", fleet.spot, BASELINE_CONCURRENCY, args.baseline_budget))
-    for name, kind, nodes, concurrency, budget in plan:
-        result = bench.run(fleet, name, kind, nodes, concurrency=concurrency, budget_seconds=budget)
+        plan.append(("baseline", "baseline", fleet.spot, BASELINE_CONCURRENCY, args.baseline_budget, None))
+    for name, kind, nodes, concurrency, budget, index_table in plan:
+        result = bench.run(fleet, name, kind, nodes, concurrency=concurrency, budget_seconds=budget,
+                           index_table=index_table)
         log(f"  {name}: {len(nodes) if kind != 'baseline' else result['instances_run']} instance(s), "
             f"last dereg {report.seconds(result['last_dereg_s'])} s, total {result['total_s']:.1f} s, "
             f"outcomes {sorted(set(result['outcomes'].values()))}, load {result['load_after']:.1f}")
@@ -221,7 +229,7 @@ def count_similar(messages):
 def write_outputs(info, cold, build_times, results):
     by_size = {}
     for result in results:
-        by_size.setdefault(result["groups"], {})[result["kind"]] = result
+        by_size.setdefault(result["groups"], {})[result["scenario"]] = result
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(
         {"run": info, "cold_init": cold, "fleet_build_s": build_times, "scenarios": results}, indent=2, default=str))

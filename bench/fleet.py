@@ -238,3 +238,19 @@ def check(endpoint, fleet, nodes):
     unquarantined = sum(1 for e in enis if fleet.quarantine_group not in {g["GroupId"] for g in e["Groups"]})
     return {"targets_left": left, "neighbour_lost": neighbour_lost, "enis_not_quarantined": unquarantined,
             "enis": len(enis)}
+
+
+INDEX_TABLE = "spot-cleanup-index"
+
+
+def create_index_table(endpoint):
+    """The registration index's DynamoDB table (pk/sk strings, on demand), as template.yaml declares it."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
+                            aws_access_key_id="x", aws_secret_access_key="x")
+    dynamodb.create_table(
+        TableName=INDEX_TABLE, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+    return INDEX_TABLE

@@ -58,10 +58,11 @@ def ratio(ours, theirs):
 
 
 def scenario_label(result):
+    index = " + index" if result.get("index") else ""
     if result["kind"] == "single":
-        return "ours, 1 instance"
+        return f"ours{index}, 1 instance"
     if result["kind"] == "batch":
-        return f"ours, SQS batch of {result['instances_planned']}"
+        return f"ours{index}, SQS batch of {result['instances_planned']}"
     label = f"baseline (ELB_CONCURRENCY=1), {result['instances_planned']} invocations"
     if result["instances_run"] < result["instances_planned"]:
         label += f", {result['instances_run']} run, rest extrapolated"
@@ -126,21 +127,21 @@ def calls_table(results):
         for action, _ in actions:
             calls, throttled = result["calls"].get(action, 0), result["throttled"].get(action, 0)
             cells.append(f"{calls}" + (f" ({throttled} thr)" if throttled else ""))
-        scenario = f"{result['kind']} ({result['instances_run']})"
+        scenario = f"{result['scenario']} ({result['instances_run']})"
         lines.append(f"| {result['groups']} | {scenario} | " + " | ".join(cells) + " |")
     return lines
 
 
 def step_table(results):
     """Where the function's time went, from its own summaries (`timings_ms`), mean per invocation."""
-    steps = ["describe", "locate", "deregister", "quarantine", "verify", "total"]
+    steps = ["describe", "fast_locate", "locate", "deregister", "quarantine", "verify", "total"]
     lines = ["| groups | scenario | " + " | ".join(steps) + " |", "|---:|---|" + "---:|" * len(steps)]
     for result in results:
         timings = unique_timings(result)
         if not timings:
             continue
         means = [sum(t.get(s, 0) for t in timings) / len(timings) / 1000 for s in steps]
-        lines.append(f"| {result['groups']} | {result['kind']} | " + " | ".join(f"{m:.1f}" for m in means) + " |")
+        lines.append(f"| {result['groups']} | {result['scenario']} | " + " | ".join(f"{m:.1f}" for m in means) + " |")
     return lines
 
 
@@ -160,10 +161,12 @@ def ratio_lines(by_size):
         baseline = results.get("baseline")
         if not baseline:
             continue
-        if "single" in results:
-            lines.append(single_ratio_row(groups, results["single"], baseline))
-        if "batch" in results:
-            lines.append(batch_ratio_row(groups, results["batch"], baseline))
+        for name in ("single", "single+index"):
+            if name in results:
+                lines.append(single_ratio_row(groups, results[name], baseline))
+        for name in ("batch", "batch+index"):
+            if name in results:
+                lines.append(batch_ratio_row(groups, results[name], baseline))
     return lines
 
 
@@ -172,7 +175,8 @@ def single_ratio_row(groups, ours, baseline):
     invocation, so there are no call ratios here)."""
     first = first_invocation(baseline)
     times = " | ".join(ratio(ours[k], first[k]) for k in ("first_dereg_s", "last_dereg_s", "total_s"))
-    return f"| {groups} | 1 instance: ours ÷ baseline's first invocation | {times} | n/a | n/a |"
+    who = "ours + index" if ours.get("index") else "ours"
+    return f"| {groups} | 1 instance: {who} ÷ baseline's first invocation | {times} | n/a | n/a |"
 
 
 def batch_ratio_row(groups, ours, baseline):
@@ -184,7 +188,8 @@ def batch_ratio_row(groups, ours, baseline):
     scale = baseline["instances_run"] / ours["instances_run"]
     calls = [ratio(service_total(ours[k], "elasticloadbalancing") * scale,
                    service_total(baseline[k], "elasticloadbalancing")) for k in ("calls", "throttled")]
-    return f"| {groups} | batch of {ours['instances_run']}: ours ÷ baseline{mark} | {times} | {' | '.join(calls)} |"
+    who = "ours + index" if ours.get("index") else "ours"
+    return f"| {groups} | batch of {ours['instances_run']}: {who} ÷ baseline{mark} | {times} | {' | '.join(calls)} |"
 
 
 def plot(by_size, path):
@@ -212,8 +217,10 @@ def plot(by_size, path):
 
 def draw_series(axis, sizes, by_size, ours_kind, baseline_view):
     ours = [(g, by_size[g][ours_kind]) for g in sizes if ours_kind in by_size[g]]
+    indexed = [(g, by_size[g][ours_kind + "+index"]) for g in sizes if ours_kind + "+index" in by_size[g]]
     theirs = [(g, baseline_view(by_size[g]["baseline"])) for g in sizes if "baseline" in by_size[g]]
-    for series, name, colour in ((ours, "ours", "tab:blue"), (theirs, "baseline", "tab:red")):
+    for series, name, colour in ((ours, "ours", "tab:blue"), (indexed, "ours + index", "tab:green"),
+                                 (theirs, "baseline", "tab:red")):
         if not series:
             continue
         xs = [g for g, _ in series]

@@ -5,6 +5,8 @@ afterwards as moto reports it).
 Scenarios:
 - `single`: ours, one EventBridge Spot interruption warning.
 - `batch`: ours, one SQS batch of K interruption warnings in one invocation.
+- `single+index` and `batch+index`: the same, with the registration index (REGISTRATION_INDEX_TABLE) filled by one
+  scheduled refresh beforehand, so known registrations leave their groups before the sweep starts.
 - `baseline`: the same binary with ELB_CONCURRENCY=1 (a sequential sweep), one EventBridge invocation per instance
   for the batch's instances, back to back. It starts no invocation that would, at the mean length so far, end past
   its time budget; the rest is extrapolated by the report, and labelled so.
@@ -56,7 +58,7 @@ class Bench:
     def __init__(self, root, binary, moto, proxy, log_dir):
         self.root, self.binary, self.moto, self.proxy, self.log_dir = root, binary, moto, proxy, log_dir
 
-    def function_env(self, fleet, concurrency):
+    def function_env(self, fleet, concurrency, index_table=None):
         env = {
             "AWS_ENDPOINT_URL": self.proxy.endpoint,
             "SNS_TOPIC_ARN": fleet.topic_arn,
@@ -64,13 +66,30 @@ class Bench:
         }
         if concurrency is not None:
             env["ELB_CONCURRENCY"] = str(concurrency)
+        if index_table is not None:
+            env["REGISTRATION_INDEX_TABLE"] = index_table
         return env
 
-    def run(self, fleet, name, kind, nodes, concurrency=None, budget_seconds=None):
+    def refresh_index(self, fleet, table):
+        """Fill the index with one scheduled refresh, straight against moto (the refresh is background work that runs
+        long before any interruption; its cost is not part of a cleanup). Returns its report and wall seconds."""
+        env = self.function_env(fleet, None, table)
+        env.update({"AWS_ENDPOINT_URL": self.moto.endpoint, "INDEX_REFRESH_CONCURRENCY": "40"})
+        function = Function(self.binary, env, self.log_dir, f"{fleet.groups}-index-refresh")
+        time.sleep(SETTLE_SECONDS)
+        event = json.loads((self.root / "events/scheduled-refresh.json").read_text())
+        started = time.monotonic()
+        try:
+            status, answer = function.invoke(event)
+        finally:
+            function.close()
+        return status, answer, time.monotonic() - started
+
+    def run(self, fleet, name, kind, nodes, concurrency=None, budget_seconds=None, index_table=None):
         """Run one scenario on `fleet` for `nodes` and return its measurements. The fleet is restored afterwards."""
         self.proxy.reset()
         load_before = os.getloadavg()[0]
-        function = Function(self.binary, self.function_env(fleet, concurrency), self.log_dir,
+        function = Function(self.binary, self.function_env(fleet, concurrency, index_table), self.log_dir,
                             f"{fleet.groups}-{name}")
         time.sleep(SETTLE_SECONDS)
         try:
@@ -82,8 +101,10 @@ class Bench:
         summaries = fleet_module.published_summaries(self.moto.endpoint, fleet.queue_url)
         aws_after = fleet_module.check(self.moto.endpoint, fleet, done)
         fleet_module.restore(self.moto.endpoint, fleet, done)
-        return measure(name, kind, fleet, nodes, done, invocations, stats, summaries, aws_after,
-                       peak_rss_kib, concurrency, load_before)
+        result = measure(name, kind, fleet, nodes, done, invocations, stats, summaries, aws_after,
+                         peak_rss_kib, concurrency, load_before)
+        result["index"] = index_table is not None
+        return result
 
     def invoke(self, function, kind, nodes, budget_seconds):
         """The scenario's invocations, each with its start and end on this process's monotonic clock."""
