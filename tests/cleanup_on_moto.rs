@@ -55,12 +55,7 @@ async fn spot_interruption_leaves_every_group_and_quarantines_every_eni() {
         summary.target_groups_checked, 4,
         "only the fleet VPC's groups are swept"
     );
-    let removed: BTreeSet<_> = summary
-        .removed
-        .iter()
-        .map(|t| (t.target_group_name.clone(), t.target_id.clone(), t.port))
-        .collect();
-    assert_eq!(removed, ours);
+    assert_eq!(common::removed(&summary), ours);
     assert!(
         summary
             .removed

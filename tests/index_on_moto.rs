@@ -138,12 +138,7 @@ async fn a_scheduled_refresh_fills_the_index_and_an_interruption_deregisters_fro
     );
     assert_eq!(summary.outcome.as_str(), "cleaned", "{summary:#?}");
     assert!(summary.errors.is_empty() && summary.remaining.is_empty() && summary.warnings.is_empty());
-    let removed: BTreeSet<_> = summary
-        .removed
-        .iter()
-        .map(|t| (t.target_group_name.clone(), t.target_id.clone(), t.port))
-        .collect();
-    assert_eq!(removed, ours);
+    assert_eq!(common::removed(&summary), ours);
     assert!(
         summary
             .removed

@@ -348,12 +348,7 @@ async fn write_one(
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                (
-                    aws_error::code(&e) == Some("ConditionalCheckFailedException"),
-                    aws_error::explain(&e),
-                )
-            }),
+            .map_err(|e| conditional_failure(&e)),
         TargetsCall::DeregisterTargets => dynamodb
             .delete_item()
             .table_name(table)
@@ -364,12 +359,7 @@ async fn write_one(
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                (
-                    aws_error::code(&e) == Some("ConditionalCheckFailedException"),
-                    aws_error::explain(&e),
-                )
-            }),
+            .map_err(|e| conditional_failure(&e)),
     };
     match sent {
         Ok(()) => Ok(true),
@@ -430,4 +420,15 @@ async fn group_info(
 
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A failed conditional write: whether it failed only because a newer change is already recorded, and why.
+fn conditional_failure<E>(err: &E) -> (bool, String)
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error,
+{
+    (
+        aws_error::code(err) == Some("ConditionalCheckFailedException"),
+        aws_error::explain(err),
+    )
 }

@@ -239,3 +239,12 @@ pub fn event_for(file: &str, instance_id: &str) -> serde_json::Value {
     }
     event
 }
+
+/// The (target group name, target id, port) of every target a summary says was removed.
+pub fn removed(summary: &spot_cleanup::Summary) -> std::collections::BTreeSet<fleet::Registration> {
+    summary
+        .removed
+        .iter()
+        .map(|t| (t.target_group_name.clone(), t.target_id.clone(), t.port))
+        .collect()
+}
