@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from cold_init import vm_hwm_kib
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 INVOKE_TIMEOUT_SECS = 300
@@ -47,12 +49,6 @@ def stop(process):
             process.wait()
 
 
-def vm_hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 class Moto:
