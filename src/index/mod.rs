@@ -22,8 +22,6 @@ use crate::locate::past;
 use crate::pace::Pace;
 use store::{Entry, GroupInfo, Item, TargetKey};
 
-/// DescribeTargetGroups returns at most 400 per page.
-const PAGE_SIZE: i32 = 400;
 /// Concurrent conditional writes of one CloudTrail update.
 const UPDATE_CONCURRENCY: usize = 8;
 
@@ -204,17 +202,10 @@ pub async fn refresh(
 
 /// Every target group of the region, whatever its type.
 async fn list_target_groups(elb: &aws_sdk_elasticloadbalancingv2::Client) -> Result<Vec<GroupInfo>, String> {
-    let mut groups = Vec::new();
-    let mut pages = elb
-        .describe_target_groups()
-        .page_size(PAGE_SIZE)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| format!("DescribeTargetGroups failed: {}", aws_error::explain(&e)))?;
-        groups.extend(page.target_groups().iter().filter_map(GroupInfo::from_sdk));
-    }
-    Ok(groups)
+    let groups = crate::locate::sweep::list_target_groups(elb)
+        .await
+        .map_err(|e| format!("DescribeTargetGroups failed: {e}"))?;
+    Ok(groups.iter().filter_map(GroupInfo::from_sdk).collect())
 }
 
 /// What one CloudTrail update did.

@@ -214,31 +214,40 @@ impl Sweep {
     }
 
     async fn list_candidates(&self, wanted: &Wanted) -> Result<Vec<Candidate>, LocateError> {
-        let mut candidates = Vec::new();
-        let mut pages = self
-            .elb
-            .describe_target_groups()
-            .page_size(PAGE_SIZE)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| LocateError::ListTargetGroups(aws_error::explain(&e)))?;
-            for group in page.target_groups().iter().filter(|g| wanted.covers(g)) {
-                let Some(arn) = group.target_group_arn() else {
-                    continue;
-                };
+        let groups = list_target_groups(&self.elb)
+            .await
+            .map_err(LocateError::ListTargetGroups)?;
+        let candidates = groups
+            .iter()
+            .filter(|g| wanted.covers(g))
+            .filter_map(|group| {
                 let kind = match group.target_type() {
                     Some(TargetTypeEnum::Ip) => TargetKind::Ip,
                     _ => TargetKind::Instance,
                 };
-                candidates.push(Candidate {
-                    arn: arn.to_owned(),
+                Some(Candidate {
+                    arn: group.target_group_arn()?.to_owned(),
                     name: group.target_group_name().unwrap_or_default().to_owned(),
                     kind,
                     vpc_id: group.vpc_id().map(str::to_owned),
-                });
-            }
-        }
+                })
+            })
+            .collect();
         Ok(candidates)
     }
+}
+
+/// Every target group of the account and region, page by page; the error is the service's, explained.
+pub async fn list_target_groups(elb: &aws_sdk_elasticloadbalancingv2::Client) -> Result<Vec<TargetGroup>, String> {
+    let mut groups = Vec::new();
+    let mut pages = elb
+        .describe_target_groups()
+        .page_size(PAGE_SIZE)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| aws_error::explain(&e))?;
+        groups.extend(page.target_groups().iter().cloned());
+    }
+    Ok(groups)
 }
