@@ -134,8 +134,9 @@ def markdown(info, cold, build_times, results, by_size):
         f"each Spot instance in {fleet_module.GROUPS_PER_INSTANCE} groups spread over the fleet, one neighbour in "
         "every group. Ours uses the function's ELB_CONCURRENCY "
         f"({info['concurrency'] or 'default, 10'}); the baseline is the same binary with ELB_CONCURRENCY=1, one "
-        "invocation per instance, back to back. The instances carry no `aws:autoscaling:groupName` tag and "
-        "REGISTRATION_INDEX_TABLE is unset, so every cleanup locates by the full sweep alone. moto's own service "
+        "invocation per instance, back to back. The instances carry no `aws:autoscaling:groupName` tag, so the Auto "
+        "Scaling fast path finds nothing; the `+ index` scenarios set REGISTRATION_INDEX_TABLE after one scheduled "
+        "refresh, the others locate by the full sweep alone. moto's own service "
         "time (roughly 10-15 ms a call here) comes on top of the proxy's latency.",
         "",
         f"Binary: {info['binary_mib']:.1f} MiB. Cold init (exec to first runtime poll, bench/cold_init.py): "
