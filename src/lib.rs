@@ -18,6 +18,7 @@ pub mod logging;
 pub mod pace;
 pub mod steps;
 pub mod summary;
+pub mod warm;
 
 pub use cleanup::{App, Report, clean_up};
 pub use clients::Clients;
