@@ -5,17 +5,19 @@ On Lambda the first call to each AWS endpoint pays a TLS handshake, and the firs
 certificates. Both are CPU work, and Lambda gives a function CPU in proportion to its memory (one vCPU at 1,769 MB).
 This harness reproduces that on loopback:
 
-- moto serves the AWS APIs; a TLS relay in front of it presents a leaf + intermediate chain (RSA 2048, like AWS's)
+- moto serves the AWS APIs; bench/proxy.py in front of it, serving HTTPS with keep-alive, presents a leaf + intermediate chain (RSA 2048, like AWS's)
   for `localhost`, and the function trusts it through SSL_CERT_FILE = the system bundle plus our test root, so the
   root store it parses is the real size;
 - the function runs in a cgroup whose CPU quota is memory / 1769 of one core (CFS period 20 ms), as Lambda does;
-- a stand-in Lambda runtime API hands over invocation 1 the moment the function first polls (an on-demand cold
-  start: the event is already waiting), then invocations 2 and 3, each for another instance of a fresh fleet.
+- a stand-in Lambda runtime API hands over three invocations, each for another instance of a fresh fleet of 12
+  target groups.
 
-For each memory size it runs the function with the init warm-up off and on (`WARM_UP`), and reports init (exec to
-first poll), the first invocation, exec to the first answer, and the warm invocations.
+For each memory size it runs the function with the warm-up off and on (`WARM_UP`), once with the first event waiting
+(an on-demand cold start) and once with it arriving a few seconds after init (an environment Lambda started ahead of
+its first event), and reports init (exec to first poll), the first invocation and the warm ones, each from the moment
+the runtime API handed the event over to the moment the answer came back.
 
-    bench/first_request.py [--memory 128,256,512,1024,1769] [--rtt-ms 1] [--repeat 3] [BINARY]
+    bench/first_request.py [--memory 128,256,512,1024,1769] [--rtt-ms 2] [--repeat 3] [--event-after-s 3] [BINARY]
 
 Needs root for the cgroup (cgroup v1 cpu controller at /sys/fs/cgroup/cpu, or v2 at /sys/fs/cgroup).
 """
@@ -37,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fleet as fleet_mod  # noqa: E402
 from processes import Moto, free_port, stop  # noqa: E402
+from proxy import ThrottlingProxy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "first-request"
@@ -82,62 +85,6 @@ def make_certificates(directory):
     return chain, directory / "leaf.key", bundle
 
 
-class TlsRelay:
-    """Terminates TLS on a loopback port and relays the bytes to moto; each answer waits `rtt` seconds first."""
-
-    def __init__(self, chain, key, upstream_port, rtt):
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(chain, key)
-        self.upstream_port, self.rtt = upstream_port, rtt
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.handshakes = 0
-        threading.Thread(target=self.accept_loop, daemon=True).start()
-
-    @property
-    def endpoint(self):
-        return f"https://localhost:{self.port}"
-
-    def accept_loop(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(client,), daemon=True).start()
-
-    def serve(self, client):
-        try:
-            time.sleep(self.rtt)  # the TCP handshake's round trip
-            tls = self.context.wrap_socket(client, server_side=True)
-            self.handshakes += 1
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        except (OSError, ssl.SSLError):
-            client.close()
-            return
-        threading.Thread(target=self.pump, args=(tls, upstream, 0), daemon=True).start()
-        self.pump(upstream, tls, self.rtt)
-
-    @staticmethod
-    def pump(source, sink, delay):
-        try:
-            while data := source.recv(65536):
-                if delay:
-                    time.sleep(delay)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def close(self):
-        self.listener.close()
-
-
 # --- Stand-in Lambda runtime API --------------------------------------------------------------------------------
 
 class RuntimeApi(http.server.ThreadingHTTPServer):
@@ -147,6 +94,7 @@ class RuntimeApi(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", free_port()), RuntimeHandler)
         self.pending = queue.Queue()
         self.polls = queue.Queue()      # perf_counter of each GET .../next
+        self.handed = queue.Queue()     # perf_counter when each invocation was handed over
         self.answers = queue.Queue()    # (perf_counter, request id, status, body)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -163,6 +111,7 @@ class RuntimeHandler(http.server.BaseHTTPRequestHandler):
             return self.reply(404, b"{}")
         self.server.polls.put(time.perf_counter())
         request_id, payload = self.server.pending.get()
+        self.server.handed.put(time.perf_counter())
         body = json.dumps(payload).encode()
         self.send_response(200)
         deadline_ms = int((time.time() + 600) * 1000)
@@ -233,12 +182,19 @@ def spot_event(instance_id):
     return {"instance_id": instance_id, "action": "terminate"}
 
 
-def one_run(binary, moto, relay, bundle, memory_mb, warm_up, log_path):
+def one_run(binary, moto, relay, bundle, memory_mb, warm_up, arrives_after, log_path):
+    """One function process and three invocations. `arrives_after` None: the first event is already waiting when the
+    function first polls (on-demand cold start); else it arrives that many seconds after that poll (an environment
+    started ahead of its first event)."""
     moto.reset()
     fleet = fleet_mod.build(moto.endpoint, groups=12, spot_count=INVOCATIONS)
     runtime = RuntimeApi()
-    for node in fleet.spot:
-        runtime.pending.put((str(uuid.uuid4()), spot_event(node.id)))
+    events = [(str(uuid.uuid4()), spot_event(node.id)) for node in fleet.spot]
+    first = events.pop(0)
+    if arrives_after is None:
+        runtime.pending.put(first)
+    for event in events:
+        runtime.pending.put(event)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "AWS_LAMBDA_RUNTIME_API": runtime.address,
@@ -254,17 +210,23 @@ def one_run(binary, moto, relay, bundle, memory_mb, warm_up, log_path):
         "SNS_TOPIC_ARN": fleet.topic_arn,
         "QUARANTINE_SECURITY_GROUP_ID": fleet.quarantine_group,
         "WARM_UP": "true" if warm_up else "false",
+        # This measures connections, not the Describe* budget: no pacing between the three invocations.
+        "ELB_DESCRIBE_RATE": "40",
     }
     share = CpuShare(memory_mb)
-    handshakes_before = relay.handshakes
+    relay.reset()
     with open(log_path, "ab") as log:
         started = time.perf_counter()
         process = subprocess.Popen([binary], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    preexec_fn=share.enter)
     try:
-        polls, answers = [], []
-        for _ in range(INVOCATIONS):
+        polls, handed, answers = [], [], []
+        for i in range(INVOCATIONS):
             polls.append(runtime.polls.get(timeout=120))
+            if i == 0 and arrives_after is not None:
+                time.sleep(arrives_after)
+                runtime.pending.put(first)
+            handed.append(runtime.handed.get(timeout=120))
             answer = runtime.answers.get(timeout=300)
             if answer[2] != "response":
                 raise SystemExit(f"invocation failed: {answer[3][:300]!r}; see {log_path}")
@@ -276,10 +238,10 @@ def one_run(binary, moto, relay, bundle, memory_mb, warm_up, log_path):
     ms = lambda a, b: (b - a) * 1000  # noqa: E731
     return {
         "init_ms": ms(started, polls[0]),
-        "first_ms": ms(polls[0], answers[0]),
+        "first_ms": ms(handed[0], answers[0]),
         "cold_total_ms": ms(started, answers[0]),
-        "warm_ms": statistics.median(ms(p, a) for p, a in zip(polls[1:], answers[1:])),
-        "handshakes": relay.handshakes - handshakes_before,
+        "warm_ms": statistics.median(ms(h, a) for h, a in zip(handed[1:], answers[1:])),
+        "handshakes": relay.stats.snapshot()["connections"],
     }
 
 
@@ -287,33 +249,38 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("binary", nargs="?", default=str(ROOT / "target" / "release" / "spot-cleanup"))
     parser.add_argument("--memory", default="128,256,512,1024,1769")
-    parser.add_argument("--rtt-ms", type=float, default=1.0)
+    parser.add_argument("--rtt-ms", type=float, default=2.0, help="added to every answer, as a round trip in region")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--event-after-s", type=float, default=3.0,
+                        help="for the pre-started case: seconds between the first poll and the first event")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     chain, key, bundle = make_certificates(OUT / "tls")
     moto = Moto(OUT)
-    relay = TlsRelay(chain, key, moto.port, args.rtt_ms / 1000)
+    # No rate limits here: this measures connections, not the Describe* budget (bench/run does that).
+    relay = ThrottlingProxy(moto.port, args.rtt_ms, tls=(chain, key), throttle=False)
     rows = []
     try:
         for memory_mb in [int(m) for m in args.memory.split(",")]:
-            for warm_up in (False, True):
-                runs = [one_run(args.binary, moto, relay, bundle, memory_mb, warm_up, OUT / "function.log")
-                        for _ in range(args.repeat)]
-                row = {"memory_mb": memory_mb, "warm_up": warm_up,
-                       **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+            for arrives_after in (None, args.event_after_s):
+                for warm_up in (False, True):
+                    runs = [one_run(args.binary, moto, relay, bundle, memory_mb, warm_up, arrives_after,
+                                    OUT / "function.log") for _ in range(args.repeat)]
+                    row = {"memory_mb": memory_mb, "warm_up": warm_up, "event_after_s": arrives_after,
+                           **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     finally:
         relay.close()
         moto.close()
     (OUT / "results.json").write_text(json.dumps(rows, indent=2))
     print()
-    print(f"| memory | warm-up | init | first invocation | exec to first answer | warm invocation | TLS handshakes |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| memory | first event | warm-up | init | first invocation | warm invocation | first / warm | TLS connections |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['memory_mb']} MB | {'on' if r['warm_up'] else 'off'} | {r['init_ms']:.0f} ms | "
-              f"{r['first_ms']:.0f} ms | {r['cold_total_ms']:.0f} ms | {r['warm_ms']:.0f} ms | "
+        arrival = "waiting (on demand)" if r["event_after_s"] is None else f"{r['event_after_s']:g} s after init"
+        print(f"| {r['memory_mb']} MB | {arrival} | {'on' if r['warm_up'] else 'off'} | {r['init_ms']:.0f} ms | "
+              f"{r['first_ms']:.0f} ms | {r['warm_ms']:.0f} ms | {r['first_ms'] / r['warm_ms']:.1f}x | "
               f"{r['handshakes']:.0f} |")
 
 

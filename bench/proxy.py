@@ -21,6 +21,7 @@ moto (time.monotonic), so a caller in the same process can compare with its own 
 import http.client
 import http.server
 import re
+import ssl
 import threading
 import time
 import urllib.parse
@@ -114,6 +115,7 @@ class Stats:
         self.throttled = Counter()  # (service, action) -> answered with a throttling error
         self.deregistered_at = []  # time.monotonic() when each forwarded DeregisterTargets came back
         self.errors = Counter()  # (service, action, status) -> forwarded calls that moto answered with an error
+        self.connections = 0  # connections the function opened (TLS handshakes, when serving HTTPS)
 
     def snapshot(self):
         with self.lock:
@@ -122,6 +124,7 @@ class Stats:
                 "throttled": dict(self.throttled),
                 "deregistered_at": list(self.deregistered_at),
                 "errors": dict(self.errors),
+                "connections": self.connections,
             }
 
 
@@ -141,6 +144,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, the second waits for the client's delayed ACK (~40 ms).
     disable_nagle_algorithm = True
 
+    def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+        super().setup()
+        with self.server.proxy.stats.lock:
+            self.server.proxy.stats.connections += 1
+
     def do_POST(self):  # noqa: N802 (http.server's naming)
         self.relay()
 
@@ -151,7 +161,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         proxy = self.server.proxy
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         service, action = identify(self.headers, body)
-        limit = limit_for(service, action)
+        limit = limit_for(service, action) if proxy.throttle else None
         allowed = limit is None or proxy.buckets.take(limit)
         with proxy.stats.lock:
             proxy.stats.calls[(service, action)] += 1
@@ -186,8 +196,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class ThrottlingProxy:
     """The proxy server, on a free loopback port, in daemon threads of this process."""
 
-    def __init__(self, upstream_port, latency_ms):
+    def __init__(self, upstream_port, latency_ms, tls=None, throttle=True):
+        """`tls`, a (certificate chain, key) pair of files, makes it an HTTPS endpoint; the handshake then happens in
+        each connection's own thread, so a slow client never holds up the others."""
         self.upstream_port = upstream_port
+        self.throttle = throttle
         self.latency = latency_ms / 1000
         self.local = threading.local()
         self.reset()
@@ -195,11 +208,19 @@ class ThrottlingProxy:
         self.server.daemon_threads = True
         self.server.proxy = self
         self.port = self.server.server_address[1]
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True,
+                                                     do_handshake_on_connect=False)
+            self.scheme = "https"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        host = "localhost" if self.scheme == "https" else "127.0.0.1"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def reset(self):
         """Full buckets and empty counters: each scenario starts from the same state."""

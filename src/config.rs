@@ -50,7 +50,7 @@ pub struct Config {
     /// ELB Describe* calls per second this function allows itself (`ELB_DESCRIBE_RATE`, 1 to 40, default 10), with a
     /// burst of four times that. 10 is AWS's refill rate for the whole account and region.
     pub elb_describe_rate: usize,
-    /// Open the connections to every AWS endpoint during init (`WARM_UP`, default true); see `warm`.
+    /// Open the connections to every AWS endpoint from init (`WARM_UP`, default false); see `warm`.
     pub warm_up: bool,
 }
 
@@ -117,7 +117,7 @@ impl Config {
             Some(v) => Err(invalid(name, v, "expected true or false")),
         };
         let dry_run = flag("DRY_RUN", false)?;
-        let warm_up = flag("WARM_UP", true)?;
+        let warm_up = flag("WARM_UP", false)?;
 
         let bounded = |name: &'static str, default: usize| match get(name).as_deref().map(str::trim) {
             None | Some("") => Ok(default),
@@ -202,7 +202,10 @@ mod tests {
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(c.registration_index_table, None, "the index is optional");
         assert_eq!(c.refresh_concurrency, DEFAULT_REFRESH_CONCURRENCY);
-        assert!(c.warm_up, "connections are warmed during init unless turned off");
+        assert!(
+            !c.warm_up,
+            "warming connections at init is for environments started ahead of their events"
+        );
     }
 
     #[test]

@@ -8,10 +8,10 @@ use spot_cleanup::{App, Clients, Config, handle};
 async fn main() -> Result<(), lambda_runtime::Error> {
     spot_cleanup::logging::init();
     let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
-    let app = App::new(config, Clients::from_env().await);
+    // Lives as long as the process; the warm-up task and the handler both borrow it.
+    let app: &'static App = Box::leak(Box::new(App::new(config, Clients::from_env().await)));
     if app.config.warm_up {
-        let warmed = spot_cleanup::warm::warm_up(&app).await;
-        tracing::info!(warm_up = ?warmed, "connections warmed during init");
+        tokio::spawn(spot_cleanup::warm::warm_up_in_background(app));
     }
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handle(&app, event))).await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| handle(app, event))).await
 }

@@ -1,9 +1,18 @@
-//! Warm-up during init: open the TLS connection to every AWS endpoint the cleanup uses before the first invocation
-//! needs it, and look up the quarantine groups once.
+//! Warm-up from init: open the TLS connection to every AWS endpoint the cleanup uses before an invocation needs it,
+//! and look up the quarantine groups once.
 //!
 //! On Lambda the first call to each endpoint pays DNS, TCP and a TLS handshake, and the very first one also loads and
 //! parses the system's root certificates. At low memory sizes that is CPU-bound and slow; `bench/first_request.py`
-//! measures it. Done during init, the connections are made side by side and the first invocation starts warm.
+//! measures it (see the README), and found:
+//! - when the event is already waiting as the environment starts (an on-demand cold start, the normal case for this
+//!   function), warming does not pay: the first invocation needs the EC2 and ELB connections at once anyway, and the
+//!   other handshakes compete with it for the little CPU a small function has, so the time from start to the first
+//!   answer stayed the same or grew;
+//! - when the environment starts ahead of its first event (provisioned concurrency), the first invocation was up to
+//!   2.6 times faster with the connections already open.
+//!
+//! So it is off unless `WARM_UP=true`; then `main` starts it as a background task at init. What pays in the normal
+//! case is memory: see the README's recommendation.
 //!
 //! Only EC2 gets a real API call here (DescribeSecurityGroups for the quarantine groups, which the quarantine step
 //! needs anyway). The other endpoints get a *ping*: an SDK request that an interceptor turns, after signing, into an
@@ -19,16 +28,15 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Serialize;
 
 use crate::cleanup::App;
 
-/// Init waits no longer than this for the warm-up; a slow endpoint is then warmed by the invocation itself. Lambda
-/// allows 10 s of init, and a cold start is on the path to deregistration, so this stays short.
-pub const WARM_UP_LIMIT: Duration = Duration::from_millis(1500);
+/// The warm-up gives up after this; a slow endpoint is then warmed by the invocation itself.
+pub const WARM_UP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Headers that carry the signature or describe the body the ping no longer has.
 const DROPPED_HEADERS: [&str; 7] = [
@@ -85,6 +93,16 @@ pub struct WarmUp {
     pub ms: u64,
 }
 
+/// The task `main` starts at init: warm up, then log what was done.
+pub async fn warm_up_in_background(app: &'static App) {
+    let report = warm_up(app).await;
+    if report.failed.is_empty() {
+        tracing::info!(warm_up = ?report, "connections warmed");
+    } else {
+        tracing::warn!(warm_up = ?report, "some connections could not be warmed; invocations will open them");
+    }
+}
+
 /// Warm every endpoint at once, for at most `WARM_UP_LIMIT`. Never fails: whatever is not warmed is warmed by the
 /// first invocation, as if there had been no warm-up.
 pub async fn warm_up(app: &App) -> WarmUp {
@@ -94,14 +112,28 @@ pub async fn warm_up(app: &App) -> WarmUp {
         let config = aws_sdk_elasticloadbalancingv2::config::Builder::default()
             .retry_config(no_retry.clone())
             .interceptor(Ping);
-        let result = app.clients.elb.describe_target_groups().customize().config_override(config).send().await;
+        let result = app
+            .clients
+            .elb
+            .describe_target_groups()
+            .customize()
+            .config_override(config)
+            .send()
+            .await;
         ("elb", answered(result))
     };
     let sns = async {
         let config = aws_sdk_sns::config::Builder::default()
             .retry_config(no_retry.clone())
             .interceptor(Ping);
-        let result = app.clients.sns.list_topics().customize().config_override(config).send().await;
+        let result = app
+            .clients
+            .sns
+            .list_topics()
+            .customize()
+            .config_override(config)
+            .send()
+            .await;
         ("sns", answered(result))
     };
     let autoscaling = async {
@@ -125,7 +157,14 @@ pub async fn warm_up(app: &App) -> WarmUp {
         let config = aws_sdk_dynamodb::config::Builder::default()
             .retry_config(no_retry.clone())
             .interceptor(Ping);
-        let result = app.clients.dynamodb.list_tables().customize().config_override(config).send().await;
+        let result = app
+            .clients
+            .dynamodb
+            .list_tables()
+            .customize()
+            .config_override(config)
+            .send()
+            .await;
         ("dynamodb", answered(result))
     };
     let ec2 = async {
@@ -165,4 +204,3 @@ where
         Err(e) => Err(DisplayErrorContext(&e).to_string()),
     }
 }
-

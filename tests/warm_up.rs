@@ -94,7 +94,9 @@ async fn warm_up_reaches_every_endpoint_and_spends_no_api_call_but_ec2s() {
     let shared = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(&endpoint)
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "tests"))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
         .load()
         .await;
     let app = App::new(
@@ -105,7 +107,11 @@ async fn warm_up_reaches_every_endpoint_and_spends_no_api_call_but_ec2s() {
     let report = warm_up(&app).await;
 
     let seen = seen.lock().unwrap().clone();
-    let mut pings: Vec<&str> = seen.iter().filter(|s| s.method == "GET").map(|s| s.api.as_str()).collect();
+    let mut pings: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "GET")
+        .map(|s| s.api.as_str())
+        .collect();
     pings.sort();
     assert_eq!(
         pings,
@@ -114,7 +120,10 @@ async fn warm_up_reaches_every_endpoint_and_spends_no_api_call_but_ec2s() {
     );
     for ping in seen.iter().filter(|s| s.method == "GET") {
         assert_eq!(ping.path, "/");
-        assert!(!ping.signed, "a ping carries no signature, so no account is charged: {ping:?}");
+        assert!(
+            !ping.signed,
+            "a ping carries no signature, so no account is charged: {ping:?}"
+        );
         assert!(ping.body.is_empty(), "a ping names no API action: {ping:?}");
     }
     let calls: Vec<&Seen> = seen.iter().filter(|s| s.method != "GET").collect();
