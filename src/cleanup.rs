@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::input::{InstanceId, Request, Trigger};
 use crate::instance::{Instance, describe_instances};
 use crate::locate::{AutoScaling, Index, Located, Locator, Sweep, TargetRegistration};
+use crate::monitoring::Monitoring;
+use crate::monitoring::secrets::SecretClients;
 use crate::pace::Pace;
 use crate::steps::deregister::{self, Verdict};
 use crate::steps::notify;
@@ -38,6 +40,8 @@ pub struct App {
     pub elb_pace: Pace,
     /// A slower share for the index refresh, which is background work.
     pub refresh_pace: Pace,
+    /// The monitoring systems told at notice time, alongside the cleanup.
+    pub monitoring: Monitoring,
 }
 
 impl App {
@@ -57,7 +61,9 @@ impl App {
         let refresh_rate = config.refresh_concurrency as u32;
         let refresh_pace = Pace::new(refresh_rate, f64::from(refresh_rate));
         let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone()));
+        let monitoring = Monitoring::new(config.monitoring.clone(), None);
         App {
+            monitoring,
             config,
             clients,
             fast_locators,
@@ -65,6 +71,14 @@ impl App {
             elb_pace,
             refresh_pace,
         }
+    }
+}
+
+impl App {
+    /// Let the monitoring step read `ssm:` and `secretsmanager:` secrets.
+    pub fn with_secret_clients(mut self, secrets: SecretClients) -> Self {
+        self.monitoring = Monitoring::new(self.config.monitoring.clone(), Some(secrets));
+        self
     }
 }
 
@@ -100,6 +114,12 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
     let mut seen = HashSet::new();
     let requests: Vec<&Request> = requests.iter().filter(|r| seen.insert(r.instance_id.clone())).collect();
     let ids: Vec<InstanceId> = requests.iter().map(|r| r.instance_id.clone()).collect();
+    // At notice time, beside everything else: nothing below waits for the monitoring systems until the summaries.
+    let monitoring = tokio::spawn(
+        app.monitoring
+            .clone()
+            .disable_hosts(requests.iter().map(|r| (*r).clone()).collect()),
+    );
 
     let described = describe_instances(&app.clients.ec2, &ids).await;
     let describe_ms = elapsed_ms(clock);
@@ -237,6 +257,7 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
                 verify: verify_ms,
                 total: 0,
             },
+            monitoring: Vec::new(),
         };
         for error in &known.locate_errors {
             summary.errors.push(StepError {
@@ -319,6 +340,19 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         summary.settle_outcome();
         summary.timings_ms.total = elapsed_ms(clock);
         summaries.push(summary);
+    }
+
+    let mut monitored = monitoring.await.unwrap_or_default();
+    for summary in &mut summaries {
+        summary.monitoring = monitored.remove(&summary.instance.id).unwrap_or_default();
+        for failed in summary.monitoring.iter().filter(|c| !c.ok) {
+            summary.warnings.push(format!(
+                "monitoring: {:?} could not be told ({}): {}",
+                failed.system,
+                failed.action,
+                failed.error.as_deref().unwrap_or("failed")
+            ));
+        }
     }
 
     // Publishing is independent per instance, and the last step: run them together.
@@ -653,6 +687,7 @@ mod tests {
             warnings: vec![],
             errors: vec![],
             timings_ms: Timings::default(),
+            monitoring: vec![],
         }
     }
 

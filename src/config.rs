@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::monitoring::MonitoringConfig;
+
 /// Default number of concurrent DescribeTargetHealth / DeregisterTargets calls. The ELB Describe* bucket refills at
 /// 10 per second, so more than that only spends the burst faster.
 pub const DEFAULT_CONCURRENCY: usize = 10;
@@ -50,6 +52,8 @@ pub struct Config {
     /// ELB Describe* calls per second this function allows itself (`ELB_DESCRIBE_RATE`, 1 to 40, default 10), with a
     /// burst of four times that. 10 is AWS's refill rate for the whole account and region.
     pub elb_describe_rate: usize,
+    /// The monitoring systems told at notice time (`DATADOG_*`, `MACKEREL_*`, `MONITORING_WEBHOOK_*`); none by default.
+    pub monitoring: MonitoringConfig,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -139,7 +143,10 @@ impl Config {
             }
         };
 
+        let monitoring = MonitoringConfig::from_lookup(&get)?;
+
         Ok(Config {
+            monitoring,
             sns_topic_arn,
             quarantine_groups,
             dry_run,

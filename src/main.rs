@@ -2,12 +2,17 @@
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
+use spot_cleanup::monitoring::secrets::SecretClients;
 use spot_cleanup::{App, Clients, Config, handle};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     spot_cleanup::logging::init();
     let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
-    let app = App::new(config, Clients::from_env().await);
+    let monitored = !config.monitoring.is_empty();
+    let mut app = App::new(config, Clients::from_env().await);
+    if monitored {
+        app = app.with_secret_clients(SecretClients::from_env().await);
+    }
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handle(&app, event))).await
 }
