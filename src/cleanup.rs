@@ -21,7 +21,7 @@ use crate::monitoring::secrets::SecretClients;
 use crate::pace::Pace;
 use crate::steps::deregister::{self, Verdict};
 use crate::steps::notify;
-use crate::steps::quarantine::{self, EniChange, EniStatus};
+use crate::steps::quarantine::{self, EniChange, EniStatus, QuarantineGroupCache};
 use crate::summary::{InstanceInfo, Outcome, SCHEMA_VERSION, Step, StepError, Summary, TargetChange, Timings};
 
 /// Spot's notice: the instance goes two minutes after the warning.
@@ -42,6 +42,8 @@ pub struct App {
     pub refresh_pace: Pace,
     /// The monitoring systems told at notice time, alongside the cleanup.
     pub monitoring: Monitoring,
+    /// The quarantine groups by VPC, looked up during init (see `warm`) and again when stale.
+    pub quarantine_groups: QuarantineGroupCache,
 }
 
 impl App {
@@ -62,6 +64,7 @@ impl App {
         let refresh_pace = Pace::new(refresh_rate, f64::from(refresh_rate));
         let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone()));
         let monitoring = Monitoring::new(config.monitoring.clone(), None);
+        let quarantine_groups = QuarantineGroupCache::new(config.quarantine_groups.clone());
         App {
             monitoring,
             config,
@@ -70,6 +73,7 @@ impl App {
             locator,
             elb_pace,
             refresh_pace,
+            quarantine_groups,
         }
     }
 }
@@ -357,8 +361,12 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
 
     // Publishing is independent per instance, and the last step: run them together.
     let published = bounded_all(summaries.len(), summaries.clone(), |summary| {
-        let (sns, topic) = (app.clients.sns.clone(), app.config.sns_topic_arn.clone());
-        async move { notify::publish(&sns, &topic, &summary).await }
+        let (sns, topic, format) = (
+            app.clients.sns.clone(),
+            app.config.sns_topic_arn.clone(),
+            app.config.notify_format,
+        );
+        async move { notify::publish(&sns, &topic, &summary, format).await }
     })
     .await;
     for (summary, published) in summaries.iter_mut().zip(published) {
@@ -377,6 +385,7 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
             summary = %serde_json::to_string(&summary).unwrap_or_default(),
             "cleanup finished"
         );
+        crate::metrics::emit(&summary);
         reports.push(Report {
             instance_id: summary.instance.id.clone(),
             result: Ok(summary),
@@ -543,8 +552,8 @@ async fn quarantine_all(app: &App, instances: &[Instance]) -> HashMap<InstanceId
             .map(|eni| quarantine::unchanged(eni, vpc.clone(), error))
             .collect()
     };
-    let groups = match quarantine::resolve_quarantine_groups(&app.clients.ec2, &app.config.quarantine_groups).await {
-        Ok(groups) => Arc::new(groups),
+    let groups = match app.quarantine_groups.get(&app.clients.ec2).await {
+        Ok(groups) => groups,
         Err(e) => {
             let message = e.to_string();
             return with_enis

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::monitoring::MonitoringConfig;
+use crate::steps::render::NotifyFormat;
 
 /// Default number of concurrent DescribeTargetHealth / DeregisterTargets calls. The ELB Describe* bucket refills at
 /// 10 per second, so more than that only spends the burst faster.
@@ -54,6 +55,10 @@ pub struct Config {
     pub elb_describe_rate: usize,
     /// The monitoring systems told at notice time (`DATADOG_*`, `MACKEREL_*`, `MONITORING_WEBHOOK_*`); none by default.
     pub monitoring: MonitoringConfig,
+    /// The SNS message's form (`NOTIFY_FORMAT`: json, email or chatbot; default json).
+    pub notify_format: NotifyFormat,
+    /// Open the connections to every AWS endpoint during init (`WARM_UP`, default true); see `warm`.
+    pub warm_up: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -112,12 +117,14 @@ impl Config {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let dry_run = match get("DRY_RUN").as_deref().map(str::trim) {
-            None | Some("") => false,
-            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
-            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
-            Some(v) => return Err(invalid("DRY_RUN", v, "expected true or false")),
+        let flag = |name: &'static str, default: bool| match get(name).as_deref().map(str::trim) {
+            None | Some("") => Ok(default),
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+            Some(v) => Err(invalid(name, v, "expected true or false")),
         };
+        let dry_run = flag("DRY_RUN", false)?;
+        let warm_up = flag("WARM_UP", true)?;
 
         let bounded = |name: &'static str, default: usize| match get(name).as_deref().map(str::trim) {
             None | Some("") => Ok(default),
@@ -144,9 +151,15 @@ impl Config {
         };
 
         let monitoring = MonitoringConfig::from_lookup(&get)?;
+        let notify_format = match get("NOTIFY_FORMAT") {
+            None => NotifyFormat::Json,
+            Some(v) => NotifyFormat::parse(&v)
+                .ok_or_else(|| invalid("NOTIFY_FORMAT", &v, "expected json, email or chatbot"))?,
+        };
 
         Ok(Config {
             monitoring,
+            notify_format,
             sns_topic_arn,
             quarantine_groups,
             dry_run,
@@ -154,6 +167,7 @@ impl Config {
             registration_index_table,
             refresh_concurrency,
             elb_describe_rate,
+            warm_up,
         })
     }
 }
@@ -204,6 +218,7 @@ mod tests {
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(c.registration_index_table, None, "the index is optional");
         assert_eq!(c.refresh_concurrency, DEFAULT_REFRESH_CONCURRENCY);
+        assert!(c.warm_up, "connections are warmed during init unless turned off");
     }
 
     #[test]

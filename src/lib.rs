@@ -17,10 +17,12 @@ pub mod input;
 pub mod instance;
 pub mod locate;
 pub mod logging;
+pub mod metrics;
 pub mod monitoring;
 pub mod pace;
 pub mod steps;
 pub mod summary;
+pub mod warm;
 
 pub use cleanup::{App, Report, clean_up};
 pub use clients::Clients;

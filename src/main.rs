@@ -14,5 +14,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     if monitored {
         app = app.with_secret_clients(SecretClients::from_env().await);
     }
+    if app.config.warm_up {
+        let warmed = spot_cleanup::warm::warm_up(&app).await;
+        tracing::info!(warm_up = ?warmed, "connections warmed during init");
+    }
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handle(&app, event))).await
 }

@@ -74,11 +74,15 @@ fn assert_is_event_invoke(request: &Request) {
     assert_eq!(request.path, INVOKE_PATH);
     assert_eq!(request.header("x-amz-invocation-type"), Some("Event"), "{request:?}");
     let auth = request.header("authorization").unwrap_or_default();
-    assert!(auth.contains("/eu-west-1/lambda/aws4_request"), "signed for the instance's region: {auth}");
+    assert!(
+        auth.contains("/eu-west-1/lambda/aws4_request"),
+        "signed for the instance's region: {auth}"
+    );
 }
 
 fn payload(request: &Request) -> Value {
-    serde_json::from_slice(&request.body).unwrap_or_else(|e| panic!("the payload is JSON ({e}): {}", request.body_text()))
+    serde_json::from_slice(&request.body)
+        .unwrap_or_else(|e| panic!("the payload is JSON ({e}): {}", request.body_text()))
 }
 
 /// The agent process; killed when the test ends, however it ends.
@@ -144,7 +148,11 @@ impl Agent {
             if let Some(line) = self.lines(text).into_iter().next() {
                 return line;
             }
-            assert!(Instant::now() < deadline, "no log line with {text:?}; logs: {:#?}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {text:?}; logs: {:#?}",
+                self.logs()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -163,7 +171,11 @@ impl Agent {
             if let Some(status) = self.child.try_wait().expect("the agent can be waited for") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the agent did not exit; logs: {:#?}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit; logs: {:#?}",
+                self.logs()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -276,10 +288,17 @@ fn malformed_metadata_is_reported_once_and_never_invokes() {
     wait_rounds(&imds, imds::LIFECYCLE_STATE_PATH, 200, 3);
     assert!(invokes(&lambda).is_empty());
     let reported = agent.lines("ignoring a malformed answer");
-    let paths: Vec<_> = reported.iter().map(|l| l["path"].as_str().unwrap_or_default()).collect();
+    let paths: Vec<_> = reported
+        .iter()
+        .map(|l| l["path"].as_str().unwrap_or_default())
+        .collect();
     assert_eq!(
         paths,
-        [imds::INSTANCE_ACTION_PATH, imds::REBALANCE_PATH, imds::LIFECYCLE_STATE_PATH],
+        [
+            imds::INSTANCE_ACTION_PATH,
+            imds::REBALANCE_PATH,
+            imds::LIFECYCLE_STATE_PATH
+        ],
         "each path's garbage is reported once, not every round"
     );
 
@@ -301,7 +320,10 @@ fn malformed_metadata_is_reported_once_and_never_invokes() {
         Some(r#"{"action": "stop", "time": "2026-11-22T01:02:00Z"}"#),
     );
     lambda.wait_for("the stop invoke", WAIT, |r| !r.is_empty());
-    assert_eq!(payload(&invokes(&lambda)[0]), expected_payload("stop", "2026-11-22T01:02:00Z"));
+    assert_eq!(
+        payload(&invokes(&lambda)[0]),
+        expected_payload("stop", "2026-11-22T01:02:00Z")
+    );
 }
 
 #[test]
@@ -325,7 +347,9 @@ fn reads_without_a_token_are_refused_and_a_refused_token_is_replaced() {
     imds.wait_for(imds::INSTANCE_ACTION_PATH, 404, 1);
     imds.revoke_tokens();
     // The agent's cached token is refused; it gets a new one and goes on reading.
-    imds.wait_until("a read with the revoked token", |answers| answers.iter().any(|a| a.status == 401));
+    imds.wait_until("a read with the revoked token", |answers| {
+        answers.iter().any(|a| a.status == 401)
+    });
     imds.wait_for(imds::TOKEN_PATH, 200, 2);
     wait_rounds(&imds, imds::INSTANCE_ACTION_PATH, 404, 2);
     agent.wait_for_line("refused the session token");
@@ -343,12 +367,21 @@ fn short_lived_tokens_are_renewed_and_never_used_expired() {
     let _agent = Agent::start(&imds.endpoint(), &lambda, &[]);
 
     imds.wait_for(imds::INSTANCE_ACTION_PATH, 404, 4);
-    imds.set(imds::INSTANCE_ACTION_PATH, Some(r#"{"action": "hibernate", "time": "2026-11-22T01:02:00Z"}"#));
+    imds.set(
+        imds::INSTANCE_ACTION_PATH,
+        Some(r#"{"action": "hibernate", "time": "2026-11-22T01:02:00Z"}"#),
+    );
     lambda.wait_for("an invoke", WAIT, |r| r.len() == 1);
-    assert!(imds.count(imds::TOKEN_PATH, 200) >= 4, "a new token as each one expires");
+    assert!(
+        imds.count(imds::TOKEN_PATH, 200) >= 4,
+        "a new token as each one expires"
+    );
     let refused: Vec<_> = imds.answers().into_iter().filter(|a| a.status == 401).collect();
     assert!(refused.is_empty(), "no read with an expired token: {refused:?}");
-    assert_eq!(payload(&invokes(&lambda)[0]), expected_payload("hibernate", "2026-11-22T01:02:00Z"));
+    assert_eq!(
+        payload(&invokes(&lambda)[0]),
+        expected_payload("hibernate", "2026-11-22T01:02:00Z")
+    );
 }
 
 #[test]
@@ -366,7 +399,10 @@ fn a_token_that_never_arrives_is_reported_with_the_hop_limit_fix_and_the_agent_r
     assert!(error.contains("--http-put-response-hop-limit 2"), "{error}");
 
     agent.wait_for_line("instance metadata answers again");
-    imds.set(imds::INSTANCE_ACTION_PATH, Some(r#"{"action": "terminate", "time": "2026-11-22T01:02:00Z"}"#));
+    imds.set(
+        imds::INSTANCE_ACTION_PATH,
+        Some(r#"{"action": "terminate", "time": "2026-11-22T01:02:00Z"}"#),
+    );
     lambda.wait_for("an invoke", WAIT, |r| r.len() == 1);
     assert_eq!(
         agent.lines("instance metadata failed").len(),
@@ -382,7 +418,10 @@ fn a_failed_invoke_is_retried_until_lambda_accepts_it_and_not_after() {
     let agent = Agent::start(&imds.endpoint(), &lambda, &[]);
 
     let time = rfc3339(Utc::now() + TimeDelta::minutes(2));
-    imds.set(imds::INSTANCE_ACTION_PATH, Some(&format!(r#"{{"action": "terminate", "time": "{time}"}}"#)));
+    imds.set(
+        imds::INSTANCE_ACTION_PATH,
+        Some(&format!(r#"{{"action": "terminate", "time": "{time}"}}"#)),
+    );
     let accepted = agent.wait_for_line("accepted the notice");
     assert_eq!(accepted["attempts"], 3);
     wait_rounds(&imds, imds::INSTANCE_ACTION_PATH, 200, 3);
@@ -402,13 +441,25 @@ fn retries_stop_at_the_termination_time() {
     let agent = Agent::start(&imds.endpoint(), &lambda, &[]);
 
     let time = rfc3339(Utc::now() + TimeDelta::seconds(4));
-    imds.set(imds::INSTANCE_ACTION_PATH, Some(&format!(r#"{{"action": "terminate", "time": "{time}"}}"#)));
+    imds.set(
+        imds::INSTANCE_ACTION_PATH,
+        Some(&format!(r#"{{"action": "terminate", "time": "{time}"}}"#)),
+    );
     let gave_up = agent.wait_for_line("giving up");
     let attempts = gave_up["attempts"].as_u64().expect("attempts");
     assert!(attempts >= 2, "it retried before the deadline: {gave_up}");
-    assert!(gave_up["error"].as_str().is_some_and(|e| e.contains("ServiceException")), "{gave_up}");
+    assert!(
+        gave_up["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ServiceException")),
+        "{gave_up}"
+    );
     wait_rounds(&imds, imds::INSTANCE_ACTION_PATH, 200, 3);
-    assert_eq!(invokes(&lambda).len() as u64, attempts, "nothing is sent after giving up");
+    assert_eq!(
+        invokes(&lambda).len() as u64,
+        attempts,
+        "nothing is sent after giving up"
+    );
 }
 
 #[test]
@@ -418,7 +469,12 @@ fn without_a_function_it_refuses_to_start_and_without_metadata_it_still_stops_cl
     let output = command.env_clear().output().expect("spot-agent runs");
     assert_eq!(output.status.code(), Some(2));
     let line: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
-    assert!(line["error"].as_str().is_some_and(|e| e.contains("SPOT_CLEANUP_FUNCTION")), "{line}");
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("SPOT_CLEANUP_FUNCTION")),
+        "{line}"
+    );
 
     // Nothing listens at this metadata endpoint: the agent keeps trying, and a SIGTERM still ends it with 0.
     let closed = format!("http://127.0.0.1:{}", common::free_port());

@@ -108,7 +108,9 @@ async fn each_system_gets_exactly_its_documented_request_with_secrets_from_ssm_a
     ])
     .unwrap();
 
-    let changes = Monitoring::new(config, Some(secrets)).disable_hosts(vec![warning()]).await;
+    let changes = Monitoring::new(config, Some(secrets))
+        .disable_hosts(vec![warning()])
+        .await;
 
     let ok = |system, action: &str| HostChange {
         system,
@@ -119,13 +121,21 @@ async fn each_system_gets_exactly_its_documented_request_with_secrets_from_ssm_a
     };
     assert_eq!(
         changes[&InstanceId::parse(INSTANCE).unwrap()],
-        vec![ok(System::Datadog, "muted"), ok(System::Mackerel, "maintenance"), ok(System::Webhook, "notified")]
+        vec![
+            ok(System::Datadog, "muted"),
+            ok(System::Mackerel, "maintenance"),
+            ok(System::Webhook, "notified")
+        ]
     );
     let seen = api.requests();
     assert_eq!(seen.len(), 4, "{seen:#?}");
 
     let mute = find(&seen, "POST", "/api/v1/host/i-0123456789abcdef0/mute");
-    assert_eq!(mute.header("dd-api-key"), Some("dd-api-secret"), "the key read from SSM");
+    assert_eq!(
+        mute.header("dd-api-key"),
+        Some("dd-api-secret"),
+        "the key read from SSM"
+    );
     assert_eq!(mute.header("dd-application-key"), Some("dd-app-key"));
     assert_eq!(mute.header("content-type"), Some("application/json"));
     let until: DateTime<Utc> = "2026-11-22T02:02:00Z".parse().unwrap();
@@ -147,7 +157,11 @@ async fn each_system_gets_exactly_its_documented_request_with_secrets_from_ssm_a
     assert_eq!(body(status), json!({"status": "maintenance"}));
 
     let hook = find(&seen, "POST", "/hooks/spot");
-    assert_eq!(hook.header("authorization"), Some("Bearer hook-token"), "the value read from Secrets Manager");
+    assert_eq!(
+        hook.header("authorization"),
+        Some("Bearer hook-token"),
+        "the value read from Secrets Manager"
+    );
     assert_eq!(hook.header("x-team"), Some("platform"));
     assert_eq!(
         body(hook),
@@ -176,7 +190,10 @@ async fn failures_are_reported_per_system_and_mackerel_can_retire_instead() {
         ("MACKEREL_API_URL", format!("{}/", api.url())),
         ("MACKEREL_ACTION", "retire".into()),
         ("MONITORING_WEBHOOK_URL", format!("{}/hooks/spot", api.url())),
-        ("MONITORING_WEBHOOK_HEADERS", r#"{"Authorization": "ssm:/no/such/parameter"}"#.into()),
+        (
+            "MONITORING_WEBHOOK_HEADERS",
+            r#"{"Authorization": "ssm:/no/such/parameter"}"#.into(),
+        ),
     ])
     .unwrap();
 
@@ -187,11 +204,17 @@ async fn failures_are_reported_per_system_and_mackerel_can_retire_instead() {
 
     assert_eq!(changes.len(), 3);
     assert!(!changes[0].ok);
-    assert_eq!(changes[0].error.as_deref(), Some(r#"answered 403: {"errors":["Forbidden"]}"#));
+    assert_eq!(
+        changes[0].error.as_deref(),
+        Some(r#"answered 403: {"errors":["Forbidden"]}"#)
+    );
     assert_eq!((changes[1].action.as_str(), changes[1].ok), ("retired", true));
     assert!(!changes[2].ok);
     let error = changes[2].error.as_deref().unwrap();
-    assert!(error.contains("ParameterNotFound") && error.contains("Authorization"), "{error}");
+    assert!(
+        error.contains("ParameterNotFound") && error.contains("Authorization"),
+        "{error}"
+    );
 
     let seen = api.requests();
     assert_eq!(body(find(&seen, "POST", "/api/v0/hosts/9Zz/retire")), json!({}));
@@ -207,10 +230,17 @@ fn configuration_errors_name_the_variable() {
         Err(ConfigError::Missing { name, .. } | ConfigError::Invalid { name, .. }) => name,
         Ok(_) => "accepted",
     };
-    assert_eq!(config(&[]).unwrap(), MonitoringConfig::default(), "nothing is told by default");
+    assert_eq!(
+        config(&[]).unwrap(),
+        MonitoringConfig::default(),
+        "nothing is told by default"
+    );
     assert_eq!(name(config(&[("DATADOG_API_KEY", "k".into())])), "DATADOG_APP_KEY");
     assert_eq!(
-        name(config(&[("MACKEREL_API_KEY", "k".into()), ("MACKEREL_ACTION", "delete".into())])),
+        name(config(&[
+            ("MACKEREL_API_KEY", "k".into()),
+            ("MACKEREL_ACTION", "delete".into())
+        ])),
         "MACKEREL_ACTION"
     );
     assert_eq!(
@@ -227,7 +257,10 @@ fn configuration_errors_name_the_variable() {
         ])),
         "MONITORING_WEBHOOK_HEADERS"
     );
-    assert_eq!(name(config(&[("MONITORING_WEBHOOK_URL", "example.com/h".into())])), "MONITORING_WEBHOOK_URL");
+    assert_eq!(
+        name(config(&[("MONITORING_WEBHOOK_URL", "example.com/h".into())])),
+        "MONITORING_WEBHOOK_URL"
+    );
 }
 
 #[tokio::test]
@@ -249,7 +282,10 @@ async fn a_failing_monitoring_system_never_holds_back_deregistration_or_quaranti
 
     let answer = handle(
         &app,
-        LambdaEvent::new(common::event_for("spot-interruption-terminate.json", &node.id), Context::default()),
+        LambdaEvent::new(
+            common::event_for("spot-interruption-terminate.json", &node.id),
+            Context::default(),
+        ),
     )
     .await
     .expect("the cleanup succeeds although Datadog failed");
@@ -265,7 +301,10 @@ async fn a_failing_monitoring_system_never_holds_back_deregistration_or_quaranti
     assert_eq!(summary.monitoring[0].system, System::Datadog);
     assert!(!summary.monitoring[0].ok);
     assert!(
-        summary.warnings.iter().any(|w| w.contains("Datadog") && w.contains("datadog is down")),
+        summary
+            .warnings
+            .iter()
+            .any(|w| w.contains("Datadog") && w.contains("datadog is down")),
         "{:?}",
         summary.warnings
     );

@@ -70,14 +70,27 @@ mod tests {
     fn the_function_is_required_and_the_interval_defaults_to_two_seconds() {
         assert!(matches!(
             config(&[]),
-            Err(ConfigError::Missing { name: "SPOT_CLEANUP_FUNCTION", .. })
+            Err(ConfigError::Missing {
+                name: "SPOT_CLEANUP_FUNCTION",
+                ..
+            })
         ));
         assert!(matches!(
             config(&[("SPOT_CLEANUP_FUNCTION", "  ")]),
-            Err(ConfigError::Missing { name: "SPOT_CLEANUP_FUNCTION", .. })
+            Err(ConfigError::Missing {
+                name: "SPOT_CLEANUP_FUNCTION",
+                ..
+            })
         ));
-        let c = config(&[("SPOT_CLEANUP_FUNCTION", "arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup")]).unwrap();
-        assert_eq!(c.function, "arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup");
+        let c = config(&[(
+            "SPOT_CLEANUP_FUNCTION",
+            "arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.function,
+            "arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup"
+        );
         assert_eq!(c.poll_interval, Duration::from_secs(2));
     }
 
@@ -91,14 +104,20 @@ mod tests {
             assert!(
                 matches!(
                     config(&[("SPOT_CLEANUP_FUNCTION", "f"), ("SPOT_AGENT_POLL_INTERVAL", bad)]),
-                    Err(ConfigError::Invalid { name: "SPOT_AGENT_POLL_INTERVAL", .. })
+                    Err(ConfigError::Invalid {
+                        name: "SPOT_AGENT_POLL_INTERVAL",
+                        ..
+                    })
                 ),
                 "{bad:?} is refused"
             );
         }
         assert!(matches!(
             config(&[("SPOT_CLEANUP_FUNCTION", "my function")]),
-            Err(ConfigError::Invalid { name: "SPOT_CLEANUP_FUNCTION", .. })
+            Err(ConfigError::Invalid {
+                name: "SPOT_CLEANUP_FUNCTION",
+                ..
+            })
         ));
     }
 }

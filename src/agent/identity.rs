@@ -43,11 +43,14 @@ pub enum IdentityError {
 impl Identity {
     pub fn parse(document: String, signature: String) -> Result<Self, IdentityError> {
         let parsed: Document = serde_json::from_str(&document).map_err(|e| IdentityError::Malformed(e.to_string()))?;
-        let instance_id =
-            InstanceId::parse(&parsed.instance_id).map_err(|_| IdentityError::BadInstanceId(Quoted::new(&parsed.instance_id)))?;
+        let instance_id = InstanceId::parse(&parsed.instance_id)
+            .map_err(|_| IdentityError::BadInstanceId(Quoted::new(&parsed.instance_id)))?;
         let region_like = !parsed.region.is_empty()
             && parsed.region.len() <= 32
-            && parsed.region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && parsed
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !region_like {
             return Err(IdentityError::BadRegion(Quoted::new(&parsed.region)));
         }
@@ -88,7 +91,10 @@ mod tests {
     #[test]
     fn a_bad_document_or_signature_is_refused() {
         let sig = || "sig".to_owned();
-        assert!(matches!(Identity::parse("{".into(), sig()), Err(IdentityError::Malformed(_))));
+        assert!(matches!(
+            Identity::parse("{".into(), sig()),
+            Err(IdentityError::Malformed(_))
+        ));
         assert!(matches!(
             Identity::parse(r#"{"instanceId": "i-0123abcd"}"#.into(), sig()),
             Err(IdentityError::Malformed(_))

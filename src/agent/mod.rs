@@ -182,7 +182,11 @@ impl Watcher {
     /// One read of each notice path; returns the notices not seen before.
     async fn round(&mut self, metadata: &mut Metadata, failures: &mut FailureLog) -> Vec<Notice> {
         let mut fresh = Vec::new();
-        for path in [notice::INSTANCE_ACTION_PATH, notice::REBALANCE_PATH, notice::LIFECYCLE_STATE_PATH] {
+        for path in [
+            notice::INSTANCE_ACTION_PATH,
+            notice::REBALANCE_PATH,
+            notice::LIFECYCLE_STATE_PATH,
+        ] {
             let body = match metadata.get(path).await {
                 Ok(body) => body,
                 Err(e) => {

@@ -234,7 +234,10 @@ mod tests {
         assert_eq!(first.key, again.key);
         assert_ne!(first.key, later.key);
         assert!(first.deadline > first.time);
-        assert!(matches!(parse_rebalance(r#"{"time": "x"}"#), Err(NoticeError::Malformed { .. })));
+        assert!(matches!(
+            parse_rebalance(r#"{"time": "x"}"#),
+            Err(NoticeError::Malformed { .. })
+        ));
         assert!(matches!(
             parse_rebalance(r#"{"noticeTime": "01:00"}"#),
             Err(NoticeError::BadTime { .. })
@@ -250,11 +253,16 @@ mod tests {
         let notice = parse_lifecycle_state("Terminated", seen).unwrap().unwrap();
         assert_eq!(notice.action, Action::ScaleIn);
         assert_eq!(notice.time, seen);
-        let later = parse_lifecycle_state("Terminated\n", seen + TimeDelta::seconds(5)).unwrap().unwrap();
+        let later = parse_lifecycle_state("Terminated\n", seen + TimeDelta::seconds(5))
+            .unwrap()
+            .unwrap();
         assert_eq!(notice.key, later.key, "seen again later, it is the same notice");
         for bad in ["", "{\"state\": 1}", "In Service", &"x".repeat(65)] {
             assert!(
-                matches!(parse_lifecycle_state(bad, seen), Err(NoticeError::BadLifecycleState { .. })),
+                matches!(
+                    parse_lifecycle_state(bad, seen),
+                    Err(NoticeError::BadLifecycleState { .. })
+                ),
                 "{bad:?}"
             );
         }
@@ -264,7 +272,9 @@ mod tests {
     fn the_payload_carries_the_identity_raw_and_the_action_in_kebab_case() {
         let document = "{\n  \"accountId\" : \"123456789012\",\n  \"instanceId\" : \"i-0123456789abcdef0\",\n  \"region\" : \"eu-west-1\"\n}";
         let identity = Identity::parse(document.to_owned(), "c2lnbmF0dXJl\n".to_owned()).unwrap();
-        let notice = parse_lifecycle_state("Terminated", at("2026-11-22T01:02:03.456Z")).unwrap().unwrap();
+        let notice = parse_lifecycle_state("Terminated", at("2026-11-22T01:02:03.456Z"))
+            .unwrap()
+            .unwrap();
         let payload = serde_json::to_value(InvokePayload::new(&identity, &notice)).unwrap();
         assert_eq!(
             payload,

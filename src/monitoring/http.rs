@@ -58,7 +58,12 @@ impl HttpClient {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| format!("{e}"))?;
             let status = response.status().as_u16();
-            let body = response.into_body().collect().await.map_err(|e| format!("{e}"))?.to_bytes();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{e}"))?
+                .to_bytes();
             Ok(Answer {
                 status,
                 body: String::from_utf8_lossy(&body).into_owned(),
@@ -82,7 +87,10 @@ fn host_of(url: &str) -> &str {
 mod tests {
     #[test]
     fn errors_name_the_host_not_the_secret_path() {
-        assert_eq!(super::host_of("https://hooks.example.com/services/T0/B0/SECRET"), "https://hooks.example.com");
+        assert_eq!(
+            super::host_of("https://hooks.example.com/services/T0/B0/SECRET"),
+            "https://hooks.example.com"
+        );
         assert_eq!(super::host_of("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
     }
 }

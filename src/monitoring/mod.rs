@@ -215,10 +215,13 @@ impl Monitoring {
         }
         let Some(http) = self.http.clone() else {
             for request in &requests {
-                changes.entry(request.instance_id.clone()).or_default().extend(self.all_failed(
-                    request,
-                    "no HTTPS client: the system's TLS root certificates could not be loaded",
-                ));
+                changes
+                    .entry(request.instance_id.clone())
+                    .or_default()
+                    .extend(self.all_failed(
+                        request,
+                        "no HTTPS client: the system's TLS root certificates could not be loaded",
+                    ));
             }
             return changes;
         };
@@ -313,10 +316,20 @@ impl Monitoring {
             out.push(HostChange::new(System::Datadog, host, "muted", Err(error.to_owned())));
         }
         if let Some(m) = &self.config.mackerel {
-            out.push(HostChange::new(System::Mackerel, host, m.action.as_str(), Err(error.to_owned())));
+            out.push(HostChange::new(
+                System::Mackerel,
+                host,
+                m.action.as_str(),
+                Err(error.to_owned()),
+            ));
         }
         if self.config.webhook.is_some() {
-            out.push(HostChange::new(System::Webhook, host, "notified", Err(error.to_owned())));
+            out.push(HostChange::new(
+                System::Webhook,
+                host,
+                "notified",
+                Err(error.to_owned()),
+            ));
         }
         out
     }
@@ -325,7 +338,10 @@ impl Monitoring {
     async fn resolve_secrets(&self) -> ResolvedSecrets {
         let mut resolved = ResolvedSecrets::default();
         if let Some(d) = &self.config.datadog {
-            resolved.datadog = match (d.api_key.resolve(self.secrets.as_ref()).await, d.application_key.resolve(self.secrets.as_ref()).await) {
+            resolved.datadog = match (
+                d.api_key.resolve(self.secrets.as_ref()).await,
+                d.application_key.resolve(self.secrets.as_ref()).await,
+            ) {
                 (Ok(api), Ok(app)) => Ok((api, app)),
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };

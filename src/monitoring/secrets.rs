@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn a_prefix_names_the_store_and_a_literal_is_never_printed() {
-        assert_eq!(Secret::parse("ssm:/spot-cleanup/dd"), Secret::Parameter("/spot-cleanup/dd".into()));
+        assert_eq!(
+            Secret::parse("ssm:/spot-cleanup/dd"),
+            Secret::Parameter("/spot-cleanup/dd".into())
+        );
         assert_eq!(
             Secret::parse(" secretsmanager:arn:aws:secretsmanager:us-east-1:123456789012:secret:dd "),
             Secret::SecretsManager("arn:aws:secretsmanager:us-east-1:123456789012:secret:dd".into())

@@ -67,7 +67,10 @@ mod tests {
     #[test]
     fn placeholders_are_filled_and_escaped_for_json() {
         let t = Template::parse(r#"{"text": "{{instance_id}} is going ({{ action }}), event {{event_id}}"}"#).unwrap();
-        let fields = BTreeMap::from([("instance_id", "i-0123abcd".to_owned()), ("action", "say \"hi\"\n".to_owned())]);
+        let fields = BTreeMap::from([
+            ("instance_id", "i-0123abcd".to_owned()),
+            ("action", "say \"hi\"\n".to_owned()),
+        ]);
         let body = t.render(&fields).unwrap();
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["text"], "i-0123abcd is going (say \"hi\"\n), event ");

@@ -110,7 +110,9 @@ impl HttpServer {
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting for {what}; requests so far: {:#?}",
-                seen.iter().map(|r| format!("{} {}", r.method, r.path)).collect::<Vec<_>>()
+                seen.iter()
+                    .map(|r| format!("{} {}", r.method, r.path))
+                    .collect::<Vec<_>>()
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -133,12 +135,20 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, handler: &Handler) {
         requests.lock().unwrap().push(request.clone());
         let reply = handler(&request);
         thread::sleep(reply.delay);
-        let mut head = format!("HTTP/1.1 {} X\r\ncontent-length: {}\r\n", reply.status, reply.body.len());
+        let mut head = format!(
+            "HTTP/1.1 {} X\r\ncontent-length: {}\r\n",
+            reply.status,
+            reply.body.len()
+        );
         for (name, value) in &reply.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
-        if writer.write_all(head.as_bytes()).and_then(|_| writer.write_all(&reply.body)).is_err() {
+        if writer
+            .write_all(head.as_bytes())
+            .and_then(|_| writer.write_all(&reply.body))
+            .is_err()
+        {
             return;
         }
     }
