@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::input::{InstanceId, Request, Trigger};
 use crate::instance::{Instance, describe_instances};
 use crate::locate::{AutoScaling, Index, Located, Locator, Sweep, TargetRegistration};
+use crate::monitoring::Monitoring;
+use crate::monitoring::secrets::SecretClients;
 use crate::pace::Pace;
 use crate::steps::deregister::{self, Verdict};
 use crate::steps::notify;
@@ -38,6 +40,8 @@ pub struct App {
     pub elb_pace: Pace,
     /// A slower share for the index refresh, which is background work.
     pub refresh_pace: Pace,
+    /// The monitoring systems told at notice time, alongside the cleanup.
+    pub monitoring: Monitoring,
     /// The quarantine groups by VPC, looked up during init (see `warm`) and again when stale.
     pub quarantine_groups: QuarantineGroupCache,
 }
@@ -59,8 +63,10 @@ impl App {
         let refresh_rate = config.refresh_concurrency as u32;
         let refresh_pace = Pace::new(refresh_rate, f64::from(refresh_rate));
         let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone()));
+        let monitoring = Monitoring::new(config.monitoring.clone(), None);
         let quarantine_groups = QuarantineGroupCache::new(config.quarantine_groups.clone());
         App {
+            monitoring,
             config,
             clients,
             fast_locators,
@@ -69,6 +75,14 @@ impl App {
             refresh_pace,
             quarantine_groups,
         }
+    }
+}
+
+impl App {
+    /// Let the monitoring step read `ssm:` and `secretsmanager:` secrets.
+    pub fn with_secret_clients(mut self, secrets: SecretClients) -> Self {
+        self.monitoring = Monitoring::new(self.config.monitoring.clone(), Some(secrets));
+        self
     }
 }
 
@@ -104,6 +118,12 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
     let mut seen = HashSet::new();
     let requests: Vec<&Request> = requests.iter().filter(|r| seen.insert(r.instance_id.clone())).collect();
     let ids: Vec<InstanceId> = requests.iter().map(|r| r.instance_id.clone()).collect();
+    // At notice time, beside everything else: nothing below waits for the monitoring systems until the summaries.
+    let monitoring = tokio::spawn(
+        app.monitoring
+            .clone()
+            .disable_hosts(requests.iter().map(|r| (*r).clone()).collect()),
+    );
 
     let described = describe_instances(&app.clients.ec2, &ids).await;
     let describe_ms = elapsed_ms(clock);
@@ -241,6 +261,7 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
                 verify: verify_ms,
                 total: 0,
             },
+            monitoring: Vec::new(),
         };
         for error in &known.locate_errors {
             summary.errors.push(StepError {
@@ -325,10 +346,27 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         summaries.push(summary);
     }
 
+    let mut monitored = monitoring.await.unwrap_or_default();
+    for summary in &mut summaries {
+        summary.monitoring = monitored.remove(&summary.instance.id).unwrap_or_default();
+        for failed in summary.monitoring.iter().filter(|c| !c.ok) {
+            summary.warnings.push(format!(
+                "monitoring: {:?} could not be told ({}): {}",
+                failed.system,
+                failed.action,
+                failed.error.as_deref().unwrap_or("failed")
+            ));
+        }
+    }
+
     // Publishing is independent per instance, and the last step: run them together.
     let published = bounded_all(summaries.len(), summaries.clone(), |summary| {
-        let (sns, topic) = (app.clients.sns.clone(), app.config.sns_topic_arn.clone());
-        async move { notify::publish(&sns, &topic, &summary).await }
+        let (sns, topic, format) = (
+            app.clients.sns.clone(),
+            app.config.sns_topic_arn.clone(),
+            app.config.notify_format,
+        );
+        async move { notify::publish(&sns, &topic, &summary, format).await }
     })
     .await;
     for (summary, published) in summaries.iter_mut().zip(published) {
@@ -347,6 +385,7 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
             summary = %serde_json::to_string(&summary).unwrap_or_default(),
             "cleanup finished"
         );
+        crate::metrics::emit(&summary);
         reports.push(Report {
             instance_id: summary.instance.id.clone(),
             result: Ok(summary),
@@ -657,6 +696,7 @@ mod tests {
             warnings: vec![],
             errors: vec![],
             timings_ms: Timings::default(),
+            monitoring: vec![],
         }
     }
 

@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+use crate::monitoring::MonitoringConfig;
+use crate::steps::render::NotifyFormat;
+
 /// Default number of concurrent DescribeTargetHealth / DeregisterTargets calls. The ELB Describe* bucket refills at
 /// 10 per second, so more than that only spends the burst faster.
 pub const DEFAULT_CONCURRENCY: usize = 10;
@@ -50,6 +53,10 @@ pub struct Config {
     /// ELB Describe* calls per second this function allows itself (`ELB_DESCRIBE_RATE`, 1 to 40, default 10), with a
     /// burst of four times that. 10 is AWS's refill rate for the whole account and region.
     pub elb_describe_rate: usize,
+    /// The monitoring systems told at notice time (`DATADOG_*`, `MACKEREL_*`, `MONITORING_WEBHOOK_*`); none by default.
+    pub monitoring: MonitoringConfig,
+    /// The SNS message's form (`NOTIFY_FORMAT`: json, email or chatbot; default json).
+    pub notify_format: NotifyFormat,
     /// Open the connections to every AWS endpoint from init (`WARM_UP`, default false); see `warm`.
     pub warm_up: bool,
 }
@@ -143,7 +150,16 @@ impl Config {
             }
         };
 
+        let monitoring = MonitoringConfig::from_lookup(&get)?;
+        let notify_format = match get("NOTIFY_FORMAT") {
+            None => NotifyFormat::Json,
+            Some(v) => NotifyFormat::parse(&v)
+                .ok_or_else(|| invalid("NOTIFY_FORMAT", &v, "expected json, email or chatbot"))?,
+        };
+
         Ok(Config {
+            monitoring,
+            notify_format,
             sns_topic_arn,
             quarantine_groups,
             dry_run,

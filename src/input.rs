@@ -69,7 +69,7 @@ impl From<InstanceId> for String {
 }
 
 /// What is about to happen to the instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Terminate,

@@ -3,7 +3,9 @@
 //!
 //! Data flows one way: `input` -> `instance` (describe) -> `locate` -> `steps` -> `summary`, wired by `cleanup`, with
 //! `handler` shaping the Lambda answer. `index` keeps the optional registration index that `locate` reads first.
+//! `agent` is the node agent (`spot-agent`) that invokes the function from a Spot node.
 
+pub mod agent;
 pub mod aws_error;
 pub mod bounded;
 pub mod cleanup;
@@ -15,6 +17,8 @@ pub mod input;
 pub mod instance;
 pub mod locate;
 pub mod logging;
+pub mod metrics;
+pub mod monitoring;
 pub mod pace;
 pub mod steps;
 pub mod summary;

@@ -2,14 +2,20 @@
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
+use spot_cleanup::monitoring::secrets::SecretClients;
 use spot_cleanup::{App, Clients, Config, handle};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     spot_cleanup::logging::init();
     let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
+    let monitored = !config.monitoring.is_empty();
+    let mut app = App::new(config, Clients::from_env().await);
+    if monitored {
+        app = app.with_secret_clients(SecretClients::from_env().await);
+    }
     // Lives as long as the process; the warm-up task and the handler both borrow it.
-    let app: &'static App = Box::leak(Box::new(App::new(config, Clients::from_env().await)));
+    let app: &'static App = Box::leak(Box::new(app));
     if app.config.warm_up {
         tokio::spawn(spot_cleanup::warm::warm_up_in_background(app));
     }

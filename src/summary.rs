@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::input::{InstanceId, Trigger};
 use crate::locate::TargetKind;
+use crate::monitoring::HostChange;
 use crate::steps::quarantine::{EniChange, EniStatus};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -35,6 +36,9 @@ pub struct Summary {
     pub warnings: Vec<String>,
     pub errors: Vec<StepError>,
     pub timings_ms: Timings,
+    /// What each monitoring system was asked at notice time; its failures are warnings, not cleanup errors.
+    #[serde(default)]
+    pub monitoring: Vec<HostChange>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

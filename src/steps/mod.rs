@@ -3,3 +3,4 @@
 pub mod deregister;
 pub mod notify;
 pub mod quarantine;
+pub mod render;

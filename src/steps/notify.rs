@@ -5,6 +5,7 @@ use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::aws_error;
 use crate::steps::quarantine::EniStatus;
+use crate::steps::render::{self, NotifyFormat};
 use crate::summary::{Outcome, Summary};
 
 /// SNS refuses longer subjects.
@@ -13,7 +14,12 @@ pub const SUBJECT_MAX: usize = 100;
 const MESSAGE_MAX: usize = 240 * 1024;
 
 /// Publish the summary; returns the SNS message id.
-pub async fn publish(sns: &aws_sdk_sns::Client, topic_arn: &str, summary: &Summary) -> Result<String, String> {
+pub async fn publish(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+    summary: &Summary,
+    format: NotifyFormat,
+) -> Result<String, String> {
     let string_attribute = |value: &str| {
         MessageAttributeValue::builder()
             .data_type("String")
@@ -25,7 +31,11 @@ pub async fn publish(sns: &aws_sdk_sns::Client, topic_arn: &str, summary: &Summa
         .publish()
         .topic_arn(topic_arn)
         .subject(subject(summary))
-        .message(message(summary))
+        .message(match format {
+            NotifyFormat::Json => message(summary),
+            NotifyFormat::Email => render::text(summary),
+            NotifyFormat::Chatbot => render::chatbot(summary),
+        })
         .message_attributes("instance_id", string_attribute(summary.instance.id.as_str()))
         .message_attributes("outcome", string_attribute(summary.outcome.as_str()))
         .message_attributes("trigger", string_attribute(summary.trigger.label()));

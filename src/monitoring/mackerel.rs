@@ -1,0 +1,68 @@
+//! Mackerel: find the host by its custom identifier (the instance id), then set it to maintenance, which silences
+//! its alerts, or retire it, which removes it.
+
+use serde::Deserialize;
+
+use super::http::HttpClient;
+use super::{HostChange, System, answer_error};
+
+pub const DEFAULT_API_URL: &str = "https://api.mackerelio.com";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MackerelAction {
+    Maintenance,
+    Retire,
+}
+
+impl MackerelAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MackerelAction::Maintenance => "maintenance",
+            MackerelAction::Retire => "retired",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Hosts {
+    hosts: Vec<Host>,
+}
+
+#[derive(Deserialize)]
+struct Host {
+    id: String,
+}
+
+pub async fn disable(
+    http: &HttpClient,
+    api_url: &str,
+    api_key: &str,
+    instance_id: &str,
+    action: MackerelAction,
+) -> HostChange {
+    let base = api_url.trim_end_matches('/');
+    let headers = [("X-Api-Key".to_owned(), api_key.to_owned())];
+    let change = |result| HostChange::new(System::Mackerel, instance_id, action.as_str(), result);
+    let url = format!("{base}/api/v0/hosts?customIdentifier={instance_id}");
+    let found = match http.send(http::Method::GET, &url, &headers, None).await {
+        Ok(answer) if answer.status == 200 => serde_json::from_str::<Hosts>(&answer.body)
+            .map_err(|e| format!("Mackerel's host list is not the expected JSON: {e}")),
+        other => Err(answer_error(other).err().unwrap_or_default()),
+    };
+    let host_id = match found.map(|h| h.hosts.into_iter().next()) {
+        Ok(Some(host)) => host.id,
+        Ok(None) => return change(Err(format!("no Mackerel host has customIdentifier {instance_id}"))),
+        Err(e) => return change(Err(e)),
+    };
+    let (url, body) = match action {
+        MackerelAction::Maintenance => (
+            format!("{base}/api/v0/hosts/{host_id}/status"),
+            r#"{"status":"maintenance"}"#,
+        ),
+        MackerelAction::Retire => (format!("{base}/api/v0/hosts/{host_id}/retire"), "{}"),
+    };
+    let answer = http
+        .send(http::Method::POST, &url, &headers, Some(body.to_owned()))
+        .await;
+    change(answer_error(answer))
+}

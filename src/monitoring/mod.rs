@@ -1,0 +1,409 @@
+//! The monitoring step: at notice time, tell the monitoring systems that the host is going, so that its
+//! disappearance pages nobody. Datadog (mute), Mackerel (maintenance or retire) and a generic webhook are built in.
+//!
+//! It runs alongside the cleanup, never before it: deregistration and quarantine do not wait for it, and its
+//! failures are reported in the summary (`monitoring`, and a warning) without changing the cleanup's outcome.
+
+pub mod datadog;
+pub mod http;
+pub mod mackerel;
+pub mod secrets;
+pub mod template;
+pub mod webhook;
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use crate::cleanup::terminates_at;
+use crate::config::ConfigError;
+use crate::input::{InstanceId, Request};
+use http::{Answer, HttpClient};
+use mackerel::MackerelAction;
+use secrets::{Secret, SecretClients};
+use template::Template;
+
+/// The body a webhook gets when `MONITORING_WEBHOOK_BODY` is not set.
+pub const DEFAULT_WEBHOOK_BODY: &str = r#"{"instance_id": "{{instance_id}}", "action": "{{action}}", "event_id": "{{event_id}}", "terminates_at": "{{terminates_at}}"}"#;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum System {
+    Datadog,
+    Mackerel,
+    Webhook,
+}
+
+/// What one monitoring system was asked to do for one host, and whether it did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostChange {
+    pub system: System,
+    pub host: String,
+    /// `muted`, `maintenance`, `retired` or `notified`.
+    pub action: String,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+impl HostChange {
+    fn new(system: System, host: &str, action: &str, result: Result<(), String>) -> Self {
+        Self {
+            system,
+            host: host.to_owned(),
+            action: action.to_owned(),
+            ok: result.is_ok(),
+            error: result.err(),
+        }
+    }
+}
+
+/// A 2xx answer is success; anything else is an error that quotes the start of the body.
+fn answer_error(answer: Result<Answer, String>) -> Result<(), String> {
+    match answer {
+        Ok(a) if (200..300).contains(&a.status) => Ok(()),
+        Ok(a) => Err(format!(
+            "answered {}: {}",
+            a.status,
+            a.body.chars().take(200).collect::<String>()
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatadogConfig {
+    pub api_url: String,
+    pub api_key: Secret,
+    pub application_key: Secret,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MackerelConfig {
+    pub api_url: String,
+    pub api_key: Secret,
+    pub action: MackerelAction,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub body: Template,
+    pub headers: Vec<(String, Secret)>,
+}
+
+/// Which systems to tell; each is on when its key (or URL) is set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MonitoringConfig {
+    pub datadog: Option<DatadogConfig>,
+    pub mackerel: Option<MackerelConfig>,
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl MonitoringConfig {
+    pub fn is_empty(&self) -> bool {
+        self.datadog.is_none() && self.mackerel.is_none() && self.webhook.is_none()
+    }
+
+    pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let set = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let invalid = |name: &'static str, value: &str, reason: &'static str| ConfigError::Invalid {
+            name,
+            value: value.to_owned(),
+            reason,
+        };
+        let url = |name: &'static str, default: &str| -> Result<String, ConfigError> {
+            let value = set(name).unwrap_or_else(|| default.to_owned());
+            if value.starts_with("https://") || value.starts_with("http://") {
+                Ok(value)
+            } else {
+                Err(invalid(name, &value, "expected an http:// or https:// URL"))
+            }
+        };
+
+        let datadog = match set("DATADOG_API_KEY") {
+            None => None,
+            Some(api_key) => Some(DatadogConfig {
+                api_url: url("DATADOG_API_URL", datadog::DEFAULT_API_URL)?,
+                api_key: Secret::parse(&api_key),
+                application_key: Secret::parse(&set("DATADOG_APP_KEY").ok_or(ConfigError::Missing {
+                    name: "DATADOG_APP_KEY",
+                    hint: "muting a host needs an application key as well as DATADOG_API_KEY",
+                })?),
+            }),
+        };
+        let mackerel = match set("MACKEREL_API_KEY") {
+            None => None,
+            Some(api_key) => Some(MackerelConfig {
+                api_url: url("MACKEREL_API_URL", mackerel::DEFAULT_API_URL)?,
+                api_key: Secret::parse(&api_key),
+                action: match set("MACKEREL_ACTION").as_deref() {
+                    None | Some("maintenance") => MackerelAction::Maintenance,
+                    Some("retire") => MackerelAction::Retire,
+                    Some(other) => return Err(invalid("MACKEREL_ACTION", other, "expected maintenance or retire")),
+                },
+            }),
+        };
+        let webhook = match set("MONITORING_WEBHOOK_URL") {
+            None => None,
+            Some(_) => {
+                let raw_body = set("MONITORING_WEBHOOK_BODY").unwrap_or_else(|| DEFAULT_WEBHOOK_BODY.to_owned());
+                let body = Template::parse(&raw_body).map_err(|_| {
+                    invalid(
+                        "MONITORING_WEBHOOK_BODY",
+                        &raw_body,
+                        "expected a JSON template whose {{placeholders}} are fields of the notice",
+                    )
+                })?;
+                let headers = match set("MONITORING_WEBHOOK_HEADERS") {
+                    None => Vec::new(),
+                    Some(raw) => serde_json::from_str::<BTreeMap<String, String>>(&raw)
+                        .map_err(|_| {
+                            invalid(
+                                "MONITORING_WEBHOOK_HEADERS",
+                                "(not shown: it may hold secrets)",
+                                "expected a JSON object of header names to values, ssm:<name> or secretsmanager:<id>",
+                            )
+                        })?
+                        .into_iter()
+                        .map(|(name, value)| (name, Secret::parse(&value)))
+                        .collect(),
+                };
+                Some(WebhookConfig {
+                    url: url("MONITORING_WEBHOOK_URL", "")?,
+                    body,
+                    headers,
+                })
+            }
+        };
+        Ok(Self {
+            datadog,
+            mackerel,
+            webhook,
+        })
+    }
+}
+
+/// Everything the step needs, cheap to clone into a task of its own.
+#[derive(Clone, Debug)]
+pub struct Monitoring {
+    config: MonitoringConfig,
+    secrets: Option<SecretClients>,
+    http: Option<HttpClient>,
+}
+
+impl Monitoring {
+    pub fn new(config: MonitoringConfig, secrets: Option<SecretClients>) -> Self {
+        // Without a system there is nothing to call, so no TLS set-up either.
+        let http = if config.is_empty() {
+            None
+        } else {
+            HttpClient::new()
+                .inspect_err(|e| tracing::error!(error = %e, "the monitoring step cannot make HTTPS calls"))
+                .ok()
+        };
+        Self { config, secrets, http }
+    }
+
+    /// Tell every configured system about every instance, all at once. The answer has one entry per system and
+    /// instance; nothing at all when no system is configured.
+    pub async fn disable_hosts(self, requests: Vec<Request>) -> HashMap<InstanceId, Vec<HostChange>> {
+        let mut changes: HashMap<InstanceId, Vec<HostChange>> = HashMap::new();
+        if self.config.is_empty() || requests.is_empty() {
+            return changes;
+        }
+        let Some(http) = self.http.clone() else {
+            for request in &requests {
+                changes
+                    .entry(request.instance_id.clone())
+                    .or_default()
+                    .extend(self.all_failed(
+                        request,
+                        "no HTTPS client: the system's TLS root certificates could not be loaded",
+                    ));
+            }
+            return changes;
+        };
+        let keys = self.resolve_secrets().await;
+        let mut calls = JoinSet::new();
+        for request in requests {
+            let fields = fields(&request);
+            let host = request.instance_id.to_string();
+            let action = fields["action"].clone();
+            let terminates_at = terminates_at(&request.trigger, Utc::now()).unwrap_or_else(Utc::now);
+            if let Some(datadog) = &self.config.datadog {
+                let (http, url, keys, host, action, id) = (
+                    http.clone(),
+                    datadog.api_url.clone(),
+                    keys.datadog.clone(),
+                    host.clone(),
+                    action.clone(),
+                    request.instance_id.clone(),
+                );
+                calls.spawn(async move {
+                    let change = match keys {
+                        Ok((api, application)) => {
+                            let keys = datadog::Keys { api, application };
+                            datadog::mute(&http, &url, &keys, &host, &action, terminates_at).await
+                        }
+                        Err(e) => HostChange::new(System::Datadog, &host, "muted", Err(e)),
+                    };
+                    (id, change)
+                });
+            }
+            if let Some(mackerel) = &self.config.mackerel {
+                let (http, url, key, host, mackerel_action, id) = (
+                    http.clone(),
+                    mackerel.api_url.clone(),
+                    keys.mackerel.clone(),
+                    host.clone(),
+                    mackerel.action,
+                    request.instance_id.clone(),
+                );
+                calls.spawn(async move {
+                    let change = match key {
+                        Ok(key) => mackerel::disable(&http, &url, &key, &host, mackerel_action).await,
+                        Err(e) => HostChange::new(System::Mackerel, &host, mackerel_action.as_str(), Err(e)),
+                    };
+                    (id, change)
+                });
+            }
+            if let Some(webhook) = &self.config.webhook {
+                let (http, url, body, headers, id) = (
+                    http.clone(),
+                    webhook.url.clone(),
+                    webhook.body.clone(),
+                    keys.webhook_headers.clone(),
+                    request.instance_id.clone(),
+                );
+                calls.spawn(async move {
+                    let change = match headers {
+                        Ok(headers) => webhook::notify(&http, &url, &headers, &body, &fields).await,
+                        Err(e) => HostChange::new(System::Webhook, id.as_str(), "notified", Err(e)),
+                    };
+                    (id, change)
+                });
+            }
+        }
+        while let Some(done) = calls.join_next().await {
+            match done {
+                Ok((id, change)) => {
+                    tracing::info!(
+                        step = "monitoring",
+                        instance_id = id.as_str(),
+                        system = ?change.system,
+                        action = change.action,
+                        ok = change.ok,
+                        error = change.error.as_deref().unwrap_or(""),
+                        "monitoring told"
+                    );
+                    changes.entry(id).or_default().push(change);
+                }
+                Err(e) => tracing::error!(step = "monitoring", error = %e, "a monitoring call panicked"),
+            }
+        }
+        for list in changes.values_mut() {
+            list.sort_by_key(|c| c.system as u8);
+        }
+        changes
+    }
+
+    fn all_failed(&self, request: &Request, error: &str) -> Vec<HostChange> {
+        let host = request.instance_id.as_str();
+        let mut out = Vec::new();
+        if self.config.datadog.is_some() {
+            out.push(HostChange::new(System::Datadog, host, "muted", Err(error.to_owned())));
+        }
+        if let Some(m) = &self.config.mackerel {
+            out.push(HostChange::new(
+                System::Mackerel,
+                host,
+                m.action.as_str(),
+                Err(error.to_owned()),
+            ));
+        }
+        if self.config.webhook.is_some() {
+            out.push(HostChange::new(
+                System::Webhook,
+                host,
+                "notified",
+                Err(error.to_owned()),
+            ));
+        }
+        out
+    }
+
+    /// Each secret is read once per invocation, whatever the batch size.
+    async fn resolve_secrets(&self) -> ResolvedSecrets {
+        let mut resolved = ResolvedSecrets::default();
+        if let Some(d) = &self.config.datadog {
+            resolved.datadog = match (
+                d.api_key.resolve(self.secrets.as_ref()).await,
+                d.application_key.resolve(self.secrets.as_ref()).await,
+            ) {
+                (Ok(api), Ok(app)) => Ok((api, app)),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        if let Some(m) = &self.config.mackerel {
+            resolved.mackerel = m.api_key.resolve(self.secrets.as_ref()).await;
+        }
+        if let Some(w) = &self.config.webhook {
+            let mut headers = Vec::new();
+            for (name, secret) in &w.headers {
+                match secret.resolve(self.secrets.as_ref()).await {
+                    Ok(value) => headers.push((name.clone(), value)),
+                    Err(e) => {
+                        resolved.webhook_headers = Err(format!("header {name}: {e}"));
+                        return resolved;
+                    }
+                }
+            }
+            resolved.webhook_headers = Ok(headers);
+        }
+        resolved
+    }
+}
+
+struct ResolvedSecrets {
+    datadog: Result<(String, String), String>,
+    mackerel: Result<String, String>,
+    webhook_headers: Result<Vec<(String, String)>, String>,
+}
+
+impl Default for ResolvedSecrets {
+    fn default() -> Self {
+        let unset = "not configured";
+        Self {
+            datadog: Err(unset.to_owned()),
+            mackerel: Err(unset.to_owned()),
+            webhook_headers: Err(unset.to_owned()),
+        }
+    }
+}
+
+/// The notice's fields, for the webhook template and the systems' messages.
+pub fn fields(request: &Request) -> BTreeMap<&'static str, String> {
+    let trigger = &request.trigger;
+    let text = |v: Option<String>| v.unwrap_or_default();
+    let action = trigger
+        .action
+        .and_then(|a| serde_json::to_value(a).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "terminate".to_owned());
+    let now = Utc::now();
+    BTreeMap::from([
+        ("instance_id", request.instance_id.to_string()),
+        ("action", action),
+        ("trigger", trigger.label().to_owned()),
+        ("event_id", text(trigger.event_id.clone())),
+        ("region", text(trigger.region.clone())),
+        ("account", text(trigger.account.clone())),
+        (
+            "terminates_at",
+            text(terminates_at(trigger, now).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))),
+        ),
+        ("notified_at", now.to_rfc3339_opts(SecondsFormat::Secs, true)),
+    ])
+}
