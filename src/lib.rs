@@ -9,6 +9,7 @@ pub mod bounded;
 pub mod cleanup;
 pub mod clients;
 pub mod config;
+pub mod dispatch;
 pub mod handler;
 pub mod index;
 pub mod input;
@@ -16,6 +17,7 @@ pub mod instance;
 pub mod locate;
 pub mod logging;
 pub mod pace;
+pub mod places;
 pub mod steps;
 pub mod summary;
 
