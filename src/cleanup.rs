@@ -21,7 +21,7 @@ use crate::places::{PlaceError, Places};
 use crate::steps::deregister::{self, Verdict};
 use crate::steps::lifecycle::{self, DrainWait};
 use crate::steps::notify;
-use crate::steps::quarantine::{self, EniChange, EniStatus};
+use crate::steps::quarantine::{self, EniChange, EniStatus, QuarantineGroupCache};
 use crate::summary::{InstanceInfo, Outcome, SCHEMA_VERSION, Step, StepError, Summary, TargetChange, Timings};
 
 /// Spot's notice: the instance goes two minutes after the warning.
@@ -44,6 +44,8 @@ pub struct App {
     pub drain_wait: Option<DrainWait>,
     /// Clients for other regions and accounts; None serves only this App's own.
     pub places: Option<Arc<Places>>,
+    /// The quarantine groups by VPC, looked up during init (see `warm`) and again when stale.
+    pub quarantine_groups: QuarantineGroupCache,
 }
 
 impl App {
@@ -64,6 +66,7 @@ impl App {
         let refresh_pace = Pace::new(refresh_rate, f64::from(refresh_rate));
         let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone()));
         let drain_wait = config.lifecycle_wait_for_draining.then(DrainWait::default);
+        let quarantine_groups = QuarantineGroupCache::new(config.quarantine_groups.clone());
         App {
             config,
             clients,
@@ -73,6 +76,7 @@ impl App {
             refresh_pace,
             drain_wait,
             places: None,
+            quarantine_groups,
         }
     }
 
@@ -555,8 +559,8 @@ async fn quarantine_all(app: &App, instances: &[Instance]) -> HashMap<InstanceId
             .map(|eni| quarantine::unchanged(eni, vpc.clone(), error))
             .collect()
     };
-    let groups = match quarantine::resolve_quarantine_groups(&app.clients.ec2, &app.config.quarantine_groups).await {
-        Ok(groups) => Arc::new(groups),
+    let groups = match app.quarantine_groups.get(&app.clients.ec2).await {
+        Ok(groups) => groups,
         Err(e) => {
             let message = e.to_string();
             return with_enis

@@ -61,6 +61,8 @@ pub struct Config {
     pub home_account: String,
     /// The role assumed in another account (`CROSS_ACCOUNT_ROLE_NAME`); None refuses events for other accounts.
     pub cross_account_role_name: Option<String>,
+    /// Open the connections to every AWS endpoint during init (`WARM_UP`, default true); see `warm`.
+    pub warm_up: bool,
 }
 
 /// What to do with a warning that does not force the instance out (rebalance, scheduled change).
@@ -131,13 +133,14 @@ impl Config {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let flag = |name: &'static str| match get(name).as_deref().map(str::trim) {
-            None | Some("") => Ok(false),
+        let flag = |name: &'static str, default: bool| match get(name).as_deref().map(str::trim) {
+            None | Some("") => Ok(default),
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
             Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
             Some(v) => Err(invalid(name, v, "expected true or false")),
         };
-        let dry_run = flag("DRY_RUN")?;
+        let dry_run = flag("DRY_RUN", false)?;
+        let warm_up = flag("WARM_UP", true)?;
 
         let bounded = |name: &'static str, default: usize| match get(name).as_deref().map(str::trim) {
             None | Some("") => Ok(default),
@@ -172,7 +175,7 @@ impl Config {
         };
         let rebalance_action = event_action("REBALANCE_ACTION")?;
         let health_action = event_action("HEALTH_ACTION")?;
-        let lifecycle_wait_for_draining = flag("LIFECYCLE_WAIT_FOR_DRAINING")?;
+        let lifecycle_wait_for_draining = flag("LIFECYCLE_WAIT_FOR_DRAINING", false)?;
 
         let home_account = match get("HOME_ACCOUNT_ID").as_deref().map(str::trim) {
             None | Some("") => sns_topic_arn.split(':').nth(4).unwrap_or_default().to_owned(),
@@ -204,6 +207,7 @@ impl Config {
             lifecycle_wait_for_draining,
             home_account,
             cross_account_role_name,
+            warm_up,
         })
     }
 }
@@ -261,6 +265,7 @@ mod tests {
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(c.registration_index_table, None, "the index is optional");
         assert_eq!(c.refresh_concurrency, DEFAULT_REFRESH_CONCURRENCY);
+        assert!(c.warm_up, "connections are warmed during init unless turned off");
     }
 
     #[test]

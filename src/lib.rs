@@ -20,6 +20,7 @@ pub mod pace;
 pub mod places;
 pub mod steps;
 pub mod summary;
+pub mod warm;
 
 pub use cleanup::{App, Report, clean_up};
 pub use clients::Clients;

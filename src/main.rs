@@ -12,5 +12,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
     let shared = spot_cleanup::clients::load_shared().await;
     let app = App::new(config, Clients::from_shared(&shared)).serving_other_places(shared);
+    if app.config.warm_up {
+        let warmed = spot_cleanup::warm::warm_up(&app).await;
+        tracing::info!(warm_up = ?warmed, "connections warmed during init");
+    }
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handle(&app, event))).await
 }
