@@ -19,7 +19,9 @@ use crate::locate::{AutoScaling, Index, Located, Locator, Sweep, TargetRegistrat
 use crate::monitoring::Monitoring;
 use crate::monitoring::secrets::SecretClients;
 use crate::pace::Pace;
+use crate::places::{PlaceError, Places};
 use crate::steps::deregister::{self, Verdict};
+use crate::steps::lifecycle::{self, DrainWait};
 use crate::steps::notify;
 use crate::steps::quarantine::{self, EniChange, EniStatus, QuarantineGroupCache};
 use crate::summary::{InstanceInfo, Outcome, SCHEMA_VERSION, Step, StepError, Summary, TargetChange, Timings};
@@ -42,6 +44,10 @@ pub struct App {
     pub refresh_pace: Pace,
     /// The monitoring systems told at notice time, alongside the cleanup.
     pub monitoring: Monitoring,
+    /// How an Auto Scaling lifecycle cleanup waits for draining targets; None completes the action at once.
+    pub drain_wait: Option<DrainWait>,
+    /// Clients for other regions and accounts; None serves only this App's own.
+    pub places: Option<Arc<Places>>,
     /// The quarantine groups by VPC, looked up during init (see `warm`) and again when stale.
     pub quarantine_groups: QuarantineGroupCache,
 }
@@ -64,6 +70,7 @@ impl App {
         let refresh_pace = Pace::new(refresh_rate, f64::from(refresh_rate));
         let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone()));
         let monitoring = Monitoring::new(config.monitoring.clone(), None);
+        let drain_wait = config.lifecycle_wait_for_draining.then(DrainWait::default);
         let quarantine_groups = QuarantineGroupCache::new(config.quarantine_groups.clone());
         App {
             monitoring,
@@ -73,8 +80,22 @@ impl App {
             locator,
             elb_pace,
             refresh_pace,
+            drain_wait,
+            places: None,
             quarantine_groups,
         }
+    }
+
+    /// Serve events from other regions and accounts too, with clients built from `shared` (this function's own SDK
+    /// configuration) as each place is first seen.
+    pub fn serving_other_places(mut self, shared: aws_config::SdkConfig) -> Self {
+        let places = Places::new(
+            shared,
+            self.config.home_account.clone(),
+            self.config.cross_account_role_name.clone(),
+        );
+        self.places = Some(Arc::new(places));
+        self
     }
 }
 
@@ -93,6 +114,8 @@ pub enum InstanceError {
     NotFound(InstanceId),
     #[error("could not describe instance {instance}: {reason}; nothing was changed")]
     Describe { instance: InstanceId, reason: String },
+    #[error("instance {instance} cannot be served: {reason}")]
+    NotServed { instance: InstanceId, reason: PlaceError },
 }
 
 /// The result for one instance.
@@ -157,6 +180,12 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         return reports;
     }
     let instances: Vec<Instance> = work.iter().map(|(_, i)| i.clone()).collect();
+    // An instance going back to a warm pool will serve again: it leaves its groups but keeps its network.
+    let to_quarantine: Vec<Instance> = work
+        .iter()
+        .filter(|(r, _)| !r.trigger.keeps_network())
+        .map(|(_, i)| i.clone())
+        .collect();
     let mut known = Registrations::default();
 
     // 1. What the fast locators know (the Auto Scaling group, the index) leaves its groups first.
@@ -193,7 +222,7 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
     let step = Instant::now();
     let ((mut eni_changes, quarantine_ms), (swept, locate_ms)) = tokio::join!(
         async {
-            let changes = quarantine_all(app, &instances).await;
+            let changes = quarantine_all(app, &to_quarantine).await;
             (changes, elapsed_ms(step))
         },
         async {
@@ -262,7 +291,13 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
                 total: 0,
             },
             monitoring: Vec::new(),
+            lifecycle: None,
         };
+        if request.trigger.keeps_network() {
+            summary
+                .warnings
+                .push("returns to a warm pool: its network interfaces were left as they are".into());
+        }
         for error in &known.locate_errors {
             summary.errors.push(StepError {
                 step: Step::Locate,
@@ -358,6 +393,16 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
             ));
         }
     }
+    // An Auto Scaling lifecycle action is completed once its cleanup is, so the summary can say it was.
+    lifecycle::finish_all(
+        &app.clients.autoscaling,
+        &app.clients.elb,
+        &app.elb_pace,
+        app.drain_wait,
+        &mut summaries,
+        deadline,
+    )
+    .await;
 
     // Publishing is independent per instance, and the last step: run them together.
     let published = bounded_all(summaries.len(), summaries.clone(), |summary| {
@@ -670,6 +715,8 @@ mod tests {
             region: None,
             account: None,
             sqs_message_id: None,
+            lifecycle: None,
+            event_code: None,
         }
     }
 
@@ -697,6 +744,7 @@ mod tests {
             errors: vec![],
             timings_ms: Timings::default(),
             monitoring: vec![],
+            lifecycle: None,
         }
     }
 

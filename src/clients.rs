@@ -16,6 +16,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// One attempt that hangs longer than this is abandoned and retried.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The function's own SDK configuration: region, credentials and `AWS_ENDPOINT_URL` loaded the standard way, with the
+/// attempt timeout every client shares.
+pub async fn load_shared() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        .load()
+        .await
+}
+
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
@@ -29,15 +42,7 @@ pub struct Clients {
 impl Clients {
     /// Load region, credentials and `AWS_ENDPOINT_URL` the standard way and build every client.
     pub async fn from_env() -> Self {
-        let shared = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            )
-            .load()
-            .await;
-        Self::from_shared(&shared)
+        Self::from_shared(&load_shared().await)
     }
 
     pub fn from_shared(shared: &SdkConfig) -> Self {

@@ -57,8 +57,31 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     /// The SNS message's form (`NOTIFY_FORMAT`: json, email or chatbot; default json).
     pub notify_format: NotifyFormat,
+    /// What a rebalance recommendation does (`REBALANCE_ACTION`, default notify).
+    pub rebalance_action: EventAction,
+    /// What an AWS Health scheduled change does (`HEALTH_ACTION`, default notify).
+    pub health_action: EventAction,
+    /// After an Auto Scaling lifecycle cleanup, wait (bounded by the deadline) until its targets leave `draining`
+    /// before completing the action (`LIFECYCLE_WAIT_FOR_DRAINING`, default false).
+    pub lifecycle_wait_for_draining: bool,
+    /// This function's own account (`HOME_ACCOUNT_ID`, else the account of `SNS_TOPIC_ARN`).
+    pub home_account: String,
+    /// The role assumed in another account (`CROSS_ACCOUNT_ROLE_NAME`); None refuses events for other accounts.
+    pub cross_account_role_name: Option<String>,
     /// Open the connections to every AWS endpoint from init (`WARM_UP`, default false); see `warm`.
     pub warm_up: bool,
+}
+
+/// What to do with a warning that does not force the instance out (rebalance, scheduled change).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EventAction {
+    /// Publish a summary saying it was announced; change nothing.
+    #[default]
+    Notify,
+    /// Clean up as for a Spot interruption.
+    Cleanup,
+    /// Answer and do nothing.
+    Ignore,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -157,6 +180,34 @@ impl Config {
                 .ok_or_else(|| invalid("NOTIFY_FORMAT", &v, "expected json, email or chatbot"))?,
         };
 
+        let event_action = |name: &'static str| match get(name).as_deref().map(str::trim) {
+            None | Some("") => Ok(EventAction::default()),
+            Some(v) if v.eq_ignore_ascii_case("notify") => Ok(EventAction::Notify),
+            Some(v) if v.eq_ignore_ascii_case("cleanup") => Ok(EventAction::Cleanup),
+            Some(v) if v.eq_ignore_ascii_case("ignore") => Ok(EventAction::Ignore),
+            Some(v) => Err(invalid(name, v, "expected notify, cleanup or ignore")),
+        };
+        let rebalance_action = event_action("REBALANCE_ACTION")?;
+        let health_action = event_action("HEALTH_ACTION")?;
+        let lifecycle_wait_for_draining = flag("LIFECYCLE_WAIT_FOR_DRAINING", false)?;
+
+        let home_account = match get("HOME_ACCOUNT_ID").as_deref().map(str::trim) {
+            None | Some("") => sns_topic_arn.split(':').nth(4).unwrap_or_default().to_owned(),
+            Some(v) if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) => v.to_owned(),
+            Some(v) => return Err(invalid("HOME_ACCOUNT_ID", v, "expected a 12-digit account id")),
+        };
+        let cross_account_role_name = match get("CROSS_ACCOUNT_ROLE_NAME").as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) if is_role_name(v) => Some(v.to_owned()),
+            Some(v) => {
+                return Err(invalid(
+                    "CROSS_ACCOUNT_ROLE_NAME",
+                    v,
+                    "expected an IAM role name: 1 to 64 characters of A-Z, a-z, 0-9 and +=,.@_-",
+                ));
+            }
+        };
+
         Ok(Config {
             monitoring,
             notify_format,
@@ -167,9 +218,21 @@ impl Config {
             registration_index_table,
             refresh_concurrency,
             elb_describe_rate,
+            rebalance_action,
+            health_action,
+            lifecycle_wait_for_draining,
+            home_account,
+            cross_account_role_name,
             warm_up,
         })
     }
+}
+
+fn is_role_name(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
 }
 
 fn is_table_name(value: &str) -> bool {
@@ -267,6 +330,66 @@ mod tests {
         }
         let message = with(&[("INDEX_REFRESH_CONCURRENCY", "41")]).unwrap_err().to_string();
         assert!(message.starts_with("INDEX_REFRESH_CONCURRENCY="), "{message}");
+    }
+
+    #[test]
+    fn warnings_that_do_not_force_the_instance_out_default_to_notify() {
+        let base = [
+            ("SNS_TOPIC_ARN", TOPIC),
+            ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+        ];
+        let c = config(&base).unwrap();
+        assert_eq!(c.rebalance_action, EventAction::Notify);
+        assert_eq!(c.health_action, EventAction::Notify);
+        assert!(!c.lifecycle_wait_for_draining);
+        let mut vars = base.to_vec();
+        vars.extend([
+            ("REBALANCE_ACTION", "Cleanup"),
+            ("HEALTH_ACTION", "ignore"),
+            ("LIFECYCLE_WAIT_FOR_DRAINING", "true"),
+        ]);
+        let c = config(&vars).unwrap();
+        assert_eq!(c.rebalance_action, EventAction::Cleanup);
+        assert_eq!(c.health_action, EventAction::Ignore);
+        assert!(c.lifecycle_wait_for_draining);
+        for (name, bad) in [
+            ("REBALANCE_ACTION", "drain"),
+            ("HEALTH_ACTION", "yes"),
+            ("LIFECYCLE_WAIT_FOR_DRAINING", "maybe"),
+        ] {
+            let mut vars = base.to_vec();
+            vars.push((name, bad));
+            let message = config(&vars).unwrap_err().to_string();
+            assert!(message.starts_with(&format!("{name}=")), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_home_account_and_the_cross_account_role() {
+        let base = [
+            ("SNS_TOPIC_ARN", TOPIC),
+            ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+        ];
+        let c = config(&base).unwrap();
+        assert_eq!(c.home_account, "123456789012", "the topic's account");
+        assert_eq!(c.cross_account_role_name, None);
+        let mut vars = base.to_vec();
+        vars.extend([
+            ("HOME_ACCOUNT_ID", "210987654321"),
+            ("CROSS_ACCOUNT_ROLE_NAME", "spot-cleanup-member"),
+        ]);
+        let c = config(&vars).unwrap();
+        assert_eq!(c.home_account, "210987654321");
+        assert_eq!(c.cross_account_role_name.as_deref(), Some("spot-cleanup-member"));
+        for (name, bad) in [
+            ("HOME_ACCOUNT_ID", "1234"),
+            ("CROSS_ACCOUNT_ROLE_NAME", "role/with/path"),
+        ] {
+            let mut vars = base.to_vec();
+            vars.push((name, bad));
+            let message = config(&vars).unwrap_err().to_string();
+            assert!(message.starts_with(&format!("{name}=")), "{message}");
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::Value;
 
-use crate::cleanup::{App, InstanceError, Report, clean_up};
+use crate::cleanup::{App, InstanceError, Report};
+use crate::dispatch;
 use crate::index::{self, UpdateReport};
 use crate::input::{IndexUpdate, InputError, Invocation, Request, parse_invocation};
 use crate::summary::Summary;
@@ -37,6 +38,7 @@ impl HandlerError {
             HandlerError::Input(_) => "InvalidInput",
             HandlerError::Instance(InstanceError::NotFound(_)) => "InstanceNotFound",
             HandlerError::Instance(InstanceError::Describe { .. }) => "DescribeFailed",
+            HandlerError::Instance(InstanceError::NotServed { .. }) => "AccountNotAllowed",
             HandlerError::Incomplete { .. } => "CleanupIncomplete",
             HandlerError::IndexNotConfigured(_) => "InvalidInput",
             HandlerError::IndexUpdate(_) => "IndexUpdateFailed",
@@ -60,7 +62,9 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
     let invocation = parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
     match invocation {
         Invocation::Direct(request) => {
-            let report = clean_up(app, std::slice::from_ref(&request), deadline).await.remove(0);
+            let report = dispatch::run(app, std::slice::from_ref(&request), deadline)
+                .await
+                .remove(0);
             let summary = report.result?;
             if summary.is_complete() {
                 Ok(serde_json::to_value(&summary).expect("a summary always serializes"))
@@ -68,28 +72,43 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
                 Err(incomplete(&summary))
             }
         }
+        Invocation::Several(requests) => {
+            let mut summaries = Vec::new();
+            for report in dispatch::run(app, &requests, deadline).await {
+                let summary = report.result?;
+                if !summary.is_complete() {
+                    return Err(incomplete(&summary));
+                }
+                summaries.push(summary);
+            }
+            Ok(serde_json::json!({ "summaries": summaries }))
+        }
+        Invocation::Skipped { reason } => Ok(serde_json::json!({ "skipped": reason })),
         Invocation::Batch(records) => {
             let requests: Vec<Request> = records
                 .iter()
-                .filter_map(|r| r.request.as_ref().ok())
+                .filter_map(|r| r.requests.as_ref().ok())
+                .flatten()
                 .cloned()
                 .collect();
             let reports = if requests.is_empty() {
                 Vec::new()
             } else {
-                clean_up(app, &requests, deadline).await
+                dispatch::run(app, &requests, deadline).await
             };
             let mut response = SqsBatchResponse::default();
             for record in &records {
-                let failed = match &record.request {
+                let failed = match &record.requests {
                     Err(error) => {
                         tracing::warn!(message_id = %record.message_id, error = %error, "rejected SQS record");
                         true
                     }
-                    Ok(request) => !reports
-                        .iter()
-                        .find(|r| r.instance_id == request.instance_id)
-                        .is_some_and(Report::is_complete),
+                    Ok(requests) => !requests.iter().all(|request| {
+                        reports
+                            .iter()
+                            .find(|r| r.instance_id == request.instance_id)
+                            .is_some_and(Report::is_complete)
+                    }),
                 };
                 if failed {
                     response.add_failure(record.message_id.clone());

@@ -4,8 +4,17 @@
 //! are either of the first two. After this module nothing downstream knows which one it was, except through the
 //! `Trigger` that is kept for the summary.
 //!
+//! The other ways an instance leaves a fleet each have their own parsing module under `input/`: Auto Scaling's
+//! terminate lifecycle action (`lifecycle`), the rebalance recommendation (`rebalance`), the instance state change
+//! (`state_change`) and AWS Health's scheduled changes (`health`).
+//!
 //! Two more EventBridge events keep the optional registration index fresh: a `Scheduled Event` from `aws.events`
 //! (refresh it), and RegisterTargets / DeregisterTargets calls that CloudTrail reports (update it).
+
+mod health;
+mod lifecycle;
+mod rebalance;
+mod state_change;
 
 use std::fmt;
 
@@ -23,6 +32,15 @@ pub const SCHEDULED_EVENT: &str = "Scheduled Event";
 pub const CLOUDTRAIL_API_CALL: &str = "AWS API Call via CloudTrail";
 /// CloudTrail's `eventSource` for ELBv2 calls.
 const ELB_EVENT_SOURCE: &str = "elasticloadbalancing.amazonaws.com";
+
+pub use health::{AWS_HEALTH_EVENT, HEALTH_SOURCE};
+pub use lifecycle::{AUTOSCALING_SOURCE, LifecycleAction, LifecycleDestination, TERMINATE_LIFECYCLE_ACTION};
+pub use rebalance::REBALANCE_RECOMMENDATION;
+pub use state_change::STATE_CHANGE;
+
+/// The detail-types `aws.ec2` sends that start work here, for error messages.
+const EC2_DETAIL_TYPES: &str = "\"EC2 Spot Instance Interruption Warning\", \"EC2 Instance Rebalance Recommendation\" \
+     or \"EC2 Instance State-change Notification\"";
 
 /// Longest value we quote back in an error message; payloads can be megabytes.
 const QUOTE_LIMIT: usize = 64;
@@ -77,6 +95,10 @@ pub enum Action {
     Hibernate,
     Rebalance,
     ScaleIn,
+    /// The instance is shutting down or already terminated (EC2's state-change event).
+    Terminating,
+    /// AWS Health scheduled a change (retirement, reboot, maintenance) for the instance.
+    ScheduledChange,
 }
 
 impl Action {
@@ -93,6 +115,8 @@ pub enum Source {
     NodeAgent,
     #[serde(rename = "eventbridge")]
     EventBridge,
+    /// A lifecycle hook's own message, sent straight to SQS or SNS.
+    AutoScaling,
 }
 
 /// How the request reached us, kept for the summary and for SNS filter policies.
@@ -111,6 +135,12 @@ pub struct Trigger {
     pub account: Option<String>,
     /// Set when the request arrived inside an SQS batch.
     pub sqs_message_id: Option<String>,
+    /// The Auto Scaling lifecycle action to complete once the cleanup is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Box<LifecycleAction>>,
+    /// What the event said beyond its type: the instance state, or AWS Health's `eventTypeCode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_code: Option<String>,
 }
 
 impl Trigger {
@@ -119,7 +149,15 @@ impl Trigger {
         match self.source {
             Source::NodeAgent => "node-agent",
             Source::EventBridge => "eventbridge",
+            Source::AutoScaling => "auto-scaling",
         }
+    }
+
+    /// An instance that goes back to a warm pool keeps its network as it is: it will serve again.
+    pub fn keeps_network(&self) -> bool {
+        self.lifecycle
+            .as_ref()
+            .is_some_and(|l| l.destination == LifecycleDestination::WarmPool)
     }
 }
 
@@ -130,17 +168,24 @@ pub struct Request {
     pub trigger: Trigger,
 }
 
-/// One SQS record: its id (for `batchItemFailures`) and what it asked for.
+/// One SQS record: its id (for `batchItemFailures`) and what it asked for. One message can name several instances
+/// (an AWS Health event lists every affected one) or none (Auto Scaling's test notification, answered quietly).
 #[derive(Debug)]
 pub struct BatchRecord {
     pub message_id: String,
-    pub request: Result<Request, InputError>,
+    pub requests: Result<Vec<Request>, InputError>,
 }
 
 /// A parsed invocation.
 #[derive(Debug)]
 pub enum Invocation {
     Direct(Request),
+    /// One event that names several instances (AWS Health lists every affected one).
+    Several(Vec<Request>),
+    /// A message that asks for nothing, answered quietly: Auto Scaling's test notification.
+    Skipped {
+        reason: &'static str,
+    },
     Batch(Vec<BatchRecord>),
     /// An EventBridge schedule fired: refresh the registration index.
     RefreshIndex {
@@ -201,6 +246,7 @@ pub enum IndexUpdate {
 /// What one EventBridge event asks for.
 enum EventBridgeRequest {
     Cleanup(Request),
+    Several(Vec<Request>),
     RefreshIndex { event_id: Option<String> },
     IndexUpdate(IndexUpdate),
 }
@@ -235,11 +281,12 @@ pub enum InputError {
     )]
     Unrecognised(String),
     #[error(
-        "unsupported event source {0}: handled are aws.ec2 (\"{SPOT_INTERRUPTION}\"), aws.events \
-         (\"{SCHEDULED_EVENT}\") and aws.elasticloadbalancing (\"{CLOUDTRAIL_API_CALL}\")"
+        "unsupported event source {0}: handled are aws.ec2 (\"{SPOT_INTERRUPTION}\", \"{REBALANCE_RECOMMENDATION}\", \
+         \"{STATE_CHANGE}\"), aws.autoscaling (\"{TERMINATE_LIFECYCLE_ACTION}\"), aws.health (\"{AWS_HEALTH_EVENT}\"), \
+         aws.events (\"{SCHEDULED_EVENT}\") and aws.elasticloadbalancing (\"{CLOUDTRAIL_API_CALL}\")"
     )]
     UnsupportedSource(Quoted),
-    #[error("unsupported detail-type {detail_type} from {event_source}: only \"{expected}\" is handled from there")]
+    #[error("unsupported detail-type {detail_type} from {event_source}: only {expected} is handled from there")]
     UnsupportedDetailType {
         event_source: Quoted,
         detail_type: Quoted,
@@ -267,6 +314,12 @@ pub enum InputError {
     MissingBody { message_id: Quoted },
     #[error("SQS message body is an SQS event: batches do not nest")]
     NestedBatch,
+    #[error("{what} {value} is not handled: {reason}")]
+    Unhandled {
+        what: &'static str,
+        value: Quoted,
+        reason: &'static str,
+    },
 }
 
 impl InputError {
@@ -288,29 +341,45 @@ pub fn parse_invocation(payload: &Value) -> Result<Invocation, InputError> {
     if is_eventbridge(object) {
         return Ok(match parse_eventbridge(payload)? {
             EventBridgeRequest::Cleanup(request) => Invocation::Direct(request),
+            EventBridgeRequest::Several(requests) => Invocation::Several(requests),
             EventBridgeRequest::RefreshIndex { event_id } => Invocation::RefreshIndex { event_id },
             EventBridgeRequest::IndexUpdate(update) => Invocation::IndexUpdate(update),
         });
     }
-    parse_single(payload, None).map(Invocation::Direct)
+    if lifecycle::is_auto_scaling_message(object) {
+        return Ok(match lifecycle::parse_message(payload)? {
+            Some(request) => Invocation::Direct(request),
+            None => Invocation::Skipped {
+                reason: lifecycle::TEST_NOTIFICATION_SKIPPED,
+            },
+        });
+    }
+    parse_single(payload, None).map(|mut requests| match requests.len() {
+        1 => Invocation::Direct(requests.remove(0)),
+        _ => Invocation::Several(requests),
+    })
 }
 
 fn is_eventbridge(object: &serde_json::Map<String, Value>) -> bool {
     object.contains_key("detail-type") || object.contains_key("source")
 }
 
-/// Parse one request: a node-agent payload or a Spot interruption event.
-fn parse_single(payload: &Value, sqs_message_id: Option<&str>) -> Result<Request, InputError> {
+/// Parse one message: a node-agent payload, an EventBridge event, or Auto Scaling's own lifecycle message. It names
+/// one instance, several (AWS Health), or none (a test notification, to be skipped quietly).
+fn parse_single(payload: &Value, sqs_message_id: Option<&str>) -> Result<Vec<Request>, InputError> {
     let object = as_object(payload)?;
-    let mut request = if is_eventbridge(object) {
+    let mut requests = if is_eventbridge(object) {
         match parse_eventbridge(payload)? {
-            EventBridgeRequest::Cleanup(request) => request,
+            EventBridgeRequest::Cleanup(request) => vec![request],
+            EventBridgeRequest::Several(requests) => requests,
             EventBridgeRequest::RefreshIndex { .. } | EventBridgeRequest::IndexUpdate(_) => {
                 return Err(InputError::IndexEventInBatch);
             }
         }
+    } else if lifecycle::is_auto_scaling_message(object) {
+        lifecycle::parse_message(payload)?.into_iter().collect()
     } else if object.contains_key("instance_id") || object.contains_key("instance-id") {
-        parse_agent(payload)?
+        vec![parse_agent(payload)?]
     } else if object.contains_key("Records") {
         return Err(InputError::NestedBatch);
     } else {
@@ -320,8 +389,10 @@ fn parse_single(payload: &Value, sqs_message_id: Option<&str>) -> Result<Request
         }
         return Err(InputError::Unrecognised(keys.join(", ")));
     };
-    request.trigger.sqs_message_id = sqs_message_id.map(str::to_owned);
-    Ok(request)
+    for request in &mut requests {
+        request.trigger.sqs_message_id = sqs_message_id.map(str::to_owned);
+    }
+    Ok(requests)
 }
 
 fn as_object(payload: &Value) -> Result<&serde_json::Map<String, Value>, InputError> {
@@ -372,6 +443,8 @@ fn parse_agent(payload: &Value) -> Result<Request, InputError> {
             region,
             account,
             sqs_message_id: None,
+            lifecycle: None,
+            event_code: None,
         },
     })
 }
@@ -420,18 +493,13 @@ fn parse_eventbridge(payload: &Value) -> Result<EventBridgeRequest, InputError> 
     let source = text_field("source")?;
     let detail_type = text_field("detail-type")?;
     let expected = match source {
-        "aws.ec2" => SPOT_INTERRUPTION,
-        "aws.events" => SCHEDULED_EVENT,
-        "aws.elasticloadbalancing" => CLOUDTRAIL_API_CALL,
+        "aws.ec2" => EC2_DETAIL_TYPES,
+        "aws.autoscaling" => "\"EC2 Instance-terminate Lifecycle Action\"",
+        "aws.health" => "\"AWS Health Event\"",
+        "aws.events" => "\"Scheduled Event\"",
+        "aws.elasticloadbalancing" => "\"AWS API Call via CloudTrail\"",
         _ => return Err(InputError::UnsupportedSource(Quoted::new(source))),
     };
-    if detail_type != expected {
-        return Err(InputError::UnsupportedDetailType {
-            event_source: Quoted::new(source),
-            detail_type: Quoted::new(detail_type),
-            expected,
-        });
-    }
     if let Some(Value::String(id)) = payload.get("id")
         && id.len() > 128
     {
@@ -440,10 +508,26 @@ fn parse_eventbridge(payload: &Value) -> Result<EventBridgeRequest, InputError> 
             reason: "longer than 128 characters".into(),
         });
     }
-    match expected {
-        SCHEDULED_EVENT => parse_scheduled(payload),
-        CLOUDTRAIL_API_CALL => parse_cloudtrail(payload).map(EventBridgeRequest::IndexUpdate),
-        _ => parse_spot_interruption(payload).map(EventBridgeRequest::Cleanup),
+    match (source, detail_type) {
+        ("aws.ec2", SPOT_INTERRUPTION) => parse_spot_interruption(payload).map(EventBridgeRequest::Cleanup),
+        ("aws.ec2", REBALANCE_RECOMMENDATION) => rebalance::parse(payload).map(EventBridgeRequest::Cleanup),
+        ("aws.ec2", STATE_CHANGE) => state_change::parse(payload).map(EventBridgeRequest::Cleanup),
+        ("aws.autoscaling", TERMINATE_LIFECYCLE_ACTION) => {
+            lifecycle::parse_event(payload).map(EventBridgeRequest::Cleanup)
+        }
+        ("aws.health", AWS_HEALTH_EVENT) => health::parse(payload).map(|mut requests| match requests.len() {
+            1 => EventBridgeRequest::Cleanup(requests.remove(0)),
+            _ => EventBridgeRequest::Several(requests),
+        }),
+        ("aws.events", SCHEDULED_EVENT) => parse_scheduled(payload),
+        ("aws.elasticloadbalancing", CLOUDTRAIL_API_CALL) => {
+            parse_cloudtrail(payload).map(EventBridgeRequest::IndexUpdate)
+        }
+        _ => Err(InputError::UnsupportedDetailType {
+            event_source: Quoted::new(source),
+            detail_type: Quoted::new(detail_type),
+            expected,
+        }),
     }
 }
 
@@ -467,8 +551,38 @@ fn parse_spot_interruption(payload: &Value) -> Result<Request, InputError> {
             region,
             account,
             sqs_message_id: None,
+            lifecycle: None,
+            event_code: None,
         },
     })
+}
+
+/// The trigger of an EventBridge event whose `detail` names an instance: the envelope's fields, checked.
+fn eventbridge_trigger<T>(
+    event: EventBridgeEvent<T>,
+    action: Action,
+    event_code: Option<String>,
+) -> Result<(T, Trigger), InputError>
+where
+    T: Serialize + serde::de::DeserializeOwned,
+{
+    let region = event.region.as_deref().map(check_region).transpose()?;
+    let account = event.account.as_deref().map(check_account).transpose()?;
+    let trigger = Trigger {
+        source: Source::EventBridge,
+        event_source: Some(event.source),
+        detail_type: Some(event.detail_type),
+        action: Some(action),
+        event_id: event.id,
+        event_time: event.time,
+        action_time: None,
+        region,
+        account,
+        sqs_message_id: None,
+        lifecycle: None,
+        event_code,
+    };
+    Ok((event.detail, trigger))
 }
 
 /// An EventBridge schedule's event. Its `detail` is always `{}`; nothing in it is needed.
@@ -600,7 +714,7 @@ fn parse_sqs(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
         .enumerate()
         .map(|(index, record)| {
             let message_id = record.message_id.ok_or(InputError::MissingMessageId { index })?;
-            let request = match record.body {
+            let requests = match record.body {
                 None => Err(InputError::MissingBody {
                     message_id: Quoted::new(&message_id),
                 }),
@@ -608,7 +722,7 @@ fn parse_sqs(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
                     .map_err(|e| InputError::malformed("SQS message body", e))
                     .and_then(|body| parse_single(&body, Some(&message_id))),
             };
-            Ok(BatchRecord { message_id, request })
+            Ok(BatchRecord { message_id, requests })
         })
         .collect()
 }
@@ -734,10 +848,10 @@ mod tests {
             panic!("expected a batch")
         };
         assert_eq!(records.len(), 3);
-        let first = records[0].request.as_ref().unwrap();
+        let first = &records[0].requests.as_ref().unwrap()[0];
         assert_eq!(first.trigger.sqs_message_id.as_deref(), Some("m1"));
-        assert!(matches!(records[1].request, Err(InputError::Malformed { .. })));
-        assert_eq!(records[2].request, Err(InputError::NestedBatch));
+        assert!(matches!(records[1].requests, Err(InputError::Malformed { .. })));
+        assert_eq!(records[2].requests, Err(InputError::NestedBatch));
     }
 
     #[test]
@@ -765,7 +879,7 @@ mod tests {
                 "unsupported event source",
             ),
             (
-                json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification"}),
+                json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change"}),
                 "unsupported detail-type",
             ),
             (
@@ -953,7 +1067,7 @@ mod tests {
             panic!("expected a batch")
         };
         for record in records {
-            assert_eq!(record.request, Err(InputError::IndexEventInBatch));
+            assert_eq!(record.requests, Err(InputError::IndexEventInBatch));
         }
     }
 

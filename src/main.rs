@@ -1,4 +1,6 @@
 //! The Lambda bootstrap: logging, configuration, clients, then the runtime loop.
+// The handler's future nests every step's; its layout needs more than the default 128 query levels.
+#![recursion_limit = "256"]
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
@@ -10,7 +12,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     spot_cleanup::logging::init();
     let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
     let monitored = !config.monitoring.is_empty();
-    let mut app = App::new(config, Clients::from_env().await);
+    let shared = spot_cleanup::clients::load_shared().await;
+    let mut app = App::new(config, Clients::from_shared(&shared)).serving_other_places(shared);
     if monitored {
         app = app.with_secret_clients(SecretClients::from_env().await);
     }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::input::{InstanceId, Trigger};
 use crate::locate::TargetKind;
 use crate::monitoring::HostChange;
+use crate::steps::lifecycle::LifecycleReport;
 use crate::steps::quarantine::{EniChange, EniStatus};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -39,6 +40,9 @@ pub struct Summary {
     /// What each monitoring system was asked at notice time; its failures are warnings, not cleanup errors.
     #[serde(default)]
     pub monitoring: Vec<HostChange>,
+    /// The Auto Scaling lifecycle action this cleanup finished, when one started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,6 +82,10 @@ pub enum Outcome {
     Failed,
     /// A dry run: nothing was changed; `planned` and `network_interfaces` say what would be.
     DryRun,
+    /// A warning that does not force the instance out (rebalance, scheduled change) was passed on; nothing changed.
+    Notified,
+    /// Configured to be ignored: nothing was changed and nothing was published.
+    Ignored,
 }
 
 impl Outcome {
@@ -87,6 +95,8 @@ impl Outcome {
             Outcome::Partial => "partial",
             Outcome::Failed => "failed",
             Outcome::DryRun => "dry-run",
+            Outcome::Notified => "notified",
+            Outcome::Ignored => "ignored",
         }
     }
 }
@@ -99,6 +109,7 @@ pub enum Step {
     Verify,
     Quarantine,
     Notify,
+    Lifecycle,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,6 +135,9 @@ pub struct Timings {
 impl Summary {
     /// Decide the outcome from what the steps recorded.
     pub fn settle_outcome(&mut self) {
+        if matches!(self.outcome, Outcome::Notified | Outcome::Ignored) {
+            return;
+        }
         self.outcome = if self.dry_run {
             Outcome::DryRun
         } else if self.errors.is_empty() && self.remaining.is_empty() {
@@ -142,7 +156,10 @@ impl Summary {
 
     /// True when nothing is left to do: a retry would change nothing.
     pub fn is_complete(&self) -> bool {
-        matches!(self.outcome, Outcome::Cleaned | Outcome::DryRun) && self.errors.is_empty()
+        matches!(
+            self.outcome,
+            Outcome::Cleaned | Outcome::DryRun | Outcome::Notified | Outcome::Ignored
+        ) && self.errors.is_empty()
     }
 
     /// The distinct target groups in a list of targets.

@@ -826,6 +826,30 @@ async fn an_eni_whose_groups_cannot_be_recorded_is_not_changed() {
     assert_eq!(writes.modify_eni.num_calls(), 0);
 }
 
+/// An instance that is shutting down or terminated loses its ENIs while we work: EC2 then answers NotFound for them.
+/// That ENI is reported as gone, with no error, and nothing else is tried on it. (moto keeps a terminated instance's
+/// ENIs, so this race is only reachable here.)
+#[tokio::test]
+async fn an_eni_deleted_with_its_instance_is_gone_not_failed() {
+    let node = instance(INSTANCE, &[eni("eni-0aaa0000000000001", &[WEB_SG], &[PRIMARY_IP])]);
+    let writes = Ec2Writes::refusing_tags(
+        400,
+        ec2_error(
+            "InvalidNetworkInterfaceID.NotFound",
+            "The networkInterface ID 'eni-0aaa0000000000001' does not exist",
+        ),
+    );
+    let ec2 = ec2_client(&writes.rules());
+
+    let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new()), false).await;
+
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].status, EniStatus::Gone);
+    assert_eq!(changes[0].error, None);
+    assert_eq!(writes.create_tags.num_calls(), 1, "NotFound is not retried");
+    assert_eq!(writes.modify_eni.num_calls(), 0, "nothing to wall off");
+}
+
 /// A second ENI attached from another VPC (multi-VPC ENI attachment) has no quarantine group configured: it is not
 /// touched, says why, and the ENI in our VPC is still quarantined.
 #[tokio::test]

@@ -40,6 +40,8 @@ fn warning() -> Request {
             region: Some("us-east-1".into()),
             account: Some("123456789012".into()),
             sqs_message_id: None,
+            lifecycle: None,
+            event_code: None,
         },
     }
 }

@@ -1,6 +1,8 @@
-//! The steps that change AWS, one concern each: leave target groups, quarantine ENIs, tell people.
+//! The steps that change AWS, one concern each: leave target groups, quarantine ENIs, tell people, finish an Auto
+//! Scaling lifecycle action.
 
 pub mod deregister;
+pub mod lifecycle;
 pub mod notify;
 pub mod quarantine;
 pub mod render;

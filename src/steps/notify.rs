@@ -4,6 +4,7 @@
 use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::aws_error;
+use crate::input::Action;
 use crate::steps::quarantine::EniStatus;
 use crate::steps::render::{self, NotifyFormat};
 use crate::summary::{Outcome, Summary};
@@ -88,6 +89,19 @@ pub fn subject(summary: &Summary) -> String {
         "quarantined".to_owned()
     };
     let text = match summary.outcome {
+        Outcome::Notified | Outcome::Ignored => {
+            let what = match summary.trigger.action {
+                Some(Action::Rebalance) => "rebalance recommended".to_owned(),
+                // Health's event type code says which change: AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED, ...
+                Some(Action::ScheduledChange) => summary
+                    .trigger
+                    .event_code
+                    .clone()
+                    .unwrap_or_else(|| "scheduled change".to_owned()),
+                _ => "notice".to_owned(),
+            };
+            format!("spot-cleanup: {what} for {id}, nothing changed")
+        }
         Outcome::DryRun => format!(
             "spot-cleanup DRY RUN: {id} would leave {}, quarantine {}",
             plural(groups(&summary.planned), "target group"),

@@ -33,6 +33,8 @@ pub enum EniStatus {
     WouldQuarantine,
     /// Nothing was changed on this ENI; see `error`.
     Failed,
+    /// The ENI no longer exists (its instance is gone): there is nothing to wall off.
+    Gone,
 }
 
 /// What happened to one ENI, and how to undo it.
@@ -97,21 +99,37 @@ pub struct ResolveError {
     pub reason: String,
 }
 
-/// Find the VPC of each configured quarantine group.
+/// Find the VPC of each configured quarantine group. Groups of other regions or accounts (one deployment can serve
+/// several) are not found here: EC2 then fails the whole call, so it is asked again with a filter, which skips them.
 pub async fn resolve_quarantine_groups(
     ec2: &aws_sdk_ec2::Client,
     configured: &[SecurityGroupId],
 ) -> Result<QuarantineGroups, ResolveError> {
     let ids: Vec<String> = configured.iter().map(|g| g.as_str().to_owned()).collect();
-    let output = ec2
+    let failed = |e: &dyn std::fmt::Display| ResolveError {
+        ids: ids.join(","),
+        reason: e.to_string(),
+    };
+    let output = match ec2
         .describe_security_groups()
         .set_group_ids(Some(ids.clone()))
         .send()
         .await
-        .map_err(|e| ResolveError {
-            ids: ids.join(","),
-            reason: aws_error::explain(&e),
-        })?;
+    {
+        Ok(output) => output,
+        Err(e) if aws_error::code(&e) == Some("InvalidGroup.NotFound") => {
+            let filter = aws_sdk_ec2::types::Filter::builder()
+                .name("group-id")
+                .set_values(Some(ids.clone()))
+                .build();
+            ec2.describe_security_groups()
+                .filters(filter)
+                .send()
+                .await
+                .map_err(|e| failed(&aws_error::explain(&e)))?
+        }
+        Err(e) => return Err(failed(&aws_error::explain(&e))),
+    };
     Ok(output
         .security_groups()
         .iter()
@@ -261,6 +279,10 @@ async fn quarantine_one(
     if must_record {
         let tags = encode_original_groups(&eni.groups);
         if let Err(e) = ec2.create_tags().resources(&eni.id).set_tags(Some(tags)).send().await {
+            if is_gone(aws_error::code(&e)) {
+                change.status = EniStatus::Gone;
+                return change;
+            }
             change.error = Some(format!(
                 "could not record the original groups, so the ENI was not changed: {}",
                 aws_error::explain(&e)
@@ -280,9 +302,15 @@ async fn quarantine_one(
             change.status = EniStatus::Quarantined;
             change.groups_after = vec![quarantine];
         }
+        Err(e) if is_gone(aws_error::code(&e)) => change.status = EniStatus::Gone,
         Err(e) => change.error = Some(aws_error::explain(&e)),
     }
     change
+}
+
+/// EC2's answer for an ENI deleted with its instance, between DescribeInstances and our call.
+fn is_gone(code: Option<&str>) -> bool {
+    code == Some("InvalidNetworkInterfaceID.NotFound")
 }
 
 /// The tags that record `groups`, split across numbered keys when one value would be too long.
