@@ -50,6 +50,8 @@ pub struct Config {
     /// ELB Describe* calls per second this function allows itself (`ELB_DESCRIBE_RATE`, 1 to 40, default 10), with a
     /// burst of four times that. 10 is AWS's refill rate for the whole account and region.
     pub elb_describe_rate: usize,
+    /// Scope, event age and identity proof: what the guard refuses (`src/guard.rs`).
+    pub trust: crate::guard::TrustConfig,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -139,7 +141,10 @@ impl Config {
             }
         };
 
+        let trust = crate::guard::TrustConfig::from_lookup(&get)?;
+
         Ok(Config {
+            trust,
             sns_topic_arn,
             quarantine_groups,
             dry_run,

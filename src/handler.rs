@@ -8,8 +8,11 @@ use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde_json::Value;
 
 use crate::cleanup::{App, InstanceError, Report, clean_up};
+use crate::guard::{self, Refusal};
 use crate::index::{self, UpdateReport};
 use crate::input::{IndexUpdate, InputError, Invocation, Request, parse_invocation};
+use crate::restore;
+use crate::scope::Home;
 use crate::summary::Summary;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,14 @@ pub enum HandlerError {
     IndexNotConfigured(&'static str),
     #[error(transparent)]
     IndexUpdate(#[from] index::UpdateError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("restore of {instance} is incomplete ({outcome}): {details}")]
+    RestoreIncomplete {
+        instance: String,
+        outcome: &'static str,
+        details: String,
+    },
 }
 
 impl HandlerError {
@@ -40,6 +51,10 @@ impl HandlerError {
             HandlerError::Incomplete { .. } => "CleanupIncomplete",
             HandlerError::IndexNotConfigured(_) => "InvalidInput",
             HandlerError::IndexUpdate(_) => "IndexUpdateFailed",
+            HandlerError::Refused(refusal) | HandlerError::Instance(InstanceError::Refused(refusal)) => {
+                refusal.kind.error_type()
+            }
+            HandlerError::RestoreIncomplete { .. } => "RestoreIncomplete",
         }
     }
 }
@@ -58,8 +73,13 @@ impl From<HandlerError> for Diagnostic {
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
     let deadline = invocation_deadline(&event.context);
     let invocation = parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
+    let home = Home::from_function_arn(&event.context.invoked_function_arn, &app.config.trust.scope);
     match invocation {
         Invocation::Direct(request) => {
+            if let Err(refusal) = app.config.trust.admit(&home, &request) {
+                guard::announce(app, &refusal).await;
+                return Err(refusal.into());
+            }
             let report = clean_up(app, std::slice::from_ref(&request), deadline).await.remove(0);
             let summary = report.result?;
             if summary.is_complete() {
@@ -68,7 +88,16 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
                 Err(incomplete(&summary))
             }
         }
-        Invocation::Batch(records) => {
+        Invocation::Batch(mut records) => {
+            // Refused records fail like malformed ones: they reach the queue's DLQ, and nothing is done for them.
+            for record in &mut records {
+                if let Ok(request) = &record.request
+                    && let Err(refusal) = app.config.trust.admit(&home, request)
+                {
+                    guard::announce(app, &refusal).await;
+                    record.request = Err(InputError::Refused(refusal.to_string()));
+                }
+            }
             let requests: Vec<Request> = records
                 .iter()
                 .filter_map(|r| r.request.as_ref().ok())
@@ -96,6 +125,18 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
                 }
             }
             Ok(serde_json::to_value(&response).expect("a batch response always serializes"))
+        }
+        Invocation::Restore(request) => {
+            let summary = restore::run(app, &home, &request).await?;
+            if summary.is_complete() {
+                Ok(serde_json::json!({ "restore": summary }))
+            } else {
+                Err(HandlerError::RestoreIncomplete {
+                    instance: summary.instance_id.to_string(),
+                    outcome: summary.outcome.as_str(),
+                    details: summary.errors.join("; "),
+                })
+            }
         }
         Invocation::RefreshIndex { event_id } => {
             let table = index_table(app, "a Scheduled Event (registration index refresh)")?;

@@ -6,16 +6,22 @@
 
 pub mod aws_error;
 pub mod bounded;
+pub mod claim;
 pub mod cleanup;
 pub mod clients;
 pub mod config;
+pub mod freshness;
+pub mod guard;
 pub mod handler;
+pub mod identity;
 pub mod index;
 pub mod input;
 pub mod instance;
 pub mod locate;
 pub mod logging;
 pub mod pace;
+pub mod restore;
+pub mod scope;
 pub mod steps;
 pub mod summary;
 

@@ -74,6 +74,9 @@ pub enum Outcome {
     Failed,
     /// A dry run: nothing was changed; `planned` and `network_interfaces` say what would be.
     DryRun,
+    /// Another delivery of the same interruption did the work, or is doing it: nothing was changed and nothing was
+    /// published. `warnings` says which.
+    AlreadyHandled,
 }
 
 impl Outcome {
@@ -83,6 +86,7 @@ impl Outcome {
             Outcome::Partial => "partial",
             Outcome::Failed => "failed",
             Outcome::DryRun => "dry-run",
+            Outcome::AlreadyHandled => "already-handled",
         }
     }
 }
@@ -138,7 +142,10 @@ impl Summary {
 
     /// True when nothing is left to do: a retry would change nothing.
     pub fn is_complete(&self) -> bool {
-        matches!(self.outcome, Outcome::Cleaned | Outcome::DryRun) && self.errors.is_empty()
+        matches!(
+            self.outcome,
+            Outcome::Cleaned | Outcome::DryRun | Outcome::AlreadyHandled
+        ) && self.errors.is_empty()
     }
 
     /// The distinct target groups in a list of targets.

@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod fleet;
+pub mod identity;
+pub mod proxy;
 pub mod runtime;
 
 use std::collections::HashMap;
