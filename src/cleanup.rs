@@ -21,7 +21,7 @@ use crate::locate::{AutoScaling, Index, Located, Locator, Sweep, TargetRegistrat
 use crate::pace::Pace;
 use crate::steps::deregister::{self, Verdict};
 use crate::steps::notify;
-use crate::steps::quarantine::{self, EniChange, EniStatus};
+use crate::steps::quarantine::{self, EniChange, EniStatus, QuarantineGroupCache};
 use crate::summary::{InstanceInfo, Outcome, SCHEMA_VERSION, Step, StepError, Summary, TargetChange, Timings};
 
 /// Spot's notice: the instance goes two minutes after the warning.
@@ -40,6 +40,8 @@ pub struct App {
     pub elb_pace: Pace,
     /// A slower share for the index refresh, which is background work.
     pub refresh_pace: Pace,
+    /// The quarantine groups by VPC, looked up during init (see `warm`) and again when stale.
+    pub quarantine_groups: QuarantineGroupCache,
 }
 
 impl App {
@@ -59,6 +61,7 @@ impl App {
         let refresh_rate = config.refresh_concurrency as u32;
         let refresh_pace = Pace::new(refresh_rate, f64::from(refresh_rate));
         let locator = Box::new(Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone()));
+        let quarantine_groups = QuarantineGroupCache::new(config.quarantine_groups.clone());
         App {
             config,
             clients,
@@ -66,6 +69,7 @@ impl App {
             locator,
             elb_pace,
             refresh_pace,
+            quarantine_groups,
         }
     }
 }
@@ -650,8 +654,8 @@ async fn quarantine_all(app: &App, instances: &[Instance]) -> HashMap<InstanceId
             .map(|eni| quarantine::unchanged(eni, vpc.clone(), error))
             .collect()
     };
-    let groups = match quarantine::resolve_quarantine_groups(&app.clients.ec2, &app.config.quarantine_groups).await {
-        Ok(groups) => Arc::new(groups),
+    let groups = match app.quarantine_groups.get(&app.clients.ec2).await {
+        Ok(groups) => groups,
         Err(e) => {
             let message = e.to_string();
             return with_enis

@@ -52,6 +52,8 @@ pub struct Config {
     pub elb_describe_rate: usize,
     /// Scope, event age and identity proof: what the guard refuses (`src/guard.rs`).
     pub trust: crate::guard::TrustConfig,
+    /// Open the connections to every AWS endpoint during init (`WARM_UP`, default true); see `warm`.
+    pub warm_up: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -110,12 +112,14 @@ impl Config {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let dry_run = match get("DRY_RUN").as_deref().map(str::trim) {
-            None | Some("") => false,
-            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
-            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
-            Some(v) => return Err(invalid("DRY_RUN", v, "expected true or false")),
+        let flag = |name: &'static str, default: bool| match get(name).as_deref().map(str::trim) {
+            None | Some("") => Ok(default),
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+            Some(v) => Err(invalid(name, v, "expected true or false")),
         };
+        let dry_run = flag("DRY_RUN", false)?;
+        let warm_up = flag("WARM_UP", true)?;
 
         let bounded = |name: &'static str, default: usize| match get(name).as_deref().map(str::trim) {
             None | Some("") => Ok(default),
@@ -152,6 +156,7 @@ impl Config {
             registration_index_table,
             refresh_concurrency,
             elb_describe_rate,
+            warm_up,
         })
     }
 }
@@ -202,6 +207,7 @@ mod tests {
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(c.registration_index_table, None, "the index is optional");
         assert_eq!(c.refresh_concurrency, DEFAULT_REFRESH_CONCURRENCY);
+        assert!(c.warm_up, "connections are warmed during init unless turned off");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod restore;
 pub mod scope;
 pub mod steps;
 pub mod summary;
+pub mod warm;
 
 pub use cleanup::{App, Report, clean_up};
 pub use clients::Clients;

@@ -7,6 +7,8 @@
 //! A security group change does not cut connections the VPC is already tracking; see the README.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Tag;
 use serde::{Deserialize, Serialize};
@@ -51,6 +53,42 @@ pub struct EniChange {
 
 /// Quarantine groups by VPC, resolved from the configured ids.
 pub type QuarantineGroups = HashMap<String, String>;
+
+/// How long a lookup of the quarantine groups is trusted. Init looks them up so that the first invocation need not;
+/// after this a warm container looks again, so a replaced group is picked up.
+pub const QUARANTINE_GROUPS_TTL: Duration = Duration::from_secs(300);
+
+/// The last successful lookup of the quarantine groups. A failed lookup is not kept.
+#[derive(Debug, Default)]
+pub struct QuarantineGroupCache {
+    configured: Vec<SecurityGroupId>,
+    resolved: Mutex<Option<(Instant, Arc<QuarantineGroups>)>>,
+}
+
+impl QuarantineGroupCache {
+    pub fn new(configured: Vec<SecurityGroupId>) -> Self {
+        Self {
+            configured,
+            resolved: Mutex::new(None),
+        }
+    }
+
+    /// The groups by VPC: the kept lookup while it is fresh, else a new one.
+    pub async fn get(&self, ec2: &aws_sdk_ec2::Client) -> Result<Arc<QuarantineGroups>, ResolveError> {
+        let fresh = |kept: &Option<(Instant, Arc<QuarantineGroups>)>| {
+            kept.as_ref()
+                .filter(|(at, _)| at.elapsed() < QUARANTINE_GROUPS_TTL)
+                .map(|(_, groups)| Arc::clone(groups))
+        };
+        if let Some(groups) = fresh(&self.resolved.lock().expect("never poisoned: no panics under the lock")) {
+            return Ok(groups);
+        }
+        let groups = Arc::new(resolve_quarantine_groups(ec2, &self.configured).await?);
+        *self.resolved.lock().expect("never poisoned: no panics under the lock") =
+            Some((Instant::now(), Arc::clone(&groups)));
+        Ok(groups)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("could not look up the quarantine security groups {ids}: {reason}")]
