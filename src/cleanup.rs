@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::bounded::bounded_all;
+use crate::claim::{self, Claim, Token};
 use crate::clients::Clients;
 use crate::config::Config;
+use crate::guard::{Refusal, RefusalKind};
 use crate::input::{InstanceId, Request, Trigger};
 use crate::instance::{Instance, describe_instances};
 use crate::locate::{AutoScaling, Index, Located, Locator, Sweep, TargetRegistration};
@@ -116,6 +118,8 @@ pub enum InstanceError {
     Describe { instance: InstanceId, reason: String },
     #[error("instance {instance} cannot be served: {reason}")]
     NotServed { instance: InstanceId, reason: PlaceError },
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 /// The result for one instance.
@@ -169,12 +173,72 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
     let mut reports = Vec::new();
     for request in &requests {
         match described.remove(&request.instance_id) {
-            Some(instance) => work.push((request, instance)),
+            Some(instance) => {
+                // The scope guard: nothing below runs for an instance this function may not touch.
+                let reasons = app.config.trust.scope.check_instance(request, &instance);
+                if reasons.is_empty() {
+                    work.push((request, instance));
+                } else {
+                    let refusal = Refusal {
+                        kind: RefusalKind::OutOfScope,
+                        instance_id: request.instance_id.clone(),
+                        reasons,
+                        trigger: Box::new(request.trigger.clone()),
+                    };
+                    crate::guard::announce(app, &refusal).await;
+                    reports.push(Report {
+                        instance_id: request.instance_id.clone(),
+                        result: Err(InstanceError::Refused(refusal)),
+                    });
+                }
+            }
             None => reports.push(Report {
                 instance_id: request.instance_id.clone(),
                 result: Err(InstanceError::NotFound(request.instance_id.clone())),
             }),
         }
+    }
+    // One delivery per interruption acts; a later or concurrent one ends quietly here, before any change.
+    let marker = claim::marker(app);
+    let mut tokens: HashMap<InstanceId, Token> = HashMap::new();
+    let mut claim_warnings: HashMap<InstanceId, String> = HashMap::new();
+    if !app.config.dry_run && !work.is_empty() {
+        let lease = deadline.map_or(claim::DEFAULT_LEASE, |d| {
+            d.saturating_duration_since(Instant::now()) + Duration::from_secs(10)
+        });
+        let lease_until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5));
+        let claims = futures_join_all(
+            work.iter()
+                .map(|(request, _)| claim::claim(&marker, &request.instance_id, lease_until)),
+        )
+        .await;
+        let mut claimed = Vec::new();
+        for ((request, instance), outcome) in work.into_iter().zip(claims) {
+            match outcome {
+                Claim::Won(token) => {
+                    tokens.insert(instance.id.clone(), token);
+                    claimed.push((request, instance));
+                }
+                Claim::Unavailable(warning) => {
+                    claim_warnings.insert(instance.id.clone(), warning);
+                    claimed.push((request, instance));
+                }
+                Claim::Taken { state, since } => {
+                    tracing::info!(instance_id = instance.id.as_str(), state = %state, "already handled by another delivery");
+                    reports.push(Report {
+                        instance_id: instance.id.clone(),
+                        result: Ok(already_handled(
+                            request,
+                            &instance,
+                            &state,
+                            since.as_deref(),
+                            started_at,
+                        )),
+                    });
+                }
+            }
+        }
+        work = claimed;
     }
     if work.is_empty() {
         return reports;
@@ -279,7 +343,12 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
             planned: Vec::new(),
             remaining: Vec::new(),
             network_interfaces: eni_changes.remove(&instance.id).unwrap_or_default(),
-            warnings: known.fast_path_warnings.clone(),
+            warnings: known
+                .fast_path_warnings
+                .iter()
+                .cloned()
+                .chain(claim_warnings.remove(&instance.id))
+                .collect(),
             errors: Vec::new(),
             timings_ms: Timings {
                 describe: describe_ms,
@@ -423,6 +492,13 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
             summary.settle_outcome();
         }
     }
+    for summary in &summaries {
+        if let Some(token) = tokens.get(&summary.instance.id)
+            && let Err(e) = claim::finish(&marker, &summary.instance.id, token, summary.is_complete()).await
+        {
+            tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "delivery marker not updated");
+        }
+    }
     for summary in summaries {
         tracing::info!(
             instance_id = summary.instance.id.as_str(),
@@ -437,6 +513,73 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         });
     }
     reports
+}
+
+/// Run the futures side by side (the claims of a batch wait out their settle time together).
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
+}
+
+/// The answer of a delivery that found the work done or under way: nothing changed, nothing published.
+fn already_handled(
+    request: &Request,
+    instance: &Instance,
+    state: &str,
+    since: Option<&str>,
+    started_at: DateTime<Utc>,
+) -> Summary {
+    let what = if state == "done" {
+        "another delivery of this interruption already cleaned it up"
+    } else {
+        "another delivery of this interruption is cleaning it up"
+    };
+    Summary {
+        version: SCHEMA_VERSION,
+        instance: InstanceInfo {
+            id: instance.id.clone(),
+            vpc_id: instance.vpc_id.clone(),
+            state: instance.state.clone(),
+            lifecycle: instance.lifecycle.clone(),
+            addresses: instance.addresses().collect(),
+        },
+        trigger: request.trigger.clone(),
+        dry_run: false,
+        outcome: Outcome::AlreadyHandled,
+        started_at,
+        terminates_at: terminates_at(&request.trigger, started_at),
+        target_groups_checked: 0,
+        monitoring: Vec::new(),
+        lifecycle: None,
+        removed: Vec::new(),
+        planned: Vec::new(),
+        remaining: Vec::new(),
+        network_interfaces: Vec::new(),
+        warnings: vec![format!(
+            "already handled: {what} (marker {state}{}); nothing was changed or published",
+            since.map(|s| format!(" since {s}")).unwrap_or_default()
+        )],
+        errors: Vec::new(),
+        timings_ms: Timings::default(),
+    }
 }
 
 /// The same registration, whichever locator found it.

@@ -68,6 +68,8 @@ pub struct Config {
     pub home_account: String,
     /// The role assumed in another account (`CROSS_ACCOUNT_ROLE_NAME`); None refuses events for other accounts.
     pub cross_account_role_name: Option<String>,
+    /// Scope, event age and identity proof: what the guard refuses (`src/guard.rs`).
+    pub trust: crate::guard::TrustConfig,
     /// Open the connections to every AWS endpoint from init (`WARM_UP`, default false); see `warm`.
     pub warm_up: bool,
 }
@@ -208,7 +210,10 @@ impl Config {
             }
         };
 
+        let trust = crate::guard::TrustConfig::from_lookup(&get)?;
+
         Ok(Config {
+            trust,
             monitoring,
             notify_format,
             sns_topic_arn,

@@ -9,8 +9,11 @@ use serde_json::Value;
 
 use crate::cleanup::{App, InstanceError, Report};
 use crate::dispatch;
+use crate::guard::{self, Refusal};
 use crate::index::{self, UpdateReport};
 use crate::input::{IndexUpdate, InputError, Invocation, Request, parse_invocation};
+use crate::restore;
+use crate::scope::Home;
 use crate::summary::Summary;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,14 @@ pub enum HandlerError {
     IndexNotConfigured(&'static str),
     #[error(transparent)]
     IndexUpdate(#[from] index::UpdateError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("restore of {instance} is incomplete ({outcome}): {details}")]
+    RestoreIncomplete {
+        instance: String,
+        outcome: &'static str,
+        details: String,
+    },
 }
 
 impl HandlerError {
@@ -42,6 +53,10 @@ impl HandlerError {
             HandlerError::Incomplete { .. } => "CleanupIncomplete",
             HandlerError::IndexNotConfigured(_) => "InvalidInput",
             HandlerError::IndexUpdate(_) => "IndexUpdateFailed",
+            HandlerError::Refused(refusal) | HandlerError::Instance(InstanceError::Refused(refusal)) => {
+                refusal.kind.error_type()
+            }
+            HandlerError::RestoreIncomplete { .. } => "RestoreIncomplete",
         }
     }
 }
@@ -60,8 +75,13 @@ impl From<HandlerError> for Diagnostic {
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
     let deadline = invocation_deadline(&event.context);
     let invocation = parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
+    let home = Home::from_function_arn(&event.context.invoked_function_arn, &app.config.trust.scope);
     match invocation {
         Invocation::Direct(request) => {
+            if let Err(refusal) = app.config.trust.admit(&home, &request) {
+                guard::announce(app, &refusal).await;
+                return Err(refusal.into());
+            }
             let report = dispatch::run(app, std::slice::from_ref(&request), deadline)
                 .await
                 .remove(0);
@@ -73,6 +93,13 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
             }
         }
         Invocation::Several(requests) => {
+            // One event naming several instances: any refusal refuses the whole event, before anything is changed.
+            for request in &requests {
+                if let Err(refusal) = app.config.trust.admit(&home, request) {
+                    guard::announce(app, &refusal).await;
+                    return Err(refusal.into());
+                }
+            }
             let mut summaries = Vec::new();
             for report in dispatch::run(app, &requests, deadline).await {
                 let summary = report.result?;
@@ -84,7 +111,18 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
             Ok(serde_json::json!({ "summaries": summaries }))
         }
         Invocation::Skipped { reason } => Ok(serde_json::json!({ "skipped": reason })),
-        Invocation::Batch(records) => {
+        Invocation::Batch(mut records) => {
+            // Refused records fail like malformed ones: they reach the queue's DLQ, and nothing is done for them.
+            for record in &mut records {
+                let refused = match &record.requests {
+                    Ok(requests) => requests.iter().find_map(|r| app.config.trust.admit(&home, r).err()),
+                    Err(_) => None,
+                };
+                if let Some(refusal) = refused {
+                    guard::announce(app, &refusal).await;
+                    record.requests = Err(InputError::Refused(refusal.to_string()));
+                }
+            }
             let requests: Vec<Request> = records
                 .iter()
                 .filter_map(|r| r.requests.as_ref().ok())
@@ -115,6 +153,18 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
                 }
             }
             Ok(serde_json::to_value(&response).expect("a batch response always serializes"))
+        }
+        Invocation::Restore(request) => {
+            let summary = restore::run(app, &home, &request).await?;
+            if summary.is_complete() {
+                Ok(serde_json::json!({ "restore": summary }))
+            } else {
+                Err(HandlerError::RestoreIncomplete {
+                    instance: summary.instance_id.to_string(),
+                    outcome: summary.outcome.as_str(),
+                    details: summary.errors.join("; "),
+                })
+            }
         }
         Invocation::RefreshIndex { event_id } => {
             let table = index_table(app, "a Scheduled Event (registration index refresh)")?;

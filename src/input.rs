@@ -117,6 +117,8 @@ pub enum Source {
     EventBridge,
     /// A lifecycle hook's own message, sent straight to SQS or SNS.
     AutoScaling,
+    /// A person or a script invoking the function directly (`{"action": "restore", ...}`).
+    Operator,
 }
 
 /// How the request reached us, kept for the summary and for SNS filter policies.
@@ -150,6 +152,7 @@ impl Trigger {
             Source::NodeAgent => "node-agent",
             Source::EventBridge => "eventbridge",
             Source::AutoScaling => "auto-scaling",
+            Source::Operator => "operator",
         }
     }
 
@@ -164,6 +167,23 @@ impl Trigger {
 /// One instance to clean up, and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
+    pub instance_id: InstanceId,
+    pub trigger: Trigger,
+    /// The node agent's instance identity document and signature, when it sent them.
+    pub identity: Option<IdentityProof>,
+}
+
+/// What the agent sent to prove it runs on the instance: `identity_document` and `identity_signature`, as instance
+/// metadata gave them. `identity` checks them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityProof {
+    pub document: String,
+    pub signature: String,
+}
+
+/// Put an instance's ENIs back on their recorded original groups.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestoreRequest {
     pub instance_id: InstanceId,
     pub trigger: Trigger,
 }
@@ -193,6 +213,8 @@ pub enum Invocation {
     },
     /// CloudTrail saw a RegisterTargets or DeregisterTargets call: update the registration index.
     IndexUpdate(IndexUpdate),
+    /// Undo a quarantine: asked for directly, or because the instance is `running` again.
+    Restore(RestoreRequest),
 }
 
 /// The ELB call CloudTrail reported.
@@ -249,6 +271,7 @@ enum EventBridgeRequest {
     Several(Vec<Request>),
     RefreshIndex { event_id: Option<String> },
     IndexUpdate(IndexUpdate),
+    Restore(RestoreRequest),
 }
 
 /// A value quoted back to the caller, cut short so that a huge payload never floods a log line.
@@ -320,6 +343,15 @@ pub enum InputError {
         value: Quoted,
         reason: &'static str,
     },
+    #[error("a restore cannot arrive in an SQS batch; send it to the function directly")]
+    RestoreInBatch,
+    /// Set by the handler for a batch record the guard refused (see `guard::Refusal`).
+    #[error("{0}")]
+    Refused(String),
+    #[error("send identity_document and identity_signature together, or neither")]
+    IncompleteIdentityProof,
+    #[error("EC2 state {0} is not handled: only \"running\" (restore a quarantined instance) is")]
+    UnhandledState(Quoted),
 }
 
 impl InputError {
@@ -344,7 +376,11 @@ pub fn parse_invocation(payload: &Value) -> Result<Invocation, InputError> {
             EventBridgeRequest::Several(requests) => Invocation::Several(requests),
             EventBridgeRequest::RefreshIndex { event_id } => Invocation::RefreshIndex { event_id },
             EventBridgeRequest::IndexUpdate(update) => Invocation::IndexUpdate(update),
+            EventBridgeRequest::Restore(restore) => Invocation::Restore(restore),
         });
+    }
+    if object.get("action").and_then(Value::as_str) == Some("restore") {
+        return parse_restore(payload).map(Invocation::Restore);
     }
     if lifecycle::is_auto_scaling_message(object) {
         return Ok(match lifecycle::parse_message(payload)? {
@@ -375,7 +411,10 @@ fn parse_single(payload: &Value, sqs_message_id: Option<&str>) -> Result<Vec<Req
             EventBridgeRequest::RefreshIndex { .. } | EventBridgeRequest::IndexUpdate(_) => {
                 return Err(InputError::IndexEventInBatch);
             }
+            EventBridgeRequest::Restore(_) => return Err(InputError::RestoreInBatch),
         }
+    } else if object.get("action").and_then(Value::as_str) == Some("restore") {
+        return Err(InputError::RestoreInBatch);
     } else if lifecycle::is_auto_scaling_message(object) {
         lifecycle::parse_message(payload)?.into_iter().collect()
     } else if object.contains_key("instance_id") || object.contains_key("instance-id") {
@@ -417,6 +456,10 @@ struct AgentPayload {
     time: Option<String>,
     region: Option<String>,
     account: Option<String>,
+    /// The raw text of instance metadata's `/latest/dynamic/instance-identity/document`.
+    identity_document: Option<String>,
+    /// The base64 text of `/latest/dynamic/instance-identity/signature`.
+    identity_signature: Option<String>,
 }
 
 fn parse_agent(payload: &Value) -> Result<Request, InputError> {
@@ -430,8 +473,14 @@ fn parse_agent(payload: &Value) -> Result<Request, InputError> {
     let action_time = agent.time.as_deref().map(|t| parse_time("time", t)).transpose()?;
     let region = agent.region.map(|r| check_region(&r)).transpose()?;
     let account = agent.account.map(|a| check_account(&a)).transpose()?;
+    let identity = match (agent.identity_document, agent.identity_signature) {
+        (Some(document), Some(signature)) => Some(IdentityProof { document, signature }),
+        (None, None) => None,
+        _ => return Err(InputError::IncompleteIdentityProof),
+    };
     Ok(Request {
         instance_id,
+        identity,
         trigger: Trigger {
             source: Source::NodeAgent,
             event_source: None,
@@ -511,6 +560,9 @@ fn parse_eventbridge(payload: &Value) -> Result<EventBridgeRequest, InputError> 
     match (source, detail_type) {
         ("aws.ec2", SPOT_INTERRUPTION) => parse_spot_interruption(payload).map(EventBridgeRequest::Cleanup),
         ("aws.ec2", REBALANCE_RECOMMENDATION) => rebalance::parse(payload).map(EventBridgeRequest::Cleanup),
+        ("aws.ec2", STATE_CHANGE) if is_running_again(payload) => {
+            parse_state_change_running(payload).map(EventBridgeRequest::Restore)
+        }
         ("aws.ec2", STATE_CHANGE) => state_change::parse(payload).map(EventBridgeRequest::Cleanup),
         ("aws.autoscaling", TERMINATE_LIFECYCLE_ACTION) => {
             lifecycle::parse_event(payload).map(EventBridgeRequest::Cleanup)
@@ -540,6 +592,7 @@ fn parse_spot_interruption(payload: &Value) -> Result<Request, InputError> {
     let account = event.account.as_deref().map(check_account).transpose()?;
     Ok(Request {
         instance_id,
+        identity: None,
         trigger: Trigger {
             source: Source::EventBridge,
             event_source: Some(event.source),
@@ -583,6 +636,75 @@ where
         event_code,
     };
     Ok((event.detail, trigger))
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateChangeDetail {
+    #[serde(rename = "instance-id")]
+    instance_id: String,
+    state: String,
+}
+
+/// Whether a state-change event says `running`: that one restores, the others clean up (see `state_change`).
+fn is_running_again(payload: &Value) -> bool {
+    payload.pointer("/detail/state").and_then(Value::as_str) == Some("running")
+}
+
+/// `EC2 Instance State-change Notification` with state `running`: the instance is back (Spot stopped or hibernated
+/// it earlier), so its quarantine, if it has one, is undone.
+fn parse_state_change_running(payload: &Value) -> Result<RestoreRequest, InputError> {
+    let event: EventBridgeEvent<StateChangeDetail> =
+        serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed("EC2 state-change event", e))?;
+    if event.detail.state != "running" {
+        return Err(InputError::UnhandledState(Quoted::new(&event.detail.state)));
+    }
+    Ok(RestoreRequest {
+        instance_id: InstanceId::parse(&event.detail.instance_id)?,
+        trigger: Trigger {
+            source: Source::EventBridge,
+            event_source: Some(event.source),
+            detail_type: Some(event.detail_type),
+            action: None,
+            event_id: event.id,
+            event_time: event.time,
+            action_time: None,
+            region: event.region.as_deref().map(check_region).transpose()?,
+            account: event.account.as_deref().map(check_account).transpose()?,
+            sqs_message_id: None,
+            lifecycle: None,
+            event_code: Some("running".into()),
+        },
+    })
+}
+
+/// `{"action": "restore", "instance_id": "i-..."}`, sent by a person or a script.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestorePayload {
+    #[allow(dead_code)] // always "restore": it is how the payload was recognised
+    action: String,
+    instance_id: String,
+}
+
+fn parse_restore(payload: &Value) -> Result<RestoreRequest, InputError> {
+    let restore = RestorePayload::deserialize(payload).map_err(|e| InputError::malformed("restore payload", e))?;
+    Ok(RestoreRequest {
+        instance_id: InstanceId::parse(&restore.instance_id)?,
+        trigger: Trigger {
+            source: Source::Operator,
+            event_source: None,
+            detail_type: None,
+            action: None,
+            event_id: None,
+            event_time: None,
+            action_time: None,
+            region: None,
+            account: None,
+            sqs_message_id: None,
+            lifecycle: None,
+            event_code: None,
+        },
+    })
 }
 
 /// An EventBridge schedule's event. Its `detail` is always `{}`; nothing in it is needed.
@@ -1069,6 +1191,47 @@ mod tests {
         for record in records {
             assert_eq!(record.requests, Err(InputError::IndexEventInBatch));
         }
+    }
+
+    #[test]
+    fn restores_are_asked_for_directly_or_by_a_running_state_change() {
+        let Invocation::Restore(restore) = parse_invocation(&sample("restore.json")).unwrap() else {
+            panic!("expected a restore")
+        };
+        assert_eq!(restore.instance_id.as_str(), "i-0123456789abcdef0");
+        assert_eq!(restore.trigger.source, Source::Operator);
+        let Invocation::Restore(restore) = parse_invocation(&sample("ec2-state-change-running.json")).unwrap() else {
+            panic!("expected a restore")
+        };
+        assert_eq!(restore.trigger.source, Source::EventBridge);
+        assert_eq!(restore.trigger.account.as_deref(), Some("123456789012"));
+
+        let mut pending = sample("ec2-state-change-running.json");
+        pending["detail"]["state"] = json!("pending");
+        assert!(rejected(pending).to_string().contains("only \"running\""));
+        let message = rejected(json!({"action": "restore", "instance_id": "i-0123abcd", "groups": ["sg-1"]}));
+        assert!(message.to_string().contains("unknown field"), "{message}");
+        let batch = json!({"Records": [{"messageId": "m", "body": sample("restore.json").to_string()}]});
+        let Invocation::Batch(records) = parse_invocation(&batch).unwrap() else {
+            panic!("expected a batch")
+        };
+        assert_eq!(records[0].requests, Err(InputError::RestoreInBatch));
+    }
+
+    #[test]
+    fn the_identity_proof_comes_whole_or_not_at_all() {
+        let r = direct(json!({"instance_id": "i-0123abcd", "identity_document": "{}", "identity_signature": "AA=="}));
+        assert_eq!(
+            r.identity,
+            Some(IdentityProof {
+                document: "{}".into(),
+                signature: "AA==".into()
+            })
+        );
+        assert_eq!(
+            rejected(json!({"instance_id": "i-0123abcd", "identity_signature": "AA=="})),
+            InputError::IncompleteIdentityProof
+        );
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub enum Outcome {
     Notified,
     /// Configured to be ignored: nothing was changed and nothing was published.
     Ignored,
+    /// Another delivery of the same interruption did the work, or is doing it: nothing was changed and nothing was
+    /// published. `warnings` says which.
+    AlreadyHandled,
 }
 
 impl Outcome {
@@ -97,6 +100,7 @@ impl Outcome {
             Outcome::DryRun => "dry-run",
             Outcome::Notified => "notified",
             Outcome::Ignored => "ignored",
+            Outcome::AlreadyHandled => "already-handled",
         }
     }
 }
@@ -158,7 +162,7 @@ impl Summary {
     pub fn is_complete(&self) -> bool {
         matches!(
             self.outcome,
-            Outcome::Cleaned | Outcome::DryRun | Outcome::Notified | Outcome::Ignored
+            Outcome::Cleaned | Outcome::DryRun | Outcome::Notified | Outcome::Ignored | Outcome::AlreadyHandled
         ) && self.errors.is_empty()
     }
 

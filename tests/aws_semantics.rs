@@ -1171,11 +1171,22 @@ impl Account {
             &self.deregister,
         ];
         elb_rules.extend(self.delays.iter());
-        let mut ec2_rules = vec![
+        // The delivery marker's tags on the instance (src/claim.rs): nobody else claims it, so this run does the work.
+        let marker = [
+            mock!(aws_sdk_ec2::Client::describe_tags)
+                .then_output(|| aws_sdk_ec2::operation::describe_tags::DescribeTagsOutput::builder().build()),
+            mock!(aws_sdk_ec2::Client::create_tags)
+                .match_requests(|input| input.resources().iter().all(|r| r.starts_with("i-")))
+                .then_output(|| aws_sdk_ec2::operation::create_tags::CreateTagsOutput::builder().build()),
+            mock!(aws_sdk_ec2::Client::delete_tags)
+                .then_output(|| aws_sdk_ec2::operation::delete_tags::DeleteTagsOutput::builder().build()),
+        ];
+        let mut ec2_rules: Vec<&Rule> = marker.iter().collect();
+        ec2_rules.extend([
             &self.describe_instances,
             &self.describe_security_groups,
             &self.describe_network_interfaces,
-        ];
+        ]);
         ec2_rules.extend(self.writes.rules());
         let clients = Clients {
             elb: elb_client(&elb_rules),

@@ -129,7 +129,8 @@ async fn a_second_delivery_is_idempotent_and_keeps_the_original_record() {
         .expect("the retry also succeeds");
     let summary: Summary = serde_json::from_value(again).unwrap();
 
-    assert_eq!(summary.outcome.as_str(), "cleaned");
+    // The second delivery finds the interruption handled (src/claim.rs): it changes nothing and publishes nothing.
+    assert_eq!(summary.outcome.as_str(), "already-handled");
     assert!(summary.removed.is_empty(), "nothing left to deregister");
     for (eni, (_, tags)) in fleet.enis(node).await {
         assert_eq!(
@@ -138,10 +139,7 @@ async fn a_second_delivery_is_idempotent_and_keeps_the_original_record() {
             "{eni}: the record must still name the original group, not the quarantine group"
         );
     }
-    for change in &summary.network_interfaces {
-        assert_eq!(change.original_groups, Some(vec![fleet.app_group.clone()]));
-    }
-    assert_eq!(fleet.published().await.len(), 2);
+    assert_eq!(fleet.published().await.len(), 1);
 }
 
 #[tokio::test]
@@ -291,9 +289,11 @@ async fn an_auto_scaling_node_leaves_its_groups_target_groups_before_the_sweep_s
     let node = fleet.auto_scaling_node(&shared, "asg-web", 8080).await;
     let (app, calls) = app_for(&moto, &fleet, false).await;
 
-    let answer = invoke(&app, common::event_for("spot-interruption-terminate.json", &node))
-        .await
-        .expect("cleanup succeeds");
+    // moto launches Auto Scaling instances on demand whatever the launch template asks, and the scope guard acts on
+    // Spot triggers for Spot instances only; a scale-in reported by the agent is not a Spot trigger.
+    let mut scale_in = common::event_for("node-agent.json", &node);
+    scale_in["action"] = json!("scale-in");
+    let answer = invoke(&app, scale_in).await.expect("cleanup succeeds");
     let summary: Summary = serde_json::from_value(answer).unwrap();
 
     let removed: BTreeSet<_> = summary

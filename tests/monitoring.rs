@@ -43,6 +43,7 @@ fn warning() -> Request {
             lifecycle: None,
             event_code: None,
         },
+        identity: None,
     }
 }
 

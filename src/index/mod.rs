@@ -75,6 +75,8 @@ pub async fn refresh(
     let existing: BTreeMap<(String, String), Item> = match store::scan(dynamodb, table).await {
         Ok(items) => items
             .into_iter()
+            // Delivery markers (`claim#...`) share the table; they are not the index's to keep or delete.
+            .filter(|item| !store::key_of(item).is_some_and(|(pk, _)| pk.starts_with(crate::claim::CLAIM_PK_PREFIX)))
             .filter_map(|item| Some((store::key_of(&item)?, item)))
             .collect(),
         Err(error) => {

@@ -67,6 +67,7 @@ pub(super) fn parse(payload: &Value) -> Result<Vec<Request>, InputError> {
             requests.push(Request {
                 instance_id,
                 trigger: trigger.clone(),
+                identity: None,
             });
         }
     }

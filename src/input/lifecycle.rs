@@ -130,7 +130,11 @@ fn request(hook: HookFields, mut trigger: Trigger) -> Result<Request, InputError
         token: hook.lifecycle_action_token,
         destination: hook.destination.unwrap_or_default(),
     }));
-    Ok(Request { instance_id, trigger })
+    Ok(Request {
+        instance_id,
+        trigger,
+        identity: None,
+    })
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub(super) fn parse(payload: &Value) -> Result<Request, InputError> {
     Ok(Request {
         instance_id: InstanceId::parse(&detail.instance_id)?,
         trigger,
+        identity: None,
     })
 }
 

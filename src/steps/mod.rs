@@ -1,6 +1,7 @@
 //! The steps that change AWS, one concern each: leave target groups, quarantine ENIs, tell people, finish an Auto
 //! Scaling lifecycle action.
 
+pub mod alert;
 pub mod deregister;
 pub mod lifecycle;
 pub mod notify;

@@ -111,6 +111,7 @@ pub fn subject(summary: &Summary) -> String {
             "spot-cleanup: {id} left {}, {quarantine}",
             plural(groups(&summary.removed), "target group")
         ),
+        Outcome::AlreadyHandled => format!("spot-cleanup: {id} already handled by another delivery"),
         Outcome::Partial | Outcome::Failed => {
             let label = if summary.outcome == Outcome::Partial {
                 "PARTIAL"

@@ -128,7 +128,7 @@ pub fn text(summary: &Summary) -> String {
 pub fn chatbot(summary: &Summary) -> String {
     let icon = match summary.outcome {
         Outcome::Cleaned => ":white_check_mark:",
-        Outcome::DryRun | Outcome::Notified | Outcome::Ignored => ":information_source:",
+        Outcome::DryRun | Outcome::Notified | Outcome::Ignored | Outcome::AlreadyHandled => ":information_source:",
         Outcome::Partial | Outcome::Failed => ":rotating_light:",
     };
     let quarantined = summary

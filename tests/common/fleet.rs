@@ -230,6 +230,35 @@ impl Fleet {
         self.config_from(false, Some(table))
     }
 
+    /// The same, with more variables (`REQUIRED_TAGS`, `MAX_EVENT_AGE`, ...) on top.
+    pub fn config_with(
+        &self,
+        extra: &[(&str, &str)],
+    ) -> Result<spot_cleanup::Config, spot_cleanup::config::ConfigError> {
+        let index_table = extra
+            .iter()
+            .find(|(k, _)| *k == "REGISTRATION_INDEX_TABLE")
+            .map(|(_, v)| v.to_string());
+        spot_cleanup::Config::from_lookup(|name| {
+            if let Some((_, value)) = extra.iter().find(|(k, _)| *k == name) {
+                return Some(value.to_string());
+            }
+            self.base_variable(name, false, index_table.as_deref())
+        })
+    }
+
+    fn base_variable(&self, name: &str, dry_run: bool, index_table: Option<&str>) -> Option<String> {
+        match name {
+            "SNS_TOPIC_ARN" => Some(self.topic_arn.clone()),
+            "QUARANTINE_SECURITY_GROUP_ID" => {
+                Some(format!("{},{}", self.other_vpc_quarantine_group, self.quarantine_group))
+            }
+            "DRY_RUN" => Some(dry_run.to_string()),
+            "REGISTRATION_INDEX_TABLE" => index_table.map(str::to_owned),
+            _ => None,
+        }
+    }
+
     fn config_from(&self, dry_run: bool, index_table: Option<&str>) -> spot_cleanup::Config {
         spot_cleanup::Config::from_lookup(|name| match name {
             "SNS_TOPIC_ARN" => Some(self.topic_arn.clone()),

@@ -4,7 +4,9 @@
 
 pub mod fleet;
 pub mod http;
+pub mod identity;
 pub mod imds;
+pub mod proxy;
 pub mod runtime;
 
 use std::collections::HashMap;

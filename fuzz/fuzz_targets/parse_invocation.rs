@@ -1,0 +1,21 @@
+//! Any bytes: if they are JSON, parsing them as an invocation returns a request or a typed error, and never panics.
+//! What it returns is checked the way the handler relies on it.
+#![no_main]
+
+#[path = "../../src/input.rs"]
+#[allow(dead_code)]
+mod input;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    match input::parse_invocation(&value) {
+        Ok(input::Invocation::Direct(request)) => {
+            assert!(input::InstanceId::parse(request.instance_id.as_str()).is_ok());
+        }
+        Ok(input::Invocation::Batch(records)) => assert!(!records.is_empty()),
+        Ok(_) => {}
+        Err(error) => assert!(error.to_string().len() < 1024, "error messages stay short"),
+    }
+});

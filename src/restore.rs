@@ -1,0 +1,297 @@
+//! Undo a quarantine: put every ENI of the instance back on the groups recorded in its `spot-cleanup:original-groups`
+//! tag, then remove the record. Spot can stop or hibernate an instance instead of terminating it; when it comes back,
+//! walled off for good would be a trap.
+//!
+//! Only recorded groups are ever applied, so a restore cannot widen an ENI's access beyond what it had before the
+//! quarantine. Re-registering into the target groups it left is not done: the owner of those groups (an Auto Scaling
+//! group, a Kubernetes controller) registers it again as it does for any new node.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, Tag};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::aws_error;
+use crate::bounded::bounded_all;
+use crate::input::{InstanceId, Trigger};
+use crate::steps::quarantine::{ORIGINAL_GROUPS_TAG, decode_original_groups};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestoreOutcome {
+    /// Every recorded ENI is back on its groups and its record is gone.
+    Restored,
+    /// No ENI of the instance carries a record: nothing to undo.
+    NothingToRestore,
+    /// Some ENIs could not be restored; see `errors`. Their records are kept for a retry.
+    Partial,
+    Failed,
+}
+
+impl RestoreOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreOutcome::Restored => "restored",
+            RestoreOutcome::NothingToRestore => "nothing-to-restore",
+            RestoreOutcome::Partial => "partial",
+            RestoreOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One ENI put back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EniRestore {
+    pub network_interface_id: String,
+    pub groups_before: Vec<String>,
+    /// The recorded original groups, now applied (or that were to be).
+    pub groups_after: Vec<String>,
+    pub restored: bool,
+    pub error: Option<String>,
+}
+
+/// What a restore did: the SNS message and the invocation's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestoreSummary {
+    pub version: u32,
+    /// Always `restore`, so subscribers can tell it from a cleanup summary.
+    pub kind: String,
+    pub instance_id: InstanceId,
+    pub trigger: Trigger,
+    pub outcome: RestoreOutcome,
+    pub network_interfaces: Vec<EniRestore>,
+    pub errors: Vec<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl RestoreSummary {
+    pub fn is_complete(&self) -> bool {
+        matches!(
+            self.outcome,
+            RestoreOutcome::Restored | RestoreOutcome::NothingToRestore
+        )
+    }
+}
+
+struct Recorded {
+    id: String,
+    groups_now: Vec<String>,
+    original: Vec<String>,
+    record_keys: Vec<String>,
+}
+
+/// Restore every recorded ENI of the instance, side by side.
+pub async fn restore(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId, trigger: &Trigger) -> RestoreSummary {
+    let mut summary = RestoreSummary {
+        version: 1,
+        kind: "restore".into(),
+        instance_id: instance_id.clone(),
+        trigger: trigger.clone(),
+        outcome: RestoreOutcome::Failed,
+        network_interfaces: Vec::new(),
+        errors: Vec::new(),
+        at: Utc::now(),
+    };
+    let recorded = match recorded_enis(ec2, instance_id).await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            summary.errors.push(e);
+            return summary;
+        }
+    };
+    if recorded.is_empty() {
+        summary.outcome = RestoreOutcome::NothingToRestore;
+        return summary;
+    }
+    let results = bounded_all(4, recorded, |eni| {
+        let ec2 = ec2.clone();
+        async move { restore_one(&ec2, eni).await }
+    })
+    .await;
+    for result in results {
+        match result {
+            Ok(eni) => summary.network_interfaces.push(eni),
+            Err(e) => summary.errors.push(e.to_string()),
+        }
+    }
+    for eni in &summary.network_interfaces {
+        if let Some(error) = &eni.error {
+            summary.errors.push(format!("{}: {error}", eni.network_interface_id));
+        }
+    }
+    let restored = summary.network_interfaces.iter().filter(|e| e.restored).count();
+    summary.outcome = match (restored, summary.errors.is_empty()) {
+        (_, true) => RestoreOutcome::Restored,
+        (0, false) => RestoreOutcome::Failed,
+        (_, false) => RestoreOutcome::Partial,
+    };
+    summary
+}
+
+async fn recorded_enis(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId) -> Result<Vec<Recorded>, String> {
+    let filter = Filter::builder()
+        .name("attachment.instance-id")
+        .values(instance_id.as_str())
+        .build();
+    let mut pages = ec2
+        .describe_network_interfaces()
+        .filters(filter)
+        .into_paginator()
+        .send();
+    let mut recorded = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| format!("DescribeNetworkInterfaces failed: {}", aws_error::explain(&e)))?;
+        for eni in page.network_interfaces() {
+            let tags: BTreeMap<String, String> = eni
+                .tag_set()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                .collect();
+            let (Some(id), Some(original)) = (eni.network_interface_id(), decode_original_groups(&tags)) else {
+                continue;
+            };
+            recorded.push(Recorded {
+                id: id.to_owned(),
+                groups_now: eni
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.group_id())
+                    .map(str::to_owned)
+                    .collect(),
+                original,
+                record_keys: tags
+                    .keys()
+                    .filter(|k| k.as_str() == ORIGINAL_GROUPS_TAG || k.starts_with(&format!("{ORIGINAL_GROUPS_TAG}:")))
+                    .cloned()
+                    .collect(),
+            });
+        }
+    }
+    Ok(recorded)
+}
+
+/// Apply the recorded groups, then drop the record. The record goes only after the groups are back, so a failure
+/// in between leaves it for the retry.
+async fn restore_one(ec2: &aws_sdk_ec2::Client, eni: Recorded) -> EniRestore {
+    let mut result = EniRestore {
+        network_interface_id: eni.id.clone(),
+        groups_before: eni.groups_now.clone(),
+        groups_after: eni.original.clone(),
+        restored: false,
+        error: None,
+    };
+    if eni.original.is_empty() {
+        result.error = Some("its record names no group; left as it is".into());
+        return result;
+    }
+    if let Err(e) = ec2
+        .modify_network_interface_attribute()
+        .network_interface_id(&eni.id)
+        .set_groups(Some(eni.original.clone()))
+        .send()
+        .await
+    {
+        result.error = Some(format!(
+            "ModifyNetworkInterfaceAttribute failed: {}",
+            aws_error::explain(&e)
+        ));
+        return result;
+    }
+    result.restored = true;
+    let keys: Vec<Tag> = eni.record_keys.iter().map(|k| Tag::builder().key(k).build()).collect();
+    if let Err(e) = ec2.delete_tags().resources(&eni.id).set_tags(Some(keys)).send().await {
+        result.error = Some(format!(
+            "groups restored, but the record could not be removed: {}",
+            aws_error::explain(&e)
+        ));
+    }
+    result
+}
+
+/// A restore end to end: the scope guard's origin check, the restore, the record and delivery marker removed, the
+/// summary published (unless there was nothing to restore: an instance that was never quarantined starting up is
+/// not news).
+pub async fn run(
+    app: &crate::cleanup::App,
+    home: &crate::scope::Home,
+    request: &crate::input::RestoreRequest,
+) -> Result<RestoreSummary, crate::guard::Refusal> {
+    let trust = &app.config.trust;
+    let reasons = trust.scope.check_origin(home, &request.trigger);
+    // A replayed "running" event must not undo the quarantine of a later interruption.
+    let stale = crate::freshness::staleness(&request.trigger, trust.max_event_age, Utc::now());
+    let refusal = match (reasons.is_empty(), stale) {
+        (false, _) => Some((crate::guard::RefusalKind::OutOfScope, reasons)),
+        (true, Some(reason)) => Some((crate::guard::RefusalKind::Stale, vec![reason])),
+        (true, None) => None,
+    };
+    if let Some((kind, reasons)) = refusal {
+        let refusal = crate::guard::Refusal {
+            kind,
+            instance_id: request.instance_id.clone(),
+            reasons,
+            trigger: Box::new(request.trigger.clone()),
+        };
+        crate::guard::announce(app, &refusal).await;
+        return Err(refusal);
+    }
+    let mut summary = if app.config.dry_run {
+        restore_plan(&app.clients.ec2, &request.instance_id, &request.trigger).await
+    } else {
+        restore(&app.clients.ec2, &request.instance_id, &request.trigger).await
+    };
+    if summary.outcome == RestoreOutcome::Restored {
+        let marker = crate::claim::marker(app);
+        if let Err(e) = crate::claim::clear(&marker, &request.instance_id).await {
+            summary.errors.push(e);
+            summary.outcome = RestoreOutcome::Partial;
+        }
+    }
+    if summary.outcome != RestoreOutcome::NothingToRestore
+        && let Err(e) =
+            crate::steps::alert::publish_restore(&app.clients.sns, &app.config.sns_topic_arn, &summary).await
+    {
+        summary.errors.push(format!("SNS Publish failed: {e}"));
+    }
+    tracing::info!(
+        instance_id = summary.instance_id.as_str(),
+        outcome = summary.outcome.as_str(),
+        summary = %serde_json::to_string(&summary).unwrap_or_default(),
+        "restore finished"
+    );
+    Ok(summary)
+}
+
+/// Dry run: what a restore would put back, changing nothing.
+async fn restore_plan(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId, trigger: &Trigger) -> RestoreSummary {
+    let mut summary = RestoreSummary {
+        version: 1,
+        kind: "restore".into(),
+        instance_id: instance_id.clone(),
+        trigger: trigger.clone(),
+        outcome: RestoreOutcome::NothingToRestore,
+        network_interfaces: Vec::new(),
+        errors: Vec::new(),
+        at: Utc::now(),
+    };
+    match recorded_enis(ec2, instance_id).await {
+        Ok(recorded) => {
+            summary.network_interfaces = recorded
+                .into_iter()
+                .map(|eni| EniRestore {
+                    network_interface_id: eni.id,
+                    groups_before: eni.groups_now,
+                    groups_after: eni.original,
+                    restored: false,
+                    error: Some("dry run: not changed".into()),
+                })
+                .collect();
+        }
+        Err(e) => {
+            summary.errors.push(e);
+            summary.outcome = RestoreOutcome::Failed;
+        }
+    }
+    summary
+}

@@ -1,0 +1,251 @@
+//! Which instances this function may touch. A request that names anything else changes nothing and is refused: a
+//! node agent, a replayed event or a wrong rule must never widen what the function does to production networking.
+//!
+//! Three rules, each optional where it can be:
+//! - a Spot trigger acts only on a Spot instance (`InstanceLifecycle=spot`);
+//! - `REQUIRED_TAGS` (`key=value,key2=,key3`): every listed tag must be on the instance; an empty or absent value
+//!   means the key only has to be present;
+//! - the event's `account` and `region` must be the function's own. The account check is off when cross-account
+//!   handling is configured (`CROSS_ACCOUNT_ROLE_NAME`): events of other accounts are expected then.
+
+use std::collections::BTreeMap;
+
+use crate::input::{Action, Request, Trigger};
+use crate::instance::Instance;
+
+/// One tag the instance must carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequiredTag {
+    pub key: String,
+    /// None: the key must be present, with any value.
+    pub value: Option<String>,
+}
+
+/// The scope rules, read once at init.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scope {
+    pub required_tags: Vec<RequiredTag>,
+    /// Events from other accounts are expected (`CROSS_ACCOUNT_ROLE_NAME` is set).
+    pub cross_account: bool,
+    /// `AWS_REGION`: the function's region when the invocation's ARN does not say.
+    pub fallback_region: Option<String>,
+}
+
+/// `REQUIRED_TAGS`: comma-separated `key=value`, `key=` or `key`. Keys may contain `=`-free text only; a value may
+/// contain `=` (the first one splits).
+pub fn parse_required_tags(raw: &str) -> Result<Vec<RequiredTag>, &'static str> {
+    let mut tags = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = match part.split_once('=') {
+            Some((key, value)) => (key.trim(), Some(value.trim()).filter(|v| !v.is_empty())),
+            None => (part, None),
+        };
+        if key.is_empty() || key.len() > 128 {
+            return Err("expected comma-separated key=value (or key) with keys of 1 to 128 characters");
+        }
+        tags.push(RequiredTag {
+            key: key.to_owned(),
+            value: value.map(str::to_owned),
+        });
+    }
+    Ok(tags)
+}
+
+/// Where the function itself runs: from the invocation's ARN (`arn:aws:lambda:<region>:<account>:function:...`),
+/// falling back to `AWS_REGION` for the region. An unknown account skips the account check (only emulators omit it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Home {
+    pub account: Option<String>,
+    pub region: Option<String>,
+}
+
+impl Home {
+    pub fn from_function_arn(arn: &str, scope: &Scope) -> Home {
+        let parts: Vec<&str> = arn.split(':').collect();
+        let field = |i: usize, ok: fn(&str) -> bool| {
+            (parts.len() >= 7 && parts[0] == "arn" && parts[2] == "lambda")
+                .then(|| parts[i])
+                .filter(|v| ok(v))
+                .map(str::to_owned)
+        };
+        let account = field(4, |v| v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()));
+        let region = field(3, |v| !v.is_empty()).or_else(|| scope.fallback_region.clone());
+        Home { account, region }
+    }
+}
+
+/// Spot's own notices (terminate, stop, hibernate, rebalance) and the node agent, which reads Spot's
+/// `spot/instance-action`. Only `scale-in` is not a Spot trigger.
+pub fn is_spot_trigger(trigger: &Trigger) -> bool {
+    trigger.action != Some(Action::ScaleIn)
+}
+
+impl Scope {
+    /// The event's own claims about where it comes from, checked before anything is described.
+    pub fn check_origin(&self, home: &Home, trigger: &Trigger) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if let (Some(theirs), Some(ours)) = (&trigger.region, &home.region)
+            && theirs != ours
+        {
+            reasons.push(format!(
+                "the event is for region {theirs}, this function runs in {ours}"
+            ));
+        }
+        if !self.cross_account
+            && let (Some(theirs), Some(ours)) = (&trigger.account, &home.account)
+            && theirs != ours
+        {
+            reasons.push(format!(
+                "the event is for account {theirs}, this function runs in {ours} and cross-account handling \
+                 (CROSS_ACCOUNT_ROLE_NAME) is not configured"
+            ));
+        }
+        reasons
+    }
+
+    /// The instance as EC2 describes it. Empty when it is in scope.
+    pub fn check_instance(&self, request: &Request, instance: &Instance) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if is_spot_trigger(&request.trigger) && instance.lifecycle.as_deref() != Some("spot") {
+            reasons.push(format!(
+                "a Spot trigger named an instance that is not Spot (lifecycle {})",
+                instance.lifecycle.as_deref().unwrap_or("on-demand")
+            ));
+        }
+        reasons.extend(missing_tags(&self.required_tags, &instance.tags));
+        reasons
+    }
+}
+
+fn missing_tags(required: &[RequiredTag], tags: &BTreeMap<String, String>) -> Vec<String> {
+    required
+        .iter()
+        .filter_map(|tag| match (&tag.value, tags.get(&tag.key)) {
+            (_, None) => Some(format!("the instance has no tag {}", tag.key)),
+            (Some(want), Some(have)) if want != have => {
+                Some(format!("tag {} is {have:?}, REQUIRED_TAGS wants {want:?}", tag.key))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::{InstanceId, Source};
+
+    fn trigger(action: Option<Action>, region: Option<&str>, account: Option<&str>) -> Trigger {
+        Trigger {
+            source: Source::EventBridge,
+            event_source: Some("aws.ec2".into()),
+            detail_type: None,
+            action,
+            event_id: None,
+            event_time: None,
+            action_time: None,
+            region: region.map(str::to_owned),
+            account: account.map(str::to_owned),
+            sqs_message_id: None,
+            lifecycle: None,
+            event_code: None,
+        }
+    }
+
+    fn instance(lifecycle: Option<&str>, tags: &[(&str, &str)]) -> Instance {
+        Instance {
+            id: InstanceId::parse("i-0123abcd").unwrap(),
+            vpc_id: None,
+            state: Some("running".into()),
+            lifecycle: lifecycle.map(str::to_owned),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            network_interfaces: vec![],
+        }
+    }
+
+    fn request(action: Option<Action>) -> Request {
+        Request {
+            instance_id: InstanceId::parse("i-0123abcd").unwrap(),
+            trigger: trigger(action, None, None),
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn required_tags_parse_with_and_without_values() {
+        let tags = parse_required_tags("kubernetes.io/cluster/prod=owned, team=, spot-cleanup").unwrap();
+        assert_eq!(
+            tags,
+            vec![
+                RequiredTag {
+                    key: "kubernetes.io/cluster/prod".into(),
+                    value: Some("owned".into())
+                },
+                RequiredTag {
+                    key: "team".into(),
+                    value: None
+                },
+                RequiredTag {
+                    key: "spot-cleanup".into(),
+                    value: None
+                },
+            ]
+        );
+        assert!(parse_required_tags("=x").is_err());
+        assert_eq!(parse_required_tags(" , ").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn spot_triggers_need_spot_instances_and_the_required_tags() {
+        let scope = Scope {
+            required_tags: parse_required_tags("cluster=prod,team").unwrap(),
+            ..Scope::default()
+        };
+        let good = instance(Some("spot"), &[("cluster", "prod"), ("team", "x")]);
+        assert!(
+            scope
+                .check_instance(&request(Some(Action::Terminate)), &good)
+                .is_empty()
+        );
+        let on_demand = instance(None, &[("cluster", "prod"), ("team", "x")]);
+        let reasons = scope.check_instance(&request(Some(Action::Terminate)), &on_demand);
+        assert!(reasons[0].contains("not Spot"), "{reasons:?}");
+        assert!(
+            scope
+                .check_instance(&request(Some(Action::ScaleIn)), &on_demand)
+                .is_empty(),
+            "scale-in is not a Spot trigger"
+        );
+        assert!(
+            !scope.check_instance(&request(None), &on_demand).is_empty(),
+            "the agent is"
+        );
+        let wrong = instance(Some("spot"), &[("cluster", "dev")]);
+        let reasons = scope.check_instance(&request(None), &wrong);
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].contains("\"dev\""));
+        assert!(reasons[1].contains("no tag team"));
+    }
+
+    #[test]
+    fn the_event_must_come_from_home_unless_cross_account_is_on() {
+        let mut scope = Scope {
+            fallback_region: Some("eu-west-1".into()),
+            ..Scope::default()
+        };
+        let home = Home::from_function_arn("arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup", &scope);
+        assert_eq!(home.account.as_deref(), Some("123456789012"));
+        assert_eq!(home.region.as_deref(), Some("us-east-1"));
+        let ours = trigger(None, Some("us-east-1"), Some("123456789012"));
+        assert!(scope.check_origin(&home, &ours).is_empty());
+        let elsewhere = trigger(None, Some("eu-west-1"), Some("210987654321"));
+        assert_eq!(scope.check_origin(&home, &elsewhere).len(), 2);
+        scope.cross_account = true;
+        let reasons = scope.check_origin(&home, &elsewhere);
+        assert_eq!(reasons.len(), 1, "the region still has to match: {reasons:?}");
+
+        let emulated = Home::from_function_arn("", &scope);
+        assert_eq!(emulated.account, None);
+        assert_eq!(emulated.region.as_deref(), Some("eu-west-1"), "AWS_REGION");
+    }
+}

@@ -1,0 +1,168 @@
+//! Adversarial input for the parser: any byte string, any JSON value, and sample events with any field replaced by
+//! anything either parse into a valid invocation or are rejected with a short typed error. Nothing panics. The fuzz
+//! target's seed corpus (fuzz/corpus/) is replayed here too, so CI covers it without a nightly toolchain.
+
+use proptest::prelude::*;
+use serde_json::Value;
+use spot_cleanup::input::{InstanceId, Invocation, parse_invocation};
+
+/// What a caller may rely on after parsing.
+fn check(value: &Value) {
+    match parse_invocation(value) {
+        Ok(Invocation::Direct(request)) => {
+            assert_eq!(
+                InstanceId::parse(request.instance_id.as_str()),
+                Ok(request.instance_id.clone())
+            );
+        }
+        Ok(Invocation::Batch(records)) => {
+            assert!(!records.is_empty());
+            for record in records {
+                if let Err(error) = record.requests {
+                    assert!(error.to_string().len() < 1024);
+                }
+            }
+        }
+        Ok(Invocation::Several(requests)) => {
+            assert!(requests.len() > 1, "one instance is a Direct invocation");
+            for request in requests {
+                assert!(InstanceId::parse(request.instance_id.as_str()).is_ok());
+            }
+        }
+        Ok(Invocation::Skipped { reason }) => assert!(!reason.is_empty()),
+        Ok(Invocation::Restore(restore)) => {
+            assert!(InstanceId::parse(restore.instance_id.as_str()).is_ok());
+        }
+        Ok(Invocation::RefreshIndex { .. } | Invocation::IndexUpdate(_)) => {}
+        Err(error) => {
+            let message = error.to_string();
+            assert!(!message.is_empty() && message.len() < 1024, "{message:.200}");
+        }
+    }
+}
+
+fn check_bytes(bytes: &[u8]) {
+    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
+        check(&value);
+    }
+}
+
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        ".{0,40}".prop_map(Value::String),
+        // Values this parser looks for, so the search reaches past the first check.
+        prop_oneof![
+            Just("i-0123456789abcdef0"),
+            Just("aws.ec2"),
+            Just("EC2 Spot Instance Interruption Warning"),
+            Just("EC2 Instance State-change Notification"),
+            Just("restore"),
+            Just("running"),
+            Just("terminate"),
+            Just("2026-11-21T10:00:00Z"),
+        ]
+        .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    let keys = prop_oneof![
+        Just("instance_id".to_owned()),
+        Just("instance-id".to_owned()),
+        Just("action".to_owned()),
+        Just("source".to_owned()),
+        Just("detail-type".to_owned()),
+        Just("detail".to_owned()),
+        Just("Records".to_owned()),
+        Just("body".to_owned()),
+        Just("messageId".to_owned()),
+        Just("state".to_owned()),
+        Just("time".to_owned()),
+        Just("identity_document".to_owned()),
+        Just("identity_signature".to_owned()),
+        "[a-z_-]{1,12}",
+    ];
+    leaf.prop_recursive(4, 64, 8, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(keys.clone(), inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn samples() -> Vec<Value> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/events");
+    let mut samples: Vec<Value> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|text| serde_json::from_str(&text).ok())
+        .collect();
+    samples.sort_by_key(|v| v.to_string());
+    samples
+}
+
+/// Replace the value at the `pick`-th position of a depth-first walk with `with`.
+fn replace_nth(value: &mut Value, pick: &mut usize, with: &Value) -> bool {
+    if *pick == 0 {
+        *value = with.clone();
+        return true;
+    }
+    *pick -= 1;
+    match value {
+        Value::Object(map) => map.values_mut().any(|v| replace_nth(v, pick, with)),
+        Value::Array(items) => items.iter_mut().any(|v| replace_nth(v, pick, with)),
+        _ => false,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_bytes_parse_or_are_rejected(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        check_bytes(&bytes);
+    }
+
+    #[test]
+    fn any_json_value_parses_or_is_rejected(value in any_json()) {
+        check(&value);
+    }
+
+    #[test]
+    fn a_sample_with_any_field_replaced_parses_or_is_rejected(
+        which in any::<prop::sample::Index>(),
+        mut pick in 0usize..40,
+        with in any_json(),
+    ) {
+        let samples = samples();
+        let mut sample = samples[which.index(samples.len())].clone();
+        replace_nth(&mut sample, &mut pick, &with);
+        check(&sample);
+    }
+}
+
+#[test]
+fn the_fuzz_corpus_replays_without_a_panic() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/parse_invocation");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(dir).expect("the seed corpus is committed") {
+        check_bytes(&std::fs::read(entry.unwrap().path()).unwrap());
+        replayed += 1;
+    }
+    assert!(replayed >= 20, "{replayed} seeds");
+}
+
+#[test]
+fn deeply_nested_and_huge_payloads_are_rejected() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    check_bytes(deep.as_bytes());
+    let mut nested = serde_json::json!({"instance_id": "i-0123abcd"});
+    // Each level escapes the one inside again, so a few levels are already large.
+    for _ in 0..8 {
+        nested = serde_json::json!({"Records": [{"messageId": "m", "body": nested.to_string()}]});
+    }
+    check(&nested);
+    let wide: serde_json::Map<String, Value> = (0..10_000).map(|i| (format!("k{i}"), Value::Null)).collect();
+    check(&Value::Object(wide));
+}
