@@ -11,9 +11,14 @@
 //! Two more EventBridge events keep the optional registration index fresh: a `Scheduled Event` from `aws.events`
 //! (refresh it), and RegisterTargets / DeregisterTargets calls that CloudTrail reports (update it).
 
+// Explicit paths, so that the fuzz target (fuzz/), which compiles this file on its own, finds them too.
+#[path = "input/health.rs"]
 mod health;
+#[path = "input/lifecycle.rs"]
 mod lifecycle;
+#[path = "input/rebalance.rs"]
 mod rebalance;
+#[path = "input/state_change.rs"]
 mod state_change;
 
 use std::fmt;

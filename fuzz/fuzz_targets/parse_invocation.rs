@@ -3,7 +3,7 @@
 #![no_main]
 
 #[path = "../../src/input.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod input;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
