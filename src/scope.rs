@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::input::{Action, Request, Trigger};
+use crate::input::{Action, REBALANCE_RECOMMENDATION, Request, SPOT_INTERRUPTION, Source, Trigger};
 use crate::instance::Instance;
 
 /// One tag the instance must carry.
@@ -74,10 +74,21 @@ impl Home {
     }
 }
 
-/// Spot's own notices (terminate, stop, hibernate, rebalance) and the node agent, which reads Spot's
-/// `spot/instance-action`. Only `scale-in` is not a Spot trigger.
+/// Spot's own notices: the interruption warning and the rebalance recommendation, and the node agent's actions that
+/// come from Spot's `spot/instance-action` or rebalance paths. Auto Scaling lifecycle actions, EC2 state changes,
+/// AWS Health events and the agent's `scale-in` concern any instance, Spot or not.
 pub fn is_spot_trigger(trigger: &Trigger) -> bool {
-    trigger.action != Some(Action::ScaleIn)
+    match trigger.source {
+        Source::NodeAgent => matches!(
+            trigger.action,
+            Some(Action::Terminate | Action::Stop | Action::Hibernate | Action::Rebalance)
+        ),
+        Source::EventBridge => matches!(
+            trigger.detail_type.as_deref(),
+            Some(SPOT_INTERRUPTION | REBALANCE_RECOMMENDATION)
+        ),
+        Source::AutoScaling | Source::Operator => false,
+    }
 }
 
 impl Scope {

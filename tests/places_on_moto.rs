@@ -4,7 +4,7 @@
 mod common;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ec2::types::{Filter, InstanceType};
+use aws_sdk_ec2::types::{Filter, InstanceMarketOptionsRequest, InstanceType, MarketType};
 use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 use common::Moto;
 use common::fleet::{self, Fleet};
@@ -65,6 +65,12 @@ impl Outpost {
             .min_count(1)
             .max_count(1)
             .subnet_id(subnet)
+            // The guard acts on Spot warnings only for Spot instances.
+            .instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();

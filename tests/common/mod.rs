@@ -241,6 +241,10 @@ pub fn event_for(file: &str, instance_id: &str) -> serde_json::Value {
     } else if event.get("time").is_some() {
         event["time"] = rfc3339(now + chrono::Duration::seconds(120)).into();
     }
+    // The message an Auto Scaling lifecycle hook sends straight to SQS says when in `Time`.
+    if event.get("Time").is_some() {
+        event["Time"] = rfc3339(now).into();
+    }
     event
 }
 
