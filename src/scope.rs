@@ -79,10 +79,8 @@ impl Home {
 /// AWS Health events and the agent's `scale-in` concern any instance, Spot or not.
 pub fn is_spot_trigger(trigger: &Trigger) -> bool {
     match trigger.source {
-        Source::NodeAgent => matches!(
-            trigger.action,
-            Some(Action::Terminate | Action::Stop | Action::Hibernate | Action::Rebalance)
-        ),
+        // The agent watches Spot's metadata paths; only its Auto Scaling `scale-in` is about any instance.
+        Source::NodeAgent => trigger.action != Some(Action::ScaleIn),
         Source::EventBridge => matches!(
             trigger.detail_type.as_deref(),
             Some(SPOT_INTERRUPTION | REBALANCE_RECOMMENDATION)
@@ -146,10 +144,11 @@ mod tests {
     use super::*;
     use crate::input::{InstanceId, Source};
 
+    /// A node agent's request: Spot's unless its action is `scale-in`.
     fn trigger(action: Option<Action>, region: Option<&str>, account: Option<&str>) -> Trigger {
         Trigger {
-            source: Source::EventBridge,
-            event_source: Some("aws.ec2".into()),
+            source: Source::NodeAgent,
+            event_source: None,
             detail_type: None,
             action,
             event_id: None,
@@ -204,6 +203,28 @@ mod tests {
         );
         assert!(parse_required_tags("=x").is_err());
         assert_eq!(parse_required_tags(" , ").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn only_spots_own_notices_are_spot_triggers() {
+        let event = |detail_type: &str, action| Trigger {
+            source: Source::EventBridge,
+            detail_type: Some(detail_type.into()),
+            ..trigger(Some(action), None, None)
+        };
+        assert!(is_spot_trigger(&event(SPOT_INTERRUPTION, Action::Stop)));
+        assert!(is_spot_trigger(&event(REBALANCE_RECOMMENDATION, Action::Rebalance)));
+        // A stopping or terminated instance, or a scheduled change, may be on-demand.
+        assert!(!is_spot_trigger(&event(
+            "EC2 Instance State-change Notification",
+            Action::Stop
+        )));
+        assert!(!is_spot_trigger(&event("AWS Health Event", Action::ScheduledChange)));
+        let lifecycle = Trigger {
+            source: Source::AutoScaling,
+            ..trigger(Some(Action::ScaleIn), None, None)
+        };
+        assert!(!is_spot_trigger(&lifecycle));
     }
 
     #[test]
