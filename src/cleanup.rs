@@ -326,13 +326,7 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
     for (request, instance) in work {
         let mut summary = Summary {
             version: SCHEMA_VERSION,
-            instance: InstanceInfo {
-                id: instance.id.clone(),
-                vpc_id: instance.vpc_id.clone(),
-                state: instance.state.clone(),
-                lifecycle: instance.lifecycle.clone(),
-                addresses: instance.addresses().collect(),
-            },
+            instance: InstanceInfo::of(&instance),
             trigger: request.trigger.clone(),
             dry_run: app.config.dry_run,
             outcome: Outcome::Failed,
@@ -554,13 +548,7 @@ fn already_handled(
     };
     Summary {
         version: SCHEMA_VERSION,
-        instance: InstanceInfo {
-            id: instance.id.clone(),
-            vpc_id: instance.vpc_id.clone(),
-            state: instance.state.clone(),
-            lifecycle: instance.lifecycle.clone(),
-            addresses: instance.addresses().collect(),
-        },
+        instance: InstanceInfo::of(instance),
         trigger: request.trigger.clone(),
         dry_run: false,
         outcome: Outcome::AlreadyHandled,

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::input::{InstanceId, Trigger};
+use crate::instance::Instance;
 use crate::locate::TargetKind;
 use crate::monitoring::HostChange;
 use crate::steps::lifecycle::LifecycleReport;
@@ -52,6 +53,19 @@ pub struct InstanceInfo {
     pub state: Option<String>,
     pub lifecycle: Option<String>,
     pub addresses: Vec<IpAddr>,
+}
+
+impl InstanceInfo {
+    /// The instance as DescribeInstances found it.
+    pub fn of(instance: &Instance) -> Self {
+        InstanceInfo {
+            id: instance.id.clone(),
+            vpc_id: instance.vpc_id.clone(),
+            state: instance.state.clone(),
+            lifecycle: instance.lifecycle.clone(),
+            addresses: instance.addresses().collect(),
+        }
+    }
 }
 
 /// One target in one target group.
