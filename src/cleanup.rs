@@ -22,6 +22,7 @@ use crate::monitoring::Monitoring;
 use crate::monitoring::secrets::SecretClients;
 use crate::pace::Pace;
 use crate::places::{PlaceError, Places};
+use crate::steplog::{self, StepLog, Tally};
 use crate::steps::deregister::{self, Verdict};
 use crate::steps::lifecycle::{self, DrainWait};
 use crate::steps::notify;
@@ -172,7 +173,9 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
     let mut work: Vec<(&Request, Instance)> = Vec::new();
     let mut reports = Vec::new();
     for request in &requests {
-        match described.remove(&request.instance_id) {
+        let found = described.remove(&request.instance_id);
+        steplog::request_step("describe", request, describe_ms, Tally::one(found.is_some()));
+        match found {
             Some(instance) => {
                 // The scope guard: nothing below runs for an instance this function may not touch.
                 let reasons = app.config.trust.scope.check_instance(request, &instance);
@@ -216,15 +219,24 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         for ((request, instance), outcome) in work.into_iter().zip(claims) {
             match outcome {
                 Claim::Won(token) => {
+                    steplog::request_step("claim", request, 0, Tally::one(true));
                     tokens.insert(instance.id.clone(), token);
                     claimed.push((request, instance));
                 }
                 Claim::Unavailable(warning) => {
+                    // The cleanup goes on without the marker; the summary carries the warning.
+                    steplog::request_step("claim", request, 0, Tally::one(false));
                     claim_warnings.insert(instance.id.clone(), warning);
                     claimed.push((request, instance));
                 }
                 Claim::Taken { state, since } => {
-                    tracing::info!(instance_id = instance.id.as_str(), state = %state, "already handled by another delivery");
+                    tracing::info!(
+                        step = "claim",
+                        instance_id = instance.id.as_str(),
+                        event_id = steplog::event_id(&request.trigger),
+                        state = %state,
+                        "already handled by another delivery"
+                    );
                     reports.push(Report {
                         instance_id: instance.id.clone(),
                         result: Ok(already_handled(
@@ -243,6 +255,7 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
     if work.is_empty() {
         return reports;
     }
+    let log = StepLog::new(work.iter().map(|(r, _)| *r));
     let instances: Vec<Instance> = work.iter().map(|(_, i)| i.clone()).collect();
     // An instance going back to a warm pool will serve again: it leaves its groups but keeps its network.
     let to_quarantine: Vec<Instance> = work
@@ -273,12 +286,7 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         known.deregister(app, &fast).await;
     }
     let mut deregister_ms = elapsed_ms(step);
-    tracing::info!(
-        step = "fast-path",
-        registrations = known.len(),
-        ms = fast_locate_ms + deregister_ms,
-        "known registrations left"
-    );
+    log.step("fast-path", fast_locate_ms + deregister_ms, |id| known.sent_for(id));
 
     // 2. Wall the nodes off while the sweep, the slow part, runs: EC2 and ELB budgets are separate, so neither waits
     //    for the other. 3. The sweep finds the rest, and its fresh view of each group tells whether the fast path's
@@ -294,25 +302,22 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
             (swept, elapsed_ms(step))
         },
     );
-    tracing::info!(step = "quarantine", ms = quarantine_ms, "quarantined");
+    log.step("quarantine", quarantine_ms, |id| eni_tally(eni_changes.get(id)));
     let target_groups_checked = swept.as_ref().map(|l| l.target_groups_checked).unwrap_or(0);
     match swept {
         Ok(located) => known.absorb_sweep(located),
         Err(e) => known.locate_errors.push(e.to_string()),
     }
-    tracing::info!(
-        step = "locate",
-        ms = locate_ms,
-        groups = target_groups_checked,
-        registrations = known.len(),
-        "swept"
-    );
+    // Groups the sweep could not read may hold any instance's registrations: each instance's line counts them.
+    let unread = known.locate_errors.len() + known.unchecked.len();
+    log.step("locate", locate_ms, |id| Tally::new(known.found_for(id), unread));
     let step = Instant::now();
     if !app.config.dry_run {
         let found = known.not_yet_sent();
         known.deregister(app, &found).await;
     }
     deregister_ms += elapsed_ms(step);
+    log.step("deregister", elapsed_ms(step), |id| known.sent_for(id));
 
     // 4. Check what the sweep could not, and read each touched group's deregistration delay for the warnings.
     let step = Instant::now();
@@ -320,13 +325,13 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         known.verify(app, deadline).await;
     }
     let verify_ms = elapsed_ms(step);
-    tracing::info!(step = "verify", ms = verify_ms, "verified");
+    log.step("verify", verify_ms, |id| known.verified_for(id));
 
     let mut summaries = Vec::new();
-    for (request, instance) in work {
+    for (request, instance) in &work {
         let mut summary = Summary {
             version: SCHEMA_VERSION,
-            instance: InstanceInfo::of(&instance),
+            instance: InstanceInfo::of(instance),
             trigger: request.trigger.clone(),
             dry_run: app.config.dry_run,
             outcome: Outcome::Failed,
@@ -444,7 +449,10 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         summaries.push(summary);
     }
 
+    let step = Instant::now();
     let mut monitored = monitoring.await.unwrap_or_default();
+    // The monitoring calls ran beside every step above; this is how long the cleanup then waited for them.
+    let monitoring_wait_ms = elapsed_ms(step);
     for summary in &mut summaries {
         summary.monitoring = monitored.remove(&summary.instance.id).unwrap_or_default();
         for failed in summary.monitoring.iter().filter(|c| !c.ok) {
@@ -456,7 +464,17 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
             ));
         }
     }
+    log.step("monitoring", monitoring_wait_ms, |id| {
+        let calls = summaries
+            .iter()
+            .filter(|s| &s.instance.id == id)
+            .flat_map(|s| &s.monitoring);
+        calls.fold(Tally::default(), |t, c| {
+            Tally::new(t.done + usize::from(c.ok), t.failed + usize::from(!c.ok))
+        })
+    });
     // An Auto Scaling lifecycle action is completed once its cleanup is, so the summary can say it was.
+    let step = Instant::now();
     lifecycle::finish_all(
         &app.clients.autoscaling,
         &app.clients.elb,
@@ -466,8 +484,20 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         deadline,
     )
     .await;
+    let lifecycle_ms = elapsed_ms(step);
+    for (summary, request) in summaries.iter().zip(&work) {
+        if let Some(report) = &summary.lifecycle {
+            steplog::request_step(
+                "lifecycle",
+                request.0,
+                lifecycle_ms,
+                Tally::one(report.result.is_some()),
+            );
+        }
+    }
 
     // Publishing is independent per instance, and the last step: run them together.
+    let step = Instant::now();
     let published = bounded_all(summaries.len(), summaries.clone(), |summary| {
         let (sns, topic, format) = (
             app.clients.sns.clone(),
@@ -477,8 +507,11 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         async move { notify::publish(&sns, &topic, &summary, format).await }
     })
     .await;
-    for (summary, published) in summaries.iter_mut().zip(published) {
-        if let Err(error) = published.unwrap_or_else(|e| Err(e.to_string())) {
+    let notify_ms = elapsed_ms(step);
+    for ((summary, published), (request, _)) in summaries.iter_mut().zip(published).zip(&work) {
+        let published = published.unwrap_or_else(|e| Err(e.to_string()));
+        steplog::request_step("notify", request, notify_ms, Tally::one(published.is_ok()));
+        if let Err(error) = published {
             summary.errors.push(StepError {
                 step: Step::Notify,
                 message: format!("SNS Publish failed: {error}"),
@@ -495,7 +528,9 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
     }
     for summary in summaries {
         tracing::info!(
+            step = "summary",
             instance_id = summary.instance.id.as_str(),
+            event_id = steplog::event_id(&summary.trigger),
             outcome = summary.outcome.as_str(),
             summary = %serde_json::to_string(&summary).unwrap_or_default(),
             "cleanup finished"
@@ -507,6 +542,17 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         });
     }
     reports
+}
+
+/// ENIs walled off (or already so, or gone), against ENIs that could not be changed.
+fn eni_tally(changes: Option<&Vec<EniChange>>) -> Tally {
+    changes
+        .into_iter()
+        .flatten()
+        .fold(Tally::default(), |t, change| match change.status {
+            EniStatus::Failed => Tally::new(t.done, t.failed + 1),
+            _ => Tally::new(t.done + 1, t.failed),
+        })
 }
 
 /// Run the futures side by side (the claims of a batch wait out their settle time together).
@@ -599,12 +645,39 @@ struct Registrations {
 }
 
 impl Registrations {
-    fn len(&self) -> usize {
-        self.found.len()
-    }
-
     fn all(&self) -> impl Iterator<Item = &TargetRegistration> {
         self.found.values()
+    }
+
+    fn of<'a>(&'a self, instance: &'a InstanceId) -> impl Iterator<Item = (Key, &'a TargetRegistration)> + 'a {
+        self.found
+            .iter()
+            .filter(move |(_, r)| &r.instance_id == instance)
+            .map(|(k, r)| (k.clone(), r))
+    }
+
+    fn found_for(&self, instance: &InstanceId) -> usize {
+        self.of(instance).count()
+    }
+
+    /// DeregisterTargets' answers so far for the instance's registrations.
+    fn sent_for(&self, instance: &InstanceId) -> Tally {
+        self.of(instance)
+            .fold(Tally::default(), |t, (key, _)| match self.sent.get(&key) {
+                Some(Ok(())) => Tally::new(t.done + 1, t.failed),
+                Some(Err(_)) => Tally::new(t.done, t.failed + 1),
+                None => t,
+            })
+    }
+
+    /// Gone or draining, against still there or not known.
+    fn verified_for(&self, instance: &InstanceId) -> Tally {
+        self.of(instance)
+            .fold(Tally::default(), |t, (key, _)| match self.verdicts.get(&key) {
+                Some(Verdict::Deregistered | Verdict::Draining) => Tally::new(t.done + 1, t.failed),
+                Some(Verdict::Remains { .. } | Verdict::Unknown { .. }) => Tally::new(t.done, t.failed + 1),
+                None => t,
+            })
     }
 
     fn add(&mut self, registrations: Vec<TargetRegistration>) {

@@ -102,7 +102,12 @@ async fn run_here(app: &App, requests: &[Request], deadline: Option<Instant>) ->
             Disposition::Cleanup => cleanups.push(request.clone()),
             Disposition::Notify => notices.push(unchanged(request, Outcome::Notified, app.config.dry_run)),
             Disposition::Ignore => {
-                tracing::info!(instance_id = request.instance_id.as_str(), "ignored as configured");
+                tracing::info!(
+                    step = "dispatch",
+                    instance_id = request.instance_id.as_str(),
+                    event_id = crate::steplog::event_id(&request.trigger),
+                    "ignored as configured"
+                );
                 reports.push(report(unchanged(request, Outcome::Ignored, app.config.dry_run)));
             }
         }
@@ -127,7 +132,9 @@ async fn run_here(app: &App, requests: &[Request], deadline: Option<Instant>) ->
             });
         }
         tracing::info!(
+            step = "summary",
             instance_id = summary.instance.id.as_str(),
+            event_id = crate::steplog::event_id(&summary.trigger),
             outcome = summary.outcome.as_str(),
             summary = %serde_json::to_string(&summary).unwrap_or_default(),
             "passed on, nothing changed"

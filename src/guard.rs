@@ -159,7 +159,9 @@ impl TrustConfig {
 /// Log the refusal and publish it to SNS. A failed publish is logged: the refusal itself stands either way.
 pub async fn announce(app: &crate::cleanup::App, refusal: &Refusal) {
     tracing::warn!(
+        step = "scope",
         instance_id = refusal.instance_id.as_str(),
+        event_id = crate::steplog::event_id(&refusal.trigger),
         error_type = refusal.kind.error_type(),
         security = refusal.kind.is_security_signal(),
         reasons = %refusal.reasons.join("; "),

@@ -74,7 +74,9 @@ impl From<HandlerError> for Diagnostic {
 /// Lambda's async retry tries again; an SQS batch answers with the records that failed.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
     let deadline = invocation_deadline(&event.context);
-    let invocation = parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
+    let mut invocation =
+        parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
+    invocation.name_events(&event.context.request_id);
     let home = Home::from_function_arn(&event.context.invoked_function_arn, &app.config.trust.scope);
     match invocation {
         Invocation::Direct(request) => {

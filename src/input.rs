@@ -222,6 +222,28 @@ pub enum Invocation {
     Restore(RestoreRequest),
 }
 
+impl Invocation {
+    /// Give a request that arrived with no event id of its own (a direct node-agent or operator invocation) the Lambda
+    /// request id, so its summary and its log lines name something to search for. Lambda's own retries of an async
+    /// invocation keep the request id, so they share it.
+    pub fn name_events(&mut self, request_id: &str) {
+        let unnamed = |trigger: &mut Trigger| {
+            if trigger.event_id.is_none() && trigger.sqs_message_id.is_none() && !request_id.is_empty() {
+                trigger.event_id = Some(request_id.to_owned());
+            }
+        };
+        match self {
+            Invocation::Direct(request) => unnamed(&mut request.trigger),
+            Invocation::Several(requests) => requests.iter_mut().for_each(|r| unnamed(&mut r.trigger)),
+            Invocation::Restore(restore) => unnamed(&mut restore.trigger),
+            Invocation::Skipped { .. }
+            | Invocation::Batch(_)
+            | Invocation::RefreshIndex { .. }
+            | Invocation::IndexUpdate(_) => {}
+        }
+    }
+}
+
 /// The ELB call CloudTrail reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum TargetsCall {
@@ -929,6 +951,36 @@ mod tests {
             "i-0123456789abcdef00",
         ] {
             assert!(InstanceId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_without_an_event_id_is_named_by_its_lambda_request_id() {
+        let named = |payload: Value| {
+            let mut invocation = parse_invocation(&payload).expect("parses");
+            invocation.name_events("req-1");
+            invocation
+        };
+        let Invocation::Direct(agent) = named(json!({"instance_id": "i-0123abcd"})) else {
+            panic!("direct")
+        };
+        assert_eq!(agent.trigger.event_id.as_deref(), Some("req-1"));
+        let Invocation::Restore(restore) = named(json!({"action": "restore", "instance_id": "i-0123abcd"})) else {
+            panic!("restore")
+        };
+        assert_eq!(restore.trigger.event_id.as_deref(), Some("req-1"));
+        // An event keeps its own id, and an SQS record keeps its message id as its name.
+        let Invocation::Direct(event) = named(sample("spot-interruption-terminate.json")) else {
+            panic!("direct")
+        };
+        assert_ne!(event.trigger.event_id.as_deref(), Some("req-1"));
+        assert!(event.trigger.event_id.is_some());
+        let Invocation::Batch(records) = named(sample("sqs-batch.json")) else {
+            panic!("batch")
+        };
+        for request in records.iter().flat_map(|r| r.requests.as_ref().unwrap()) {
+            assert_ne!(crate::steplog::event_id(&request.trigger), "req-1");
+            assert!(!crate::steplog::event_id(&request.trigger).is_empty());
         }
     }
 

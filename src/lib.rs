@@ -28,6 +28,7 @@ pub mod pace;
 pub mod places;
 pub mod restore;
 pub mod scope;
+pub mod steplog;
 pub mod steps;
 pub mod summary;
 pub mod warm;

@@ -11,10 +11,12 @@ fn filter() -> EnvFilter {
     EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// For the function: Lambda stamps every line with its own time.
+/// For the function: Lambda stamps every line with its own time. The event's fields sit at the top level (`step`,
+/// `instance_id`, `event_id`; see `steplog`), and `spans` carries the runtime's `requestId`.
 pub fn init() {
     tracing_subscriber::fmt()
         .json()
+        .flatten_event(true)
         .with_env_filter(filter())
         .with_current_span(false)
         .with_target(false)

@@ -255,7 +255,9 @@ pub async fn run(
         summary.errors.push(format!("SNS Publish failed: {e}"));
     }
     tracing::info!(
+        step = "restore",
         instance_id = summary.instance_id.as_str(),
+        event_id = crate::steplog::event_id(&summary.trigger),
         outcome = summary.outcome.as_str(),
         summary = %serde_json::to_string(&summary).unwrap_or_default(),
         "restore finished"

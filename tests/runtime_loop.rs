@@ -27,9 +27,8 @@ async fn one_function_process_cleans_up_refuses_bad_input_and_keeps_serving() {
     assert_eq!(ours.len(), 4, "two NodePorts and two pod IPs: {ours:?}");
 
     // An interruption warning for the first instance: it leaves every group, and its ENIs are walled off.
-    let answer = runtime
-        .invoke_json(&common::event_for("spot-interruption-terminate.json", &first.id))
-        .expect("the cleanup succeeds");
+    let warning = common::event_for("spot-interruption-terminate.json", &first.id);
+    let answer = runtime.invoke_json(&warning).expect("the cleanup succeeds");
     let summary: Summary =
         serde_json::from_value(answer.clone()).unwrap_or_else(|e| panic!("the answer is a Summary ({e}): {answer:#}"));
     assert_eq!(summary.outcome.as_str(), "cleaned", "{answer:#}");
@@ -47,6 +46,8 @@ async fn one_function_process_cleans_up_refuses_bad_input_and_keeps_serving() {
         first.enis.iter().cloned().collect()
     );
     assert_eq!(fleet.published().await.len(), 1);
+    let event_id = warning["id"].as_str().unwrap();
+    assert_one_line_per_step(&runtime.log_lines(), &first.id, event_id, first.enis.len());
 
     // Bad payloads are refused, each with an errorType an alarm can match, and nothing in AWS moves.
     let second_enis = fleet.enis(second).await;
@@ -112,6 +113,54 @@ async fn one_function_process_cleans_up_refuses_bad_input_and_keeps_serving() {
         .collect();
     // The redelivery for the first instance found its work done (the delivery marker): it ends quietly, unpublished.
     assert_eq!(published, BTreeSet::from([(second.id.clone(), "cleaned".to_owned())]));
+}
+
+/// The function logged each step of the instance's cleanup once, as a JSON object whose top-level fields name the
+/// instance and the event, and which carries the runtime's request id.
+fn assert_one_line_per_step(lines: &[Value], instance_id: &str, event_id: &str, enis: usize) {
+    // The metrics (EMF) lines name the instance too, but they are not steps.
+    let ours: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["instance_id"] == instance_id && l.get("step").is_some())
+        .collect();
+    let steps: Vec<&str> = ours.iter().filter_map(|l| l["step"].as_str()).collect();
+    assert_eq!(
+        steps,
+        [
+            "describe",
+            "claim",
+            "fast-path",
+            "quarantine",
+            "locate",
+            "deregister",
+            "verify",
+            "monitoring",
+            "notify",
+            "summary"
+        ],
+        "{ours:#?}"
+    );
+    for line in &ours {
+        assert_eq!(line["event_id"], event_id, "{line}");
+        assert!(line["ms"].is_u64() || line["step"] == "summary", "{line}");
+        assert!(
+            line["spans"][0]["requestId"].as_str().is_some_and(|id| !id.is_empty()),
+            "each line carries the Lambda request id: {line}"
+        );
+    }
+    let count = |step: &str, field: &str| {
+        ours.iter()
+            .filter(|l| l["step"] == step)
+            .map(|l| l[field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    // Two NodePorts and two pod IPs found and removed, and every ENI walled off, with nothing failed.
+    assert_eq!(count("locate", "done"), 4);
+    assert_eq!(count("fast-path", "done") + count("deregister", "done"), 4);
+    assert_eq!(count("verify", "done"), 4);
+    assert_eq!(count("quarantine", "done"), enis as u64);
+    let failed: u64 = ours.iter().filter_map(|l| l["failed"].as_u64()).sum();
+    assert_eq!(failed, 0, "{ours:#?}");
 }
 
 /// `events/sqs-batch.json` for two of the fleet's instances, with its event time moved to now, plus a record naming

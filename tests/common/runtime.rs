@@ -185,6 +185,15 @@ impl LambdaRuntime {
         fs::read_to_string(self.dir.join("function.log")).unwrap_or_default()
     }
 
+    /// The function's log lines that are JSON objects, in order.
+    pub fn log_lines(&self) -> Vec<Value> {
+        self.function_log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(Value::is_object)
+            .collect()
+    }
+
     pub fn function_log_path(&self) -> PathBuf {
         self.dir.join("function.log")
     }

@@ -1,0 +1,96 @@
+//! The cleanup's story in the logs: one JSON line per step and instance, each carrying the instance id and the id of
+//! the event that asked, so `filter instance_id = "i-…"` in CloudWatch Logs Insights reads one instance's cleanup
+//! step by step, and `stats sum(failed) by step` shows where a fleet's cleanups go wrong.
+//!
+//! Each line has `step`, `instance_id`, `event_id`, `ms` (the step's wall time, shared by the batch it ran for), and
+//! `done` and `failed`: what the step did for that instance, in the step's own unit (registrations, ENIs, calls).
+
+use crate::input::{InstanceId, Request, Trigger};
+
+/// What a step did for one instance, in that step's unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub done: usize,
+    pub failed: usize,
+}
+
+impl Tally {
+    pub fn new(done: usize, failed: usize) -> Self {
+        Tally { done, failed }
+    }
+
+    /// One thing that either worked or did not.
+    pub fn one(ok: bool) -> Self {
+        if ok { Tally::new(1, 0) } else { Tally::new(0, 1) }
+    }
+}
+
+/// The event id a log line names: the event's own id, else the SQS message that carried it. The handler gives a
+/// direct invocation without one its Lambda request id (see `input::Invocation::name_events`).
+pub fn event_id(trigger: &Trigger) -> &str {
+    trigger
+        .event_id
+        .as_deref()
+        .or(trigger.sqs_message_id.as_deref())
+        .unwrap_or("")
+}
+
+/// The instances a batch's steps are logged for, each with its event id.
+pub struct StepLog {
+    subjects: Vec<(InstanceId, String)>,
+}
+
+impl StepLog {
+    pub fn new<'a>(requests: impl IntoIterator<Item = &'a Request>) -> Self {
+        StepLog {
+            subjects: requests
+                .into_iter()
+                .map(|r| (r.instance_id.clone(), event_id(&r.trigger).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// One line per instance for a step that took `ms`, with what `tally` says it did for each.
+    pub fn step(&self, step: &'static str, ms: u64, tally: impl Fn(&InstanceId) -> Tally) {
+        for (instance_id, event_id) in &self.subjects {
+            let Tally { done, failed } = tally(instance_id);
+            line(step, instance_id, event_id, ms, done, failed);
+        }
+    }
+}
+
+/// One step line for one request, for the steps that run per request (describe, the scope guard, the claim).
+pub fn request_step(step: &'static str, request: &Request, ms: u64, tally: Tally) {
+    line(
+        step,
+        &request.instance_id,
+        event_id(&request.trigger),
+        ms,
+        tally.done,
+        tally.failed,
+    );
+}
+
+fn line(step: &'static str, instance_id: &InstanceId, event_id: &str, ms: u64, done: usize, failed: usize) {
+    if failed > 0 {
+        tracing::warn!(
+            step,
+            instance_id = instance_id.as_str(),
+            event_id,
+            ms,
+            done,
+            failed,
+            "step finished"
+        );
+    } else {
+        tracing::info!(
+            step,
+            instance_id = instance_id.as_str(),
+            event_id,
+            ms,
+            done,
+            failed,
+            "step finished"
+        );
+    }
+}
