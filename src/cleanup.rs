@@ -27,6 +27,7 @@ use crate::steps::deregister::{self, Verdict};
 use crate::steps::lifecycle::{self, DrainWait};
 use crate::steps::notify;
 use crate::steps::quarantine::{self, EniChange, EniStatus, QuarantineGroupCache};
+use crate::steps::reregister;
 use crate::summary::{InstanceInfo, Outcome, SCHEMA_VERSION, Step, StepError, Summary, TargetChange, Timings};
 
 /// Spot's notice: the instance goes two minutes after the warning.
@@ -448,6 +449,9 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         summary.timings_ms.total = elapsed_ms(clock);
         summaries.push(summary);
     }
+    if app.config.reregister_on_restore && !app.config.dry_run {
+        record_left_targets(app, &work, &mut summaries).await;
+    }
 
     let step = Instant::now();
     let mut monitored = monitoring.await.unwrap_or_default();
@@ -542,6 +546,28 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         });
     }
     reports
+}
+
+/// With `REREGISTER_ON_RESTORE`, an instance that may come back (stop, hibernate) carries a record of the targets it
+/// left, for the restore. A record that cannot be written is a warning: the cleanup itself is done.
+async fn record_left_targets(app: &App, work: &[(&Request, Instance)], summaries: &mut [Summary]) {
+    let step = Instant::now();
+    let wanted: Vec<usize> = (0..summaries.len())
+        .filter(|&i| {
+            let comes_back = work[i].0.trigger.action.is_some_and(|a| a.may_come_back());
+            comes_back && !summaries[i].removed.is_empty()
+        })
+        .collect();
+    let records = futures_join_all(wanted.iter().map(|&i| {
+        let summary = &summaries[i];
+        reregister::record(&app.clients.ec2, &summary.instance.id, &summary.removed)
+    }))
+    .await;
+    let ms = elapsed_ms(step);
+    for (i, recorded) in wanted.into_iter().zip(records) {
+        steplog::request_step("record", work[i].0, ms, Tally::one(recorded.is_ok()));
+        summaries[i].warnings.extend(recorded.unwrap_or_else(Some));
+    }
 }
 
 /// ENIs walled off (or already so, or gone), against ENIs that could not be changed.

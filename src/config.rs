@@ -72,6 +72,9 @@ pub struct Config {
     pub trust: crate::guard::TrustConfig,
     /// Open the connections to every AWS endpoint from init (`WARM_UP`, default false); see `warm`.
     pub warm_up: bool,
+    /// Record the targets an instance that may come back (stop, hibernate) left, and register them again when it is
+    /// restored (`REREGISTER_ON_RESTORE`, default false).
+    pub reregister_on_restore: bool,
 }
 
 /// What to do with a warning that does not force the instance out (rebalance, scheduled change).
@@ -192,6 +195,7 @@ impl Config {
         let rebalance_action = event_action("REBALANCE_ACTION")?;
         let health_action = event_action("HEALTH_ACTION")?;
         let lifecycle_wait_for_draining = flag("LIFECYCLE_WAIT_FOR_DRAINING", false)?;
+        let reregister_on_restore = flag("REREGISTER_ON_RESTORE", false)?;
 
         let home_account = match get("HOME_ACCOUNT_ID").as_deref().map(str::trim) {
             None | Some("") => sns_topic_arn.split(':').nth(4).unwrap_or_default().to_owned(),
@@ -229,6 +233,7 @@ impl Config {
             home_account,
             cross_account_role_name,
             warm_up,
+            reregister_on_restore,
         })
     }
 }

@@ -111,6 +111,11 @@ impl Action {
     pub fn is_spot_interruption(self) -> bool {
         matches!(self, Action::Terminate | Action::Stop | Action::Hibernate)
     }
+
+    /// Actions after which the instance may run again, and a restore put it back.
+    pub fn may_come_back(self) -> bool {
+        matches!(self, Action::Stop | Action::Hibernate)
+    }
 }
 
 /// Where a request came from.

@@ -3,8 +3,9 @@
 //! walled off for good would be a trap.
 //!
 //! Only recorded groups are ever applied, so a restore cannot widen an ENI's access beyond what it had before the
-//! quarantine. Re-registering into the target groups it left is not done: the owner of those groups (an Auto Scaling
-//! group, a Kubernetes controller) registers it again as it does for any new node.
+//! quarantine. Re-registering into the target groups it left is an option (`REREGISTER_ON_RESTORE`, see
+//! `steps::reregister`): by default the owner of those groups (an Auto Scaling group, a Kubernetes controller)
+//! registers it again as it does for any new node.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::aws_error;
 use crate::bounded::bounded_all;
 use crate::input::{InstanceId, Trigger};
+use crate::instance::describe_instances;
 use crate::steps::quarantine::{ORIGINAL_GROUPS_TAG, decode_original_groups};
+use crate::steps::reregister::{self, TargetRestore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -61,6 +64,9 @@ pub struct RestoreSummary {
     pub trigger: Trigger,
     pub outcome: RestoreOutcome,
     pub network_interfaces: Vec<EniRestore>,
+    /// With `REREGISTER_ON_RESTORE`: the targets it left at its cleanup, and whether each is registered again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetRestore>,
     pub errors: Vec<String>,
     pub at: DateTime<Utc>,
 }
@@ -71,6 +77,18 @@ impl RestoreSummary {
             self.outcome,
             RestoreOutcome::Restored | RestoreOutcome::NothingToRestore
         )
+    }
+
+    /// The outcome from what was done and what failed, ENIs and targets alike.
+    fn settle_outcome(&mut self) {
+        let recorded = !self.network_interfaces.is_empty() || !self.targets.is_empty();
+        let done = self.network_interfaces.iter().any(|e| e.restored) || self.targets.iter().any(|t| t.registered);
+        self.outcome = match (self.errors.is_empty(), recorded, done) {
+            (true, false, _) => RestoreOutcome::NothingToRestore,
+            (true, true, _) => RestoreOutcome::Restored,
+            (false, _, true) => RestoreOutcome::Partial,
+            (false, _, false) => RestoreOutcome::Failed,
+        };
     }
 }
 
@@ -90,6 +108,7 @@ pub async fn restore(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId, trigge
         trigger: trigger.clone(),
         outcome: RestoreOutcome::Failed,
         network_interfaces: Vec::new(),
+        targets: Vec::new(),
         errors: Vec::new(),
         at: Utc::now(),
     };
@@ -120,13 +139,73 @@ pub async fn restore(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId, trigge
             summary.errors.push(format!("{}: {error}", eni.network_interface_id));
         }
     }
-    let restored = summary.network_interfaces.iter().filter(|e| e.restored).count();
-    summary.outcome = match (restored, summary.errors.is_empty()) {
-        (_, true) => RestoreOutcome::Restored,
-        (0, false) => RestoreOutcome::Failed,
-        (_, false) => RestoreOutcome::Partial,
-    };
+    summary.settle_outcome();
     summary
+}
+
+/// Register the instance again in the target groups its cleanup recorded, then drop the record. Only a running
+/// instance goes back; the record stays for a later restore while any target failed.
+async fn put_back_targets(
+    ec2: &aws_sdk_ec2::Client,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    instance_id: &InstanceId,
+    summary: &mut RestoreSummary,
+    dry_run: bool,
+) {
+    let instance = match describe_instances(ec2, std::slice::from_ref(instance_id)).await {
+        Ok(mut found) => found.remove(instance_id),
+        Err(e) => {
+            summary
+                .errors
+                .push(format!("could not read the record of the targets it left: {}", e.0));
+            return;
+        }
+    };
+    let Some((instance, recorded)) = instance.and_then(|i| reregister::decode(&i.tags).map(|r| (i, r))) else {
+        return;
+    };
+    let addresses: Vec<_> = instance.addresses().collect();
+    let (go_back, skipped) = reregister::plan(instance_id, &addresses, recorded);
+    if dry_run {
+        summary.targets = go_back
+            .into_iter()
+            .map(|target| TargetRestore {
+                target,
+                registered: false,
+                reason: Some("dry run: not registered".into()),
+            })
+            .chain(skipped)
+            .collect();
+        return;
+    }
+    if instance.state.as_deref() != Some("running") {
+        summary.errors.push(format!(
+            "the instance is {}, not running: its targets were not registered again, and their record is kept",
+            instance.state.as_deref().unwrap_or("in an unknown state")
+        ));
+        return;
+    }
+    let registered = reregister::register_all(elb, go_back).await;
+    let failed: Vec<String> = registered
+        .iter()
+        .filter(|t| !t.registered)
+        .map(|t| {
+            format!(
+                "{} {}: {}",
+                t.target.target_group_arn,
+                t.target.target_id,
+                t.reason.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    summary.targets = registered.into_iter().chain(skipped).collect();
+    if failed.is_empty() {
+        if let Err(e) = reregister::forget(ec2, instance_id, reregister::record_keys(&instance.tags)).await {
+            summary.errors.push(e);
+        }
+    } else {
+        summary.errors.extend(failed);
+    }
 }
 
 async fn recorded_enis(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId) -> Result<Vec<Recorded>, String> {
@@ -241,6 +320,14 @@ pub async fn run(
     } else {
         restore(&app.clients.ec2, &request.instance_id, &request.trigger).await
     };
+    // ENIs first: an instance back in its groups but still walled off would fail every health check.
+    if app.config.reregister_on_restore && summary.outcome != RestoreOutcome::Failed {
+        let (ec2, elb) = (&app.clients.ec2, &app.clients.elb);
+        put_back_targets(ec2, elb, &request.instance_id, &mut summary, app.config.dry_run).await;
+        if !app.config.dry_run {
+            summary.settle_outcome();
+        }
+    }
     if summary.outcome == RestoreOutcome::Restored {
         let marker = crate::claim::marker(app);
         if let Err(e) = crate::claim::clear(&marker, &request.instance_id).await {
@@ -274,6 +361,7 @@ async fn restore_plan(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId, trigg
         trigger: trigger.clone(),
         outcome: RestoreOutcome::NothingToRestore,
         network_interfaces: Vec::new(),
+        targets: Vec::new(),
         errors: Vec::new(),
         at: Utc::now(),
     };

@@ -11,6 +11,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use spot_cleanup::claim::{CLAIM_TAG_PREFIX, HANDLED_TAG};
 use spot_cleanup::steps::quarantine::ORIGINAL_GROUPS_TAG;
+use spot_cleanup::steps::reregister;
 use spot_cleanup::{App, Config, HandlerError, Summary, handle};
 
 const OWN_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup";
@@ -397,6 +398,9 @@ async fn an_instance_that_is_running_again_is_restored_automatically() {
         stopped.enis.iter().cloned().collect()
     );
     assert_eq!(fleet.published().await.len(), 1);
+    // By default its target groups' owners register it again, not the restore.
+    assert!(fleet.registrations_of(stopped, &fleet.registrations().await).is_empty());
+    assert!(answer["restore"].get("targets").is_none(), "{answer:#}");
 
     // An instance that was never quarantined starting up: nothing changes, nothing is published.
     let before = fleet.enis(untouched).await;
@@ -408,4 +412,76 @@ async fn an_instance_that_is_running_again_is_restored_automatically() {
     assert_eq!(fleet.enis(untouched).await, before);
     assert_eq!(mutations(&calls).len(), writes_before);
     assert!(fleet.published().await.is_empty());
+}
+
+#[tokio::test]
+async fn with_reregister_on_restore_a_stopped_instance_goes_back_into_the_groups_it_left() {
+    let moto = Moto::start();
+    let fleet = Fleet::build(&moto.sdk_config().await, 2).await;
+    let config = fleet.config_with(&[("REREGISTER_ON_RESTORE", "true")]).unwrap();
+    let (app, _calls) = app_with(&moto, config).await;
+    let (stopped, terminated) = (&fleet.spot[0], &fleet.spot[1]);
+    let before = fleet.registrations().await;
+    let left = fleet.registrations_of(stopped, &before);
+    assert_eq!(left.len(), 4, "two NodePorts and two pod IPs: {left:?}");
+
+    // Spot stops it: it leaves every group, and the instance records what it left.
+    let cleaned = invoke(&app, common::event_for("spot-interruption-stop.json", &stopped.id))
+        .await
+        .expect("cleaned");
+    assert_eq!(common::removed(&summary(cleaned)), left);
+    assert!(fleet.registrations_of(stopped, &fleet.registrations().await).is_empty());
+    let tags = instance_tags(&fleet, stopped).await;
+    assert!(tags.contains(reregister::LEFT_TARGETS_TAG), "{tags:?}");
+    // A terminated instance will not come back: nothing is recorded for it.
+    invoke(
+        &app,
+        common::event_for("spot-interruption-terminate.json", &terminated.id),
+    )
+    .await
+    .expect("cleaned");
+    assert!(
+        !instance_tags(&fleet, terminated)
+            .await
+            .contains(reregister::LEFT_TARGETS_TAG)
+    );
+    fleet.published().await;
+
+    // While it was stopped, one pod address went elsewhere: that target must not come back with it.
+    let (moved, kept) = (&stopped.pod_ips[1], &stopped.pod_ips[0]);
+    fleet
+        .ec2
+        .unassign_private_ip_addresses()
+        .network_interface_id(&stopped.enis[1])
+        .private_ip_addresses(moved)
+        .send()
+        .await
+        .unwrap();
+
+    let answer = invoke(&app, common::event_for("ec2-state-change-running.json", &stopped.id))
+        .await
+        .expect("restored");
+    let restore = &answer["restore"];
+    assert_eq!(restore["outcome"], "restored", "{answer:#}");
+    assert_eq!(
+        fleet.enis_in_group(stopped, &fleet.app_group).await,
+        stopped.enis.iter().cloned().collect()
+    );
+    let back = fleet.registrations_of(stopped, &fleet.registrations().await);
+    let expected: BTreeSet<_> = left.iter().filter(|(_, id, _)| id != moved).cloned().collect();
+    assert_eq!(back, expected);
+    assert!(back.iter().any(|(_, id, _)| id == kept) && back.iter().any(|(_, id, _)| id == &stopped.id));
+    let targets = restore["targets"].as_array().expect("the targets are reported");
+    assert_eq!(targets.len(), 4, "{restore:#}");
+    let skipped: Vec<&Value> = targets.iter().filter(|t| t["registered"] == false).collect();
+    assert_eq!(skipped.len(), 1, "{restore:#}");
+    assert_eq!(skipped[0]["target_id"], moved.as_str());
+    assert_eq!(skipped[0]["reason"], "the address is no longer one of the instance's");
+    // The record is gone, so a second "running" event registers nothing again.
+    let tags = instance_tags(&fleet, stopped).await;
+    assert!(
+        !tags.iter().any(|t| t.starts_with(reregister::LEFT_TARGETS_TAG)),
+        "{tags:?}"
+    );
+    assert_eq!(attribute(&fleet.published().await[0], "outcome"), "restored");
 }

@@ -1,0 +1,396 @@
+//! The option to put a restored instance back where it was (`REREGISTER_ON_RESTORE=true`, off by default). The
+//! cleanup of an instance that may come back (Spot `stop` or `hibernate`, anything but `terminate`) records on the
+//! instance the targets it took out of their groups; a restore registers them again and removes the record.
+//!
+//! The record is instance tags, so it lives and dies with the instance and needs no store of its own:
+//! `spot-cleanup:left-targets-in` holds the target groups' common ARN prefix, and `spot-cleanup:left-targets`
+//! (then `:2`, `:3`, ...) the targets, ` `-separated, each `name/id,target,port[,zone]`.
+//!
+//! An IP target goes back only if the address is still one of the instance's: a pod IP that moved elsewhere while
+//! the instance was stopped must not receive this group's traffic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use aws_sdk_ec2::types::Tag;
+use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+use serde::{Deserialize, Serialize};
+
+use crate::aws_error;
+use crate::input::InstanceId;
+use crate::summary::TargetChange;
+
+pub const LEFT_TARGETS_TAG: &str = "spot-cleanup:left-targets";
+pub const LEFT_TARGETS_PREFIX_TAG: &str = "spot-cleanup:left-targets-in";
+const TAG_VALUE_MAX: usize = 256;
+/// At most this many tags of targets (about 2.5 KiB, some 30 targets), beside the 50 tags an instance may have.
+pub const MAX_RECORD_TAGS: usize = 10;
+
+/// One target the cleanup took out of its group, as it was registered.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LeftTarget {
+    pub target_group_arn: String,
+    pub target_id: String,
+    pub port: Option<i32>,
+    pub availability_zone: Option<String>,
+}
+
+impl From<&TargetChange> for LeftTarget {
+    fn from(change: &TargetChange) -> Self {
+        LeftTarget {
+            target_group_arn: change.target_group_arn.clone(),
+            target_id: change.target_id.clone(),
+            port: change.port,
+            availability_zone: change.availability_zone.clone(),
+        }
+    }
+}
+
+/// What the restore did with one recorded target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetRestore {
+    #[serde(flatten)]
+    pub target: LeftTarget,
+    pub registered: bool,
+    /// Why it was not registered: the address is no longer the instance's, the call failed, or a dry run.
+    pub reason: Option<String>,
+}
+
+/// The tags that record `targets`, and how many targets did not fit in `MAX_RECORD_TAGS`.
+pub fn encode(targets: &[LeftTarget]) -> (Vec<Tag>, usize) {
+    let Some(first) = targets.first() else {
+        return (Vec::new(), 0);
+    };
+    let prefix = match first.target_group_arn.find(":targetgroup/") {
+        Some(at) => &first.target_group_arn[..at + ":targetgroup/".len()],
+        None => "",
+    };
+    let mut values: Vec<String> = vec![String::new()];
+    let mut left_out = 0;
+    for target in targets {
+        let group = match target.target_group_arn.strip_prefix(prefix) {
+            Some(rest) if !prefix.is_empty() => rest,
+            _ => target.target_group_arn.as_str(),
+        };
+        let mut entry = format!(
+            "{group},{},{}",
+            target.target_id,
+            target.port.map(|p| p.to_string()).unwrap_or_default()
+        );
+        if let Some(zone) = &target.availability_zone {
+            entry.push(',');
+            entry.push_str(zone);
+        }
+        let current = values.last_mut().expect("never empty");
+        if current.is_empty() || current.len() + 1 + entry.len() <= TAG_VALUE_MAX {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(&entry);
+        } else if values.len() < MAX_RECORD_TAGS {
+            values.push(entry);
+        } else {
+            left_out += 1;
+        }
+    }
+    let mut tags = vec![tag(LEFT_TARGETS_PREFIX_TAG, prefix)];
+    tags.extend(values.into_iter().enumerate().map(|(i, value)| {
+        let key = match i {
+            0 => LEFT_TARGETS_TAG.to_owned(),
+            n => format!("{LEFT_TARGETS_TAG}:{}", n + 1),
+        };
+        tag(&key, &value)
+    }));
+    (tags, left_out)
+}
+
+/// Read back what `encode` wrote; None when the instance carries no record. Entries that cannot be read are skipped.
+pub fn decode(tags: &BTreeMap<String, String>) -> Option<Vec<LeftTarget>> {
+    let keys = record_keys(tags);
+    if keys.is_empty() {
+        return None;
+    }
+    let prefix = tags.get(LEFT_TARGETS_PREFIX_TAG).map(String::as_str).unwrap_or("");
+    let mut targets = Vec::new();
+    for key in keys.iter().filter(|k| k.as_str() != LEFT_TARGETS_PREFIX_TAG) {
+        for entry in tags[key].split(' ').filter(|e| !e.is_empty()) {
+            let fields: Vec<&str> = entry.split(',').collect();
+            let (group, target_id, port, zone) = match fields.as_slice() {
+                [group, target, port] => (*group, *target, *port, None),
+                [group, target, port, zone] => (*group, *target, *port, Some(*zone)),
+                _ => continue,
+            };
+            let port = match port {
+                "" => None,
+                p => match p.parse() {
+                    Ok(port) => Some(port),
+                    Err(_) => continue,
+                },
+            };
+            let target_group_arn = if group.starts_with("arn:") {
+                group.to_owned()
+            } else {
+                format!("{prefix}{group}")
+            };
+            targets.push(LeftTarget {
+                target_group_arn,
+                target_id: target_id.to_owned(),
+                port,
+                availability_zone: zone.map(str::to_owned),
+            });
+        }
+    }
+    Some(targets)
+}
+
+/// Every tag key of the record, in order.
+pub fn record_keys(tags: &BTreeMap<String, String>) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut key = LEFT_TARGETS_TAG.to_owned();
+    let mut part = 1;
+    while tags.contains_key(&key) {
+        keys.push(key);
+        part += 1;
+        key = format!("{LEFT_TARGETS_TAG}:{part}");
+    }
+    if !keys.is_empty() && tags.contains_key(LEFT_TARGETS_PREFIX_TAG) {
+        keys.push(LEFT_TARGETS_PREFIX_TAG.to_owned());
+    }
+    keys
+}
+
+/// Write the record of what `removed` took out, replacing any older one. Returns a warning for the summary when
+/// targets did not fit.
+pub async fn record(
+    ec2: &aws_sdk_ec2::Client,
+    instance: &InstanceId,
+    removed: &[TargetChange],
+) -> Result<Option<String>, String> {
+    let targets: BTreeSet<LeftTarget> = removed.iter().map(LeftTarget::from).collect();
+    let targets: Vec<LeftTarget> = targets.into_iter().collect();
+    let (tags, left_out) = encode(&targets);
+    if tags.is_empty() {
+        return Ok(None);
+    }
+    ec2.create_tags()
+        .resources(instance.as_str())
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| format!("could not record the targets it left: {}", aws_error::explain(&e)))?;
+    Ok((left_out > 0).then(|| {
+        format!("{left_out} of the targets it left did not fit in the record: a restore will not register them again")
+    }))
+}
+
+/// Which recorded targets may go back: instance targets of this instance, and IP targets whose address it still has.
+pub fn plan(
+    instance: &InstanceId,
+    addresses: &[IpAddr],
+    recorded: Vec<LeftTarget>,
+) -> (Vec<LeftTarget>, Vec<TargetRestore>) {
+    let mut go_back = Vec::new();
+    let mut skipped = Vec::new();
+    for target in recorded {
+        let reason = if target.target_id.starts_with("i-") {
+            (target.target_id != instance.as_str()).then_some("the target is another instance")
+        } else {
+            match target.target_id.parse::<IpAddr>() {
+                Ok(ip) if addresses.contains(&ip) => None,
+                Ok(_) => Some("the address is no longer one of the instance's"),
+                Err(_) => Some("the target is neither this instance nor an IP address"),
+            }
+        };
+        match reason {
+            None => go_back.push(target),
+            Some(reason) => skipped.push(TargetRestore {
+                target,
+                registered: false,
+                reason: Some(reason.into()),
+            }),
+        }
+    }
+    (go_back, skipped)
+}
+
+/// Register the targets again, one RegisterTargets call per group.
+pub async fn register_all(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    targets: Vec<LeftTarget>,
+) -> Vec<TargetRestore> {
+    let mut by_group: BTreeMap<String, Vec<LeftTarget>> = BTreeMap::new();
+    for target in targets {
+        by_group
+            .entry(target.target_group_arn.clone())
+            .or_default()
+            .push(target);
+    }
+    let groups: Vec<(String, Vec<LeftTarget>)> = by_group.into_iter().collect();
+    let calls = crate::bounded::bounded_all(4, groups, |(arn, targets)| {
+        let elb = elb.clone();
+        async move {
+            let descriptions = targets
+                .iter()
+                .map(|t| {
+                    TargetDescription::builder()
+                        .id(&t.target_id)
+                        .set_port(t.port)
+                        .set_availability_zone(t.availability_zone.clone())
+                        .build()
+                })
+                .collect();
+            let result = elb
+                .register_targets()
+                .target_group_arn(&arn)
+                .set_targets(Some(descriptions))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_error::explain(&e));
+            targets
+                .into_iter()
+                .map(|target| TargetRestore {
+                    target,
+                    registered: result.is_ok(),
+                    reason: result.as_ref().err().map(|e| format!("RegisterTargets failed: {e}")),
+                })
+                .collect::<Vec<_>>()
+        }
+    })
+    .await;
+    calls
+        .into_iter()
+        .flat_map(|call| match call {
+            Ok(restores) => restores,
+            // A panicked call registered nothing the summary can name; it is reported as one failure.
+            Err(e) => vec![TargetRestore {
+                target: LeftTarget {
+                    target_group_arn: String::new(),
+                    target_id: String::new(),
+                    port: None,
+                    availability_zone: None,
+                },
+                registered: false,
+                reason: Some(e.to_string()),
+            }],
+        })
+        .collect()
+}
+
+/// Remove the record once every target it names is dealt with.
+pub async fn forget(ec2: &aws_sdk_ec2::Client, instance: &InstanceId, keys: Vec<String>) -> Result<(), String> {
+    let tags: Vec<Tag> = keys.into_iter().map(|k| Tag::builder().key(k).build()).collect();
+    ec2.delete_tags()
+        .resources(instance.as_str())
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "could not remove the record of the targets it left: {}",
+                aws_error::explain(&e)
+            )
+        })
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(group: &str, id: &str, port: Option<i32>, zone: Option<&str>) -> LeftTarget {
+        LeftTarget {
+            target_group_arn: format!("arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/{group}"),
+            target_id: id.into(),
+            port,
+            availability_zone: zone.map(str::to_owned),
+        }
+    }
+
+    fn as_map(tags: &[Tag]) -> BTreeMap<String, String> {
+        tags.iter()
+            .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn targets_survive_the_tag_round_trip() {
+        let targets = vec![
+            target("web/0123456789abcdef", "i-0123abcd", Some(30080), None),
+            target("pods/fedcba9876543210", "10.0.2.24", Some(8080), Some("all")),
+            target("v6/0011223344556677", "2001:db8::7", None, None),
+        ];
+        let (tags, left_out) = encode(&targets);
+        assert_eq!(left_out, 0);
+        let tags = as_map(&tags);
+        assert_eq!(
+            tags[LEFT_TARGETS_PREFIX_TAG],
+            "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/"
+        );
+        assert_eq!(decode(&tags), Some(targets));
+        assert_eq!(record_keys(&tags).len(), 2);
+    }
+
+    #[test]
+    fn many_targets_spread_over_numbered_tags_up_to_the_cap() {
+        let many: Vec<LeftTarget> = (0..200)
+            .map(|i| {
+                target(
+                    &format!("k8s-default-service{i:03}-0a1b2c3d4e/0123456789abcdef"),
+                    "i-0123abcd",
+                    Some(30000 + i),
+                    None,
+                )
+            })
+            .collect();
+        let (tags, left_out) = encode(&many);
+        assert_eq!(tags.len(), 1 + MAX_RECORD_TAGS);
+        assert!(tags.iter().all(|t| t.value().unwrap().len() <= TAG_VALUE_MAX));
+        let decoded = decode(&as_map(&tags)).unwrap();
+        assert_eq!(decoded.len() + left_out, 200);
+        assert_eq!(decoded, many[..decoded.len()]);
+        assert!(decoded.len() > 25, "{}", decoded.len());
+    }
+
+    #[test]
+    fn no_record_and_unreadable_entries() {
+        assert_eq!(decode(&BTreeMap::new()), None);
+        let tags = BTreeMap::from([
+            (
+                LEFT_TARGETS_PREFIX_TAG.to_owned(),
+                "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/".to_owned(),
+            ),
+            (
+                LEFT_TARGETS_TAG.to_owned(),
+                "a/1,i-0123abcd,80 junk a/2,10.0.0.1,eighty a/3,10.0.0.2,81".to_owned(),
+            ),
+        ]);
+        let decoded = decode(&tags).unwrap();
+        assert_eq!(decoded.len(), 2, "{decoded:?}");
+        assert_eq!(decoded[1].target_id, "10.0.0.2");
+    }
+
+    #[test]
+    fn only_this_instance_and_its_own_addresses_go_back() {
+        let me = InstanceId::parse("i-0123abcd").unwrap();
+        let addresses: Vec<IpAddr> = vec!["10.0.2.24".parse().unwrap()];
+        let (go_back, skipped) = plan(
+            &me,
+            &addresses,
+            vec![
+                target("web/1", "i-0123abcd", Some(30080), None),
+                target("pods/2", "10.0.2.24", Some(8080), None),
+                target("pods/2", "10.0.9.9", Some(8080), None),
+                target("web/1", "i-9999aaaa", Some(30080), None),
+            ],
+        );
+        let ids: Vec<&str> = go_back.iter().map(|t| t.target_id.as_str()).collect();
+        assert_eq!(ids, ["i-0123abcd", "10.0.2.24"]);
+        let skipped: Vec<&str> = skipped.iter().map(|t| t.target.target_id.as_str()).collect();
+        assert_eq!(skipped, ["10.0.9.9", "i-9999aaaa"]);
+    }
+}
