@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::Moto;
@@ -266,11 +267,15 @@ fn configuration_errors_name_the_variable() {
     );
 }
 
+/// Longer than a cleanup of one instance against moto takes, shorter than the monitoring step's 10 s timeout.
+const DATADOG_DELAY: Duration = Duration::from_secs(6);
+
 #[tokio::test]
 async fn a_failing_monitoring_system_never_holds_back_deregistration_or_quarantine() {
     let moto = Moto::start();
     let fleet = Fleet::build(&moto.sdk_config().await, 1).await;
-    let api = HttpServer::start(|_| Reply::new(500, "datadog is down"));
+    // Datadog answers late, then fails: the cleanup must not wait for it before its own work.
+    let api = HttpServer::start(|_| Reply::new(500, "datadog is down").delayed(DATADOG_DELAY));
     let mut config = fleet.config(false);
     config.monitoring = self::config(&[
         ("DATADOG_API_KEY", "dd".into()),
@@ -283,15 +288,31 @@ async fn a_failing_monitoring_system_never_holds_back_deregistration_or_quaranti
     let before = fleet.registrations().await;
     let ours = fleet.registrations_of(node, &before);
 
-    let answer = handle(
+    let started = Instant::now();
+    let cleanup = handle(
         &app,
         LambdaEvent::new(
             common::event_for("spot-interruption-terminate.json", &node.id),
             Context::default(),
         ),
-    )
-    .await
-    .expect("the cleanup succeeds although Datadog failed");
+    );
+    // Watch AWS while the invocation runs: when did the node leave its groups and get walled off?
+    let quarantined: BTreeSet<String> = node.enis.iter().cloned().collect();
+    let watch = async {
+        loop {
+            let gone = fleet.registrations_of(node, &fleet.registrations().await).is_empty();
+            if gone && fleet.enis_in_group(node, &fleet.quarantine_group).await == quarantined {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (answer, walled_off_after) = tokio::join!(cleanup, watch);
+    let answer = answer.expect("the cleanup succeeds although Datadog failed");
+    assert!(
+        walled_off_after < DATADOG_DELAY,
+        "deregistered and quarantined {walled_off_after:?} after the start, not before Datadog's answer ({DATADOG_DELAY:?})"
+    );
     let summary: Summary = serde_json::from_value(answer).unwrap();
 
     assert_eq!(summary.outcome.as_str(), "cleaned", "{summary:#?}");
