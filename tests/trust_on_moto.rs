@@ -375,6 +375,7 @@ async fn an_instance_that_is_running_again_is_restored_automatically() {
     let fleet = Fleet::build(&moto.sdk_config().await, 2).await;
     let (app, calls) = app_with(&moto, fleet.config(false)).await;
     let (stopped, untouched) = (&fleet.spot[0], &fleet.spot[1]);
+    let original = fleet.enis(stopped).await;
     invoke(&app, common::event_for("spot-interruption-hibernate.json", &stopped.id))
         .await
         .expect("cleaned");
@@ -393,10 +394,8 @@ async fn an_instance_that_is_running_again_is_restored_automatically() {
         .expect("restored");
     assert_eq!(answer["restore"]["outcome"], "restored", "{answer:#}");
     assert_eq!(answer["restore"]["trigger"]["source"], "eventbridge");
-    assert_eq!(
-        fleet.enis_in_group(stopped, &fleet.app_group).await,
-        stopped.enis.iter().cloned().collect()
-    );
+    // Every ENI has its groups back and no record left: exactly as before the interruption.
+    assert_eq!(fleet.enis(stopped).await, original);
     assert_eq!(fleet.published().await.len(), 1);
     // By default its target groups' owners register it again, not the restore.
     assert!(fleet.registrations_of(stopped, &fleet.registrations().await).is_empty());
@@ -421,6 +420,7 @@ async fn with_reregister_on_restore_a_stopped_instance_goes_back_into_the_groups
     let config = fleet.config_with(&[("REREGISTER_ON_RESTORE", "true")]).unwrap();
     let (app, _calls) = app_with(&moto, config).await;
     let (stopped, terminated) = (&fleet.spot[0], &fleet.spot[1]);
+    let original = fleet.enis(stopped).await;
     let before = fleet.registrations().await;
     let left = fleet.registrations_of(stopped, &before);
     assert_eq!(left.len(), 4, "two NodePorts and two pod IPs: {left:?}");
@@ -463,10 +463,7 @@ async fn with_reregister_on_restore_a_stopped_instance_goes_back_into_the_groups
         .expect("restored");
     let restore = &answer["restore"];
     assert_eq!(restore["outcome"], "restored", "{answer:#}");
-    assert_eq!(
-        fleet.enis_in_group(stopped, &fleet.app_group).await,
-        stopped.enis.iter().cloned().collect()
-    );
+    assert_eq!(fleet.enis(stopped).await, original);
     let back = fleet.registrations_of(stopped, &fleet.registrations().await);
     let expected: BTreeSet<_> = left.iter().filter(|(_, id, _)| id != moved).cloned().collect();
     assert_eq!(back, expected);
