@@ -502,24 +502,12 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
 
     // Publishing is independent per instance, and the last step: run them together.
     let step = Instant::now();
-    let published = bounded_all(summaries.len(), summaries.clone(), |summary| {
-        let (sns, topic, format) = (
-            app.clients.sns.clone(),
-            app.config.sns_topic_arn.clone(),
-            app.config.notify_format,
-        );
-        async move { notify::publish(&sns, &topic, &summary, format).await }
-    })
-    .await;
+    let (sns, topic) = (&app.clients.sns, &app.config.sns_topic_arn);
+    let published = notify::publish_all(sns, topic, app.config.notify_format, &mut summaries).await;
     let notify_ms = elapsed_ms(step);
     for ((summary, published), (request, _)) in summaries.iter_mut().zip(published).zip(&work) {
-        let published = published.unwrap_or_else(|e| Err(e.to_string()));
-        steplog::request_step("notify", request, notify_ms, Tally::one(published.is_ok()));
-        if let Err(error) = published {
-            summary.errors.push(StepError {
-                step: Step::Notify,
-                message: format!("SNS Publish failed: {error}"),
-            });
+        steplog::request_step("notify", request, notify_ms, Tally::one(published));
+        if !published {
             summary.settle_outcome();
         }
     }

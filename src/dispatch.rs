@@ -7,13 +7,12 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use crate::bounded::bounded_all;
 use crate::cleanup::{App, InstanceError, Report, clean_up};
 use crate::config::{Config, EventAction};
 use crate::input::{Action, Request, Trigger};
 use crate::places::{Place, PlaceError};
 use crate::steps::notify;
-use crate::summary::{InstanceInfo, Outcome, SCHEMA_VERSION, Step, StepError, Summary, Timings};
+use crate::summary::{InstanceInfo, Outcome, SCHEMA_VERSION, Summary, Timings};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Disposition {
@@ -115,22 +114,9 @@ async fn run_here(app: &App, requests: &[Request], deadline: Option<Instant>) ->
     if !cleanups.is_empty() {
         reports.extend(clean_up(app, &cleanups, deadline).await);
     }
-    let published = bounded_all(notices.len().max(1), notices.clone(), |summary| {
-        let (sns, topic, format) = (
-            app.clients.sns.clone(),
-            app.config.sns_topic_arn.clone(),
-            app.config.notify_format,
-        );
-        async move { notify::publish(&sns, &topic, &summary, format).await }
-    })
-    .await;
-    for (mut summary, published) in notices.into_iter().zip(published) {
-        if let Err(error) = published.unwrap_or_else(|e| Err(e.to_string())) {
-            summary.errors.push(StepError {
-                step: Step::Notify,
-                message: format!("SNS Publish failed: {error}"),
-            });
-        }
+    let (sns, topic) = (&app.clients.sns, &app.config.sns_topic_arn);
+    notify::publish_all(sns, topic, app.config.notify_format, &mut notices).await;
+    for summary in notices {
         tracing::info!(
             step = "summary",
             instance_id = summary.instance.id.as_str(),

@@ -4,15 +4,47 @@
 use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::aws_error;
+use crate::bounded::bounded_all;
 use crate::input::Action;
 use crate::steps::quarantine::EniStatus;
 use crate::steps::render::{self, NotifyFormat};
-use crate::summary::{Outcome, Summary};
+use crate::summary::{Outcome, Step, StepError, Summary};
 
 /// SNS refuses longer subjects.
 pub const SUBJECT_MAX: usize = 100;
 /// SNS refuses messages over 256 KiB; keep room for the envelope.
 const MESSAGE_MAX: usize = 240 * 1024;
+
+/// Publish every summary side by side. A summary that could not be published carries the error (step `notify`);
+/// the answer says, per summary, whether it went out.
+pub async fn publish_all(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+    format: NotifyFormat,
+    summaries: &mut [Summary],
+) -> Vec<bool> {
+    let published = bounded_all(summaries.len().max(1), summaries.to_vec(), |summary| {
+        let (sns, topic) = (sns.clone(), topic_arn.to_owned());
+        async move { publish(&sns, &topic, &summary, format).await }
+    })
+    .await;
+    summaries
+        .iter_mut()
+        .zip(published)
+        .map(
+            |(summary, published)| match published.unwrap_or_else(|e| Err(e.to_string())) {
+                Ok(_) => true,
+                Err(error) => {
+                    summary.errors.push(StepError {
+                        step: Step::Notify,
+                        message: format!("SNS Publish failed: {error}"),
+                    });
+                    false
+                }
+            },
+        )
+        .collect()
+}
 
 /// Publish the summary; returns the SNS message id.
 pub async fn publish(
