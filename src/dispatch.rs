@@ -174,18 +174,9 @@ mod tests {
 
     fn trigger(action: Option<Action>) -> Trigger {
         Trigger {
-            source: Source::EventBridge,
             event_source: Some("aws.ec2".into()),
-            detail_type: None,
             action,
-            event_id: None,
-            event_time: None,
-            action_time: None,
-            region: None,
-            account: None,
-            sqs_message_id: None,
-            lifecycle: None,
-            event_code: None,
+            ..Trigger::from_source(Source::EventBridge)
         }
     }
 

@@ -55,18 +55,9 @@ mod tests {
 
     fn trigger(event_time: Option<DateTime<Utc>>, action_time: Option<DateTime<Utc>>) -> Trigger {
         Trigger {
-            source: Source::EventBridge,
-            event_source: None,
-            detail_type: None,
-            action: None,
-            event_id: None,
             event_time,
             action_time,
-            region: None,
-            account: None,
-            sqs_message_id: None,
-            lifecycle: None,
-            event_code: None,
+            ..Trigger::from_source(Source::EventBridge)
         }
     }
 

@@ -156,6 +156,24 @@ pub struct Trigger {
 }
 
 impl Trigger {
+    /// A trigger from `source` that says nothing more yet; parsers fill in what their payload tells.
+    pub fn from_source(source: Source) -> Trigger {
+        Trigger {
+            source,
+            event_source: None,
+            detail_type: None,
+            action: None,
+            event_id: None,
+            event_time: None,
+            action_time: None,
+            region: None,
+            account: None,
+            sqs_message_id: None,
+            lifecycle: None,
+            event_code: None,
+        }
+    }
+
     /// A short label for SNS attributes and subjects: `node-agent` or `eventbridge`.
     pub fn label(&self) -> &'static str {
         match self.source {
@@ -514,18 +532,11 @@ fn parse_agent(payload: &Value) -> Result<Request, InputError> {
         instance_id,
         identity,
         trigger: Trigger {
-            source: Source::NodeAgent,
-            event_source: None,
-            detail_type: None,
             action: agent.action,
-            event_id: None,
-            event_time: None,
             action_time,
             region,
             account,
-            sqs_message_id: None,
-            lifecycle: None,
-            event_code: None,
+            ..Trigger::from_source(Source::NodeAgent)
         },
     })
 }
@@ -539,7 +550,7 @@ struct SpotInterruptionDetail {
 }
 
 /// Spot's own three actions; `rebalance` and `scale-in` never come in this event.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum SpotAction {
     Terminate,
@@ -620,32 +631,19 @@ fn parse_spot_interruption(payload: &Value) -> Result<Request, InputError> {
         serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed("Spot interruption event", e))?;
     // The id comes from `detail`: real samples put an availability zone where the region belongs in `resources`.
     let instance_id = InstanceId::parse(&event.detail.instance_id)?;
-    let region = event.region.as_deref().map(check_region).transpose()?;
-    let account = event.account.as_deref().map(check_account).transpose()?;
+    let action = event.detail.instance_action.into();
+    let (_, trigger) = eventbridge_trigger(event, Some(action), None)?;
     Ok(Request {
         instance_id,
         identity: None,
-        trigger: Trigger {
-            source: Source::EventBridge,
-            event_source: Some(event.source),
-            detail_type: Some(event.detail_type),
-            action: Some(event.detail.instance_action.into()),
-            event_id: event.id,
-            event_time: event.time,
-            action_time: None,
-            region,
-            account,
-            sqs_message_id: None,
-            lifecycle: None,
-            event_code: None,
-        },
+        trigger,
     })
 }
 
 /// The trigger of an EventBridge event whose `detail` names an instance: the envelope's fields, checked.
 fn eventbridge_trigger<T>(
     event: EventBridgeEvent<T>,
-    action: Action,
+    action: Option<Action>,
     event_code: Option<String>,
 ) -> Result<(T, Trigger), InputError>
 where
@@ -654,18 +652,15 @@ where
     let region = event.region.as_deref().map(check_region).transpose()?;
     let account = event.account.as_deref().map(check_account).transpose()?;
     let trigger = Trigger {
-        source: Source::EventBridge,
         event_source: Some(event.source),
         detail_type: Some(event.detail_type),
-        action: Some(action),
+        action,
         event_id: event.id,
         event_time: event.time,
-        action_time: None,
         region,
         account,
-        sqs_message_id: None,
-        lifecycle: None,
         event_code,
+        ..Trigger::from_source(Source::EventBridge)
     };
     Ok((event.detail, trigger))
 }
@@ -690,23 +685,9 @@ fn parse_state_change_running(payload: &Value) -> Result<RestoreRequest, InputEr
     if event.detail.state != "running" {
         return Err(InputError::UnhandledState(Quoted::new(&event.detail.state)));
     }
-    Ok(RestoreRequest {
-        instance_id: InstanceId::parse(&event.detail.instance_id)?,
-        trigger: Trigger {
-            source: Source::EventBridge,
-            event_source: Some(event.source),
-            detail_type: Some(event.detail_type),
-            action: None,
-            event_id: event.id,
-            event_time: event.time,
-            action_time: None,
-            region: event.region.as_deref().map(check_region).transpose()?,
-            account: event.account.as_deref().map(check_account).transpose()?,
-            sqs_message_id: None,
-            lifecycle: None,
-            event_code: Some("running".into()),
-        },
-    })
+    let instance_id = InstanceId::parse(&event.detail.instance_id)?;
+    let (_, trigger) = eventbridge_trigger(event, None, Some("running".into()))?;
+    Ok(RestoreRequest { instance_id, trigger })
 }
 
 /// `{"action": "restore", "instance_id": "i-..."}`, sent by a person or a script.
@@ -722,20 +703,7 @@ fn parse_restore(payload: &Value) -> Result<RestoreRequest, InputError> {
     let restore = RestorePayload::deserialize(payload).map_err(|e| InputError::malformed("restore payload", e))?;
     Ok(RestoreRequest {
         instance_id: InstanceId::parse(&restore.instance_id)?,
-        trigger: Trigger {
-            source: Source::Operator,
-            event_source: None,
-            detail_type: None,
-            action: None,
-            event_id: None,
-            event_time: None,
-            action_time: None,
-            region: None,
-            account: None,
-            sqs_message_id: None,
-            lifecycle: None,
-            event_code: None,
-        },
+        trigger: Trigger::from_source(Source::Operator),
     })
 }
 

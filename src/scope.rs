@@ -147,18 +147,10 @@ mod tests {
     /// A node agent's request: Spot's unless its action is `scale-in`.
     fn trigger(action: Option<Action>, region: Option<&str>, account: Option<&str>) -> Trigger {
         Trigger {
-            source: Source::NodeAgent,
-            event_source: None,
-            detail_type: None,
             action,
-            event_id: None,
-            event_time: None,
-            action_time: None,
             region: region.map(str::to_owned),
             account: account.map(str::to_owned),
-            sqs_message_id: None,
-            lifecycle: None,
-            event_code: None,
+            ..Trigger::from_source(Source::NodeAgent)
         }
     }
 

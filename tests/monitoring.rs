@@ -31,18 +31,14 @@ fn warning() -> Request {
     Request {
         instance_id: InstanceId::parse(INSTANCE).unwrap(),
         trigger: Trigger {
-            source: Source::EventBridge,
             event_source: Some("aws.ec2".into()),
             detail_type: Some("EC2 Spot Instance Interruption Warning".into()),
             action: Some(Action::Terminate),
             event_id: Some("7e1c1a3e-0000-4000-8000-000000000001".into()),
             event_time: Some("2026-11-22T01:00:00Z".parse().unwrap()),
-            action_time: None,
             region: Some("us-east-1".into()),
             account: Some("123456789012".into()),
-            sqs_message_id: None,
-            lifecycle: None,
-            event_code: None,
+            ..Trigger::from_source(Source::EventBridge)
         },
         identity: None,
     }

@@ -58,7 +58,7 @@ pub(super) fn parse(payload: &Value) -> Result<Vec<Request>, InputError> {
     }
     let start = detail.start_time.as_deref().map(health_time).transpose()?;
     let code: String = detail.event_type_code.chars().take(128).collect();
-    let (detail, mut trigger) = eventbridge_trigger(event, Action::ScheduledChange, Some(code))?;
+    let (detail, mut trigger) = eventbridge_trigger(event, Some(Action::ScheduledChange), Some(code))?;
     trigger.action_time = start;
     let mut requests: Vec<Request> = Vec::new();
     for entity in detail.affected_entities {

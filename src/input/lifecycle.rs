@@ -75,9 +75,7 @@ pub(super) fn parse_message(payload: &Value) -> Result<Option<Request>, InputErr
     let account = message.account_id.as_deref().map(check_account).transpose()?;
     // Only the EventBridge shape says which region; the direct one is for this function's own region.
     let trigger = Trigger {
-        source: Source::AutoScaling,
         event_source: Some(AUTOSCALING_SOURCE.to_owned()),
-        detail_type: None,
         action: Some(Action::ScaleIn),
         event_id: message.request_id,
         event_time: message
@@ -85,12 +83,8 @@ pub(super) fn parse_message(payload: &Value) -> Result<Option<Request>, InputErr
             .as_deref()
             .map(|t| super::parse_time("Time", t))
             .transpose()?,
-        action_time: None,
-        region: None,
         account,
-        sqs_message_id: None,
-        lifecycle: None,
-        event_code: None,
+        ..Trigger::from_source(Source::AutoScaling)
     };
     request(message.hook, trigger).map(Some)
 }
@@ -99,7 +93,7 @@ pub(super) fn parse_message(payload: &Value) -> Result<Option<Request>, InputErr
 pub(super) fn parse_event(payload: &Value) -> Result<Request, InputError> {
     let event: EventBridgeEvent<HookFields> =
         serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed("lifecycle action event", e))?;
-    let (hook, trigger) = eventbridge_trigger(event, Action::ScaleIn, None)?;
+    let (hook, trigger) = eventbridge_trigger(event, Some(Action::ScaleIn), None)?;
     request(hook, trigger)
 }
 

@@ -18,7 +18,7 @@ struct RebalanceDetail {
 pub(super) fn parse(payload: &Value) -> Result<Request, InputError> {
     let event: EventBridgeEvent<RebalanceDetail> =
         serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed("rebalance recommendation", e))?;
-    let (detail, trigger) = eventbridge_trigger(event, Action::Rebalance, None)?;
+    let (detail, trigger) = eventbridge_trigger(event, Some(Action::Rebalance), None)?;
     Ok(Request {
         instance_id: InstanceId::parse(&detail.instance_id)?,
         trigger,

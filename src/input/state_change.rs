@@ -40,7 +40,7 @@ pub(super) fn parse(payload: &Value) -> Result<Request, InputError> {
         .map_err(|e| InputError::malformed("instance state-change notification", e))?;
     let action = action_for(&event.detail.state)?;
     let state = event.detail.state.clone();
-    let (detail, trigger) = eventbridge_trigger(event, action, Some(state))?;
+    let (detail, trigger) = eventbridge_trigger(event, Some(action), Some(state))?;
     Ok(Request {
         instance_id: InstanceId::parse(&detail.instance_id)?,
         trigger,
