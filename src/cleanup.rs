@@ -547,8 +547,8 @@ async fn record_left_targets(app: &App, work: &[(&Request, Instance)], summaries
         })
         .collect();
     let records = futures_join_all(wanted.iter().map(|&i| {
-        let summary = &summaries[i];
-        reregister::record(&app.clients.ec2, &summary.instance.id, &summary.removed)
+        let (summary, instance) = (&summaries[i], &work[i].1);
+        reregister::record(&app.clients.ec2, &instance.id, &instance.tags, &summary.removed)
     }))
     .await;
     let ms = elapsed_ms(step);

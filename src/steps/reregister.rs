@@ -159,11 +159,12 @@ pub fn record_keys(tags: &BTreeMap<String, String>) -> Vec<String> {
     keys
 }
 
-/// Write the record of what `removed` took out, replacing any older one. Returns a warning for the summary when
-/// targets did not fit.
+/// Write the record of what `removed` took out, replacing any older one (`existing`: the instance's tags as
+/// described). Returns a warning for the summary when targets did not fit.
 pub async fn record(
     ec2: &aws_sdk_ec2::Client,
     instance: &InstanceId,
+    existing: &BTreeMap<String, String>,
     removed: &[TargetChange],
 ) -> Result<Option<String>, String> {
     let targets: BTreeSet<LeftTarget> = removed.iter().map(LeftTarget::from).collect();
@@ -172,15 +173,29 @@ pub async fn record(
     if tags.is_empty() {
         return Ok(None);
     }
+    let stale = stale_keys(existing, &tags);
     ec2.create_tags()
         .resources(instance.as_str())
         .set_tags(Some(tags))
         .send()
         .await
         .map_err(|e| format!("could not record the targets it left: {}", aws_error::explain(&e)))?;
+    // An older, longer record's last parts would otherwise read as part of this one.
+    if !stale.is_empty() {
+        forget(ec2, instance, stale).await?;
+    }
     Ok((left_out > 0).then(|| {
         format!("{left_out} of the targets it left did not fit in the record: a restore will not register them again")
     }))
+}
+
+/// The keys of an older record that the new `tags` do not overwrite.
+fn stale_keys(existing: &BTreeMap<String, String>, tags: &[Tag]) -> Vec<String> {
+    let new: BTreeSet<&str> = tags.iter().filter_map(Tag::key).collect();
+    record_keys(existing)
+        .into_iter()
+        .filter(|key| !new.contains(key.as_str()))
+        .collect()
 }
 
 /// Which recorded targets may go back: instance targets of this instance, and IP targets whose address it still has.
@@ -354,6 +369,35 @@ mod tests {
         assert_eq!(decoded.len() + left_out, 200);
         assert_eq!(decoded, many[..decoded.len()]);
         assert!(decoded.len() > 25, "{}", decoded.len());
+    }
+
+    #[test]
+    fn a_shorter_record_removes_the_older_ones_extra_parts() {
+        let long: Vec<LeftTarget> = (0..20)
+            .map(|i| {
+                target(
+                    &format!("k8s-default-service{i:03}-0a1b2c3d4e/0123456789abcdef"),
+                    "i-0123abcd",
+                    Some(i),
+                    None,
+                )
+            })
+            .collect();
+        let existing = as_map(&encode(&long).0);
+        assert!(existing.contains_key(&format!("{LEFT_TARGETS_TAG}:3")), "{existing:?}");
+        let (short, _) = encode(&long[..1]);
+        let stale = stale_keys(&existing, &short);
+        assert!(!stale.is_empty());
+        assert!(
+            stale.iter().all(|k| k.starts_with(&format!("{LEFT_TARGETS_TAG}:"))),
+            "{stale:?}"
+        );
+        let mut after = existing.clone();
+        after.extend(as_map(&short));
+        stale.iter().for_each(|k| {
+            after.remove(k);
+        });
+        assert_eq!(decode(&after), Some(long[..1].to_vec()));
     }
 
     #[test]
