@@ -320,8 +320,9 @@ pub async fn run(
     } else {
         restore(&app.clients.ec2, &request.instance_id, &request.trigger).await
     };
-    // ENIs first: an instance back in its groups but still walled off would fail every health check.
-    if app.config.reregister_on_restore && summary.outcome != RestoreOutcome::Failed {
+    // ENIs first, all of them: an instance back in its groups but still partly walled off would fail health checks
+    // or drop traffic, so a partial restore leaves the targets (and their record) for the retry.
+    if app.config.reregister_on_restore && summary.is_complete() {
         let (ec2, elb) = (&app.clients.ec2, &app.clients.elb);
         put_back_targets(ec2, elb, &request.instance_id, &mut summary, app.config.dry_run).await;
         if !app.config.dry_run {
