@@ -320,14 +320,9 @@ async fn read_tags(ec2: &aws_sdk_ec2::Client, instance: &InstanceId) -> Result<B
 }
 
 async fn delete_tags(ec2: &aws_sdk_ec2::Client, instance: &InstanceId, keys: Vec<String>) -> Result<(), String> {
-    let tags: Vec<Tag> = keys.into_iter().map(|k| Tag::builder().key(k).build()).collect();
-    ec2.delete_tags()
-        .resources(instance.as_str())
-        .set_tags(Some(tags))
-        .send()
+    crate::instance::delete_tags(ec2, instance.as_str(), keys)
         .await
-        .map_err(|e| format!("could not remove the claim tag: {}", aws_error::explain(&e)))?;
-    Ok(())
+        .map_err(|e| format!("could not remove the claim tag: {e}"))
 }
 
 #[cfg(test)]

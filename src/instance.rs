@@ -8,6 +8,22 @@ use serde::{Deserialize, Serialize};
 use crate::aws_error;
 use crate::input::InstanceId;
 
+/// Remove tag keys from an EC2 resource (an instance or an ENI). The error is EC2's, explained; callers say what
+/// the tags were for.
+pub async fn delete_tags(ec2: &aws_sdk_ec2::Client, resource: &str, keys: Vec<String>) -> Result<(), String> {
+    let tags = keys
+        .into_iter()
+        .map(|key| aws_sdk_ec2::types::Tag::builder().key(key).build())
+        .collect();
+    ec2.delete_tags()
+        .resources(resource)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| aws_error::explain(&e))
+}
+
 /// EC2 accepts at most this many values in one filter.
 const FILTER_VALUES_MAX: usize = 200;
 

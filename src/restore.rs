@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::{Filter, Tag};
+use aws_sdk_ec2::types::Filter;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -278,12 +278,8 @@ async fn restore_one(ec2: &aws_sdk_ec2::Client, eni: Recorded) -> EniRestore {
         return result;
     }
     result.restored = true;
-    let keys: Vec<Tag> = eni.record_keys.iter().map(|k| Tag::builder().key(k).build()).collect();
-    if let Err(e) = ec2.delete_tags().resources(&eni.id).set_tags(Some(keys)).send().await {
-        result.error = Some(format!(
-            "groups restored, but the record could not be removed: {}",
-            aws_error::explain(&e)
-        ));
+    if let Err(e) = crate::instance::delete_tags(ec2, &eni.id, eni.record_keys).await {
+        result.error = Some(format!("groups restored, but the record could not be removed: {e}"));
     }
     result
 }

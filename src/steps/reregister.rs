@@ -294,19 +294,9 @@ pub async fn register_all(
 
 /// Remove the record once every target it names is dealt with.
 pub async fn forget(ec2: &aws_sdk_ec2::Client, instance: &InstanceId, keys: Vec<String>) -> Result<(), String> {
-    let tags: Vec<Tag> = keys.into_iter().map(|k| Tag::builder().key(k).build()).collect();
-    ec2.delete_tags()
-        .resources(instance.as_str())
-        .set_tags(Some(tags))
-        .send()
+    crate::instance::delete_tags(ec2, instance.as_str(), keys)
         .await
-        .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "could not remove the record of the targets it left: {}",
-                aws_error::explain(&e)
-            )
-        })
+        .map_err(|e| format!("could not remove the record of the targets it left: {e}"))
 }
 
 fn tag(key: &str, value: &str) -> Tag {
