@@ -260,16 +260,8 @@ impl Fleet {
     }
 
     fn config_from(&self, dry_run: bool, index_table: Option<&str>) -> spot_cleanup::Config {
-        spot_cleanup::Config::from_lookup(|name| match name {
-            "SNS_TOPIC_ARN" => Some(self.topic_arn.clone()),
-            "QUARANTINE_SECURITY_GROUP_ID" => {
-                Some(format!("{},{}", self.other_vpc_quarantine_group, self.quarantine_group))
-            }
-            "DRY_RUN" => Some(dry_run.to_string()),
-            "REGISTRATION_INDEX_TABLE" => index_table.map(str::to_owned),
-            _ => None,
-        })
-        .expect("valid configuration")
+        spot_cleanup::Config::from_lookup(|name| self.base_variable(name, dry_run, index_table))
+            .expect("valid configuration")
     }
 
     /// Every (target group name, target id, port) registered anywhere, including the other VPC's group.
