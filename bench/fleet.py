@@ -10,6 +10,7 @@ Registrations are collected per group and sent as one RegisterTargets per group.
 """
 import concurrent.futures
 import json
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -69,8 +70,8 @@ def build(endpoint, groups, spot_count):
     quarantine_group = create_security_group(ec2, vpc_id, "quarantine")
     image = ec2.describe_images()["Images"][0]["ImageId"]
 
-    spot = launch(ec2, image, subnet_a, subnet_b, app_group, spot_count, spot=True)
-    neighbour = launch(ec2, image, subnet_a, subnet_b, app_group, 1, spot=False)[0]
+    spot = launch(ec2, image, subnet_a, subnet_b, app_group, spot_count, spot=True, first=0)
+    neighbour = launch(ec2, image, subnet_a, subnet_b, app_group, 1, spot=False, first=spot_count)[0]
     registered, ports = register_fleet(elb, vpc_id, groups, spot, neighbour)
     topic_arn, queue_url = summary_queue(aws["sns"], aws["sqs"])
     return Fleet(
@@ -96,8 +97,9 @@ def create_security_group(ec2, vpc_id, name):
     return ec2.create_security_group(VpcId=vpc_id, GroupName=name, Description=name)["GroupId"]
 
 
-def launch(ec2, image, subnet, pod_subnet, security_group, count, spot):
-    """`count` instances in one RunInstances, each then given a second ENI with a secondary address."""
+def launch(ec2, image, subnet, pod_subnet, security_group, count, spot, first):
+    """`count` instances in one RunInstances, each then given a second ENI with a secondary address. The pod ENIs of
+    nodes `first`, `first + 1`, ... get addresses of their own (`pod_addresses`)."""
     request = dict(
         ImageId=image,
         InstanceType="m5.large",
@@ -110,13 +112,26 @@ def launch(ec2, image, subnet, pod_subnet, security_group, count, spot):
         request["InstanceMarketOptions"] = {"MarketType": "spot"}
     ids = [i["InstanceId"] for i in ec2.run_instances(**request)["Instances"]]
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-        pod_ips = list(pool.map(lambda i: attach_pod_eni(ec2, i, pod_subnet, security_group), ids))
+        pod_ips = list(pool.map(
+            lambda n_id: attach_pod_eni(ec2, n_id[1], pod_subnet, security_group, pod_addresses(first + n_id[0])),
+            enumerate(ids),
+        ))
     return [Node(id=i, pod_ips=ips) for i, ips in zip(ids, pod_ips)]
 
 
-def attach_pod_eni(ec2, instance_id, subnet, security_group):
+def pod_addresses(n):
+    """Node `n`'s two pod addresses in 10.0.16.0/20. moto draws addresses at random without checking that they are
+    free, and keys targets by id: with ~100 random pod IPs in a /20, two nodes would likely share one."""
+    assert n < 2000, "the pod subnet holds 2,000 nodes"
+    base = (10 << 24) + (16 << 8) + 10 + 2 * n
+    return [socket.inet_ntoa((base + k).to_bytes(4, "big")) for k in (0, 1)]
+
+
+def attach_pod_eni(ec2, instance_id, subnet, security_group, addresses):
     eni = ec2.create_network_interface(
-        SubnetId=subnet, Groups=[security_group], SecondaryPrivateIpAddressCount=1
+        SubnetId=subnet,
+        Groups=[security_group],
+        PrivateIpAddresses=[{"PrivateIpAddress": ip, "Primary": k == 0} for k, ip in enumerate(addresses)],
     )["NetworkInterface"]
     ec2.attach_network_interface(
         NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=instance_id, DeviceIndex=1

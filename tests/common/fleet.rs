@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{
-    Filter, InstanceMarketOptionsRequest, InstanceType, MarketType, ResourceType, Tag, TagSpecification,
+    Filter, InstanceMarketOptionsRequest, InstanceType, MarketType, PrivateIpAddressSpecification, ResourceType, Tag,
+    TagSpecification,
 };
 use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetTypeEnum};
 
@@ -72,22 +73,12 @@ impl Fleet {
             .expect("moto serves images")
             .to_owned();
 
+        let subnets = (subnet_a.as_str(), subnet_b.as_str());
         let mut spot = Vec::new();
         for n in 0..spot_count {
-            spot.push(
-                launch(
-                    &ec2,
-                    &image,
-                    &subnet_a,
-                    &subnet_b,
-                    &app_group,
-                    true,
-                    &format!("spot-{n}"),
-                )
-                .await,
-            );
+            spot.push(launch(&ec2, &image, subnets, &app_group, n, true, &format!("spot-{n}")).await);
         }
-        let neighbour = launch(&ec2, &image, &subnet_a, &subnet_b, &app_group, false, "neighbour").await;
+        let neighbour = launch(&ec2, &image, subnets, &app_group, spot_count, false, "neighbour").await;
 
         let mut target_groups = BTreeMap::new();
         for (name, port) in NODE_PORTS {
@@ -403,15 +394,19 @@ async fn create_group(ec2: &aws_sdk_ec2::Client, vpc: &str, name: &str) -> Strin
     group.group_id().unwrap().to_owned()
 }
 
+/// Launches node number `n` with addresses of its own: 10.0.1.(10+n) for the primary ENI, 10.0.2.(10+2n) and
+/// 10.0.2.(11+2n) for the second one. moto draws addresses at random and never checks that they are free, and it keys
+/// targets by id, so two nodes that drew the same pod IP would share one registration.
 async fn launch(
     ec2: &aws_sdk_ec2::Client,
     image: &str,
-    subnet: &str,
-    second_subnet: &str,
+    (subnet, second_subnet): (&str, &str),
     group: &str,
+    n: usize,
     spot: bool,
     name: &str,
 ) -> Node {
+    assert!(n < 100, "the fleet's addresses are numbered for up to 100 nodes");
     let mut request = ec2
         .run_instances()
         .image_id(image)
@@ -419,6 +414,7 @@ async fn launch(
         .min_count(1)
         .max_count(1)
         .subnet_id(subnet)
+        .private_ip_address(format!("10.0.1.{}", 10 + n))
         .security_group_ids(group)
         .tag_specifications(
             TagSpecification::builder()
@@ -447,7 +443,8 @@ async fn launch(
         .create_network_interface()
         .subnet_id(second_subnet)
         .groups(group)
-        .secondary_private_ip_address_count(1)
+        .private_ip_addresses(address(format!("10.0.2.{}", 10 + 2 * n), true))
+        .private_ip_addresses(address(format!("10.0.2.{}", 11 + 2 * n), false))
         .send()
         .await
         .unwrap();
@@ -472,6 +469,13 @@ async fn launch(
         pod_ips,
         primary_ip,
     }
+}
+
+fn address(ip: String, primary: bool) -> PrivateIpAddressSpecification {
+    PrivateIpAddressSpecification::builder()
+        .private_ip_address(ip)
+        .primary(primary)
+        .build()
 }
 
 pub async fn create_target_group(
