@@ -55,7 +55,7 @@ class Fleet:
 def clients(endpoint):
     """boto3 clients for moto at `endpoint`."""
     session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION)
-    return {name: session.client(name, endpoint_url=endpoint) for name in ("ec2", "elbv2", "sns", "sqs")}
+    return {name: session.client(name, endpoint_url=endpoint) for name in ("ec2", "elbv2", "sns", "sqs", "dynamodb")}
 
 
 def build(endpoint, groups, spot_count):
@@ -214,7 +214,8 @@ def published_summaries(endpoint, queue_url):
 def restore(endpoint, fleet, nodes):
     """Put `nodes` back as the build left them: re-register their targets (RegisterTargets is idempotent, so each
     affected group simply gets its original list again), move their ENIs back to the app group without the
-    recorded-groups tags, and empty the summary queue."""
+    recorded-groups tags, clear the delivery marker (instance tags, or the claim item in the index table) so the next
+    scenario's notice is acted on, and empty the summary queue."""
     aws = clients(endpoint)
     ids = {i for node in nodes for i in (node.id, *node.pod_ips)}
     affected = {arn: (fleet.ports[arn], targets) for arn, targets in fleet.registered.items() if ids & set(targets)}
@@ -225,7 +226,25 @@ def restore(endpoint, fleet, nodes):
         recorded = [{"Key": t["Key"]} for t in eni.get("TagSet", []) if t["Key"].startswith("spot-cleanup:")]
         if recorded:
             ec2.delete_tags(Resources=[eni["NetworkInterfaceId"]], Tags=recorded)
+    clear_markers(aws, [node.id for node in nodes])
     published_summaries(endpoint, fleet.queue_url)
+
+
+def clear_markers(aws, instance_ids):
+    """Remove the function's marker tags from the instances, and their claim items from the index table if any."""
+    if not instance_ids:
+        return
+    ec2, dynamodb = aws["ec2"], aws["dynamodb"]
+    pages = ec2.get_paginator("describe_tags").paginate(
+        Filters=[{"Name": "resource-id", "Values": instance_ids}])
+    for page in pages:
+        for tag in page["Tags"]:
+            if tag["Key"].startswith("spot-cleanup:"):
+                ec2.delete_tags(Resources=[tag["ResourceId"]], Tags=[{"Key": tag["Key"]}])
+    if INDEX_TABLE in dynamodb.list_tables()["TableNames"]:
+        for instance_id in instance_ids:
+            dynamodb.delete_item(TableName=INDEX_TABLE,
+                                 Key={"pk": {"S": f"claim#{instance_id}"}, "sk": {"S": "claim"}})
 
 
 def node_enis(ec2, nodes):
@@ -260,8 +279,7 @@ INDEX_TABLE = "spot-cleanup-index"
 
 def create_index_table(endpoint):
     """The registration index's DynamoDB table (pk/sk strings, on demand), as template.yaml declares it."""
-    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
-                            aws_access_key_id="x", aws_secret_access_key="x")
+    dynamodb = clients(endpoint)["dynamodb"]
     dynamodb.create_table(
         TableName=INDEX_TABLE, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
