@@ -4,21 +4,12 @@
 //! Attributes let subscribers filter: `outcome` (`refused` or `stale`), `security` (`true` when someone asked for
 //! something out of scope or unproven), `error_type`, `instance_id`, `trigger`.
 
-use aws_sdk_sns::types::MessageAttributeValue;
 use chrono::Utc;
 
-use crate::aws_error;
 use crate::guard::Refusal;
-use crate::steps::notify::SUBJECT_MAX;
+use crate::steps::notify;
 
 pub async fn publish_refusal(sns: &aws_sdk_sns::Client, topic_arn: &str, refusal: &Refusal) -> Result<(), String> {
-    let attribute = |value: &str| {
-        MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(value)
-            .build()
-            .expect("data type is set")
-    };
     let kind = refusal.kind;
     let message = serde_json::json!({
         "version": 1,
@@ -32,25 +23,19 @@ pub async fn publish_refusal(sns: &aws_sdk_sns::Client, topic_arn: &str, refusal
         "changed": "nothing",
     });
     let label = if kind.is_security_signal() { "SECURITY" } else { "STALE" };
-    let subject: String = format!(
+    let subject = format!(
         "spot-cleanup {label}: refused {} ({kind}), nothing changed",
         refusal.instance_id
-    )
-    .chars()
-    .take(SUBJECT_MAX)
-    .collect();
-    sns.publish()
-        .topic_arn(topic_arn)
-        .subject(subject)
-        .message(message.to_string())
-        .message_attributes("instance_id", attribute(refusal.instance_id.as_str()))
-        .message_attributes("outcome", attribute(kind.outcome()))
-        .message_attributes("security", attribute(&kind.is_security_signal().to_string()))
-        .message_attributes("error_type", attribute(kind.error_type()))
-        .message_attributes("trigger", attribute(refusal.trigger.label()))
-        .send()
-        .await
-        .map_err(|e| aws_error::explain(&e))?;
+    );
+    let security = kind.is_security_signal().to_string();
+    let attributes = [
+        ("instance_id", refusal.instance_id.as_str()),
+        ("outcome", kind.outcome()),
+        ("security", security.as_str()),
+        ("error_type", kind.error_type()),
+        ("trigger", refusal.trigger.label()),
+    ];
+    notify::send(sns, topic_arn, &subject, message.to_string(), &attributes).await?;
     Ok(())
 }
 
@@ -61,32 +46,19 @@ pub async fn publish_restore(
     topic_arn: &str,
     summary: &crate::restore::RestoreSummary,
 ) -> Result<(), String> {
-    let attribute = |value: &str| {
-        MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(value)
-            .build()
-            .expect("data type is set")
-    };
     let outcome = summary.outcome.as_str();
-    let subject: String = format!(
+    let subject = format!(
         "spot-cleanup restore: {} {outcome}, {} ENI(s) back on their groups",
         summary.instance_id,
         summary.network_interfaces.iter().filter(|e| e.restored).count()
-    )
-    .chars()
-    .take(SUBJECT_MAX)
-    .collect();
-    sns.publish()
-        .topic_arn(topic_arn)
-        .subject(subject)
-        .message(serde_json::to_string(summary).expect("a restore summary always serializes"))
-        .message_attributes("instance_id", attribute(summary.instance_id.as_str()))
-        .message_attributes("outcome", attribute(outcome))
-        .message_attributes("kind", attribute("restore"))
-        .message_attributes("trigger", attribute(summary.trigger.label()))
-        .send()
-        .await
-        .map_err(|e| aws_error::explain(&e))?;
+    );
+    let message = serde_json::to_string(summary).expect("a restore summary always serializes");
+    let attributes = [
+        ("instance_id", summary.instance_id.as_str()),
+        ("outcome", outcome),
+        ("kind", "restore"),
+        ("trigger", summary.trigger.label()),
+    ];
+    notify::send(sns, topic_arn, &subject, message, &attributes).await?;
     Ok(())
 }

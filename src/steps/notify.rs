@@ -11,7 +11,7 @@ use crate::steps::render::{self, NotifyFormat};
 use crate::summary::{Outcome, Step, StepError, Summary};
 
 /// SNS refuses longer subjects.
-pub const SUBJECT_MAX: usize = 100;
+const SUBJECT_MAX: usize = 100;
 /// SNS refuses messages over 256 KiB; keep room for the envelope.
 const MESSAGE_MAX: usize = 240 * 1024;
 
@@ -53,30 +53,44 @@ pub async fn publish(
     summary: &Summary,
     format: NotifyFormat,
 ) -> Result<String, String> {
-    let string_attribute = |value: &str| {
-        MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(value)
-            .build()
-            .expect("data type is set")
+    let body = match format {
+        NotifyFormat::Json => message(summary),
+        NotifyFormat::Email => render::text(summary),
+        NotifyFormat::Chatbot => render::chatbot(summary),
     };
+    let action = summary.trigger.action.and_then(|a| serde_json::to_value(a).ok());
+    let mut attributes = vec![
+        ("instance_id", summary.instance.id.as_str()),
+        ("outcome", summary.outcome.as_str()),
+        ("trigger", summary.trigger.label()),
+    ];
+    if let Some(action) = action.as_ref().and_then(|a| a.as_str()) {
+        attributes.push(("action", action));
+    }
+    send(sns, topic_arn, &subject(summary), body, &attributes).await
+}
+
+/// One SNS message: the subject made safe for SNS (`clip_subject`), and each attribute as a `String` attribute that a
+/// subscription filter policy can match. Returns the message id.
+pub async fn send(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+    subject: &str,
+    message: String,
+    attributes: &[(&str, &str)],
+) -> Result<String, String> {
     let mut request = sns
         .publish()
         .topic_arn(topic_arn)
-        .subject(subject(summary))
-        .message(match format {
-            NotifyFormat::Json => message(summary),
-            NotifyFormat::Email => render::text(summary),
-            NotifyFormat::Chatbot => render::chatbot(summary),
-        })
-        .message_attributes("instance_id", string_attribute(summary.instance.id.as_str()))
-        .message_attributes("outcome", string_attribute(summary.outcome.as_str()))
-        .message_attributes("trigger", string_attribute(summary.trigger.label()));
-    if let Some(action) = summary.trigger.action {
-        let action = serde_json::to_value(action).ok();
-        if let Some(action) = action.as_ref().and_then(|a| a.as_str()) {
-            request = request.message_attributes("action", string_attribute(action));
-        }
+        .subject(clip_subject(subject))
+        .message(message);
+    for (name, value) in attributes {
+        let value = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(*value)
+            .build()
+            .expect("data type is set");
+        request = request.message_attributes(*name, value);
     }
     let output = request.send().await.map_err(|e| aws_error::explain(&e))?;
     Ok(output.message_id().unwrap_or_default().to_owned())
@@ -158,9 +172,27 @@ pub fn subject(summary: &Summary) -> String {
             )
         }
     };
-    let ascii: String = text
-        .chars()
+    clip_subject(&text)
+}
+
+/// SNS takes subjects of at most 100 printable ASCII characters: anything else becomes `?`, and the rest is cut.
+fn clip_subject(text: &str) -> String {
+    text.chars()
         .map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' })
-        .collect();
-    ascii.chars().take(SUBJECT_MAX).collect()
+        .take(SUBJECT_MAX)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_printable_ascii_and_at_most_100_characters() {
+        assert_eq!(clip_subject("node ünter\tlast"), "node ?nter?last");
+        let long = format!("spot-cleanup: {}", "x".repeat(200));
+        let clipped = clip_subject(&long);
+        assert_eq!(clipped.len(), SUBJECT_MAX);
+        assert!(long.starts_with(&clipped));
+    }
 }
