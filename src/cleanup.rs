@@ -317,8 +317,9 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
         let found = known.not_yet_sent();
         known.deregister(app, &found).await;
     }
-    deregister_ms += elapsed_ms(step);
-    log.step("deregister", elapsed_ms(step), |id| known.sent_for(id));
+    let sweep_deregister_ms = elapsed_ms(step);
+    deregister_ms += sweep_deregister_ms;
+    log.step("deregister", sweep_deregister_ms, |id| known.sent_for(id));
 
     // 4. Check what the sweep could not, and read each touched group's deregistration delay for the warnings.
     let step = Instant::now();
@@ -473,9 +474,7 @@ pub async fn clean_up(app: &App, requests: &[Request], deadline: Option<Instant>
             .iter()
             .filter(|s| &s.instance.id == id)
             .flat_map(|s| &s.monitoring);
-        calls.fold(Tally::default(), |t, c| {
-            Tally::new(t.done + usize::from(c.ok), t.failed + usize::from(!c.ok))
-        })
+        calls.map(|c| c.ok).collect()
     });
     // An Auto Scaling lifecycle action is completed once its cleanup is, so the summary can say it was.
     let step = Instant::now();
@@ -563,10 +562,8 @@ fn eni_tally(changes: Option<&Vec<EniChange>>) -> Tally {
     changes
         .into_iter()
         .flatten()
-        .fold(Tally::default(), |t, change| match change.status {
-            EniStatus::Failed => Tally::new(t.done, t.failed + 1),
-            _ => Tally::new(t.done + 1, t.failed),
-        })
+        .map(|change| change.status != EniStatus::Failed)
+        .collect()
 }
 
 /// Run the futures side by side (the claims of a batch wait out their settle time together).
@@ -677,21 +674,19 @@ impl Registrations {
     /// DeregisterTargets' answers so far for the instance's registrations.
     fn sent_for(&self, instance: &InstanceId) -> Tally {
         self.of(instance)
-            .fold(Tally::default(), |t, (key, _)| match self.sent.get(&key) {
-                Some(Ok(())) => Tally::new(t.done + 1, t.failed),
-                Some(Err(_)) => Tally::new(t.done, t.failed + 1),
-                None => t,
-            })
+            .filter_map(|(key, _)| self.sent.get(&key).map(Result::is_ok))
+            .collect()
     }
 
     /// Gone or draining, against still there or not known.
     fn verified_for(&self, instance: &InstanceId) -> Tally {
         self.of(instance)
-            .fold(Tally::default(), |t, (key, _)| match self.verdicts.get(&key) {
-                Some(Verdict::Deregistered | Verdict::Draining) => Tally::new(t.done + 1, t.failed),
-                Some(Verdict::Remains { .. } | Verdict::Unknown { .. }) => Tally::new(t.done, t.failed + 1),
-                None => t,
+            .filter_map(|(key, _)| self.verdicts.get(&key))
+            .map(|verdict| match verdict {
+                Verdict::Deregistered | Verdict::Draining => true,
+                Verdict::Remains { .. } | Verdict::Unknown { .. } => false,
             })
+            .collect()
     }
 
     fn add(&mut self, registrations: Vec<TargetRegistration>) {

@@ -25,6 +25,15 @@ impl Tally {
     }
 }
 
+/// Count things that each worked (`true`) or did not.
+impl FromIterator<bool> for Tally {
+    fn from_iter<I: IntoIterator<Item = bool>>(outcomes: I) -> Self {
+        outcomes.into_iter().fold(Tally::default(), |t, ok| {
+            Tally::new(t.done + usize::from(ok), t.failed + usize::from(!ok))
+        })
+    }
+}
+
 /// The event id a log line names: the event's own id, else the SQS message that carried it. The handler gives a
 /// direct invocation without one its Lambda request id (see `input::Invocation::name_events`).
 pub fn event_id(trigger: &Trigger) -> &str {
@@ -72,25 +81,35 @@ pub fn request_step(step: &'static str, request: &Request, ms: u64, tally: Tally
 }
 
 fn line(step: &'static str, instance_id: &InstanceId, event_id: &str, ms: u64, done: usize, failed: usize) {
+    // tracing fixes an event's level where it is written, so the one field list is written out at two levels.
+    macro_rules! step_finished {
+        ($level:ident) => {
+            tracing::$level!(
+                step,
+                instance_id = instance_id.as_str(),
+                event_id,
+                ms,
+                done,
+                failed,
+                "step finished"
+            )
+        };
+    }
     if failed > 0 {
-        tracing::warn!(
-            step,
-            instance_id = instance_id.as_str(),
-            event_id,
-            ms,
-            done,
-            failed,
-            "step finished"
-        );
+        step_finished!(warn);
     } else {
-        tracing::info!(
-            step,
-            instance_id = instance_id.as_str(),
-            event_id,
-            ms,
-            done,
-            failed,
-            "step finished"
-        );
+        step_finished!(info);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tally_counts_what_worked_and_what_failed() {
+        assert_eq!([true, false, true].into_iter().collect::<Tally>(), Tally::new(2, 1));
+        assert_eq!(std::iter::empty::<bool>().collect::<Tally>(), Tally::default());
+        assert_eq!(Tally::one(false), Tally::new(0, 1));
     }
 }
