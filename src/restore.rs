@@ -72,6 +72,21 @@ pub struct RestoreSummary {
 }
 
 impl RestoreSummary {
+    /// A summary of nothing done yet, starting from `outcome`.
+    fn new(instance_id: &InstanceId, trigger: &Trigger, outcome: RestoreOutcome) -> Self {
+        RestoreSummary {
+            version: 1,
+            kind: "restore".into(),
+            instance_id: instance_id.clone(),
+            trigger: trigger.clone(),
+            outcome,
+            network_interfaces: Vec::new(),
+            targets: Vec::new(),
+            errors: Vec::new(),
+            at: Utc::now(),
+        }
+    }
+
     pub fn is_complete(&self) -> bool {
         matches!(
             self.outcome,
@@ -101,17 +116,7 @@ struct Recorded {
 
 /// Restore every recorded ENI of the instance, side by side.
 pub async fn restore(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId, trigger: &Trigger) -> RestoreSummary {
-    let mut summary = RestoreSummary {
-        version: 1,
-        kind: "restore".into(),
-        instance_id: instance_id.clone(),
-        trigger: trigger.clone(),
-        outcome: RestoreOutcome::Failed,
-        network_interfaces: Vec::new(),
-        targets: Vec::new(),
-        errors: Vec::new(),
-        at: Utc::now(),
-    };
+    let mut summary = RestoreSummary::new(instance_id, trigger, RestoreOutcome::Failed);
     let recorded = match recorded_enis(ec2, instance_id).await {
         Ok(recorded) => recorded,
         Err(e) => {
@@ -351,17 +356,7 @@ pub async fn run(
 
 /// Dry run: what a restore would put back, changing nothing.
 async fn restore_plan(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId, trigger: &Trigger) -> RestoreSummary {
-    let mut summary = RestoreSummary {
-        version: 1,
-        kind: "restore".into(),
-        instance_id: instance_id.clone(),
-        trigger: trigger.clone(),
-        outcome: RestoreOutcome::NothingToRestore,
-        network_interfaces: Vec::new(),
-        targets: Vec::new(),
-        errors: Vec::new(),
-        at: Utc::now(),
-    };
+    let mut summary = RestoreSummary::new(instance_id, trigger, RestoreOutcome::NothingToRestore);
     match recorded_enis(ec2, instance_id).await {
         Ok(recorded) => {
             summary.network_interfaces = recorded
