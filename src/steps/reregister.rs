@@ -241,53 +241,36 @@ pub async fn register_all(
             .push(target);
     }
     let groups: Vec<(String, Vec<LeftTarget>)> = by_group.into_iter().collect();
-    let calls = crate::bounded::bounded_all(4, groups, |(arn, targets)| {
-        let elb = elb.clone();
-        async move {
-            let descriptions = targets
-                .iter()
-                .map(|t| {
-                    TargetDescription::builder()
-                        .id(&t.target_id)
-                        .set_port(t.port)
-                        .set_availability_zone(t.availability_zone.clone())
-                        .build()
-                })
-                .collect();
-            let result = elb
-                .register_targets()
-                .target_group_arn(&arn)
-                .set_targets(Some(descriptions))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| aws_error::explain(&e));
-            targets
-                .into_iter()
-                .map(|target| TargetRestore {
-                    target,
-                    registered: result.is_ok(),
-                    reason: result.as_ref().err().map(|e| format!("RegisterTargets failed: {e}")),
-                })
-                .collect::<Vec<_>>()
-        }
+    let calls = crate::bounded::bounded_all(4, groups.clone(), |(arn, targets)| {
+        let descriptions = targets
+            .iter()
+            .map(|t| {
+                TargetDescription::builder()
+                    .id(&t.target_id)
+                    .set_port(t.port)
+                    .set_availability_zone(t.availability_zone.clone())
+                    .build()
+            })
+            .collect();
+        let request = elb
+            .register_targets()
+            .target_group_arn(&arn)
+            .set_targets(Some(descriptions))
+            .send();
+        async move { request.await.map(|_| ()).map_err(|e| aws_error::explain(&e)) }
     })
     .await;
-    calls
+    // A call that panicked is a failed call for every target of its group.
+    groups
         .into_iter()
-        .flat_map(|call| match call {
-            Ok(restores) => restores,
-            // A panicked call registered nothing the summary can name; it is reported as one failure.
-            Err(e) => vec![TargetRestore {
-                target: LeftTarget {
-                    target_group_arn: String::new(),
-                    target_id: String::new(),
-                    port: None,
-                    availability_zone: None,
-                },
-                registered: false,
-                reason: Some(e.to_string()),
-            }],
+        .zip(calls)
+        .flat_map(|((_, targets), call)| {
+            let result = call.unwrap_or_else(|e| Err(e.to_string()));
+            targets.into_iter().map(move |target| TargetRestore {
+                target,
+                registered: result.is_ok(),
+                reason: result.as_ref().err().map(|e| format!("RegisterTargets failed: {e}")),
+            })
         })
         .collect()
 }
