@@ -5,7 +5,7 @@
 //! Run it with `scripts/demo`, which installs the tools and builds the binary first. Exits non-zero if the cleanup
 //! did not succeed.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use common::runtime::{LambdaRuntime, function_env};
 use serde::Serialize;
 use serde_json::Value;
 use spot_cleanup::Summary;
-use spot_cleanup::steps::quarantine::ORIGINAL_GROUPS_TAG;
+use spot_cleanup::tags::ORIGINAL_GROUPS_TAG;
 
 /// Lines are kept to this many columns where JSON allows.
 const WIDTH: usize = 112;

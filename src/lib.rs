@@ -1,41 +1,65 @@
 //! spot-cleanup: when a Spot instance is about to go, take it out of every ELBv2 target group, wall off its ENIs, and
 //! tell people what was done.
 //!
-//! Data flows one way: `input` -> `instance` (describe) -> `locate` -> `steps` -> `summary`, wired by `cleanup`, with
-//! `handler` shaping the Lambda answer. `index` keeps the optional registration index that `locate` reads first.
-//! `agent` is the node agent (`spot-agent`) that invokes the function from a Spot node.
+//! # Layout
+//!
+//! One interruption, as the code runs it (each layer imports only from the layers below it; `tests/it/layers.rs`
+//! holds that):
+//!
+//! ```text
+//! handler      parse the payload (crate spot-cleanup-input) -> route each part to one workflow -> shape the answer
+//!   app        the composition root: App, the clients of each place (region, account), the warm-up
+//!     cleanup  run(): admit -> fast path -> quarantine while sweeping -> deregister the rest -> verify
+//!                     -> assemble the summaries -> finish (record, monitoring, lifecycle, publish, release claims)
+//!     restore  the undo workflow;  index  refresh (schedule) and apply (CloudTrail)
+//!       config     the environment, read once, into each concern's settings type
+//!       trust      what is refused before anything changes (scope, freshness, identity): pure, no I/O
+//!       locate     where an instance is registered: index, Auto Scaling group, full sweep (one trait)
+//!       steps      the AWS calls, one concern each: describe, claim, deregister, verify, quarantine, lifecycle, ...
+//!       notify     everything sent to SNS, through one Publisher
+//!       monitoring Datadog, Mackerel, webhook at notice time;  telemetry  step logs and EMF metrics
+//!       store      the DynamoDB table's calls
+//!         summary, changes, registration, instance, table, deadline     plain data
+//!           aws    clients, retry modes, the typed CallError, pacing, bounded concurrency
+//! ```
 
-pub mod agent;
-pub mod aws_error;
-pub mod bounded;
-pub mod claim;
-pub mod cleanup;
-pub mod clients;
+pub(crate) mod app;
+pub(crate) mod aws;
+pub mod changes;
+pub(crate) mod cleanup;
 pub mod config;
-pub mod dispatch;
-pub mod freshness;
-pub mod guard;
-pub mod handler;
-pub mod identity;
-pub mod index;
-pub mod input;
-pub mod instance;
-pub mod locate;
-pub mod logging;
-pub mod metrics;
+pub(crate) mod deadline;
+pub(crate) mod handler;
+pub(crate) mod index;
+pub(crate) mod instance;
+pub(crate) mod locate;
 pub mod monitoring;
-pub mod pace;
-pub mod places;
-pub mod restore;
-pub mod scope;
-pub mod steplog;
-pub mod steps;
+pub(crate) mod notify;
+pub mod registration;
+pub(crate) mod restore;
+pub(crate) mod steps;
+pub(crate) mod store;
 pub mod summary;
-pub mod warm;
+pub(crate) mod table;
+pub(crate) mod telemetry;
+#[cfg(test)]
+mod testing;
+pub(crate) mod trust;
 
-pub use cleanup::{App, Report, clean_up};
-pub use clients::Clients;
-pub use config::Config;
+pub use app::warm::{WarmUp, warm_up};
+pub use app::{App, InitError};
+pub use aws::Clients;
+pub use config::{Config, ConfigError};
 pub use handler::{HandlerError, handle};
-pub use input::{InstanceId, Request, Trigger};
+pub use notify::{NotifyFormat, subject};
+pub use spot_cleanup_input as input;
 pub use summary::Summary;
+pub use telemetry::logging::init as init_logging;
+pub use telemetry::metrics;
+
+/// The tags the function writes on instances and ENIs: its records and its delivery marker.
+pub mod tags {
+    pub use crate::steps::claim::{CLAIM_TAG_PREFIX, HANDLED_TAG};
+    pub use crate::steps::quarantine::ORIGINAL_GROUPS_TAG;
+    pub use crate::steps::reregister::{LEFT_TARGETS_PREFIX_TAG, LEFT_TARGETS_TAG};
+}

@@ -1,19 +1,18 @@
-//! The `Summary`: what was done to one instance, what was not and why, and how to undo it.
+//! The two summaries a run publishes: the cleanup's `Summary` (what was done to one instance, what was not and why,
+//! and how to undo it) and the `RestoreSummary`.
 //!
-//! It is the SNS message, the invocation's return value and the log record, so its JSON shape is a contract: the
-//! README documents it, and `version` changes when a field changes meaning.
+//! Each is the SNS message, the invocation's return value and the log record, so its JSON shape is a contract: the
+//! docs describe it, and `version` changes when a field changes meaning.
 
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::changes::{EniChange, EniStatus, HostChange, LifecycleReport, TargetRestore};
 use crate::input::{InstanceId, Trigger};
 use crate::instance::Instance;
-use crate::locate::TargetKind;
-use crate::monitoring::HostChange;
-use crate::steps::lifecycle::LifecycleReport;
-use crate::steps::quarantine::{EniChange, EniStatus};
+use crate::registration::{LeftTarget, TargetKind};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -56,6 +55,17 @@ pub struct InstanceInfo {
 }
 
 impl InstanceInfo {
+    /// An instance known by its id alone: nothing was described.
+    pub fn id_only(id: InstanceId) -> Self {
+        InstanceInfo {
+            id,
+            vpc_id: None,
+            state: None,
+            lifecycle: None,
+            addresses: Vec::new(),
+        }
+    }
+
     /// The instance as DescribeInstances found it.
     pub fn of(instance: &Instance) -> Self {
         InstanceInfo {
@@ -83,6 +93,17 @@ pub struct TargetChange {
     /// Why it remains: ELB's reason code, or the error that stopped its removal.
     pub reason: Option<String>,
     pub deregistration_delay_seconds: Option<u32>,
+}
+
+impl From<&TargetChange> for LeftTarget {
+    fn from(change: &TargetChange) -> Self {
+        LeftTarget {
+            target_group_arn: change.target_group_arn.clone(),
+            target_id: change.target_id.clone(),
+            port: change.port,
+            availability_zone: change.availability_zone.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +172,29 @@ pub struct Timings {
 }
 
 impl Summary {
+    /// A summary of nothing done yet, starting from `outcome`: the steps fill in the rest.
+    pub fn new(instance: InstanceInfo, trigger: Trigger, outcome: Outcome, started_at: DateTime<Utc>) -> Self {
+        Summary {
+            version: SCHEMA_VERSION,
+            instance,
+            terminates_at: trigger.terminates_at(started_at),
+            trigger,
+            dry_run: false,
+            outcome,
+            started_at,
+            target_groups_checked: 0,
+            removed: Vec::new(),
+            planned: Vec::new(),
+            remaining: Vec::new(),
+            network_interfaces: Vec::new(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+            timings_ms: Timings::default(),
+            monitoring: Vec::new(),
+            lifecycle: None,
+        }
+    }
+
     /// Decide the outcome from what the steps recorded.
     pub fn settle_outcome(&mut self) {
         if matches!(self.outcome, Outcome::Notified | Outcome::Ignored) {
@@ -186,5 +230,92 @@ impl Summary {
         arns.sort_unstable();
         arns.dedup();
         arns.len()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestoreOutcome {
+    /// Every recorded ENI is back on its groups and its record is gone.
+    Restored,
+    /// No ENI of the instance carries a record: nothing to undo.
+    NothingToRestore,
+    /// Some ENIs could not be restored; see `errors`. Their records are kept for a retry.
+    Partial,
+    Failed,
+}
+
+impl RestoreOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreOutcome::Restored => "restored",
+            RestoreOutcome::NothingToRestore => "nothing-to-restore",
+            RestoreOutcome::Partial => "partial",
+            RestoreOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One ENI put back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EniRestore {
+    pub network_interface_id: String,
+    pub groups_before: Vec<String>,
+    /// The recorded original groups, now applied (or that were to be).
+    pub groups_after: Vec<String>,
+    pub restored: bool,
+    pub error: Option<String>,
+}
+
+/// What a restore did: the SNS message and the invocation's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestoreSummary {
+    pub version: u32,
+    /// Always `restore`, so subscribers can tell it from a cleanup summary.
+    pub kind: String,
+    pub instance_id: InstanceId,
+    pub trigger: Trigger,
+    pub outcome: RestoreOutcome,
+    pub network_interfaces: Vec<EniRestore>,
+    /// With `REREGISTER_ON_RESTORE`: the targets it left at its cleanup, and whether each is registered again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetRestore>,
+    pub errors: Vec<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl RestoreSummary {
+    /// A summary of nothing done yet, starting from `outcome`.
+    pub fn new(instance_id: &InstanceId, trigger: &Trigger, outcome: RestoreOutcome) -> Self {
+        RestoreSummary {
+            version: 1,
+            kind: "restore".into(),
+            instance_id: instance_id.clone(),
+            trigger: trigger.clone(),
+            outcome,
+            network_interfaces: Vec::new(),
+            targets: Vec::new(),
+            errors: Vec::new(),
+            at: Utc::now(),
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        matches!(
+            self.outcome,
+            RestoreOutcome::Restored | RestoreOutcome::NothingToRestore
+        )
+    }
+
+    /// The outcome from what was done and what failed, ENIs and targets alike.
+    pub fn settle_outcome(&mut self) {
+        let recorded = !self.network_interfaces.is_empty() || !self.targets.is_empty();
+        let done = self.network_interfaces.iter().any(|e| e.restored) || self.targets.iter().any(|t| t.registered);
+        self.outcome = match (self.errors.is_empty(), recorded, done) {
+            (true, false, _) => RestoreOutcome::NothingToRestore,
+            (true, true, _) => RestoreOutcome::Restored,
+            (false, _, true) => RestoreOutcome::Partial,
+            (false, _, false) => RestoreOutcome::Failed,
+        };
     }
 }

@@ -2,9 +2,7 @@
 //! What it returns is checked the way the handler relies on it.
 #![no_main]
 
-#[path = "../../src/input.rs"]
-#[allow(dead_code, unused_imports)]
-mod input;
+use spot_cleanup_input as input;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {

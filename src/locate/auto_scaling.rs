@@ -7,12 +7,12 @@
 //! controller, IP targets) and checks that these left.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
 
 use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 
-use super::{LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration, past};
-use crate::aws_error;
+use super::{LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration};
+use crate::aws::CallError;
+use crate::deadline::Deadline;
 use crate::instance::Instance;
 
 /// The tag EC2 Auto Scaling puts on every instance it launches.
@@ -36,24 +36,20 @@ impl Locator for AutoScaling {
         "auto-scaling"
     }
 
-    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Option<Instant>) -> LocateFuture<'a> {
+    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Deadline) -> LocateFuture<'a> {
         Box::pin(self.attached_target_groups(instances, deadline))
     }
 }
 
 impl AutoScaling {
-    async fn attached_target_groups(
-        &self,
-        instances: &[Instance],
-        deadline: Option<Instant>,
-    ) -> Result<Located, LocateError> {
+    async fn attached_target_groups(&self, instances: &[Instance], deadline: Deadline) -> Result<Located, LocateError> {
         let mut members: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
         for instance in instances {
             if let Some(group) = instance.tags.get(GROUP_NAME_TAG) {
                 members.entry(group.as_str()).or_default().push(instance);
             }
         }
-        if members.is_empty() || past(deadline) {
+        if members.is_empty() || deadline.passed() {
             return Ok(Located::default());
         }
 
@@ -67,7 +63,7 @@ impl AutoScaling {
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| LocateError::AutoScalingGroups(aws_error::explain(&e)))?;
+                let page = page.map_err(|e| CallError::new("DescribeAutoScalingGroups", &e))?;
                 for group in page.auto_scaling_groups() {
                     let Some(name) = group.auto_scaling_group_name() else {
                         continue;
@@ -101,7 +97,7 @@ impl AutoScaling {
                 .set_target_group_arns(Some(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| LocateError::ListTargetGroups(aws_error::explain(&e)))?;
+                .map_err(|e| CallError::new("DescribeTargetGroups", &e))?;
             for group in described.target_groups() {
                 if group.target_type() == Some(&TargetTypeEnum::Instance)
                     && let Some(arn) = group.target_group_arn()

@@ -5,15 +5,16 @@
 //! that runs afterwards is the check; a registration the index missed is what the sweep finds.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use chrono::Utc;
 
-use super::{LocateError, LocateFuture, Located, Locator, past};
-use crate::bounded::bounded_all;
-use crate::index::store::{self, Entry, TargetKey};
+use super::{LocateError, LocateFuture, Located, Locator};
+use crate::aws::{CallError, bounded_all};
+use crate::deadline::Deadline;
 use crate::input::InstanceId;
 use crate::instance::Instance;
+use crate::store;
+use crate::table::{self, Entry, TargetKey};
 
 /// Concurrent Query calls. DynamoDB's budget is the table's, not the account's shared ELB one.
 const QUERY_CONCURRENCY: usize = 16;
@@ -34,7 +35,7 @@ impl Locator for Index {
         "index"
     }
 
-    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Option<Instant>) -> LocateFuture<'a> {
+    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Deadline) -> LocateFuture<'a> {
         Box::pin(self.known_registrations(instances, deadline))
     }
 }
@@ -62,12 +63,8 @@ pub fn keys_of(instances: &[Instance]) -> Vec<(TargetKey, InstanceId)> {
 }
 
 impl Index {
-    async fn known_registrations(
-        &self,
-        instances: &[Instance],
-        deadline: Option<Instant>,
-    ) -> Result<Located, LocateError> {
-        if past(deadline) {
+    async fn known_registrations(&self, instances: &[Instance], deadline: Deadline) -> Result<Located, LocateError> {
+        if deadline.passed() {
             return Ok(Located::default());
         }
         let keys = keys_of(instances);
@@ -88,11 +85,11 @@ impl Index {
                     continue;
                 }
                 Err(error) => {
-                    failures.push(error.to_string());
+                    failures.push(CallError::local("Query", error));
                     continue;
                 }
             };
-            for item in items.iter().filter(|item| !store::is_expired(item, now)) {
+            for item in items.iter().filter(|item| !table::is_expired(item, now)) {
                 match Entry::from_item(item) {
                     Ok(entry) if &entry.key == key => located.registrations.push(entry.registration(owner)),
                     Ok(_) => {}
@@ -100,12 +97,13 @@ impl Index {
                 }
             }
         }
-        if let Some(first) = failures.first() {
-            return Err(LocateError::Index(format!(
-                "{} of {} lookups failed, first: {first}",
-                failures.len(),
-                keys.len()
-            )));
+        let failed = failures.len();
+        if let Some(first) = failures.into_iter().next() {
+            return Err(LocateError::Index {
+                failed,
+                lookups: keys.len(),
+                first,
+            });
         }
         located.registrations.sort();
         located.registrations.dedup();

@@ -11,47 +11,15 @@ pub mod sweep;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-use crate::input::InstanceId;
+use crate::aws::CallError;
+use crate::deadline::Deadline;
 use crate::instance::Instance;
+pub use crate::registration::{TargetKind, TargetRegistration, UncheckedGroup};
 
 pub use auto_scaling::AutoScaling;
 pub use index::Index;
 pub use sweep::Sweep;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetKind {
-    Instance,
-    Ip,
-}
-
-/// One registration of one instance: an (id, port, zone) in one target group.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct TargetRegistration {
-    pub target_group_arn: String,
-    pub target_group_name: String,
-    pub instance_id: InstanceId,
-    pub kind: TargetKind,
-    /// The instance id for instance targets, one of its addresses for IP targets.
-    pub target_id: String,
-    pub port: Option<i32>,
-    pub availability_zone: Option<String>,
-    /// The target's health state when it was found (`healthy`, `initial`, `draining`, ...).
-    pub state: Option<String>,
-}
-
-/// A target group that could not be checked, so registrations in it may have been missed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct UncheckedGroup {
-    pub target_group_arn: String,
-    pub target_group_name: String,
-    pub vpc_id: Option<String>,
-    pub error: String,
-}
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Located {
@@ -66,12 +34,14 @@ pub struct Located {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocateError {
-    #[error("DescribeTargetGroups failed: {0}")]
-    ListTargetGroups(String),
-    #[error("DescribeAutoScalingGroups failed: {0}")]
-    AutoScalingGroups(String),
-    #[error("registration index lookup failed: {0}")]
-    Index(String),
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("registration index lookup failed: {failed} of {lookups} lookups failed, first: {first}")]
+    Index {
+        failed: usize,
+        lookups: usize,
+        first: CallError,
+    },
 }
 
 pub type LocateFuture<'a> = Pin<Box<dyn Future<Output = Result<Located, LocateError>> + Send + 'a>>;
@@ -82,10 +52,5 @@ pub type LocateFuture<'a> = Pin<Box<dyn Future<Output = Result<Located, LocateEr
 pub trait Locator: Send + Sync {
     /// A short name for logs and summaries (`sweep`, `auto-scaling`, ...).
     fn name(&self) -> &'static str;
-    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Option<Instant>) -> LocateFuture<'a>;
-}
-
-/// Whether the deadline, if any, has passed.
-pub fn past(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
+    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Deadline) -> LocateFuture<'a>;
 }

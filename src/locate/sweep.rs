@@ -5,16 +5,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::time::Instant;
 
 use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
 
-use super::{LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration, UncheckedGroup, past};
-use crate::aws_error;
-use crate::bounded::bounded_all;
+use super::{LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration, UncheckedGroup};
+use crate::aws::{CallError, Pace, bounded_all};
+use crate::deadline::Deadline;
 use crate::input::InstanceId;
 use crate::instance::Instance;
-use crate::pace::Pace;
 
 /// DescribeTargetGroups returns at most 400 per page.
 const PAGE_SIZE: i32 = 400;
@@ -46,7 +44,7 @@ impl Locator for Sweep {
         "sweep"
     }
 
-    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Option<Instant>) -> LocateFuture<'a> {
+    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Deadline) -> LocateFuture<'a> {
         Box::pin(self.sweep(instances, deadline))
     }
 }
@@ -120,7 +118,7 @@ struct Candidate {
 }
 
 impl Sweep {
-    async fn sweep(&self, instances: &[Instance], deadline: Option<Instant>) -> Result<Located, LocateError> {
+    async fn sweep(&self, instances: &[Instance], deadline: Deadline) -> Result<Located, LocateError> {
         let wanted = Wanted::new(instances);
         let candidates = self.list_candidates(&wanted).await?;
         let names: Vec<(String, String, Option<String>)> = candidates
@@ -137,7 +135,7 @@ impl Sweep {
             let pace = self.pace.clone();
             async move {
                 pace.acquire().await;
-                let health = if past(deadline) { None } else { Some(request.await) };
+                let health = if deadline.passed() { None } else { Some(request.await) };
                 (candidate, health)
             }
         })
@@ -167,19 +165,19 @@ impl Sweep {
                 continue;
             };
             located.target_groups_checked += 1;
-            let health = match health {
+            let health = match health.map_err(|e| CallError::new("DescribeTargetHealth", &e)) {
                 Ok(health) => {
                     located.checked_groups.insert(candidate.arn.clone());
                     health
                 }
                 // Deleted between listing and describing: nothing can be registered in it.
-                Err(e) if aws_error::code(&e) == Some("TargetGroupNotFound") => continue,
+                Err(e) if e.is("TargetGroupNotFound") => continue,
                 Err(e) => {
                     located.unchecked.push(UncheckedGroup {
                         target_group_arn: candidate.arn,
                         target_group_name: candidate.name,
                         vpc_id: candidate.vpc_id,
-                        error: aws_error::explain(&e),
+                        error: e.reason(),
                     });
                     continue;
                 }
@@ -214,9 +212,7 @@ impl Sweep {
     }
 
     async fn list_candidates(&self, wanted: &Wanted) -> Result<Vec<Candidate>, LocateError> {
-        let groups = list_target_groups(&self.elb)
-            .await
-            .map_err(LocateError::ListTargetGroups)?;
+        let groups = list_target_groups(&self.elb).await?;
         let candidates = groups
             .iter()
             .filter(|g| wanted.covers(g))
@@ -238,7 +234,7 @@ impl Sweep {
 }
 
 /// Every target group of the account and region, page by page; the error is the service's, explained.
-pub async fn list_target_groups(elb: &aws_sdk_elasticloadbalancingv2::Client) -> Result<Vec<TargetGroup>, String> {
+pub async fn list_target_groups(elb: &aws_sdk_elasticloadbalancingv2::Client) -> Result<Vec<TargetGroup>, CallError> {
     let mut groups = Vec::new();
     let mut pages = elb
         .describe_target_groups()
@@ -246,8 +242,176 @@ pub async fn list_target_groups(elb: &aws_sdk_elasticloadbalancingv2::Client) ->
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| aws_error::explain(&e))?;
+        let page = page.map_err(|e| CallError::new("DescribeTargetGroups", &e))?;
         groups.extend(page.target_groups().iter().cloned());
     }
     Ok(groups)
+}
+
+/// What AWS really answers, scripted: the behaviour moto gets wrong (see `crate::testing`).
+#[cfg(test)]
+mod semantics {
+    use super::*;
+    use crate::deadline::Deadline;
+    use crate::steps::deregister;
+    use crate::testing::*;
+    use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
+    use aws_smithy_mocks::mock;
+    use std::collections::BTreeMap;
+
+    /// A Kubernetes node serves two NodePorts in one target group and a pod IP (its secondary address) in an ip-type group.
+    /// The sweep finds all three registrations, and deregistration sends one DeregisterTargets per group carrying every
+    /// one of them with its exact port and zone. The neighbour node on the same ports is never sent.
+    #[tokio::test]
+    async fn every_port_of_the_instance_leaves_its_group_in_one_call() {
+        use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Healthy;
+
+        let node = instance(
+            INSTANCE,
+            &[eni("eni-0aaa0000000000001", &[WEB_SG], &[PRIMARY_IP, SECONDARY_IP])],
+        );
+        let listing = listing(vec![
+            target_group("nodeports", TargetTypeEnum::Instance, VPC),
+            target_group("pods", TargetTypeEnum::Ip, VPC),
+            // Same address space, different network: 10.0.1.11 there is some other host.
+            target_group("other-vpc-pods", TargetTypeEnum::Ip, OTHER_VPC),
+            target_group("lambda", TargetTypeEnum::Lambda, VPC),
+        ]);
+        let nodeports = health_of(
+            "nodeports",
+            vec![
+                target(INSTANCE, 30080, Healthy),
+                target(NEIGHBOUR, 30080, Healthy),
+                target(INSTANCE, 30443, Healthy),
+                target(NEIGHBOUR, 30443, Healthy),
+            ],
+        );
+        let pods = health_of(
+            "pods",
+            vec![
+                target_in_zone(SECONDARY_IP, 8080, "us-east-1a", Healthy),
+                target_in_zone("10.0.1.12", 8080, "us-east-1a", Healthy),
+            ],
+        );
+        let other_vpc = health_of("other-vpc-pods", vec![target(SECONDARY_IP, 8080, Healthy)]);
+        let lambda = health_of("lambda", vec![]);
+        let sent = Sent::new();
+        let deregister = deregister_anything(&sent);
+        let elb = elb_client(&[&listing, &nodeports, &pods, &other_vpc, &lambda, &deregister]);
+
+        let located = Sweep::new(elb.clone(), 10)
+            .locate(std::slice::from_ref(&node), Deadline::none())
+            .await
+            .unwrap();
+
+        assert_eq!(
+            located.registrations,
+            vec![
+                instance_target("nodeports", 30080, "healthy"),
+                instance_target("nodeports", 30443, "healthy"),
+                ip_target("pods", SECONDARY_IP, 8080, Some("us-east-1a"), "healthy"),
+            ]
+        );
+        assert_eq!(located.target_groups_checked, 2);
+        assert!(located.unchecked.is_empty());
+        assert_eq!((nodeports.num_calls(), pods.num_calls()), (1, 1));
+        // Groups in other VPCs and Lambda groups cannot hold this instance: not a single Describe is spent on them.
+        assert_eq!((other_vpc.num_calls(), lambda.num_calls()), (0, 0));
+
+        let results = deregister::deregister_all(&elb, &located.registrations, 10).await;
+
+        assert_eq!(
+            results,
+            BTreeMap::from([(arn("nodeports"), Ok(())), (arn("pods"), Ok(()))])
+        );
+        let mut requests = sent.all();
+        requests.sort_by(|a, b| a.target_group_arn().cmp(&b.target_group_arn()));
+        assert_eq!(requests.len(), 2, "one DeregisterTargets per target group");
+        assert_eq!(requests[0].target_group_arn(), Some(arn("nodeports").as_str()));
+        assert_eq!(
+            requests[0].targets(),
+            [
+                deregistration(INSTANCE, 30080, None),
+                deregistration(INSTANCE, 30443, None)
+            ]
+        );
+        assert_eq!(requests[1].target_group_arn(), Some(arn("pods").as_str()));
+        assert_eq!(
+            requests[1].targets(),
+            [deregistration(SECONDARY_IP, 8080, Some("us-east-1a"))]
+        );
+    }
+    /// The account's ELB Describe* budget is shared with every other tool. DescribeTargetHealth answers `Throttling`
+    /// twice; the client retries and the sweep still finds the registration.
+    #[tokio::test]
+    async fn elb_throttling_is_retried_and_the_sweep_still_finds_the_target() {
+        let node = instance(INSTANCE, &[eni("eni-0aaa0000000000001", &[WEB_SG], &[PRIMARY_IP])]);
+        let listing = listing(vec![target_group("web", TargetTypeEnum::Instance, VPC)]);
+        let web = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+            .match_requests(|r| r.target_group_arn() == Some(arn("web").as_str()))
+            .sequence()
+            .http_status(400, Some(throttled()))
+            .times(2)
+            .output(|| {
+                health(&[target(
+                    INSTANCE,
+                    80,
+                    aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Healthy,
+                )])
+            })
+            .build();
+        let elb = elb_client(&[&listing, &web]);
+
+        let located = Sweep::new(elb, 10)
+            .locate(std::slice::from_ref(&node), Deadline::none())
+            .await
+            .unwrap();
+
+        assert_eq!(located.registrations, [instance_target("web", 80, "healthy")]);
+        assert!(located.unchecked.is_empty());
+        assert_eq!(web.num_calls(), 3);
+    }
+    /// A throttle that never clears, after every attempt is spent, leaves that one group unchecked, with the reason, for
+    /// the summary to report. The other groups are still swept.
+    #[tokio::test]
+    async fn a_throttle_that_never_clears_leaves_the_group_unchecked() {
+        let node = instance(INSTANCE, &[eni("eni-0aaa0000000000001", &[WEB_SG], &[PRIMARY_IP])]);
+        let listing = listing(vec![
+            target_group("web", TargetTypeEnum::Instance, VPC),
+            target_group("busy", TargetTypeEnum::Instance, VPC),
+        ]);
+        let web = health_of(
+            "web",
+            vec![target(
+                INSTANCE,
+                80,
+                aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Healthy,
+            )],
+        );
+        let busy = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+            .match_requests(|r| r.target_group_arn() == Some(arn("busy").as_str()))
+            .sequence()
+            .http_status(400, Some(throttled()))
+            .repeatedly()
+            .build();
+        let elb = elb_client(&[&listing, &web, &busy]);
+
+        let located = Sweep::new(elb, 10)
+            .locate(std::slice::from_ref(&node), Deadline::none())
+            .await
+            .unwrap();
+
+        assert_eq!(located.registrations, [instance_target("web", 80, "healthy")]);
+        assert_eq!(
+            located.unchecked,
+            [UncheckedGroup {
+                target_group_arn: arn("busy"),
+                target_group_name: "busy".into(),
+                vpc_id: Some(VPC.into()),
+                error: "Throttling: Rate exceeded".into(),
+            }]
+        );
+        assert_eq!(located.target_groups_checked, 2);
+        assert_eq!(busy.num_calls(), MAX_ATTEMPTS as usize);
+    }
 }

@@ -14,11 +14,9 @@ pub mod webhook;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use crate::cleanup::terminates_at;
-use crate::config::ConfigError;
+use crate::changes::{HostChange, System};
 use crate::input::{InstanceId, Request};
 use http::{Answer, HttpClient};
 use mackerel::MackerelAction;
@@ -27,37 +25,6 @@ use template::Template;
 
 /// The body a webhook gets when `MONITORING_WEBHOOK_BODY` is not set.
 pub const DEFAULT_WEBHOOK_BODY: &str = r#"{"instance_id": "{{instance_id}}", "action": "{{action}}", "event_id": "{{event_id}}", "terminates_at": "{{terminates_at}}"}"#;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum System {
-    Datadog,
-    Mackerel,
-    Webhook,
-}
-
-/// What one monitoring system was asked to do for one host, and whether it did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HostChange {
-    pub system: System,
-    pub host: String,
-    /// `muted`, `maintenance`, `retired` or `notified`.
-    pub action: String,
-    pub ok: bool,
-    pub error: Option<String>,
-}
-
-impl HostChange {
-    fn new(system: System, host: &str, action: &str, result: Result<(), String>) -> Self {
-        Self {
-            system,
-            host: host.to_owned(),
-            action: action.to_owned(),
-            ok: result.is_ok(),
-            error: result.err(),
-        }
-    }
-}
 
 /// A 2xx answer is success; anything else is an error that quotes the start of the body.
 fn answer_error(answer: Result<Answer, String>) -> Result<(), String> {
@@ -104,84 +71,6 @@ pub struct MonitoringConfig {
 impl MonitoringConfig {
     pub fn is_empty(&self) -> bool {
         self.datadog.is_none() && self.mackerel.is_none() && self.webhook.is_none()
-    }
-
-    pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let set = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let invalid = |name: &'static str, value: &str, reason: &'static str| ConfigError::Invalid {
-            name,
-            value: value.to_owned(),
-            reason,
-        };
-        let url = |name: &'static str, default: &str| -> Result<String, ConfigError> {
-            let value = set(name).unwrap_or_else(|| default.to_owned());
-            if value.starts_with("https://") || value.starts_with("http://") {
-                Ok(value)
-            } else {
-                Err(invalid(name, &value, "expected an http:// or https:// URL"))
-            }
-        };
-
-        let datadog = match set("DATADOG_API_KEY") {
-            None => None,
-            Some(api_key) => Some(DatadogConfig {
-                api_url: url("DATADOG_API_URL", datadog::DEFAULT_API_URL)?,
-                api_key: Secret::parse(&api_key),
-                application_key: Secret::parse(&set("DATADOG_APP_KEY").ok_or(ConfigError::Missing {
-                    name: "DATADOG_APP_KEY",
-                    hint: "muting a host needs an application key as well as DATADOG_API_KEY",
-                })?),
-            }),
-        };
-        let mackerel = match set("MACKEREL_API_KEY") {
-            None => None,
-            Some(api_key) => Some(MackerelConfig {
-                api_url: url("MACKEREL_API_URL", mackerel::DEFAULT_API_URL)?,
-                api_key: Secret::parse(&api_key),
-                action: match set("MACKEREL_ACTION").as_deref() {
-                    None | Some("maintenance") => MackerelAction::Maintenance,
-                    Some("retire") => MackerelAction::Retire,
-                    Some(other) => return Err(invalid("MACKEREL_ACTION", other, "expected maintenance or retire")),
-                },
-            }),
-        };
-        let webhook = match set("MONITORING_WEBHOOK_URL") {
-            None => None,
-            Some(_) => {
-                let raw_body = set("MONITORING_WEBHOOK_BODY").unwrap_or_else(|| DEFAULT_WEBHOOK_BODY.to_owned());
-                let body = Template::parse(&raw_body).map_err(|_| {
-                    invalid(
-                        "MONITORING_WEBHOOK_BODY",
-                        &raw_body,
-                        "expected a JSON template whose {{placeholders}} are fields of the notice",
-                    )
-                })?;
-                let headers = match set("MONITORING_WEBHOOK_HEADERS") {
-                    None => Vec::new(),
-                    Some(raw) => serde_json::from_str::<BTreeMap<String, String>>(&raw)
-                        .map_err(|_| {
-                            invalid(
-                                "MONITORING_WEBHOOK_HEADERS",
-                                "(not shown: it may hold secrets)",
-                                "expected a JSON object of header names to values, ssm:<name> or secretsmanager:<id>",
-                            )
-                        })?
-                        .into_iter()
-                        .map(|(name, value)| (name, Secret::parse(&value)))
-                        .collect(),
-                };
-                Some(WebhookConfig {
-                    url: url("MONITORING_WEBHOOK_URL", "")?,
-                    body,
-                    headers,
-                })
-            }
-        };
-        Ok(Self {
-            datadog,
-            mackerel,
-            webhook,
-        })
     }
 }
 
@@ -231,7 +120,7 @@ impl Monitoring {
             let fields = fields(&request);
             let host = request.instance_id.to_string();
             let action = fields["action"].clone();
-            let terminates_at = terminates_at(&request.trigger, Utc::now()).unwrap_or_else(Utc::now);
+            let terminates_at = request.trigger.terminates_at(Utc::now()).unwrap_or_else(Utc::now);
             if let Some(datadog) = &self.config.datadog {
                 let (http, url, keys, host, action, id) = (
                     http.clone(),
@@ -387,11 +276,7 @@ impl Default for ResolvedSecrets {
 pub fn fields(request: &Request) -> BTreeMap<&'static str, String> {
     let trigger = &request.trigger;
     let text = |v: Option<String>| v.unwrap_or_default();
-    let action = trigger
-        .action
-        .and_then(|a| serde_json::to_value(a).ok())
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "terminate".to_owned());
+    let action = trigger.action.map_or("terminate", |a| a.as_str()).to_owned();
     let now = Utc::now();
     BTreeMap::from([
         ("instance_id", request.instance_id.to_string()),
@@ -402,7 +287,11 @@ pub fn fields(request: &Request) -> BTreeMap<&'static str, String> {
         ("account", text(trigger.account.clone())),
         (
             "terminates_at",
-            text(terminates_at(trigger, now).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))),
+            text(
+                trigger
+                    .terminates_at(now)
+                    .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            ),
         ),
         ("notified_at", now.to_rfc3339_opts(SecondsFormat::Secs, true)),
     ])

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::aws_error;
+use crate::aws::CallError;
 
 #[derive(Clone, PartialEq)]
 pub enum Secret {
@@ -36,7 +36,12 @@ impl Secret {
                 .with_decryption(true)
                 .send()
                 .await
-                .map_err(|e| format!("SSM GetParameter {name}: {}", aws_error::explain(&e)))?
+                .map_err(|e| {
+                    format!(
+                        "SSM GetParameter {name}: {}",
+                        CallError::new("GetParameter", &e).reason()
+                    )
+                })?
                 .parameter
                 .and_then(|p| p.value)
                 .ok_or_else(|| format!("SSM parameter {name} has no value")),
@@ -46,7 +51,10 @@ impl Secret {
                 .secret_id(id)
                 .send()
                 .await
-                .map_err(|e| format!("Secrets Manager GetSecretValue {id}: {}", aws_error::explain(&e)))?
+                .map_err(|e| {
+                    let error = CallError::new("GetSecretValue", &e);
+                    format!("Secrets Manager GetSecretValue {id}: {}", error.reason())
+                })?
                 .secret_string
                 .ok_or_else(|| format!("secret {id} has no string value")),
         }
@@ -77,11 +85,6 @@ impl SecretClients {
             ssm: aws_sdk_ssm::Client::new(shared),
             secrets: aws_sdk_secretsmanager::Client::new(shared),
         }
-    }
-
-    /// Region, credentials and `AWS_ENDPOINT_URL` the standard way, as for the other clients.
-    pub async fn from_env() -> Self {
-        Self::from_shared(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
     }
 }
 

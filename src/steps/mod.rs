@@ -1,10 +1,12 @@
-//! The steps that change AWS, one concern each: leave target groups, quarantine ENIs, tell people, finish an Auto
-//! Scaling lifecycle action, put a restored instance back in its target groups.
+//! The steps that call AWS, one concern each: look the instances up, take the delivery marker, leave target groups
+//! and check they left, quarantine ENIs, finish an Auto Scaling lifecycle action, put a restored instance back in its
+//! target groups. Steps take plain SDK clients and values, and report plain data; they decide no order.
 
-pub mod alert;
+pub mod claim;
 pub mod deregister;
+pub mod describe;
 pub mod lifecycle;
-pub mod notify;
 pub mod quarantine;
-pub mod render;
 pub mod reregister;
+pub mod tags;
+pub mod verify;

@@ -7,15 +7,14 @@
 //! A security group change does not cut connections the VPC is already tracking; see the README.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Tag;
-use serde::{Deserialize, Serialize};
 
-use crate::aws_error;
-use crate::bounded::bounded_all;
-use crate::config::SecurityGroupId;
+use crate::aws::{CallError, bounded_all};
+use crate::changes::{EniChange, EniStatus};
 use crate::instance::{Instance, NetworkInterface};
 
 /// The tag that records an ENI's original groups, comma-separated. Values longer than EC2's 256-character limit
@@ -23,34 +22,26 @@ use crate::instance::{Instance, NetworkInterface};
 pub const ORIGINAL_GROUPS_TAG: &str = "spot-cleanup:original-groups";
 const TAG_VALUE_MAX: usize = 256;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EniStatus {
-    Quarantined,
-    /// Already on only the quarantine group; left alone.
-    AlreadyQuarantined,
-    /// Dry run: this is what would happen.
-    WouldQuarantine,
-    /// Nothing was changed on this ENI; see `error`.
-    Failed,
-    /// The ENI no longer exists (its instance is gone): there is nothing to wall off.
-    Gone,
+/// A security group id: `sg-` and 8 or 17 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SecurityGroupId(String);
+
+impl SecurityGroupId {
+    pub fn parse(value: &str) -> Option<Self> {
+        let hex = value.strip_prefix("sg-")?;
+        let ok = matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-/// What happened to one ENI, and how to undo it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EniChange {
-    pub network_interface_id: String,
-    pub vpc_id: Option<String>,
-    pub device_index: Option<i32>,
-    pub status: EniStatus,
-    /// The groups it had when this run found it.
-    pub groups_before: Vec<String>,
-    /// The groups it has now (or would have, in a dry run).
-    pub groups_after: Vec<String>,
-    /// The groups a restore puts back: `groups_before`, or the recorded tag for an ENI quarantined earlier.
-    pub original_groups: Option<Vec<String>>,
-    pub error: Option<String>,
+impl fmt::Display for SecurityGroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Quarantine groups by VPC, resolved from the configured ids.
@@ -93,10 +84,10 @@ impl QuarantineGroupCache {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("could not look up the quarantine security groups {ids}: {reason}")]
+#[error("could not look up the quarantine security groups {ids}: {error}")]
 pub struct ResolveError {
     pub ids: String,
-    pub reason: String,
+    pub error: CallError,
 }
 
 /// Find the VPC of each configured quarantine group. Groups of other regions or accounts (one deployment can serve
@@ -106,18 +97,19 @@ pub async fn resolve_quarantine_groups(
     configured: &[SecurityGroupId],
 ) -> Result<QuarantineGroups, ResolveError> {
     let ids: Vec<String> = configured.iter().map(|g| g.as_str().to_owned()).collect();
-    let failed = |e: &dyn std::fmt::Display| ResolveError {
+    let failed = |e| ResolveError {
         ids: ids.join(","),
-        reason: e.to_string(),
+        error: CallError::new("DescribeSecurityGroups", &e),
     };
     let output = match ec2
         .describe_security_groups()
         .set_group_ids(Some(ids.clone()))
         .send()
         .await
+        .map_err(failed)
     {
         Ok(output) => output,
-        Err(e) if aws_error::code(&e) == Some("InvalidGroup.NotFound") => {
+        Err(e) if e.error.is("InvalidGroup.NotFound") => {
             let filter = aws_sdk_ec2::types::Filter::builder()
                 .name("group-id")
                 .set_values(Some(ids.clone()))
@@ -126,9 +118,9 @@ pub async fn resolve_quarantine_groups(
                 .filters(filter)
                 .send()
                 .await
-                .map_err(|e| failed(&aws_error::explain(&e)))?
+                .map_err(failed)?
         }
-        Err(e) => return Err(failed(&aws_error::explain(&e))),
+        Err(e) => return Err(e),
     };
     Ok(output
         .security_groups()
@@ -160,7 +152,8 @@ pub async fn recorded_groups(
             let page = match page {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::warn!(error = %aws_error::explain(&e), "could not read the recorded original groups");
+                    let error = CallError::new("DescribeNetworkInterfaces", &e);
+                    tracing::warn!(%error, "could not read the recorded original groups");
                     return None;
                 }
             };
@@ -197,22 +190,49 @@ pub async fn quarantine_enis(
     instance: &Instance,
     groups: &QuarantineGroups,
     records: Option<&HashMap<String, Vec<String>>>,
-    dry_run: bool,
 ) -> Vec<EniChange> {
     let enis = &instance.network_interfaces;
     let changes = bounded_all(enis.len(), enis.iter().cloned(), |eni| {
-        let vpc = eni.vpc_id.clone().or_else(|| instance.vpc_id.clone());
-        let quarantine = vpc.as_ref().and_then(|v| groups.get(v)).cloned();
-        let record = match records {
-            None => Record::Unreadable,
-            Some(map) => map.get(&eni.id).cloned().map_or(Record::Absent, Record::Known),
-        };
-        quarantine_one(ec2.clone(), eni, vpc, quarantine, record, dry_run)
+        let target = Target::of(instance, &eni, groups, records);
+        quarantine_one(ec2.clone(), eni, target)
     })
     .await;
     enis.iter()
         .zip(changes)
         .map(|(eni, change)| change.unwrap_or_else(|e| unchanged(eni, instance.vpc_id.clone(), &e.to_string())))
+        .collect()
+}
+
+/// What a quarantine would do to every ENI of the instance (a dry run): nothing is written.
+pub fn plan(
+    instance: &Instance,
+    groups: &QuarantineGroups,
+    records: Option<&HashMap<String, Vec<String>>>,
+) -> Vec<EniChange> {
+    instance
+        .network_interfaces
+        .iter()
+        .map(|eni| {
+            let target = Target::of(instance, eni, groups, records);
+            let mut change = target.start(eni);
+            let Some(quarantine) = target.ready(&mut change, eni) else {
+                return change;
+            };
+            change.status = EniStatus::WouldQuarantine;
+            change.original_groups.get_or_insert_with(|| eni.groups.clone());
+            change.groups_after = vec![quarantine];
+            change
+        })
+        .collect()
+}
+
+/// Every ENI of the instance reported as not changed because of `error`.
+pub fn all_unchanged(instance: &Instance, error: &str) -> Vec<EniChange> {
+    let vpc = instance.vpc_id.clone();
+    instance
+        .network_interfaces
+        .iter()
+        .map(|eni| unchanged(eni, vpc.clone(), error))
         .collect()
 }
 
@@ -230,37 +250,67 @@ pub fn unchanged(eni: &NetworkInterface, vpc_id: Option<String>, error: &str) ->
     }
 }
 
-async fn quarantine_one(
-    ec2: aws_sdk_ec2::Client,
-    eni: NetworkInterface,
+/// Where one ENI goes: its VPC's quarantine group, and what an earlier run recorded about it.
+struct Target {
     vpc_id: Option<String>,
     quarantine: Option<String>,
     record: Record,
-    dry_run: bool,
-) -> EniChange {
-    let mut change = unchanged(&eni, vpc_id.clone(), "");
-    change.error = None;
-    if let Record::Known(groups) = &record {
-        change.original_groups = Some(groups.clone());
+}
+
+impl Target {
+    fn of(
+        instance: &Instance,
+        eni: &NetworkInterface,
+        groups: &QuarantineGroups,
+        records: Option<&HashMap<String, Vec<String>>>,
+    ) -> Self {
+        let vpc_id = eni.vpc_id.clone().or_else(|| instance.vpc_id.clone());
+        let quarantine = vpc_id.as_ref().and_then(|v| groups.get(v)).cloned();
+        let record = match records {
+            None => Record::Unreadable,
+            Some(map) => map.get(&eni.id).cloned().map_or(Record::Absent, Record::Known),
+        };
+        Target {
+            vpc_id,
+            quarantine,
+            record,
+        }
     }
-    let Some(quarantine) = quarantine else {
-        change.error = Some(format!(
-            "no quarantine security group is configured for {}; QUARANTINE_SECURITY_GROUP_ID must name one in that VPC",
-            vpc_id.as_deref().unwrap_or("this ENI's VPC (unknown)")
-        ));
+
+    /// The ENI as found, nothing done yet.
+    fn start(&self, eni: &NetworkInterface) -> EniChange {
+        let mut change = unchanged(eni, self.vpc_id.clone(), "");
+        change.error = None;
+        if let Record::Known(groups) = &self.record {
+            change.original_groups = Some(groups.clone());
+        }
+        change
+    }
+
+    /// The quarantine group to apply, or None with the reason (none configured in the VPC, or already on it only)
+    /// already in `change`.
+    fn ready(&self, change: &mut EniChange, eni: &NetworkInterface) -> Option<String> {
+        let Some(quarantine) = self.quarantine.clone() else {
+            change.error = Some(format!(
+                "no quarantine security group is configured for {}; QUARANTINE_SECURITY_GROUP_ID must name one in that VPC",
+                self.vpc_id.as_deref().unwrap_or("this ENI's VPC (unknown)")
+            ));
+            return None;
+        };
+        if eni.groups == [quarantine.as_str()] {
+            change.status = EniStatus::AlreadyQuarantined;
+            return None;
+        }
+        Some(quarantine)
+    }
+}
+
+async fn quarantine_one(ec2: aws_sdk_ec2::Client, eni: NetworkInterface, target: Target) -> EniChange {
+    let mut change = target.start(&eni);
+    let Some(quarantine) = target.ready(&mut change, &eni) else {
         return change;
     };
-    if eni.groups == [quarantine.as_str()] {
-        change.status = EniStatus::AlreadyQuarantined;
-        return change;
-    }
-    if dry_run {
-        change.status = EniStatus::WouldQuarantine;
-        change.original_groups.get_or_insert_with(|| eni.groups.clone());
-        change.groups_after = vec![quarantine];
-        return change;
-    }
-    let must_record = match record {
+    let must_record = match target.record {
         Record::Known(_) => false,
         Record::Absent => true,
         // Partly quarantined already, and the record an earlier run may have left cannot be read: writing a new one
@@ -278,14 +328,14 @@ async fn quarantine_one(
     };
     if must_record {
         let tags = encode_original_groups(&eni.groups);
-        if let Err(e) = ec2.create_tags().resources(&eni.id).set_tags(Some(tags)).send().await {
-            if is_gone(aws_error::code(&e)) {
+        if let Err(e) = super::tags::write(&ec2, &eni.id, tags).await {
+            if is_gone(&e) {
                 change.status = EniStatus::Gone;
                 return change;
             }
             change.error = Some(format!(
                 "could not record the original groups, so the ENI was not changed: {}",
-                aws_error::explain(&e)
+                e.reason()
             ));
             return change;
         }
@@ -297,20 +347,21 @@ async fn quarantine_one(
         .groups(&quarantine)
         .send()
         .await
+        .map_err(|e| CallError::new("ModifyNetworkInterfaceAttribute", &e))
     {
         Ok(_) => {
             change.status = EniStatus::Quarantined;
             change.groups_after = vec![quarantine];
         }
-        Err(e) if is_gone(aws_error::code(&e)) => change.status = EniStatus::Gone,
-        Err(e) => change.error = Some(aws_error::explain(&e)),
+        Err(e) if is_gone(&e) => change.status = EniStatus::Gone,
+        Err(e) => change.error = Some(e.reason()),
     }
     change
 }
 
 /// EC2's answer for an ENI deleted with its instance, between DescribeInstances and our call.
-fn is_gone(code: Option<&str>) -> bool {
-    code == Some("InvalidNetworkInterfaceID.NotFound")
+fn is_gone(error: &CallError) -> bool {
+    error.is("InvalidNetworkInterfaceID.NotFound")
 }
 
 /// The tags that record `groups`, split across numbered keys when one value would be too long.
@@ -387,5 +438,264 @@ mod tests {
     #[test]
     fn no_tag_means_no_record() {
         assert_eq!(decode_original_groups(&BTreeMap::new()), None);
+    }
+}
+
+/// What AWS really answers, scripted: the behaviour moto gets wrong (see `crate::testing`).
+#[cfg(test)]
+mod semantics {
+    use super::*;
+    use crate::steps::quarantine;
+    use crate::testing::*;
+    use aws_sdk_ec2::operation::create_tags::CreateTagsInput;
+    use aws_sdk_ec2::operation::modify_network_interface_attribute::{
+        ModifyNetworkInterfaceAttributeInput, ModifyNetworkInterfaceAttributeOutput,
+    };
+    use aws_smithy_mocks::mock;
+
+    /// An instance with three ENIs: two on application groups, one already on only the quarantine group. Each of the two
+    /// gets its original groups written to a tag, and only then its groups replaced with the quarantine group. The third
+    /// is left alone, and ModifyInstanceAttribute (which only reaches the primary ENI) is never used.
+    #[tokio::test]
+    async fn every_eni_is_tagged_with_its_groups_and_then_quarantined() {
+        let node = instance(
+            INSTANCE,
+            &[
+                eni("eni-0aaa0000000000001", &[WEB_SG, SSH_SG], &[PRIMARY_IP]),
+                eni("eni-0bbb0000000000002", &[DB_SG], &["10.0.2.20"]),
+                eni("eni-0ccc0000000000003", &[QUARANTINE], &["10.0.3.30"]),
+            ],
+        );
+        let writes = Ec2Writes::succeeding();
+        let ec2 = ec2_client(&writes.rules());
+
+        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new())).await;
+
+        let quarantined = |id: &str, index: i32, before: &[&str]| EniChange {
+            network_interface_id: id.into(),
+            vpc_id: Some(VPC.into()),
+            device_index: Some(index),
+            status: EniStatus::Quarantined,
+            groups_before: before.iter().map(|g| g.to_string()).collect(),
+            groups_after: vec![QUARANTINE.into()],
+            original_groups: Some(before.iter().map(|g| g.to_string()).collect()),
+            error: None,
+        };
+        assert_eq!(
+            changes,
+            vec![
+                quarantined("eni-0aaa0000000000001", 0, &[WEB_SG, SSH_SG]),
+                quarantined("eni-0bbb0000000000002", 1, &[DB_SG]),
+                EniChange {
+                    status: EniStatus::AlreadyQuarantined,
+                    original_groups: None,
+                    ..quarantined("eni-0ccc0000000000003", 2, &[QUARANTINE])
+                },
+            ]
+        );
+
+        for (eni, groups) in [
+            ("eni-0aaa0000000000001", format!("{WEB_SG},{SSH_SG}")),
+            ("eni-0bbb0000000000002", DB_SG.to_owned()),
+        ] {
+            assert_eq!(
+                writes.calls_for(eni),
+                [
+                    format!("CreateTags {eni}"),
+                    format!("ModifyNetworkInterfaceAttribute {eni}")
+                ],
+                "the tag is written before the groups change"
+            );
+            let tag = CreateTagsInput::builder()
+                .resources(eni)
+                .tags(Tag::builder().key(ORIGINAL_GROUPS_TAG).value(groups).build())
+                .build()
+                .unwrap();
+            assert!(writes.tags.all().contains(&tag), "{:?}", writes.tags.all());
+            let modification = ModifyNetworkInterfaceAttributeInput::builder()
+                .network_interface_id(eni)
+                .groups(QUARANTINE)
+                .build()
+                .unwrap();
+            assert!(
+                writes.modifications.all().contains(&modification),
+                "{:?}",
+                writes.modifications.all()
+            );
+        }
+        assert!(writes.calls_for("eni-0ccc0000000000003").is_empty());
+        assert_eq!(writes.create_tags.num_calls(), 2);
+        assert_eq!(writes.modify_eni.num_calls(), 2);
+        assert_eq!(writes.modify_instance.num_calls(), 0);
+    }
+    /// An earlier run recorded the ENI's groups, then could not finish; since then an operator added a debug group. The
+    /// record is the truth about what to restore: it is not written again, and the change reports it.
+    #[tokio::test]
+    async fn an_eni_whose_groups_are_already_recorded_is_not_tagged_again() {
+        let node = instance(
+            INSTANCE,
+            &[eni(
+                "eni-0aaa0000000000001",
+                &[QUARANTINE, "sg-0dddd000000000004"],
+                &[PRIMARY_IP],
+            )],
+        );
+        let records = HashMap::from([(
+            "eni-0aaa0000000000001".to_owned(),
+            vec![WEB_SG.to_owned(), SSH_SG.to_owned()],
+        )]);
+        let writes = Ec2Writes::succeeding();
+        let ec2 = ec2_client(&writes.rules());
+
+        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&records)).await;
+
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].status, EniStatus::Quarantined);
+        assert_eq!(changes[0].groups_after, [QUARANTINE]);
+        assert_eq!(changes[0].original_groups, Some(vec![WEB_SG.into(), SSH_SG.into()]));
+        assert_eq!(writes.create_tags.num_calls(), 0);
+        assert_eq!(
+            writes.calls_for("eni-0aaa0000000000001"),
+            ["ModifyNetworkInterfaceAttribute eni-0aaa0000000000001"]
+        );
+    }
+    /// When the earlier records cannot be read, an ENI already partly on the quarantine group is left for the retry (a new
+    /// record could overwrite the true original groups), while a never-quarantined ENI is recorded and quarantined as usual.
+    #[tokio::test]
+    async fn unreadable_records_never_risk_overwriting_an_earlier_one() {
+        let node = instance(
+            INSTANCE,
+            &[
+                eni(
+                    "eni-0aaa0000000000001",
+                    &[QUARANTINE, "sg-0dddd000000000004"],
+                    &[PRIMARY_IP],
+                ),
+                eni("eni-0bbb0000000000002", &[WEB_SG], &[SECONDARY_IP]),
+            ],
+        );
+        let writes = Ec2Writes::succeeding();
+        let ec2 = ec2_client(&writes.rules());
+
+        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), None).await;
+
+        assert_eq!(changes[0].status, EniStatus::Failed);
+        assert!(changes[0].error.as_deref().unwrap().contains("could not be read"));
+        assert!(writes.calls_for("eni-0aaa0000000000001").is_empty());
+        assert_eq!(changes[1].status, EniStatus::Quarantined);
+        assert_eq!(changes[1].original_groups, Some(vec![WEB_SG.to_owned()]));
+        assert_eq!(writes.create_tags.num_calls(), 1);
+    }
+    /// No record, no change: when the original groups cannot be written down, the ENI keeps its groups, so that nothing
+    /// is walled off without a way back.
+    #[tokio::test]
+    async fn an_eni_whose_groups_cannot_be_recorded_is_not_changed() {
+        let node = instance(INSTANCE, &[eni("eni-0aaa0000000000001", &[WEB_SG], &[PRIMARY_IP])]);
+        let writes = Ec2Writes::refusing_tags(
+            403,
+            ec2_error(
+                "UnauthorizedOperation",
+                "You are not authorized to perform this operation.",
+            ),
+        );
+        let ec2 = ec2_client(&writes.rules());
+
+        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new())).await;
+
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].status, EniStatus::Failed);
+        assert_eq!(changes[0].groups_after, [WEB_SG]);
+        assert_eq!(changes[0].original_groups, None);
+        assert_eq!(
+            changes[0].error.as_deref(),
+            Some(
+                "could not record the original groups, so the ENI was not changed: \
+                 UnauthorizedOperation: You are not authorized to perform this operation."
+            )
+        );
+        assert_eq!(writes.create_tags.num_calls(), 1, "a refusal is not retried");
+        assert_eq!(writes.modify_eni.num_calls(), 0);
+    }
+    /// An instance that is shutting down or terminated loses its ENIs while we work: EC2 then answers NotFound for them.
+    /// That ENI is reported as gone, with no error, and nothing else is tried on it. (moto keeps a terminated instance's
+    /// ENIs, so this race is only reachable here.)
+    #[tokio::test]
+    async fn an_eni_deleted_with_its_instance_is_gone_not_failed() {
+        let node = instance(INSTANCE, &[eni("eni-0aaa0000000000001", &[WEB_SG], &[PRIMARY_IP])]);
+        let writes = Ec2Writes::refusing_tags(
+            400,
+            ec2_error(
+                "InvalidNetworkInterfaceID.NotFound",
+                "The networkInterface ID 'eni-0aaa0000000000001' does not exist",
+            ),
+        );
+        let ec2 = ec2_client(&writes.rules());
+
+        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new())).await;
+
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].status, EniStatus::Gone);
+        assert_eq!(changes[0].error, None);
+        assert_eq!(writes.create_tags.num_calls(), 1, "NotFound is not retried");
+        assert_eq!(writes.modify_eni.num_calls(), 0, "nothing to wall off");
+    }
+    /// A second ENI attached from another VPC (multi-VPC ENI attachment) has no quarantine group configured: it is not
+    /// touched, says why, and the ENI in our VPC is still quarantined.
+    #[tokio::test]
+    async fn an_eni_in_a_vpc_without_a_quarantine_group_is_left_alone_with_a_reason() {
+        let node = instance(
+            INSTANCE,
+            &[
+                eni("eni-0aaa0000000000001", &[WEB_SG], &[PRIMARY_IP]),
+                Eni {
+                    vpc: OTHER_VPC,
+                    ..eni("eni-0eee0000000000005", &[DB_SG], &["172.16.0.5"])
+                },
+            ],
+        );
+        let writes = Ec2Writes::succeeding();
+        let ec2 = ec2_client(&writes.rules());
+
+        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new())).await;
+
+        assert_eq!(changes[0].status, EniStatus::Quarantined);
+        assert_eq!(changes[1].status, EniStatus::Failed);
+        assert_eq!(changes[1].groups_after, [DB_SG]);
+        assert_eq!(
+            changes[1].error.as_deref(),
+            Some(
+                "no quarantine security group is configured for vpc-0feed000000000001; \
+                 QUARANTINE_SECURITY_GROUP_ID must name one in that VPC"
+            )
+        );
+        assert!(writes.calls_for("eni-0eee0000000000005").is_empty());
+        assert_eq!(writes.create_tags.num_calls(), 1);
+        assert_eq!(writes.modify_eni.num_calls(), 1);
+    }
+    /// EC2 throttles with `RequestLimitExceeded`, in EC2's own error shape. The ENI change is retried and succeeds, and the
+    /// tag is written once: the retry repeats the request, not the step. The answer's status is 400, which is never
+    /// retried for its own sake, so only the error code can be what makes the SDK retry.
+    #[tokio::test]
+    async fn ec2_request_limit_is_retried_and_the_eni_is_quarantined() {
+        let node = instance(INSTANCE, &[eni("eni-0aaa0000000000001", &[WEB_SG], &[PRIMARY_IP])]);
+        let writes = Ec2Writes::succeeding();
+        let modify = mock!(aws_sdk_ec2::Client::modify_network_interface_attribute)
+            .match_requests(|r| r.network_interface_id() == Some("eni-0aaa0000000000001") && r.groups() == [QUARANTINE])
+            .sequence()
+            .http_status(400, Some(ec2_error("RequestLimitExceeded", "Request limit exceeded.")))
+            .output(|| ModifyNetworkInterfaceAttributeOutput::builder().build())
+            .build();
+        let ec2 = ec2_client(&[&writes.create_tags, &modify, &writes.modify_instance]);
+
+        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new())).await;
+
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].status, EniStatus::Quarantined, "{:?}", changes[0].error);
+        assert_eq!(modify.num_calls(), 2);
+        assert_eq!(writes.create_tags.num_calls(), 1);
+        assert_eq!(
+            writes.tags.all()[0].tags(),
+            [Tag::builder().key(ORIGINAL_GROUPS_TAG).value(WEB_SG).build()]
+        );
     }
 }

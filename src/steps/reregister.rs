@@ -14,10 +14,12 @@ use std::net::IpAddr;
 
 use aws_sdk_ec2::types::Tag;
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
-use serde::{Deserialize, Serialize};
 
-use crate::aws_error;
+use super::tags;
+use crate::aws::{CallError, bounded_all};
+use crate::changes::TargetRestore;
 use crate::input::InstanceId;
+use crate::registration::LeftTarget;
 use crate::summary::TargetChange;
 
 pub const LEFT_TARGETS_TAG: &str = "spot-cleanup:left-targets";
@@ -25,36 +27,6 @@ pub const LEFT_TARGETS_PREFIX_TAG: &str = "spot-cleanup:left-targets-in";
 const TAG_VALUE_MAX: usize = 256;
 /// At most this many tags of targets (about 2.5 KiB, some 30 targets), beside the 50 tags an instance may have.
 pub const MAX_RECORD_TAGS: usize = 10;
-
-/// One target the cleanup took out of its group, as it was registered.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct LeftTarget {
-    pub target_group_arn: String,
-    pub target_id: String,
-    pub port: Option<i32>,
-    pub availability_zone: Option<String>,
-}
-
-impl From<&TargetChange> for LeftTarget {
-    fn from(change: &TargetChange) -> Self {
-        LeftTarget {
-            target_group_arn: change.target_group_arn.clone(),
-            target_id: change.target_id.clone(),
-            port: change.port,
-            availability_zone: change.availability_zone.clone(),
-        }
-    }
-}
-
-/// What the restore did with one recorded target.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TargetRestore {
-    #[serde(flatten)]
-    pub target: LeftTarget,
-    pub registered: bool,
-    /// Why it was not registered: the address is no longer the instance's, the call failed, or a dry run.
-    pub reason: Option<String>,
-}
 
 /// The tags that record `targets`, and how many targets did not fit in `MAX_RECORD_TAGS`.
 pub fn encode(targets: &[LeftTarget]) -> (Vec<Tag>, usize) {
@@ -166,7 +138,7 @@ pub async fn record(
     instance: &InstanceId,
     existing: &BTreeMap<String, String>,
     removed: &[TargetChange],
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, CallError> {
     let targets: BTreeSet<LeftTarget> = removed.iter().map(LeftTarget::from).collect();
     let targets: Vec<LeftTarget> = targets.into_iter().collect();
     let (tags, left_out) = encode(&targets);
@@ -174,12 +146,7 @@ pub async fn record(
         return Ok(None);
     }
     let stale = stale_keys(existing, &tags);
-    ec2.create_tags()
-        .resources(instance.as_str())
-        .set_tags(Some(tags))
-        .send()
-        .await
-        .map_err(|e| format!("could not record the targets it left: {}", aws_error::explain(&e)))?;
+    tags::write(ec2, instance.as_str(), tags).await?;
     // An older, longer record's last parts would otherwise read as part of this one.
     if !stale.is_empty() {
         forget(ec2, instance, stale).await?;
@@ -241,7 +208,7 @@ pub async fn register_all(
             .push(target);
     }
     let groups: Vec<(String, Vec<LeftTarget>)> = by_group.into_iter().collect();
-    let calls = crate::bounded::bounded_all(4, groups.clone(), |(arn, targets)| {
+    let calls = bounded_all(4, groups.clone(), |(arn, targets)| {
         let descriptions = targets
             .iter()
             .map(|t| {
@@ -257,7 +224,12 @@ pub async fn register_all(
             .target_group_arn(&arn)
             .set_targets(Some(descriptions))
             .send();
-        async move { request.await.map(|_| ()).map_err(|e| aws_error::explain(&e)) }
+        async move {
+            request
+                .await
+                .map(|_| ())
+                .map_err(|e| CallError::new("RegisterTargets", &e))
+        }
     })
     .await;
     // A call that panicked is a failed call for every target of its group.
@@ -265,25 +237,23 @@ pub async fn register_all(
         .into_iter()
         .zip(calls)
         .flat_map(|((_, targets), call)| {
-            let result = call.unwrap_or_else(|e| Err(e.to_string()));
+            let result = call.unwrap_or_else(|e| Err(CallError::local("RegisterTargets", e)));
             targets.into_iter().map(move |target| TargetRestore {
                 target,
                 registered: result.is_ok(),
-                reason: result.as_ref().err().map(|e| format!("RegisterTargets failed: {e}")),
+                reason: result.as_ref().err().map(CallError::to_string),
             })
         })
         .collect()
 }
 
 /// Remove the record once every target it names is dealt with.
-pub async fn forget(ec2: &aws_sdk_ec2::Client, instance: &InstanceId, keys: Vec<String>) -> Result<(), String> {
-    crate::instance::delete_tags(ec2, instance.as_str(), keys)
-        .await
-        .map_err(|e| format!("could not remove the record of the targets it left: {e}"))
+pub async fn forget(ec2: &aws_sdk_ec2::Client, instance: &InstanceId, keys: Vec<String>) -> Result<(), CallError> {
+    tags::delete(ec2, instance.as_str(), keys).await
 }
 
 fn tag(key: &str, value: &str) -> Tag {
-    Tag::builder().key(key).value(value).build()
+    tags::tag(key, value)
 }
 
 #[cfg(test)]

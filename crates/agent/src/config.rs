@@ -1,0 +1,134 @@
+//! The agent's environment -> `AgentConfig`, read once at start-up; every error names the variable.
+
+use std::time::Duration;
+
+/// A variable that is missing or wrong; the message names it.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{name} is not set: {hint}")]
+    Missing { name: &'static str, hint: &'static str },
+    #[error("{name}={value:?} is invalid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// How often instance metadata is asked, in seconds. A Spot notice gives two minutes, so one to five seconds of
+/// latency costs nothing, while a faster loop would only spend CPU.
+pub const DEFAULT_POLL_SECONDS: u64 = 2;
+pub const POLL_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=5;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentConfig {
+    /// The cleanup function: a name, a partial ARN or a full ARN, as Lambda's Invoke accepts it.
+    pub function: String,
+    /// Time between two rounds of metadata reads (`SPOT_AGENT_POLL_INTERVAL`, whole seconds, 1 to 5, default 2).
+    pub poll_interval: Duration,
+}
+
+impl AgentConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Build from any variable lookup, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let function = get("SPOT_CLEANUP_FUNCTION")
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Missing {
+                name: "SPOT_CLEANUP_FUNCTION",
+                hint: "the name or ARN of the spot-cleanup function to invoke",
+            })?;
+        if function.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                name: "SPOT_CLEANUP_FUNCTION",
+                value: function,
+                reason: "a function name or ARN has no whitespace",
+            });
+        }
+        let poll_seconds = match get("SPOT_AGENT_POLL_INTERVAL") {
+            None => DEFAULT_POLL_SECONDS,
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|s| POLL_SECONDS_RANGE.contains(s))
+                .ok_or(ConfigError::Invalid {
+                    name: "SPOT_AGENT_POLL_INTERVAL",
+                    value: raw,
+                    reason: "expected whole seconds from 1 to 5",
+                })?,
+        };
+        Ok(Self {
+            function,
+            poll_interval: Duration::from_secs(poll_seconds),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+    }
+
+    #[test]
+    fn the_function_is_required_and_the_interval_defaults_to_two_seconds() {
+        assert!(matches!(
+            config(&[]),
+            Err(ConfigError::Missing {
+                name: "SPOT_CLEANUP_FUNCTION",
+                ..
+            })
+        ));
+        assert!(matches!(
+            config(&[("SPOT_CLEANUP_FUNCTION", "  ")]),
+            Err(ConfigError::Missing {
+                name: "SPOT_CLEANUP_FUNCTION",
+                ..
+            })
+        ));
+        let c = config(&[(
+            "SPOT_CLEANUP_FUNCTION",
+            "arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.function,
+            "arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup"
+        );
+        assert_eq!(c.poll_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_interval_is_whole_seconds_from_one_to_five() {
+        for ok in ["1", "5", " 3 "] {
+            let c = config(&[("SPOT_CLEANUP_FUNCTION", "f"), ("SPOT_AGENT_POLL_INTERVAL", ok)]).unwrap();
+            assert_eq!(c.poll_interval, Duration::from_secs(ok.trim().parse().unwrap()));
+        }
+        for bad in ["0", "6", "1.5", "fast", ""] {
+            assert!(
+                matches!(
+                    config(&[("SPOT_CLEANUP_FUNCTION", "f"), ("SPOT_AGENT_POLL_INTERVAL", bad)]),
+                    Err(ConfigError::Invalid {
+                        name: "SPOT_AGENT_POLL_INTERVAL",
+                        ..
+                    })
+                ),
+                "{bad:?} is refused"
+            );
+        }
+        assert!(matches!(
+            config(&[("SPOT_CLEANUP_FUNCTION", "my function")]),
+            Err(ConfigError::Invalid {
+                name: "SPOT_CLEANUP_FUNCTION",
+                ..
+            })
+        ));
+    }
+}

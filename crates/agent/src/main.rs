@@ -1,0 +1,53 @@
+//! `spot-agent`: runs on every Spot node, watches instance metadata for a notice (Spot interruption, rebalance
+//! recommendation, Auto Scaling termination) and hands each notice, once, to the cleanup function.
+//!
+//! Data goes one way: `imds` (read the paths) -> `notice` (their formats -> `Notice`) -> dedupe in `watch` ->
+//! `invoke`. `identity` is read once at start: it names the instance and carries the signed document the function
+//! checks. The payload is `spot_cleanup_input::AgentPayload`, the type the function parses it with.
+
+mod config;
+mod identity;
+mod imds;
+mod invoke;
+mod notice;
+mod watch;
+
+use std::process::ExitCode;
+
+use config::AgentConfig;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    init_logging();
+    let config = match AgentConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "bad configuration");
+            return ExitCode::from(2);
+        }
+    };
+    match watch::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot run");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// JSON, one object per line, each with a timestamp (nothing stamps the agent's lines for it: `kubectl logs` shows
+/// none), the event's fields at the top level. The level is `RUST_LOG`, else `info`.
+fn init_logging() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|level| tracing_subscriber::EnvFilter::try_new(level.to_lowercase()).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,57 @@
+//! Every payload spot-cleanup accepts becomes one or more `Request`s; everything else is rejected with a typed error.
+//! Parsing needs no AWS client, so the function, its node agent and the fuzz target all depend on this crate alone.
+//!
+//! One module per wire format, each turning its own shape into the one internal `Request` (the layout of
+//! aws-node-termination-handler's `pkg/monitor`): after parsing, nothing downstream knows where a request came from
+//! except through the `Trigger` kept for the summary.
+//!
+//! - `agent`: the node agent's small JSON object (`AgentPayload`, shared with the agent that sends it);
+//! - `eventbridge`: the envelope, routed by `source` and `detail-type` to `spot`, `rebalance`, `state_change`,
+//!   `lifecycle`, `health`, `scheduled` (refresh the registration index) and `cloudtrail` (update it);
+//! - `lifecycle` also reads the message an Auto Scaling lifecycle hook sends straight to SQS;
+//! - `restore`: an operator's `{"action": "restore", ...}`;
+//! - `sqs`: a batch whose bodies are any of the above.
+
+mod agent;
+mod cloudtrail;
+mod error;
+mod eventbridge;
+mod health;
+mod invocation;
+mod lifecycle;
+mod rebalance;
+mod request;
+mod restore;
+mod scheduled;
+mod spot;
+mod sqs;
+mod state_change;
+mod values;
+
+pub use agent::{AgentIdentity, AgentPayload};
+pub use cloudtrail::CLOUDTRAIL_API_CALL;
+pub use error::InputError;
+pub use health::{AWS_HEALTH_EVENT, HEALTH_SOURCE};
+pub use invocation::{BatchRecord, Invocation, parse_invocation};
+pub use lifecycle::{AUTOSCALING_SOURCE, TERMINATE_LIFECYCLE_ACTION};
+pub use rebalance::REBALANCE_RECOMMENDATION;
+pub use request::{
+    Action, ChangedTarget, IdentityProof, IndexUpdate, LifecycleAction, LifecycleDestination, Request, RestoreRequest,
+    SPOT_NOTICE, Source, TargetsCall, TargetsChange, Trigger,
+};
+pub use scheduled::SCHEDULED_EVENT;
+pub use spot::SPOT_INTERRUPTION;
+pub use state_change::STATE_CHANGE;
+pub use values::{InstanceId, Quoted};
+
+#[cfg(test)]
+pub(crate) mod samples {
+    use serde_json::Value;
+
+    /// A sample payload from the repository's `events/` folder, the same files the tests and `cargo lambda invoke` use.
+    pub fn sample(file: &str) -> Value {
+        let path = format!("{}/../../events/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+}

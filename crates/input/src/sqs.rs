@@ -1,0 +1,56 @@
+//! An SQS batch: each record's body is one message of any other format, parsed on its own, so that one bad record
+//! fails alone and the batch answers with exactly the records that failed.
+
+use aws_lambda_events::sqs::SqsEvent;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::invocation::parse_message;
+use crate::{BatchRecord, InputError, Quoted};
+
+pub(crate) fn parse(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
+    let event = SqsEvent::deserialize(payload).map_err(|e| InputError::malformed("SQS event", e))?;
+    if event.records.is_empty() {
+        return Err(InputError::EmptyBatch);
+    }
+    event
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let message_id = record.message_id.ok_or(InputError::MissingMessageId { index })?;
+            let requests = match record.body {
+                None => Err(InputError::MissingBody {
+                    message_id: Quoted::new(&message_id),
+                }),
+                Some(body) => serde_json::from_str::<Value>(&body)
+                    .map_err(|e| InputError::malformed("SQS message body", e))
+                    .and_then(|body| parse_message(&body, Some(&message_id))),
+            };
+            Ok(BatchRecord { message_id, requests })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{InputError, Invocation, parse_invocation};
+    use serde_json::json;
+
+    #[test]
+    fn sqs_batch_keeps_each_record_apart() {
+        let payload = json!({"Records": [
+            {"messageId": "m1", "body": "{\"instance_id\": \"i-0123abcd\"}"},
+            {"messageId": "m2", "body": "not json"},
+            {"messageId": "m3", "body": "{\"Records\": []}"}
+        ]});
+        let Invocation::Batch(records) = parse_invocation(&payload).unwrap() else {
+            panic!("expected a batch")
+        };
+        assert_eq!(records.len(), 3);
+        let first = &records[0].requests.as_ref().unwrap()[0];
+        assert_eq!(first.trigger.sqs_message_id.as_deref(), Some("m1"));
+        assert!(matches!(records[1].requests, Err(InputError::Malformed { .. })));
+        assert_eq!(records[2].requests, Err(InputError::NestedBatch));
+    }
+}

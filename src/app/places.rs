@@ -1,0 +1,139 @@
+//! Serving more than one region and account: each event names where its instance lives, and the cleanup runs with
+//! clients for that (region, account). They are built the first time a place is seen and kept for the container's
+//! life. Another account is reached through the role `CROSS_ACCOUNT_ROLE_NAME` there; without that setting an event
+//! for another account is refused.
+//!
+//! Summaries are still published with the home clients, to the one configured topic. The registration index covers
+//! the home region and account only, so other places are cleaned by the Auto Scaling fast path and the sweep.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_config::{Region, SdkConfig};
+// Every SDK crate re-exports the same type; this one is at hand.
+use aws_sdk_ec2::config::SharedCredentialsProvider;
+use tokio::sync::Mutex;
+
+use super::Place;
+use crate::aws::Clients;
+use crate::config::Config;
+
+/// A region and an account.
+pub type PlaceKey = (String, String);
+
+pub struct Places {
+    shared: SdkConfig,
+    home: PlaceKey,
+    role_name: Option<String>,
+    built: Mutex<HashMap<PlaceKey, Arc<Place>>>,
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
+pub enum PlaceError {
+    #[error(
+        "the instance is in account {account}, not this function's ({home}), and CROSS_ACCOUNT_ROLE_NAME is not set; \
+         nothing was changed"
+    )]
+    AccountNotAllowed { account: String, home: String },
+}
+
+impl Places {
+    /// `shared` is the function's own configuration (its region and credentials); `home_account` its account;
+    /// `role_name` the role to assume in other accounts.
+    pub fn new(shared: SdkConfig, home_account: String, role_name: Option<String>) -> Self {
+        let region = shared.region().map(|r| r.to_string()).unwrap_or_default();
+        Places {
+            shared,
+            home: (region, home_account),
+            role_name,
+            built: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where a request with this region and account (either may be absent: the home one then) is cleaned.
+    pub fn key(&self, region: Option<&str>, account: Option<&str>) -> PlaceKey {
+        (
+            region.unwrap_or(&self.home.0).to_owned(),
+            account.unwrap_or(&self.home.1).to_owned(),
+        )
+    }
+
+    pub fn is_home(&self, key: &PlaceKey) -> bool {
+        *key == self.home
+    }
+
+    /// The clients of another place, and what is built on them, made on first use and kept. Summaries still go to
+    /// the home topic, and the registration index is the home place's only.
+    pub async fn place(&self, config: &Config, home: &Place, key: &PlaceKey) -> Result<Arc<Place>, PlaceError> {
+        let mut built = self.built.lock().await;
+        if let Some(place) = built.get(key) {
+            return Ok(Arc::clone(place));
+        }
+        let (region, account) = key;
+        let mut shared = self.shared.to_builder();
+        shared.set_region(Some(Region::new(region.clone())));
+        if *account != self.home.1 {
+            let Some(role_name) = &self.role_name else {
+                return Err(not_allowed(account, &self.home.1));
+            };
+            let partition = partition(region);
+            let role = format!("arn:{partition}:iam::{account}:role/{role_name}");
+            tracing::info!(%role, %region, "serving another account");
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("spot-cleanup")
+                .region(Region::new(region.clone()))
+                .configure(&self.shared)
+                .build()
+                .await;
+            shared.set_credentials_provider(Some(SharedCredentialsProvider::new(provider)));
+        }
+        let mut clients = Clients::from_shared(&shared.build());
+        clients.sns = home.clients.sns.clone();
+        let place = Arc::new(Place::new(config, clients, None));
+        built.insert(key.clone(), Arc::clone(&place));
+        Ok(place)
+    }
+}
+
+/// Another account's instance, and no role to reach it.
+pub fn not_allowed(account: &str, home: &str) -> PlaceError {
+    PlaceError::AccountNotAllowed {
+        account: account.to_owned(),
+        home: home.to_owned(),
+    }
+}
+
+/// The ARN partition a region belongs to.
+fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_follow_the_region() {
+        assert_eq!(partition("us-east-1"), "aws");
+        assert_eq!(partition("cn-north-1"), "aws-cn");
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+    }
+
+    #[test]
+    fn an_absent_region_or_account_is_the_home_one() {
+        let shared = SdkConfig::builder().region(Region::new("us-east-1")).build();
+        let places = Places::new(shared, "123456789012".into(), None);
+        let home = places.key(None, None);
+        assert!(places.is_home(&home));
+        assert_eq!(home, ("us-east-1".to_owned(), "123456789012".to_owned()));
+        let west = places.key(Some("us-west-2"), None);
+        assert_eq!(west, ("us-west-2".to_owned(), "123456789012".to_owned()));
+        assert!(!places.is_home(&west));
+    }
+}

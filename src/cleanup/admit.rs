@@ -1,0 +1,149 @@
+//! Admission: which instances of the batch this run may act on. Each is described (an unknown one is reported and
+//! left), checked against the scope (an instance the function may not touch is refused and the refusal published),
+//! then claimed, so that one delivery per interruption acts and a later or concurrent one ends quietly, before any
+//! change. A dry run claims nothing: it changes nothing either.
+
+use std::collections::HashMap;
+
+use super::{Clock, Context, InstanceError, Report, Work, elapsed_ms};
+use crate::aws::join_all;
+use crate::deadline::Deadline;
+use crate::input::{InstanceId, Request};
+use crate::instance::Instance;
+use crate::steps::claim::{self, Claim, Token};
+use crate::steps::describe::describe_instances;
+use crate::summary::{InstanceInfo, Outcome, Summary, Timings};
+use crate::telemetry::steplog::{self, Tally};
+
+/// The instances this run acts on, and the reports of those it does not.
+pub struct Admitted<'r> {
+    pub work: Vec<Work<'r>>,
+    pub reports: Vec<Report>,
+    pub claims: Claims,
+    pub timings: Timings,
+}
+
+/// The delivery markers taken, to record how each run ended; and the warnings of those that could not be used.
+#[derive(Default)]
+pub struct Claims {
+    pub tokens: HashMap<InstanceId, Token>,
+    pub warnings: HashMap<InstanceId, String>,
+}
+
+pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Clock, deadline: Deadline) -> Admitted<'r> {
+    let ids: Vec<InstanceId> = requests.iter().map(|r| r.instance_id.clone()).collect();
+    let described = describe_instances(&ctx.clients.ec2, &ids).await;
+    let timings = Timings {
+        describe: elapsed_ms(clock.started),
+        ..Timings::default()
+    };
+    let mut admitted = Admitted {
+        work: Vec::new(),
+        reports: Vec::new(),
+        claims: Claims::default(),
+        timings,
+    };
+    let mut described = match described {
+        Ok(found) => found,
+        Err(error) => {
+            admitted.reports = ids
+                .iter()
+                .map(|instance| {
+                    let error = InstanceError::Describe {
+                        instance: instance.clone(),
+                        error: error.clone(),
+                    };
+                    Report::failed(instance, error)
+                })
+                .collect();
+            return admitted;
+        }
+    };
+    for request in requests {
+        let found = described.remove(&request.instance_id);
+        steplog::request_step(
+            "describe",
+            request,
+            admitted.timings.describe,
+            Tally::one(found.is_some()),
+        );
+        let Some(instance) = found else {
+            let error = InstanceError::NotFound(request.instance_id.clone());
+            admitted.reports.push(Report::failed(&request.instance_id, error));
+            continue;
+        };
+        // The scope guard: nothing below runs for an instance this function may not touch.
+        match ctx.config.trust.check_instance(request, &instance) {
+            Ok(()) => admitted.work.push(Work { request, instance }),
+            Err(refusal) => {
+                ctx.publisher.refusal(&refusal).await;
+                admitted
+                    .reports
+                    .push(Report::failed(&request.instance_id, InstanceError::Refused(refusal)));
+            }
+        }
+    }
+    if !ctx.config.dry_run && !admitted.work.is_empty() {
+        claim_all(ctx, &mut admitted, clock, deadline).await;
+    }
+    admitted
+}
+
+/// Claim every admitted instance at once (the tag claims of a batch wait out their settle time together).
+async fn claim_all(ctx: &Context<'_>, admitted: &mut Admitted<'_>, clock: &Clock, deadline: Deadline) {
+    let lease_until = claim::lease_until(deadline);
+    let outcomes = join_all(
+        admitted
+            .work
+            .iter()
+            .map(|w| claim::claim(&ctx.marker, &w.request.instance_id, lease_until)),
+    )
+    .await;
+    let work = std::mem::take(&mut admitted.work);
+    for (w, outcome) in work.into_iter().zip(outcomes) {
+        match outcome {
+            Claim::Won(token) => {
+                steplog::request_step("claim", w.request, 0, Tally::one(true));
+                admitted.claims.tokens.insert(w.instance.id.clone(), token);
+                admitted.work.push(w);
+            }
+            Claim::Unavailable(warning) => {
+                // The cleanup goes on without the marker; the summary carries the warning.
+                steplog::request_step("claim", w.request, 0, Tally::one(false));
+                admitted.claims.warnings.insert(w.instance.id.clone(), warning);
+                admitted.work.push(w);
+            }
+            Claim::Taken { state, since } => {
+                tracing::info!(
+                    step = "claim",
+                    instance_id = w.instance.id.as_str(),
+                    event_id = w.request.trigger.event_ref(),
+                    state = %state,
+                    "already handled by another delivery"
+                );
+                let summary = already_handled(w.request, &w.instance, &state, since.as_deref(), clock);
+                admitted.reports.push(Report::summary(summary));
+            }
+        }
+    }
+}
+
+/// The answer of a delivery that found the work done or under way: nothing changed, nothing published.
+fn already_handled(request: &Request, instance: &Instance, state: &str, since: Option<&str>, clock: &Clock) -> Summary {
+    let what = if state == "done" {
+        "another delivery of this interruption already cleaned it up"
+    } else {
+        "another delivery of this interruption is cleaning it up"
+    };
+    let mut summary = Summary::new(
+        InstanceInfo::of(instance),
+        request.trigger.clone(),
+        Outcome::AlreadyHandled,
+        clock.started_at,
+    );
+    summary.warnings.push(format!(
+        "already handled: {what} (marker {state}{}); nothing was changed or published",
+        since.map(|s| format!(" since {s}")).unwrap_or_default()
+    ));
+    summary
+}

@@ -1,0 +1,95 @@
+//! A dry run (`DRY_RUN=true`): the same reads as a real run, and a plan instead of the writes. The registrations every
+//! locator finds are `planned`, each ENI says what it `would-quarantine` to; nothing is claimed, deregistered,
+//! quarantined, recorded or completed, and no monitoring system is told. The plan is published like a summary.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::admit::Admitted;
+use super::ledger::Ledger;
+use super::{Clock, Context, assemble, elapsed_ms};
+use crate::changes::{EniChange, LifecycleReport};
+use crate::deadline::Deadline;
+use crate::instance::Instance;
+use crate::steps::quarantine;
+use crate::summary::Summary;
+
+pub async fn plan(ctx: &Context<'_>, admitted: &Admitted<'_>, clock: &Clock, deadline: Deadline) -> Vec<Summary> {
+    let instances: Vec<Instance> = admitted.work.iter().map(|w| w.instance.clone()).collect();
+    let mut timings = admitted.timings.clone();
+    let mut ledger = Ledger::default();
+    let step = Instant::now();
+    for locator in ctx.fast_locators {
+        match locator.locate(&instances, deadline).await {
+            Ok(located) => ledger.add_located(located),
+            Err(e) => ledger
+                .fast_path_warnings
+                .push(format!("{} locator failed, the sweep covers it: {e}", locator.name())),
+        }
+    }
+    timings.fast_locate = elapsed_ms(step);
+    let step = Instant::now();
+    match ctx.sweep.locate(&instances, deadline).await {
+        Ok(located) => ledger.absorb_sweep(located),
+        Err(e) => ledger.locate_errors.push(e.to_string()),
+    }
+    timings.locate = elapsed_ms(step);
+    let step = Instant::now();
+    let enis = would_quarantine(ctx, &instances).await;
+    timings.quarantine = elapsed_ms(step);
+    admitted
+        .work
+        .iter()
+        .zip(enis)
+        .map(|(work, enis)| {
+            let mut summary = assemble::start(work, &ledger, &admitted.claims.warnings, &timings, clock);
+            summary.dry_run = true;
+            summary.network_interfaces = if work.request.trigger.keeps_network() {
+                Vec::new()
+            } else {
+                enis
+            };
+            let mine = ledger.all().filter(|r| r.instance_id == work.instance.id);
+            summary.planned = mine
+                .map(|r| {
+                    let mut change = assemble::target_change(r);
+                    change.deregistration_delay_seconds = ledger.delays.get(&r.target_group_arn).copied();
+                    change
+                })
+                .collect();
+            let mut summary = assemble::finish(summary, clock);
+            if let Some(action) = &work.request.trigger.lifecycle {
+                summary.lifecycle = Some(LifecycleReport {
+                    hook_name: action.hook_name.clone(),
+                    group_name: action.group_name.clone(),
+                    ..LifecycleReport::default()
+                });
+                summary
+                    .warnings
+                    .push("dry run: the lifecycle action was left for its hook's default result".into());
+            }
+            summary
+        })
+        .collect()
+}
+
+/// What each instance's ENIs would become, from the same reads a real quarantine makes.
+async fn would_quarantine(ctx: &Context<'_>, instances: &[Instance]) -> Vec<Vec<EniChange>> {
+    let ec2 = &ctx.clients.ec2;
+    let groups = match ctx.quarantine_groups.get(ec2).await {
+        Ok(groups) => groups,
+        Err(e) => {
+            let message = e.to_string();
+            return instances
+                .iter()
+                .map(|i| quarantine::all_unchanged(i, &message))
+                .collect();
+        }
+    };
+    let with_enis: Vec<&Instance> = instances.iter().filter(|i| !i.network_interfaces.is_empty()).collect();
+    let records = Arc::new(quarantine::recorded_groups(ec2, &with_enis).await);
+    instances
+        .iter()
+        .map(|instance| quarantine::plan(instance, &groups, records.as_ref().as_ref()))
+        .collect()
+}

@@ -1,0 +1,140 @@
+//! The end of a run, once every summary is assembled: the record of left targets (`REREGISTER_ON_RESTORE`), the
+//! monitoring systems' answers, the Auto Scaling lifecycle actions, the SNS summaries, and the delivery markers, each
+//! recording how its run ended. Then one `cleanup finished` line and one metrics line per instance.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tokio::task::JoinHandle;
+
+use super::admit::Admitted;
+use super::{Context, Report, Work, elapsed_ms};
+use crate::aws::join_all;
+use crate::changes::HostChange;
+use crate::deadline::Deadline;
+use crate::input::InstanceId;
+use crate::steps::{claim, lifecycle, reregister};
+use crate::summary::Summary;
+use crate::telemetry::{metrics, steplog};
+use steplog::Tally;
+
+/// The monitoring calls, started at notice time beside everything else.
+pub type MonitoringTask = JoinHandle<HashMap<InstanceId, Vec<HostChange>>>;
+
+pub async fn finish(
+    ctx: &Context<'_>,
+    admitted: Admitted<'_>,
+    mut summaries: Vec<Summary>,
+    monitoring: MonitoringTask,
+    deadline: Deadline,
+) -> Vec<Report> {
+    let work = &admitted.work;
+    if ctx.config.reregister_on_restore {
+        record_left_targets(ctx, work, &mut summaries).await;
+    }
+    monitoring_answers(work, &mut summaries, monitoring).await;
+    // An Auto Scaling lifecycle action is completed once its cleanup is, so the summary can say it was.
+    let step = Instant::now();
+    let (autoscaling, elb) = (&ctx.clients.autoscaling, &ctx.clients.elb);
+    lifecycle::finish_all(autoscaling, elb, ctx.elb_pace, ctx.drain_wait, &mut summaries, deadline).await;
+    let lifecycle_ms = elapsed_ms(step);
+    for (summary, w) in summaries.iter().zip(work) {
+        if let Some(report) = &summary.lifecycle {
+            let tally = Tally::one(report.result.is_some());
+            steplog::request_step("lifecycle", w.request, lifecycle_ms, tally);
+        }
+    }
+    publish(ctx, work, &mut summaries).await;
+    for summary in &summaries {
+        if let Some(token) = admitted.claims.tokens.get(&summary.instance.id)
+            && let Err(e) = claim::finish(&ctx.marker, &summary.instance.id, token, summary.is_complete()).await
+        {
+            tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "delivery marker not updated");
+        }
+    }
+    let mut reports = admitted.reports;
+    reports.extend(summaries.into_iter().map(finished));
+    reports
+}
+
+/// A dry run's end: its plan is published and logged; nothing is recorded, completed or claimed.
+pub async fn dry_run(ctx: &Context<'_>, admitted: Admitted<'_>, mut summaries: Vec<Summary>) -> Vec<Report> {
+    publish(ctx, &admitted.work, &mut summaries).await;
+    let mut reports = admitted.reports;
+    reports.extend(summaries.into_iter().map(finished));
+    reports
+}
+
+/// Publishing is independent per instance, and the last step: run them together.
+async fn publish(ctx: &Context<'_>, work: &[Work<'_>], summaries: &mut [Summary]) {
+    let step = Instant::now();
+    let published = ctx.publisher.summaries(summaries).await;
+    let ms = elapsed_ms(step);
+    for ((summary, published), w) in summaries.iter_mut().zip(published).zip(work) {
+        steplog::request_step("notify", w.request, ms, Tally::one(published));
+        if !published {
+            summary.settle_outcome();
+        }
+    }
+}
+
+/// The monitoring calls ran beside every step; their answers go into the summaries, their failures into warnings.
+async fn monitoring_answers(work: &[Work<'_>], summaries: &mut [Summary], monitoring: MonitoringTask) {
+    let step = Instant::now();
+    let mut answered = monitoring.await.unwrap_or_default();
+    // How long the cleanup then waited for them.
+    let waited_ms = elapsed_ms(step);
+    for (summary, w) in summaries.iter_mut().zip(work) {
+        summary.monitoring = answered.remove(&summary.instance.id).unwrap_or_default();
+        for failed in summary.monitoring.iter().filter(|c| !c.ok) {
+            summary.warnings.push(format!(
+                "monitoring: {:?} could not be told ({}): {}",
+                failed.system,
+                failed.action,
+                failed.error.as_deref().unwrap_or("failed")
+            ));
+        }
+        let tally = summary.monitoring.iter().map(|c| c.ok).collect();
+        steplog::request_step("monitoring", w.request, waited_ms, tally);
+    }
+}
+
+/// With `REREGISTER_ON_RESTORE`, an instance that may come back (stop, hibernate) carries a record of the targets it
+/// left, for the restore. A record that cannot be written is a warning: the cleanup itself is done.
+async fn record_left_targets(ctx: &Context<'_>, work: &[Work<'_>], summaries: &mut [Summary]) {
+    let step = Instant::now();
+    let wanted: Vec<usize> = (0..summaries.len())
+        .filter(|&i| {
+            let comes_back = work[i].request.trigger.action.is_some_and(|a| a.may_come_back());
+            comes_back && !summaries[i].removed.is_empty()
+        })
+        .collect();
+    let records = join_all(wanted.iter().map(|&i| {
+        let (summary, instance) = (&summaries[i], &work[i].instance);
+        reregister::record(&ctx.clients.ec2, &instance.id, &instance.tags, &summary.removed)
+    }))
+    .await;
+    let ms = elapsed_ms(step);
+    for (i, recorded) in wanted.into_iter().zip(records) {
+        steplog::request_step("record", work[i].request, ms, Tally::one(recorded.is_ok()));
+        let warning = match recorded {
+            Ok(left_out) => left_out,
+            Err(e) => Some(format!("could not record the targets it left: {}", e.reason())),
+        };
+        summaries[i].warnings.extend(warning);
+    }
+}
+
+/// The `cleanup finished` line and the metrics line, then the report.
+fn finished(summary: Summary) -> Report {
+    tracing::info!(
+        step = "summary",
+        instance_id = summary.instance.id.as_str(),
+        event_id = summary.trigger.event_ref(),
+        outcome = summary.outcome.as_str(),
+        summary = %serde_json::to_string(&summary).unwrap_or_default(),
+        "cleanup finished"
+    );
+    metrics::emit(&summary);
+    Report::summary(summary)
+}

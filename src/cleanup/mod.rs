@@ -1,0 +1,694 @@
+//! The cleanup workflow: one pass over a batch of interrupted instances, in the order that puts the most valuable
+//! change first. Known traffic stops within a few calls (the fast path), the nodes are walled off while the slow
+//! sweep runs, and checking comes last, since it changes nothing.
+//!
+//! `run` lists the phases; each phase is a function below, the bookkeeping is `ledger`, the claim and the scope are
+//! `admit`, the summaries `assemble`, and the end of the run `finish`. A dry run is decided once, in `run`: it goes
+//! through `dry` and makes no write.
+
+mod admit;
+mod assemble;
+mod dispose;
+mod dry;
+mod finish;
+mod ledger;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use crate::aws::{CallError, Clients, Pace, bounded_all};
+use crate::changes::EniChange;
+use crate::config::Config;
+use crate::deadline::Deadline;
+use crate::input::{InstanceId, Request};
+use crate::instance::Instance;
+use crate::locate::Locator;
+use crate::monitoring::Monitoring;
+use crate::notify::Publisher;
+use crate::steps::claim::Marker;
+use crate::steps::lifecycle::DrainWait;
+use crate::steps::quarantine::{self, QuarantineGroupCache};
+use crate::steps::{deregister, verify};
+use crate::summary::{Summary, Timings};
+use crate::telemetry::steplog::{StepLog, Tally};
+use crate::trust::Refusal;
+use ledger::Ledger;
+
+/// What a cleanup needs, borrowed from the composition root for one place (region and account).
+pub struct Context<'a> {
+    pub clients: &'a Clients,
+    pub publisher: &'a Publisher,
+    pub config: &'a Config,
+    /// Cheap sources of known registrations, asked first, in priority order (the registration index, the Auto
+    /// Scaling group). What they find leaves its groups before the sweep starts.
+    pub fast_locators: &'a [Box<dyn Locator>],
+    /// The full sweep: the safety net that finds the rest and checks what the fast path removed.
+    pub sweep: &'a dyn Locator,
+    /// This container's share of the account's ELB Describe* budget.
+    pub elb_pace: &'a Pace,
+    pub quarantine_groups: &'a QuarantineGroupCache,
+    pub monitoring: &'a Monitoring,
+    pub marker: Marker<'a>,
+    /// How an Auto Scaling lifecycle cleanup waits for draining targets; None completes the action at once.
+    pub drain_wait: Option<DrainWait>,
+}
+
+/// Why an instance could not be cleaned at all. Nothing was changed.
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
+pub enum InstanceError {
+    #[error("instance {0} was not found in this account and region; nothing was changed")]
+    NotFound(InstanceId),
+    #[error("could not describe instance {instance}: {error}; nothing was changed")]
+    Describe { instance: InstanceId, error: CallError },
+    #[error("instance {instance} cannot be served: {reason}")]
+    NotServed { instance: InstanceId, reason: String },
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+/// The result for one instance.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub instance_id: InstanceId,
+    pub result: Result<Summary, InstanceError>,
+}
+
+impl Report {
+    pub fn summary(summary: Summary) -> Self {
+        Report {
+            instance_id: summary.instance.id.clone(),
+            result: Ok(summary),
+        }
+    }
+
+    pub fn failed(instance_id: &InstanceId, error: InstanceError) -> Self {
+        Report {
+            instance_id: instance_id.clone(),
+            result: Err(error),
+        }
+    }
+
+    /// Done, with nothing left for a retry to do.
+    pub fn is_complete(&self) -> bool {
+        self.result.as_ref().is_ok_and(Summary::is_complete)
+    }
+}
+
+/// One admitted instance and the request that named it.
+pub(crate) struct Work<'r> {
+    pub request: &'r Request,
+    pub instance: Instance,
+}
+
+/// When the run started, for the summaries and the step logs.
+pub(crate) struct Clock {
+    pub started: Instant,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Clock {
+            started: Instant::now(),
+            started_at: Utc::now(),
+        }
+    }
+}
+
+/// Run every request as its disposition says: a cleanup for most, a notice that changes nothing for warnings that
+/// do not force the instance out (`REBALANCE_ACTION`, `HEALTH_ACTION`), or nothing at all. One report per distinct
+/// instance.
+pub async fn run(ctx: &Context<'_>, requests: &[Request], deadline: Deadline) -> Vec<Report> {
+    let (cleanups, mut reports) = dispose::split(ctx, requests).await;
+    if !cleanups.is_empty() {
+        reports.extend(clean_up(ctx, &cleanups, deadline).await);
+    }
+    reports
+}
+
+/// Clean up every instance named by `requests` in one pass: one DescribeInstances, one sweep, and DeregisterTargets
+/// calls per target group for the whole batch. A request for an instance already seen is folded into the first.
+/// No new locate or verify call starts after `deadline`; what was not done by then is reported as such.
+async fn clean_up(ctx: &Context<'_>, requests: &[Request], deadline: Deadline) -> Vec<Report> {
+    let clock = Clock::start();
+    let requests = dispose::distinct(requests);
+    if ctx.config.dry_run {
+        let admitted = admit::admit(ctx, &requests, &clock, deadline).await;
+        let summaries = dry::plan(ctx, &admitted, &clock, deadline).await;
+        return finish::dry_run(ctx, admitted, summaries).await;
+    }
+    // At notice time, beside everything else: nothing below waits for the monitoring systems until the summaries.
+    let notices = requests.iter().map(|r| (*r).clone()).collect();
+    let monitoring = tokio::spawn(ctx.monitoring.clone().disable_hosts(notices));
+    let admitted = admit::admit(ctx, &requests, &clock, deadline).await;
+    if admitted.work.is_empty() {
+        return admitted.reports;
+    }
+    let work = &admitted.work;
+    let log = StepLog::new(work.iter().map(|w| w.request));
+    let mut timings = admitted.timings.clone();
+    let mut ledger = Ledger::default();
+    fast_path(ctx, work, &mut ledger, &mut timings, &log, deadline).await;
+    let enis = quarantine_while_sweeping(ctx, work, &mut ledger, &mut timings, &log, deadline).await;
+    deregister_rest(ctx, &mut ledger, &mut timings, &log).await;
+    verify(ctx, &mut ledger, &mut timings, &log, deadline).await;
+    let summaries = assemble::summaries(&admitted, &ledger, enis, timings, &clock);
+    finish::finish(ctx, admitted, summaries, monitoring, deadline).await
+}
+
+/// Phase 1: what the fast locators know (the index, the Auto Scaling group) leaves its groups first.
+async fn fast_path(
+    ctx: &Context<'_>,
+    work: &[Work<'_>],
+    ledger: &mut Ledger,
+    timings: &mut Timings,
+    log: &StepLog,
+    deadline: Deadline,
+) {
+    let step = Instant::now();
+    let instances: Vec<Instance> = work.iter().map(|w| w.instance.clone()).collect();
+    for locator in ctx.fast_locators {
+        match locator.locate(&instances, deadline).await {
+            Ok(located) => ledger.add_located(located),
+            // Not fatal: the sweep still covers everything in the VPC.
+            Err(e) => ledger
+                .fast_path_warnings
+                .push(format!("{} locator failed, the sweep covers it: {e}", locator.name())),
+        }
+    }
+    timings.fast_locate = elapsed_ms(step);
+    let step = Instant::now();
+    let known: Vec<_> = ledger.all().cloned().collect();
+    deregister(ctx, ledger, &known).await;
+    timings.deregister = elapsed_ms(step);
+    log.step("fast-path", timings.fast_locate + timings.deregister, |id| {
+        ledger.sent_for(id)
+    });
+}
+
+/// Phase 2: wall the nodes off while the sweep, the slow part, runs. EC2 and ELB budgets are separate, so neither
+/// waits for the other. The sweep finds the rest, and its fresh view of each group tells whether the fast path's
+/// targets left.
+async fn quarantine_while_sweeping(
+    ctx: &Context<'_>,
+    work: &[Work<'_>],
+    ledger: &mut Ledger,
+    timings: &mut Timings,
+    log: &StepLog,
+    deadline: Deadline,
+) -> HashMap<InstanceId, Vec<EniChange>> {
+    let step = Instant::now();
+    let instances: Vec<Instance> = work.iter().map(|w| w.instance.clone()).collect();
+    // An instance going back to a warm pool will serve again: it leaves its groups but keeps its network.
+    let to_quarantine: Vec<Instance> = work
+        .iter()
+        .filter(|w| !w.request.trigger.keeps_network())
+        .map(|w| w.instance.clone())
+        .collect();
+    let ((enis, quarantine_ms), (swept, locate_ms)) = tokio::join!(
+        async {
+            let changes = quarantine_all(ctx, &to_quarantine).await;
+            (changes, elapsed_ms(step))
+        },
+        async {
+            let swept = ctx.sweep.locate(&instances, deadline).await;
+            (swept, elapsed_ms(step))
+        },
+    );
+    (timings.quarantine, timings.locate) = (quarantine_ms, locate_ms);
+    log.step("quarantine", quarantine_ms, |id| assemble::eni_tally(enis.get(id)));
+    match swept {
+        Ok(located) => ledger.absorb_sweep(located),
+        Err(e) => ledger.locate_errors.push(e.to_string()),
+    }
+    // Groups the sweep could not read may hold any instance's registrations: each instance's line counts them.
+    let unread = ledger.unread();
+    log.step("locate", locate_ms, |id| Tally::new(ledger.found_for(id), unread));
+    enis
+}
+
+/// Phase 3: deregister what the sweep found that the fast path did not.
+async fn deregister_rest(ctx: &Context<'_>, ledger: &mut Ledger, timings: &mut Timings, log: &StepLog) {
+    let step = Instant::now();
+    let found = ledger.not_yet_sent();
+    deregister(ctx, ledger, &found).await;
+    let ms = elapsed_ms(step);
+    timings.deregister += ms;
+    log.step("deregister", ms, |id| ledger.sent_for(id));
+}
+
+/// Phase 4: check what the sweep could not, and read each touched group's deregistration delay for the warnings.
+async fn verify(ctx: &Context<'_>, ledger: &mut Ledger, timings: &mut Timings, log: &StepLog, deadline: Deadline) {
+    let step = Instant::now();
+    let (elb, pace, concurrency) = (&ctx.clients.elb, ctx.elb_pace, ctx.config.concurrency);
+    let unverified = ledger.unverified();
+    if !unverified.is_empty() && !deadline.passed() {
+        ledger.record_checks(verify::verify_removed(elb, pace, &unverified, concurrency).await);
+    }
+    let touched = ledger.touched_groups();
+    if !touched.is_empty() && !deadline.passed() {
+        ledger.delays = verify::deregistration_delays(elb, pace, touched, concurrency).await;
+    }
+    timings.verify = elapsed_ms(step);
+    log.step("verify", timings.verify, |id| ledger.verified_for(id));
+}
+
+async fn deregister(ctx: &Context<'_>, ledger: &mut Ledger, registrations: &[crate::registration::TargetRegistration]) {
+    if registrations.is_empty() {
+        return;
+    }
+    let results = deregister::deregister_all(&ctx.clients.elb, registrations, ctx.config.concurrency).await;
+    ledger.record_sent(registrations, &results);
+}
+
+/// Quarantine every instance's ENIs, instances side by side. One DescribeSecurityGroups resolves the quarantine group
+/// of each VPC for the whole batch.
+async fn quarantine_all(ctx: &Context<'_>, instances: &[Instance]) -> HashMap<InstanceId, Vec<EniChange>> {
+    let with_enis: Vec<&Instance> = instances.iter().filter(|i| !i.network_interfaces.is_empty()).collect();
+    if with_enis.is_empty() {
+        return HashMap::new();
+    }
+    let ec2 = &ctx.clients.ec2;
+    let groups = match ctx.quarantine_groups.get(ec2).await {
+        Ok(groups) => groups,
+        Err(e) => {
+            let message = e.to_string();
+            return with_enis
+                .iter()
+                .map(|i| (i.id.clone(), quarantine::all_unchanged(i, &message)))
+                .collect();
+        }
+    };
+    let records = std::sync::Arc::new(quarantine::recorded_groups(ec2, &with_enis).await);
+    // A few instances at a time: each sends two EC2 writes per ENI, and EC2's per-action buckets are small.
+    let limit = ctx.config.concurrency.div_ceil(2);
+    let changes = bounded_all(limit, with_enis.iter().map(|i| (*i).clone()), |instance| {
+        let (ec2, groups, records) = (ec2.clone(), groups.clone(), records.clone());
+        async move { quarantine::quarantine_enis(&ec2, &instance, &groups, records.as_ref().as_ref()).await }
+    })
+    .await;
+    with_enis
+        .iter()
+        .zip(changes)
+        .map(|(instance, change)| {
+            let change = change.unwrap_or_else(|e| quarantine::all_unchanged(instance, &e.to_string()));
+            (instance.id.clone(), change)
+        })
+        .collect()
+}
+
+pub(crate) fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A whole run against scripted AWS answers: one group refusing, and a dry run.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use aws_sdk_elasticloadbalancingv2::operation::deregister_targets::DeregisterTargetsInput;
+    use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
+    use aws_sdk_sns::operation::publish::PublishInput;
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    use crate::app::App;
+    use crate::aws::Clients;
+    use crate::changes::EniStatus;
+    use crate::config::Config;
+    use crate::deadline::Deadline;
+    use crate::input::Request;
+    use crate::summary::{Outcome, Step, Summary, TargetChange};
+    use crate::testing::*;
+
+    /// A whole account for `clean_up`: a Spot node with two ENIs, registered in `web-a` (two NodePorts), `web-b` (which
+    /// refuses DeregisterTargets) and `pods-c` (its secondary IP), next to a neighbour node; and every answer a run needs.
+    struct Account {
+        describe_instances: Rule,
+        describe_security_groups: Rule,
+        describe_network_interfaces: Rule,
+        listing: Rule,
+        health_a: Rule,
+        health_b: Rule,
+        health_c: Rule,
+        delays: [Rule; 3],
+        deregister_refused: Rule,
+        deregister: Rule,
+        deregistrations: Sent<DeregisterTargetsInput>,
+        writes: Ec2Writes,
+        publish: Rule,
+        published: Sent<PublishInput>,
+    }
+
+    impl Account {
+        fn new() -> Self {
+            use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+            use aws_sdk_ec2::operation::describe_network_interfaces::DescribeNetworkInterfacesOutput;
+            use aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput;
+            use aws_sdk_ec2::types::SecurityGroup;
+            use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::{Draining, Healthy};
+            use aws_sdk_sns::operation::publish::PublishOutput;
+
+            let described: DescribeInstancesOutput = described_instance(
+                INSTANCE,
+                &[
+                    eni("eni-0aaa0000000000001", &[WEB_SG, SSH_SG], &[PRIMARY_IP, SECONDARY_IP]),
+                    eni("eni-0bbb0000000000002", &[DB_SG], &["10.0.2.20"]),
+                ],
+            );
+            let describe_instances = mock!(aws_sdk_ec2::Client::describe_instances)
+                .match_requests(|r| {
+                    r.filters().len() == 1
+                        && r.filters()[0].name() == Some("instance-id")
+                        && r.filters()[0].values() == [INSTANCE]
+                })
+                .then_output(move || described.clone());
+            let describe_security_groups = mock!(aws_sdk_ec2::Client::describe_security_groups)
+                .match_requests(|r| r.group_ids() == [QUARANTINE])
+                .then_output(|| {
+                    DescribeSecurityGroupsOutput::builder()
+                        .security_groups(
+                            SecurityGroup::builder()
+                                .group_id(QUARANTINE)
+                                .vpc_id(VPC)
+                                .group_name("spot-quarantine")
+                                .build(),
+                        )
+                        .build()
+                });
+            // No ENI carries a record yet: this is the first run.
+            let describe_network_interfaces = mock!(aws_sdk_ec2::Client::describe_network_interfaces)
+                .then_output(|| DescribeNetworkInterfacesOutput::builder().build());
+
+            let listing = listing(vec![
+                target_group("web-a", TargetTypeEnum::Instance, VPC),
+                target_group("web-b", TargetTypeEnum::Instance, VPC),
+                target_group("pods-c", TargetTypeEnum::Ip, VPC),
+            ]);
+            let health_a = health_before_and_after(
+                "web-a",
+                vec![
+                    target(INSTANCE, 30080, Healthy),
+                    target(INSTANCE, 30443, Healthy),
+                    target(NEIGHBOUR, 30080, Healthy),
+                ],
+                vec![target(NEIGHBOUR, 30080, Healthy)],
+            );
+            let health_b = health_of(
+                "web-b",
+                vec![target(INSTANCE, 30080, Healthy), target(NEIGHBOUR, 30080, Healthy)],
+            );
+            let health_c = health_before_and_after(
+                "pods-c",
+                vec![target(SECONDARY_IP, 8080, Healthy)],
+                vec![target(SECONDARY_IP, 8080, Draining)],
+            );
+            let deregistrations = Sent::new();
+            let published = Sent::new();
+            let publish = {
+                let published = published.clone();
+                mock!(aws_sdk_sns::Client::publish).then_compute_output(move |input: &PublishInput| {
+                    published.record(input);
+                    PublishOutput::builder()
+                        .message_id("3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b")
+                        .build()
+                })
+            };
+            Account {
+                describe_instances,
+                describe_security_groups,
+                describe_network_interfaces,
+                listing,
+                health_a,
+                health_b,
+                health_c,
+                delays: [delay_of("web-a", 300), delay_of("web-b", 300), delay_of("pods-c", 60)],
+                deregister_refused: deregister_refused_for_b(),
+                deregister: deregister_anything(&deregistrations),
+                deregistrations,
+                writes: Ec2Writes::succeeding(),
+                publish,
+                published,
+            }
+        }
+
+        /// The function as deployed, with `DRY_RUN` set or not, talking to this account.
+        fn app(&self, dry_run: bool) -> App {
+            let config = Config::from_lookup(|name| match name {
+                "SNS_TOPIC_ARN" => Some(TOPIC.into()),
+                "QUARANTINE_SECURITY_GROUP_ID" => Some(QUARANTINE.into()),
+                "DRY_RUN" => Some(dry_run.to_string()),
+                _ => None,
+            })
+            .unwrap();
+            let mut elb_rules = vec![
+                &self.listing,
+                &self.health_a,
+                &self.health_b,
+                &self.health_c,
+                &self.deregister_refused,
+                &self.deregister,
+            ];
+            elb_rules.extend(self.delays.iter());
+            // The delivery marker's tags on the instance (src/claim.rs): nobody else claims it, so this run does the work.
+            let marker = [
+                mock!(aws_sdk_ec2::Client::describe_tags)
+                    .then_output(|| aws_sdk_ec2::operation::describe_tags::DescribeTagsOutput::builder().build()),
+                mock!(aws_sdk_ec2::Client::create_tags)
+                    .match_requests(|input| input.resources().iter().all(|r| r.starts_with("i-")))
+                    .then_output(|| aws_sdk_ec2::operation::create_tags::CreateTagsOutput::builder().build()),
+                mock!(aws_sdk_ec2::Client::delete_tags)
+                    .then_output(|| aws_sdk_ec2::operation::delete_tags::DeleteTagsOutput::builder().build()),
+            ];
+            let mut ec2_rules: Vec<&Rule> = marker.iter().collect();
+            ec2_rules.extend([
+                &self.describe_instances,
+                &self.describe_security_groups,
+                &self.describe_network_interfaces,
+            ]);
+            ec2_rules.extend(self.writes.rules());
+            let clients = Clients {
+                elb: elb_client(&elb_rules),
+                ec2: ec2_client(&ec2_rules),
+                sns: sns_client(&[&self.publish]),
+                // No instance here belongs to an Auto Scaling group, so the fast path asks nothing.
+                autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, Vec::<&Rule>::new()),
+                // The registration index is off in these tests, so nothing asks DynamoDB.
+                dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, Vec::<&Rule>::new()),
+            };
+            App::new(config, clients)
+        }
+    }
+
+    /// The EventBridge warning the cleanup runs on.
+    fn spot_warning() -> Request {
+        let event: serde_json::Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/events/spot-interruption-terminate.json"
+        )))
+        .unwrap();
+        match crate::input::parse_invocation(&event).unwrap() {
+            crate::input::Invocation::Direct(request) => request,
+            other => panic!("expected one request, got {other:?}"),
+        }
+    }
+
+    /// (group, target, port, state, reason) of each target in a summary list.
+    fn rows(targets: &[TargetChange]) -> Vec<(&str, &str, i32, &str, Option<&str>)> {
+        let mut rows: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                (
+                    t.target_group_name.as_str(),
+                    t.target_id.as_str(),
+                    t.port.unwrap_or_default(),
+                    t.state.as_deref().unwrap_or_default(),
+                    t.reason.as_deref(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// The full run when one group refuses: the others are left, B's target is reported as remaining with the reason,
+    /// the ENIs are quarantined anyway, and one SNS message carries the summary, with a subject that fits SNS's limit and
+    /// the attributes subscription filters match on.
+    #[tokio::test]
+    async fn a_partial_cleanup_is_summarised_and_published_once() {
+        let account = Account::new();
+        let app = account.app(false);
+
+        let reports = app.clean_up(&[spot_warning()], Deadline::none()).await;
+
+        assert_eq!(reports.len(), 1);
+        let summary = reports[0].result.as_ref().unwrap();
+        assert_eq!(summary.outcome, Outcome::Partial);
+        assert_eq!(summary.target_groups_checked, 3);
+        assert_eq!(
+            rows(&summary.removed),
+            [
+                ("pods-c", SECONDARY_IP, 8080, "draining", None),
+                ("web-a", INSTANCE, 30080, "deregistered", None),
+                ("web-a", INSTANCE, 30443, "deregistered", None),
+            ]
+        );
+        let refused = format!("DeregisterTargets failed: AccessDenied: {ACCESS_DENIED}");
+        assert_eq!(
+            rows(&summary.remaining),
+            [("web-b", INSTANCE, 30080, "healthy", Some(refused.as_str()))]
+        );
+        assert_eq!(summary.errors.len(), 1, "{:?}", summary.errors);
+        assert_eq!(summary.errors[0].step, Step::Deregister);
+        assert!(summary.errors[0].message.starts_with("web-b: AccessDenied: "));
+        let delays: Vec<(&str, Option<u32>)> = summary
+            .removed
+            .iter()
+            .map(|t| (t.target_group_name.as_str(), t.deregistration_delay_seconds))
+            .collect();
+        assert_eq!(
+            delays,
+            [("pods-c", Some(60)), ("web-a", Some(300)), ("web-a", Some(300))]
+        );
+
+        // Quarantine does not depend on deregistration having worked.
+        let statuses: Vec<EniStatus> = summary.network_interfaces.iter().map(|e| e.status).collect();
+        assert_eq!(statuses, [EniStatus::Quarantined, EniStatus::Quarantined]);
+        assert_eq!(account.writes.modify_eni.num_calls(), 2);
+        assert_eq!(account.writes.modify_instance.num_calls(), 0);
+
+        // B was sent once and refused; it is not verified, because nothing was done there.
+        assert_eq!(account.deregister_refused.num_calls(), 1);
+        assert_eq!(account.deregistrations.all().len(), 2);
+        assert_eq!(account.health_a.num_calls(), 2, "swept, then verified");
+        assert_eq!(account.health_b.num_calls(), 1, "swept only");
+        assert_eq!(account.health_c.num_calls(), 2, "swept, then verified");
+        assert_eq!(account.describe_instances.num_calls(), 1);
+        assert_eq!(account.describe_security_groups.num_calls(), 1);
+        assert_eq!(account.describe_network_interfaces.num_calls(), 1);
+
+        assert_eq!(account.publish.num_calls(), 1);
+        let published = &account.published.all()[0];
+        assert_eq!(published.topic_arn(), Some(TOPIC));
+        let subject = published.subject().unwrap();
+        assert!(subject.len() <= 100, "{subject}");
+        assert!(
+            subject.starts_with("spot-cleanup PARTIAL: i-0123456789abcdef0 "),
+            "{subject}"
+        );
+        let attributes: BTreeMap<&str, (&str, &str)> = published
+            .message_attributes()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str(), (v.data_type(), v.string_value().unwrap())))
+            .collect();
+        assert_eq!(
+            attributes,
+            BTreeMap::from([
+                ("action", ("String", "terminate")),
+                ("instance_id", ("String", INSTANCE)),
+                ("outcome", ("String", "partial")),
+                ("trigger", ("String", "eventbridge")),
+            ])
+        );
+        let message: Summary = serde_json::from_str(published.message().unwrap()).unwrap();
+        assert_eq!(&message, summary, "the message is the summary");
+    }
+    /// With DRY_RUN the function looks at everything and changes nothing: not one DeregisterTargets, CreateTags or
+    /// ModifyNetworkInterfaceAttribute is sent. The summary lists the plan and what would be quarantined.
+    #[tokio::test]
+    async fn a_dry_run_changes_nothing_and_publishes_the_plan() {
+        let account = Account::new();
+        let app = account.app(true);
+
+        let reports = app.clean_up(&[spot_warning()], Deadline::none()).await;
+
+        let summary = reports[0].result.as_ref().unwrap();
+        assert_eq!(account.deregister.num_calls(), 0);
+        assert_eq!(account.deregister_refused.num_calls(), 0);
+        assert_eq!(account.writes.create_tags.num_calls(), 0);
+        assert_eq!(account.writes.modify_eni.num_calls(), 0);
+        assert_eq!(account.writes.modify_instance.num_calls(), 0);
+        assert!(account.delays.iter().all(|d| d.num_calls() == 0), "nothing to verify");
+        for health in [&account.health_a, &account.health_b, &account.health_c] {
+            assert_eq!(health.num_calls(), 1, "swept once, never verified");
+        }
+
+        assert_eq!(summary.outcome, Outcome::DryRun);
+        assert!(summary.dry_run);
+        assert_eq!(
+            rows(&summary.planned),
+            [
+                ("pods-c", SECONDARY_IP, 8080, "healthy", None),
+                ("web-a", INSTANCE, 30080, "healthy", None),
+                ("web-a", INSTANCE, 30443, "healthy", None),
+                ("web-b", INSTANCE, 30080, "healthy", None),
+            ]
+        );
+        assert!(summary.removed.is_empty() && summary.remaining.is_empty());
+        assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+        let json = serde_json::to_value(summary).unwrap();
+        assert_eq!(json["outcome"], "dry-run");
+        let statuses: Vec<&str> = json["network_interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["would-quarantine", "would-quarantine"]);
+        assert_eq!(
+            json["network_interfaces"][0]["groups_after"],
+            serde_json::json!([QUARANTINE])
+        );
+        assert_eq!(
+            json["network_interfaces"][0]["original_groups"],
+            serde_json::json!([WEB_SG, SSH_SG])
+        );
+
+        assert_eq!(account.publish.num_calls(), 1);
+        let published = &account.published.all()[0];
+        assert_eq!(
+            published.subject(),
+            Some("spot-cleanup DRY RUN: i-0123456789abcdef0 would leave 3 target groups, quarantine 2 ENIs")
+        );
+        let outcome = published.message_attributes().unwrap()["outcome"].string_value();
+        assert_eq!(outcome, Some("dry-run"));
+    }
+
+    /// A dry run of an Auto Scaling lifecycle action leaves the action for its hook's default result: no heartbeat, no
+    /// completion, and the summary says so.
+    #[tokio::test]
+    async fn a_dry_run_leaves_the_lifecycle_action_alone() {
+        use aws_sdk_autoscaling::operation::complete_lifecycle_action::CompleteLifecycleActionOutput;
+        use aws_sdk_autoscaling::operation::record_lifecycle_action_heartbeat::RecordLifecycleActionHeartbeatOutput;
+
+        let account = Account::new();
+        let complete = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action)
+            .then_output(|| CompleteLifecycleActionOutput::builder().build());
+        let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
+            .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
+        let mut app = account.app(true);
+        app.home.clients.autoscaling = mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&complete, &heartbeat]);
+        let event: serde_json::Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/events/asg-terminate-lifecycle.json"
+        )))
+        .unwrap();
+        let crate::input::Invocation::Direct(request) = crate::input::parse_invocation(&event).unwrap() else {
+            panic!("one request")
+        };
+
+        let reports = app.clean_up(&[request], Deadline::none()).await;
+
+        let summary = reports[0].result.as_ref().unwrap();
+        assert_eq!(summary.outcome, Outcome::DryRun);
+        assert_eq!((complete.num_calls(), heartbeat.num_calls()), (0, 0));
+        assert_eq!(summary.lifecycle.as_ref().unwrap().result, None);
+        assert!(
+            summary.warnings.iter().any(|w| w.contains("dry run")),
+            "{:?}",
+            summary.warnings
+        );
+    }
+}

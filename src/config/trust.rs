@@ -1,0 +1,46 @@
+//! The trust settings: `REQUIRED_TAGS`, `MAX_EVENT_AGE`, `IDENTITY_CERT_PEM`, `REQUIRE_IDENTITY_PROOF`, and what the
+//! scope needs of `CROSS_ACCOUNT_ROLE_NAME` and `AWS_REGION`.
+
+use super::{ConfigError, Vars};
+use crate::trust::TrustConfig;
+use crate::trust::freshness::{self, DEFAULT_MAX_EVENT_AGE};
+use crate::trust::identity::{IdentityPolicy, IdentityVerifier};
+use crate::trust::scope::{Scope, parse_required_tags};
+
+pub(super) fn trust(vars: &Vars<'_>) -> Result<TrustConfig, ConfigError> {
+    // Values that may be long (a PEM) are quoted back cut short.
+    let invalid = |name: &'static str, value: &str, reason: &'static str| ConfigError::Invalid {
+        name,
+        value: value.chars().take(80).collect(),
+        reason,
+    };
+    let required_tags = match vars.raw("REQUIRED_TAGS").filter(|v| !v.trim().is_empty()) {
+        None => Vec::new(),
+        Some(v) => parse_required_tags(&v).map_err(|reason| invalid("REQUIRED_TAGS", &v, reason))?,
+    };
+    let max_event_age = match vars.set("MAX_EVENT_AGE") {
+        None => DEFAULT_MAX_EVENT_AGE,
+        Some(v) => freshness::parse_max_age(&v).map_err(|reason| invalid("MAX_EVENT_AGE", &v, reason))?,
+    };
+    let verifier = match vars.raw("IDENTITY_CERT_PEM").filter(|v| !v.trim().is_empty()) {
+        None => None,
+        Some(v) => Some(IdentityVerifier::load(&v).map_err(|reason| invalid("IDENTITY_CERT_PEM", &v, reason))?),
+    };
+    let required = vars.flag("REQUIRE_IDENTITY_PROOF", false)?;
+    if required && verifier.is_none() {
+        return Err(ConfigError::Missing {
+            name: "IDENTITY_CERT_PEM",
+            hint: "REQUIRE_IDENTITY_PROOF=true needs the certificate that signs identity documents",
+        });
+    }
+    Ok(TrustConfig {
+        scope: Scope {
+            required_tags,
+            // The cross-account setting's own variable: when it is set, events of other accounts are expected.
+            cross_account: vars.set("CROSS_ACCOUNT_ROLE_NAME").is_some(),
+            fallback_region: vars.raw("AWS_REGION").filter(|v| !v.trim().is_empty()),
+        },
+        max_event_age,
+        identity: IdentityPolicy { verifier, required },
+    })
+}

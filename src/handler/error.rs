@@ -1,0 +1,89 @@
+//! Why an invocation failed, with the stable `errorType` Lambda reports for it, so that alarms and retries can tell
+//! a bad payload from a cleanup that must be tried again.
+
+use lambda_runtime::Diagnostic;
+
+use crate::cleanup::InstanceError;
+use crate::index::UpdateError;
+use crate::input::InputError;
+use crate::summary::{RestoreSummary, Summary};
+use crate::trust::Refusal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("rejected input, nothing was changed: {0}")]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error("cleanup of {instance} is incomplete ({outcome}): {details}")]
+    Incomplete {
+        instance: String,
+        outcome: &'static str,
+        details: String,
+    },
+    #[error("rejected input, nothing was changed: REGISTRATION_INDEX_TABLE is not set, so {0} is not handled")]
+    IndexNotConfigured(&'static str),
+    #[error(transparent)]
+    IndexUpdate(#[from] UpdateError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("restore of {instance} is incomplete ({outcome}): {details}")]
+    RestoreIncomplete {
+        instance: String,
+        outcome: &'static str,
+        details: String,
+    },
+}
+
+impl HandlerError {
+    /// A stable name for the kind of failure, for Lambda's `errorType` and for alarms.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            HandlerError::Input(_) => "InvalidInput",
+            HandlerError::Instance(InstanceError::NotFound(_)) => "InstanceNotFound",
+            HandlerError::Instance(InstanceError::Describe { .. }) => "DescribeFailed",
+            HandlerError::Instance(InstanceError::NotServed { .. }) => "AccountNotAllowed",
+            HandlerError::Incomplete { .. } => "CleanupIncomplete",
+            HandlerError::IndexNotConfigured(_) => "InvalidInput",
+            HandlerError::IndexUpdate(_) => "IndexUpdateFailed",
+            HandlerError::Refused(refusal) | HandlerError::Instance(InstanceError::Refused(refusal)) => {
+                refusal.kind.error_type()
+            }
+            HandlerError::RestoreIncomplete { .. } => "RestoreIncomplete",
+        }
+    }
+
+    /// A cleanup left something for its retry: what, in one line.
+    pub fn incomplete(summary: &Summary) -> Self {
+        let mut details: Vec<String> = summary
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", serde_json::to_value(e.step).unwrap_or_default(), e.message))
+            .collect();
+        if !summary.remaining.is_empty() {
+            details.push(format!("{} target(s) remain registered", summary.remaining.len()));
+        }
+        HandlerError::Incomplete {
+            instance: summary.instance.id.to_string(),
+            outcome: summary.outcome.as_str(),
+            details: details.join("; "),
+        }
+    }
+
+    pub fn restore_incomplete(summary: &RestoreSummary) -> Self {
+        HandlerError::RestoreIncomplete {
+            instance: summary.instance_id.to_string(),
+            outcome: summary.outcome.as_str(),
+            details: summary.errors.join("; "),
+        }
+    }
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(error: HandlerError) -> Self {
+        Diagnostic {
+            error_type: error.error_type().to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}

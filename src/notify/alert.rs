@@ -1,0 +1,78 @@
+//! The messages other than a cleanup summary: refusals and restores.
+//!
+//! A refusal is published so that a request the function would not act on is seen by people, not only logged.
+//! Attributes let subscribers filter: `outcome` (`refused` or `stale`), `security` (`true` when someone asked for
+//! something out of scope or unproven), `error_type`, `instance_id`, `trigger`.
+
+use chrono::Utc;
+
+use super::Publisher;
+use crate::aws::CallError;
+use crate::summary::RestoreSummary;
+use crate::trust::Refusal;
+
+impl Publisher {
+    /// Log the refusal and publish it. A failed publish is logged: the refusal itself stands either way.
+    pub async fn refusal(&self, refusal: &Refusal) {
+        tracing::warn!(
+            step = "scope",
+            instance_id = refusal.instance_id.as_str(),
+            event_id = refusal.trigger.event_ref(),
+            error_type = refusal.kind.error_type(),
+            security = refusal.kind.is_security_signal(),
+            reasons = %refusal.reasons.join("; "),
+            "request refused, nothing was changed"
+        );
+        if let Err(e) = self.send_refusal(refusal).await {
+            tracing::error!(error = %e, "the refusal could not be published to SNS");
+        }
+    }
+
+    async fn send_refusal(&self, refusal: &Refusal) -> Result<String, CallError> {
+        let kind = refusal.kind;
+        let message = serde_json::json!({
+            "version": 1,
+            "outcome": kind.outcome(),
+            "error_type": kind.error_type(),
+            "security": kind.is_security_signal(),
+            "instance_id": refusal.instance_id,
+            "reasons": refusal.reasons,
+            "trigger": refusal.trigger,
+            "at": Utc::now(),
+            "changed": "nothing",
+        });
+        let label = if kind.is_security_signal() { "SECURITY" } else { "STALE" };
+        let subject = format!(
+            "spot-cleanup {label}: refused {} ({kind}), nothing changed",
+            refusal.instance_id
+        );
+        let security = kind.is_security_signal().to_string();
+        let attributes = [
+            ("instance_id", refusal.instance_id.as_str()),
+            ("outcome", kind.outcome()),
+            ("security", security.as_str()),
+            ("error_type", kind.error_type()),
+            ("trigger", refusal.trigger.label()),
+        ];
+        self.send(&subject, message.to_string(), &attributes).await
+    }
+
+    /// Publish what a restore did. Attributes as for a cleanup summary: `instance_id`, `outcome` (`restored`,
+    /// `partial`, `failed`), `trigger`, plus `kind=restore`.
+    pub async fn restore(&self, summary: &RestoreSummary) -> Result<String, CallError> {
+        let outcome = summary.outcome.as_str();
+        let subject = format!(
+            "spot-cleanup restore: {} {outcome}, {} ENI(s) back on their groups",
+            summary.instance_id,
+            summary.network_interfaces.iter().filter(|e| e.restored).count()
+        );
+        let message = serde_json::to_string(summary).expect("a restore summary always serializes");
+        let attributes = [
+            ("instance_id", summary.instance_id.as_str()),
+            ("outcome", outcome),
+            ("kind", "restore"),
+            ("trigger", summary.trigger.label()),
+        ];
+        self.send(&subject, message, &attributes).await
+    }
+}

@@ -1,0 +1,174 @@
+//! The SNS message in the form its readers want (`NOTIFY_FORMAT`): the summary's JSON for machines (the default),
+//! plain text for e-mail subscriptions, or an AWS Chatbot custom notification for Slack and Microsoft Teams.
+
+use std::fmt::Write;
+
+use serde_json::json;
+
+use crate::changes::EniStatus;
+use crate::summary::{Outcome, Summary};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NotifyFormat {
+    #[default]
+    Json,
+    Email,
+    Chatbot,
+}
+
+impl NotifyFormat {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "json" => Some(Self::Json),
+            "email" => Some(Self::Email),
+            "chatbot" => Some(Self::Chatbot),
+            _ => None,
+        }
+    }
+}
+
+/// A person's reading of the summary: what happened first, then each list, then how long it took.
+pub fn text(summary: &Summary) -> String {
+    let mut out = String::new();
+    let action = summary
+        .trigger
+        .action
+        .and_then(|a| serde_json::to_value(a).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "cleanup".into());
+    let _ = writeln!(out, "{}", super::subject(summary));
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Instance:    {} ({})",
+        summary.instance.id,
+        summary.instance.vpc_id.as_deref().unwrap_or("no VPC")
+    );
+    let _ = writeln!(out, "Outcome:     {}", summary.outcome.as_str());
+    let _ = writeln!(out, "Notice:      {action}, via {}", summary.trigger.label());
+    if let Some(at) = summary.terminates_at {
+        let _ = writeln!(out, "Terminates:  {}", at.to_rfc3339());
+    }
+    let section = |out: &mut String, title: &str, lines: Vec<String>| {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{title} ({})", lines.len());
+        if lines.is_empty() {
+            let _ = writeln!(out, "  none");
+        }
+        for line in lines {
+            let _ = writeln!(out, "  - {line}");
+        }
+    };
+    let target = |t: &crate::summary::TargetChange| {
+        format!(
+            "{} {}{} {}{}",
+            t.target_group_name,
+            t.target_id,
+            t.port.map(|p| format!(":{p}")).unwrap_or_default(),
+            t.state.as_deref().unwrap_or("?"),
+            t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        )
+    };
+    section(
+        &mut out,
+        "Removed from target groups",
+        summary.removed.iter().map(target).collect(),
+    );
+    section(
+        &mut out,
+        "Still registered",
+        summary.remaining.iter().map(target).collect(),
+    );
+    if summary.dry_run {
+        section(&mut out, "Would remove", summary.planned.iter().map(target).collect());
+    }
+    let enis = summary
+        .network_interfaces
+        .iter()
+        .map(|e| {
+            let status = serde_json::to_value(e.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let original = e.original_groups.as_ref().map(|g| g.join(", ")).unwrap_or_default();
+            format!("{} {status}, original groups: {original}", e.network_interface_id)
+        })
+        .collect();
+    section(&mut out, "Network interfaces", enis);
+    if !summary.monitoring.is_empty() {
+        let told = summary
+            .monitoring
+            .iter()
+            .map(|m| format!("{:?} {}: {}", m.system, m.action, m.error.as_deref().unwrap_or("ok")))
+            .collect();
+        section(&mut out, "Monitoring", told);
+    }
+    section(
+        &mut out,
+        "Errors",
+        summary
+            .errors
+            .iter()
+            .map(|e| format!("{:?}: {}", e.step, e.message))
+            .collect(),
+    );
+    section(&mut out, "Warnings", summary.warnings.clone());
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Took {} ms. Event id: {}.",
+        summary.timings_ms.total,
+        summary.trigger.event_id.as_deref().unwrap_or("none")
+    );
+    out
+}
+
+/// AWS Chatbot's custom notification: `version`, `source: custom`, and `content` with a title and a Markdown
+/// description, which Chatbot relays to the Slack channel or Teams channel subscribed to the topic.
+pub fn chatbot(summary: &Summary) -> String {
+    let icon = match summary.outcome {
+        Outcome::Cleaned => ":white_check_mark:",
+        Outcome::DryRun | Outcome::Notified | Outcome::Ignored | Outcome::AlreadyHandled => ":information_source:",
+        Outcome::Partial | Outcome::Failed => ":rotating_light:",
+    };
+    let quarantined = summary
+        .network_interfaces
+        .iter()
+        .filter(|e| matches!(e.status, EniStatus::Quarantined | EniStatus::AlreadyQuarantined))
+        .count();
+    let mut description = format!(
+        "*{}* `{}`: left {} target(s) in {} group(s), {} still registered; {} of {} ENI(s) quarantined.",
+        summary.outcome.as_str(),
+        summary.instance.id,
+        summary.removed.len(),
+        Summary::group_count(&summary.removed),
+        summary.remaining.len(),
+        quarantined,
+        summary.network_interfaces.len()
+    );
+    for error in &summary.errors {
+        let _ = write!(description, "\n• {:?}: {}", error.step, error.message);
+    }
+    let mut next_steps = Vec::new();
+    if !summary.is_complete() {
+        next_steps.push("See the runbook: README.md#runbook-a-cleanup-failed".to_owned());
+    }
+    json!({
+        "version": "1.0",
+        "source": "custom",
+        "id": summary.trigger.event_id.clone().unwrap_or_else(|| summary.instance.id.to_string()),
+        "content": {
+            "textType": "client-markdown",
+            "title": format!("{icon} {}", super::subject(summary)),
+            "description": description,
+            "nextSteps": next_steps,
+            "keywords": ["spot-cleanup", summary.outcome.as_str()],
+        },
+        "metadata": {
+            "threadId": summary.instance.id.as_str(),
+            "summary": super::subject(summary),
+            "relatedResources": [summary.instance.id.as_str()],
+        },
+    })
+    .to_string()
+}

@@ -1,0 +1,151 @@
+//! What is refused before anything changes: where the request comes from (scope), how old it is (freshness) and who
+//! sent it (identity). Pure: no AWS call. A refused request changes nothing and is answered with a typed error; the
+//! caller publishes the `Refusal`, marked as a security signal when someone asked for something they should not.
+
+pub mod freshness;
+pub mod identity;
+pub mod scope;
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::input::{InstanceId, Request, Trigger};
+use freshness::DEFAULT_MAX_EVENT_AGE;
+use identity::IdentityPolicy;
+use scope::{Home, Scope};
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalKind {
+    /// Not an instance this function may touch, or not from this account and region.
+    OutOfScope,
+    /// Older than `MAX_EVENT_AGE`.
+    Stale,
+    /// A node-agent request whose identity proof is missing (where required), invalid or for someone else.
+    IdentityNotProven,
+}
+
+impl RefusalKind {
+    /// Lambda's `errorType`, stable for alarms.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            RefusalKind::OutOfScope => "OutOfScope",
+            RefusalKind::Stale => "StaleEvent",
+            RefusalKind::IdentityNotProven => "IdentityNotProven",
+        }
+    }
+
+    /// Someone asked for something they should not: subscribers filter on `security=true`.
+    pub fn is_security_signal(self) -> bool {
+        !matches!(self, RefusalKind::Stale)
+    }
+
+    /// The SNS `outcome` attribute.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            RefusalKind::Stale => "stale",
+            _ => "refused",
+        }
+    }
+}
+
+impl fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RefusalKind::OutOfScope => "out of scope",
+            RefusalKind::Stale => "stale",
+            RefusalKind::IdentityNotProven => "identity not proven",
+        })
+    }
+}
+
+/// A request that was refused, and why. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Serialize, thiserror::Error)]
+#[error("refused ({kind}) for {instance_id}: {}; nothing was changed", reasons.join("; "))]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub instance_id: InstanceId,
+    pub reasons: Vec<String>,
+    /// Boxed: it is most of the refusal's size, and errors travel by value.
+    pub trigger: Box<Trigger>,
+}
+
+/// The trust settings, read once at init with the rest of the configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrustConfig {
+    pub scope: Scope,
+    /// `MAX_EVENT_AGE` (default 10 minutes).
+    pub max_event_age: Duration,
+    pub identity: IdentityPolicy,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            scope: Scope::default(),
+            max_event_age: DEFAULT_MAX_EVENT_AGE,
+            identity: IdentityPolicy::default(),
+        }
+    }
+}
+
+impl Refusal {
+    pub fn new(kind: RefusalKind, instance_id: &InstanceId, reasons: Vec<String>, trigger: &Trigger) -> Self {
+        Refusal {
+            kind,
+            instance_id: instance_id.clone(),
+            reasons,
+            trigger: Box::new(trigger.clone()),
+        }
+    }
+}
+
+impl TrustConfig {
+    /// The checks that need no AWS call, in order of cost: where the event says it comes from, its age, its proof.
+    pub fn admit(&self, home: &Home, request: &Request) -> Result<(), Refusal> {
+        let refuse = |kind, reasons| Refusal::new(kind, &request.instance_id, reasons, &request.trigger);
+        let origin = self.scope.check_origin(home, &request.trigger);
+        if !origin.is_empty() {
+            return Err(refuse(RefusalKind::OutOfScope, origin));
+        }
+        if let Some(reason) = self.identity.check(request, home) {
+            return Err(refuse(RefusalKind::IdentityNotProven, vec![reason]));
+        }
+        if let Some(reason) = freshness::staleness(&request.trigger, self.max_event_age, Utc::now()) {
+            return Err(refuse(RefusalKind::Stale, vec![reason]));
+        }
+        Ok(())
+    }
+
+    /// A restore's checks: where it comes from, and its age (a replayed `running` event must not undo the quarantine
+    /// of a later interruption).
+    pub fn admit_restore(&self, home: &Home, instance_id: &InstanceId, trigger: &Trigger) -> Result<(), Refusal> {
+        let origin = self.scope.check_origin(home, trigger);
+        if !origin.is_empty() {
+            return Err(Refusal::new(RefusalKind::OutOfScope, instance_id, origin, trigger));
+        }
+        if let Some(reason) = freshness::staleness(trigger, self.max_event_age, Utc::now()) {
+            return Err(Refusal::new(RefusalKind::Stale, instance_id, vec![reason], trigger));
+        }
+        Ok(())
+    }
+
+    /// The instance as EC2 describes it: a Spot trigger needs a Spot instance, and `REQUIRED_TAGS` must be on it.
+    pub fn check_instance(&self, request: &Request, instance: &crate::instance::Instance) -> Result<(), Refusal> {
+        let reasons = self.scope.check_instance(request, instance);
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                RefusalKind::OutOfScope,
+                &request.instance_id,
+                reasons,
+                &request.trigger,
+            ))
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Every integration test of the function, as one binary: linking the AWS SDK once instead of once per story. Each
+//! module is one story: a fleet on moto (or scripted SDK responses), an invocation, and what AWS looks like after.
+
+mod common;
+
+mod cleanup_on_moto;
+mod events_on_moto;
+mod identity_proof;
+mod index_on_moto;
+mod metrics;
+mod monitoring;
+mod parse_properties;
+mod places_on_moto;
+mod runtime_loop;
+mod trust_on_moto;
+mod warm_up;
