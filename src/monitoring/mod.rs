@@ -117,63 +117,7 @@ impl Monitoring {
         let keys = self.resolve_secrets().await;
         let mut calls = JoinSet::new();
         for request in requests {
-            let fields = fields(&request);
-            let host = request.instance_id.to_string();
-            let action = fields["action"].clone();
-            let terminates_at = request.trigger.terminates_at(Utc::now()).unwrap_or_else(Utc::now);
-            if let Some(datadog) = &self.config.datadog {
-                let (http, url, keys, host, action, id) = (
-                    http.clone(),
-                    datadog.api_url.clone(),
-                    keys.datadog.clone(),
-                    host.clone(),
-                    action.clone(),
-                    request.instance_id.clone(),
-                );
-                calls.spawn(async move {
-                    let change = match keys {
-                        Ok((api, application)) => {
-                            let keys = datadog::Keys { api, application };
-                            datadog::mute(&http, &url, &keys, &host, &action, terminates_at).await
-                        }
-                        Err(e) => HostChange::new(System::Datadog, &host, "muted", Err(e)),
-                    };
-                    (id, change)
-                });
-            }
-            if let Some(mackerel) = &self.config.mackerel {
-                let (http, url, key, host, mackerel_action, id) = (
-                    http.clone(),
-                    mackerel.api_url.clone(),
-                    keys.mackerel.clone(),
-                    host.clone(),
-                    mackerel.action,
-                    request.instance_id.clone(),
-                );
-                calls.spawn(async move {
-                    let change = match key {
-                        Ok(key) => mackerel::disable(&http, &url, &key, &host, mackerel_action).await,
-                        Err(e) => HostChange::new(System::Mackerel, &host, mackerel_action.as_str(), Err(e)),
-                    };
-                    (id, change)
-                });
-            }
-            if let Some(webhook) = &self.config.webhook {
-                let (http, url, body, headers, id) = (
-                    http.clone(),
-                    webhook.url.clone(),
-                    webhook.body.clone(),
-                    keys.webhook_headers.clone(),
-                    request.instance_id.clone(),
-                );
-                calls.spawn(async move {
-                    let change = match headers {
-                        Ok(headers) => webhook::notify(&http, &url, &headers, &body, &fields).await,
-                        Err(e) => HostChange::new(System::Webhook, id.as_str(), "notified", Err(e)),
-                    };
-                    (id, change)
-                });
-            }
+            self.spawn_calls(&mut calls, &http, &keys, &request);
         }
         while let Some(done) = calls.join_next().await {
             match done {
@@ -196,6 +140,65 @@ impl Monitoring {
             list.sort_by_key(|c| c.system as u8);
         }
         changes
+    }
+
+    /// One call per configured system for one instance, each in a task of its own.
+    fn spawn_calls(
+        &self,
+        calls: &mut JoinSet<(InstanceId, HostChange)>,
+        http: &HttpClient,
+        keys: &ResolvedSecrets,
+        request: &Request,
+    ) {
+        let fields = fields(request);
+        let host = request.instance_id.to_string();
+        let id = request.instance_id.clone();
+        let terminates_at = request.trigger.terminates_at(Utc::now()).unwrap_or_else(Utc::now);
+        if let Some(datadog) = &self.config.datadog {
+            let (http, url, keys) = (http.clone(), datadog.api_url.clone(), keys.datadog.clone());
+            let (host, action, id) = (host.clone(), fields["action"].clone(), id.clone());
+            calls.spawn(async move {
+                let change = match keys {
+                    Ok((api, application)) => {
+                        let keys = datadog::Keys { api, application };
+                        datadog::mute(&http, &url, &keys, &host, &action, terminates_at).await
+                    }
+                    Err(e) => HostChange::new(System::Datadog, &host, "muted", Err(e)),
+                };
+                (id, change)
+            });
+        }
+        if let Some(mackerel) = &self.config.mackerel {
+            let (http, url, key, action) = (
+                http.clone(),
+                mackerel.api_url.clone(),
+                keys.mackerel.clone(),
+                mackerel.action,
+            );
+            let (host, id) = (host.clone(), id.clone());
+            calls.spawn(async move {
+                let change = match key {
+                    Ok(key) => mackerel::disable(&http, &url, &key, &host, action).await,
+                    Err(e) => HostChange::new(System::Mackerel, &host, action.as_str(), Err(e)),
+                };
+                (id, change)
+            });
+        }
+        if let Some(webhook) = &self.config.webhook {
+            let (http, url, body, headers) = (
+                http.clone(),
+                webhook.url.clone(),
+                webhook.body.clone(),
+                keys.webhook_headers.clone(),
+            );
+            calls.spawn(async move {
+                let change = match headers {
+                    Ok(headers) => webhook::notify(&http, &url, &headers, &body, &fields).await,
+                    Err(e) => HostChange::new(System::Webhook, id.as_str(), "notified", Err(e)),
+                };
+                (id, change)
+            });
+        }
     }
 
     fn all_failed(&self, request: &Request, error: &str) -> Vec<HostChange> {

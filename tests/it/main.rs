@@ -7,6 +7,7 @@ mod cleanup_on_moto;
 mod events_on_moto;
 mod identity_proof;
 mod index_on_moto;
+mod layers;
 mod metrics;
 mod monitoring;
 mod parse_properties;

@@ -1,0 +1,186 @@
+//! The house rule, held by a test: each layer of `src/` imports only from the layers below it, the workflows never
+//! import each other, and no two top-level modules reach each other in a cycle. The layer order is stated once, here;
+//! `src/lib.rs` draws it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use crate::common::repo_root;
+
+/// From the top down. `main.rs` and `lib.rs` wire everything and stand above all of these.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("handler", &["handler"]),
+    ("app", &["app"]),
+    ("workflows", &["cleanup", "restore", "index"]),
+    ("config", &["config"]),
+    (
+        "concerns",
+        &["trust", "locate", "steps", "notify", "monitoring", "telemetry", "store"],
+    ),
+    (
+        "data",
+        &["summary", "changes", "registration", "instance", "table", "deadline"],
+    ),
+    // `input` is the spot-cleanup-input crate, re-exported: the wire formats, which know no AWS client.
+    ("leaves", &["aws", "input"]),
+];
+
+/// Layers whose modules must not import one another.
+const APART: &[&str] = &["workflows"];
+
+fn layer_of(module: &str) -> Option<(usize, &'static str)> {
+    LAYERS
+        .iter()
+        .enumerate()
+        .find(|(_, (_, modules))| modules.contains(&module))
+        .map(|(depth, (name, _))| (depth, *name))
+}
+
+/// The top-level module a file belongs to: `src/steps/claim.rs` is `steps`.
+fn module_of(src: &Path, file: &Path) -> String {
+    let relative = file.strip_prefix(src).expect("under src");
+    let first = relative.components().next().unwrap().as_os_str().to_string_lossy();
+    first.trim_end_matches(".rs").to_owned()
+}
+
+/// The file's code without its `#[cfg(test)]` items, which may reach anywhere.
+fn without_tests(text: &str) -> String {
+    let mut out = String::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim_start().starts_with("#[cfg(test)]") {
+            let mut depth = 0i32;
+            let mut opened = false;
+            for inner in lines.by_ref() {
+                depth += inner.matches('{').count() as i32 - inner.matches('}').count() as i32;
+                opened |= inner.contains('{');
+                // `#[cfg(test)] mod testing;` has no body.
+                if (opened && depth <= 0) || (!opened && inner.trim_end().ends_with(';')) {
+                    break;
+                }
+            }
+            continue;
+        }
+        let code = line.split("//").next().unwrap_or("");
+        out.push_str(code);
+        out.push('\n');
+    }
+    out
+}
+
+/// Every top-level module a file's code names through `crate::`, in `crate::x` and `crate::{x, y::z}` forms.
+fn imports(code: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for part in group[..end].split(',') {
+                let name: String = part
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    found.insert(name);
+                }
+            }
+        } else {
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if !name.is_empty() {
+                found.insert(name);
+            }
+        }
+    }
+    found
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Which top-level module imports which, from the code outside tests.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = repo_root().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let module = module_of(&src, &file);
+        if matches!(module.as_str(), "main" | "lib" | "testing") {
+            continue;
+        }
+        let code = without_tests(&std::fs::read_to_string(&file).unwrap());
+        let edges = graph.entry(module.clone()).or_default();
+        edges.extend(imports(&code).into_iter().filter(|m| *m != module));
+    }
+    graph
+}
+
+#[test]
+fn every_import_goes_down_and_the_workflows_stand_apart() {
+    let graph = graph();
+    let mut wrong = Vec::new();
+    for (module, edges) in &graph {
+        let Some((depth, layer)) = layer_of(module) else {
+            wrong.push(format!("src/{module} is in no layer: add it to LAYERS"));
+            continue;
+        };
+        for target in edges {
+            let Some((target_depth, _)) = layer_of(target) else {
+                wrong.push(format!("{module} imports crate::{target}, which is in no layer"));
+                continue;
+            };
+            if target_depth < depth {
+                wrong.push(format!("{module} ({layer}) imports {target}, a layer above it"));
+            } else if target_depth == depth && APART.contains(&layer) {
+                wrong.push(format!(
+                    "{module} imports {target}: two {layer} must not import each other"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        graph.contains_key("cleanup") && graph["cleanup"].contains("steps"),
+        "{graph:?}"
+    );
+}
+
+#[test]
+fn no_two_modules_reach_each_other() {
+    let graph = graph();
+    // A cycle exists when some module reaches itself through its imports.
+    for start in graph.keys() {
+        let mut seen = BTreeSet::new();
+        let mut next: Vec<&String> = graph[start].iter().collect();
+        while let Some(module) = next.pop() {
+            assert_ne!(module, start, "{start} reaches itself through its imports: {graph:?}");
+            if seen.insert(module.clone()) {
+                next.extend(graph.get(module).into_iter().flatten());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_reader_sees_tests_and_nested_imports_the_way_the_compiler_does() {
+    let code = "use crate::{aws::Pace, deadline::Deadline};\nuse crate::summary::Summary; // crate::app\n\
+                #[cfg(test)]\nmod tests {\n    use crate::app::App;\n}\nfn f() -> crate::table::Item { todo!() }\n";
+    let found = imports(&without_tests(code));
+    assert_eq!(
+        found,
+        ["aws", "deadline", "summary", "table"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+}
