@@ -30,9 +30,16 @@ pub struct EniChange {
     pub groups_before: Vec<String>,
     /// The groups it has now (or would have, in a dry run).
     pub groups_after: Vec<String>,
-    /// The groups a restore puts back: `groups_before`, or the recorded tag for an ENI quarantined earlier.
+    /// The groups a restore puts back: `groups_before`, or the recorded tag for an ENI quarantined earlier. None when
+    /// the record found was not this function's own.
     pub original_groups: Option<Vec<String>>,
     pub error: Option<String>,
+    /// A record on this ENI that was not this function's: what was found and done. A security alert says it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Done, with a caveat for the summary's warnings (a record KMS could not sign).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// What happened to the lifecycle action, for the summary.

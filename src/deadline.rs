@@ -1,10 +1,17 @@
-//! The invocation's deadline, less the reserve kept for publishing: no new locate or verify call starts after it. A
-//! run without one (a test calling the handler directly) is never cut short.
+//! The invocation's deadline. No new locate or verify call starts after `stop`, which keeps back a reserve for
+//! building and publishing the summaries; `end` is when Lambda ends the invocation, which no claim outlives. A run
+//! without one (a test calling the handler directly) is never cut short.
 
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Deadline(Option<Instant>);
+pub struct Deadline(Option<Bounds>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bounds {
+    stop: Instant,
+    end: Instant,
+}
 
 impl Deadline {
     /// No deadline at all.
@@ -12,23 +19,39 @@ impl Deadline {
         Deadline(None)
     }
 
-    /// `left` from now.
+    /// Stop `left` from now, which is also when the invocation ends.
+    #[cfg(test)]
     pub fn after(left: Duration) -> Self {
-        Deadline(Some(Instant::now() + left))
+        Deadline::ending(left, Duration::ZERO)
+    }
+
+    /// The invocation ends `left` from now; stop starting new work `reserve` before that.
+    pub fn ending(left: Duration, reserve: Duration) -> Self {
+        let end = Instant::now() + left;
+        Deadline(Some(Bounds {
+            stop: end.checked_sub(reserve).unwrap_or(end),
+            end,
+        }))
     }
 
     pub fn passed(self) -> bool {
-        self.0.is_some_and(|d| Instant::now() >= d)
+        self.0.is_some_and(|d| Instant::now() >= d.stop)
     }
 
-    /// Time left before it; None without a deadline.
+    /// Time left before new work stops; None without a deadline.
+    #[cfg(test)]
     pub fn left(self) -> Option<Duration> {
-        self.0.map(|d| d.saturating_duration_since(Instant::now()))
+        self.0.map(|d| d.stop.saturating_duration_since(Instant::now()))
     }
 
-    /// Whether `wait` from now would end past it.
+    /// Time left before the invocation ends; None without a deadline.
+    pub fn end_left(self) -> Option<Duration> {
+        self.0.map(|d| d.end.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether `wait` from now still ends before new work stops.
     pub fn within(self, wait: Duration) -> bool {
-        self.0.is_none_or(|d| Instant::now() + wait < d)
+        self.0.is_none_or(|d| Instant::now() + wait < d.stop)
     }
 }
 
@@ -45,5 +68,12 @@ mod tests {
         assert!(Deadline::after(Duration::from_secs(60)).left().unwrap() > Duration::from_secs(59));
         assert!(!Deadline::after(Duration::from_secs(1)).within(Duration::from_secs(5)));
         assert!(Deadline::none().within(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn the_reserve_comes_off_the_stop_not_the_end() {
+        let deadline = Deadline::ending(Duration::from_secs(60), Duration::from_secs(5));
+        assert!((Duration::from_secs(54)..=Duration::from_secs(55)).contains(&deadline.left().unwrap()));
+        assert!((Duration::from_secs(59)..=Duration::from_secs(60)).contains(&deadline.end_left().unwrap()));
     }
 }

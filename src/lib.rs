@@ -60,6 +60,8 @@ pub use telemetry::metrics;
 /// The tags the function writes on instances and ENIs: its records and its delivery marker.
 pub mod tags {
     pub use crate::steps::claim::{CLAIM_TAG_PREFIX, HANDLED_TAG};
-    pub use crate::steps::quarantine::ORIGINAL_GROUPS_TAG;
-    pub use crate::steps::reregister::{LEFT_TARGETS_PREFIX_TAG, LEFT_TARGETS_TAG};
+    pub use crate::steps::records::ORIGINAL_GROUPS_TAG;
+    pub use crate::steps::reregister::{
+        LEFT_TARGETS_EPISODE_TAG, LEFT_TARGETS_MAC_TAG, LEFT_TARGETS_PREFIX_TAG, LEFT_TARGETS_TAG,
+    };
 }

@@ -20,6 +20,7 @@ use crate::restore;
 use crate::steps::claim::Marker;
 use crate::steps::lifecycle::DrainWait;
 use crate::steps::quarantine::QuarantineGroupCache;
+use crate::steps::records::Signer;
 use places::{PlaceKey, Places};
 
 /// Everything an invocation needs, built once at init.
@@ -29,6 +30,8 @@ pub struct App {
     pub(crate) home: Place,
     pub(crate) publisher: Publisher,
     monitoring: Monitoring,
+    /// Signs and checks the records a restore acts on, with the home account's key; None without `RECORD_KEY_ID`.
+    pub(crate) signer: Option<Signer>,
     /// Other regions and accounts; None serves only the home place.
     places: Option<Places>,
 }
@@ -75,7 +78,7 @@ impl Place {
         }
     }
 
-    fn marker(&self) -> Marker<'_> {
+    fn marker(&self) -> Marker {
         Marker::new(self.table.as_deref(), &self.clients.dynamodb, &self.clients.ec2)
     }
 }
@@ -103,10 +106,15 @@ impl App {
     /// The wiring over given clients, serving the home place only (tests give clients pointed at moto or mocks).
     pub fn new(config: Config, clients: Clients) -> Self {
         let publisher = Publisher::new(clients.sns.clone(), config.sns_topic_arn.clone(), config.notify_format);
+        let signer = config
+            .record_key_id
+            .as_ref()
+            .map(|key| Signer::new(clients.kms.clone(), key.clone()));
         let home = Place::new(&config, clients, config.registration_index_table.clone());
         App {
             monitoring: Monitoring::new(config.monitoring.clone(), None),
             publisher,
+            signer,
             home,
             config,
             places: None,
@@ -149,6 +157,7 @@ impl App {
             quarantine_groups: &place.quarantine_groups,
             monitoring: &self.monitoring,
             marker: place.marker(),
+            signer: self.signer.as_ref(),
             drain_wait: self.config.lifecycle_wait_for_draining.then(DrainWait::default),
         }
     }
@@ -159,6 +168,7 @@ impl App {
             publisher: &self.publisher,
             config: &self.config,
             marker: self.home.marker(),
+            signer: self.signer.as_ref(),
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Clients {
     pub sns: aws_sdk_sns::Client,
     /// The registration index's table; unused when the index is off.
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The records' HMAC key (`RECORD_KEY_ID`); unused without one.
+    pub kms: aws_sdk_kms::Client,
 }
 
 impl Clients {
@@ -79,7 +81,15 @@ impl Clients {
                     .with_max_backoff(MAX_BACKOFF),
             )
             .build();
+        let kms = aws_sdk_kms::config::Builder::from(shared)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(SNS_MAX_ATTEMPTS)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
+            .build();
         Clients {
+            kms: aws_sdk_kms::Client::from_conf(kms),
             elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb),
             autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling),
             ec2: aws_sdk_ec2::Client::from_conf(ec2),

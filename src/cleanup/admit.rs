@@ -6,11 +6,10 @@
 use std::collections::HashMap;
 
 use super::{Clock, Context, InstanceError, Report, Work, elapsed_ms};
-use crate::aws::join_all;
 use crate::deadline::Deadline;
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
-use crate::steps::claim::{self, Claim, Token};
+use crate::steps::claim::{self, Claim, Keeper, Lease, Token};
 use crate::steps::describe::describe_instances;
 use crate::summary::{InstanceInfo, Outcome, Summary, Timings};
 use crate::telemetry::steplog::{self, Tally};
@@ -23,11 +22,15 @@ pub struct Admitted<'r> {
     pub timings: Timings,
 }
 
-/// The delivery markers taken, to record how each run ended; and the warnings of those that could not be used.
+/// The delivery markers taken, to record how each run ended, and the task that renews them while the run works; and
+/// the warnings of those that could not be used.
 #[derive(Default)]
 pub struct Claims {
     pub tokens: HashMap<InstanceId, Token>,
+    /// The interruption each claim won belongs to, for the records the run signs.
+    pub episodes: HashMap<InstanceId, String>,
     pub warnings: HashMap<InstanceId, String>,
+    pub keeper: Option<Keeper>,
 }
 
 pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Clock, deadline: Deadline) -> Admitted<'r> {
@@ -72,6 +75,22 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
             admitted.reports.push(Report::failed(&request.instance_id, error));
             continue;
         };
+        // An account-wide event about an instance outside EVENT_SCOPE: one DescribeInstances, and nothing else.
+        if let Some(reason) = ctx.config.trust.scope.leaves_alone(request, &instance) {
+            tracing::info!(
+                step = "scope",
+                instance_id = instance.id.as_str(),
+                event_id = request.trigger.event_ref(),
+                reason,
+                "left alone: outside EVENT_SCOPE"
+            );
+            let error = InstanceError::Ignored {
+                instance: instance.id.clone(),
+                reason,
+            };
+            admitted.reports.push(Report::failed(&request.instance_id, error));
+            continue;
+        }
         // The scope guard: nothing below runs for an instance this function may not touch.
         match ctx.config.trust.check_instance(request, &instance) {
             Ok(()) => admitted.work.push(Work { request, instance }),
@@ -89,22 +108,21 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
     admitted
 }
 
-/// Claim every admitted instance at once (the tag claims of a batch wait out their settle time together).
+/// Claim every admitted instance at once, and keep the claims won alive until the run finishes.
 async fn claim_all(ctx: &Context<'_>, admitted: &mut Admitted<'_>, clock: &Clock, deadline: Deadline) {
-    let lease_until = claim::lease_until(deadline);
-    let outcomes = join_all(
-        admitted
-            .work
-            .iter()
-            .map(|w| claim::claim(&ctx.marker, &w.request.instance_id, lease_until)),
-    )
-    .await;
+    let lease = Lease {
+        length: ctx.config.claim_lease,
+        deadline,
+    };
+    let ids: Vec<InstanceId> = admitted.work.iter().map(|w| w.instance.id.clone()).collect();
+    let outcomes = claim::claim_all(&ctx.marker, &ids, &lease).await;
     let work = std::mem::take(&mut admitted.work);
     for (w, outcome) in work.into_iter().zip(outcomes) {
         match outcome {
-            Claim::Won(token) => {
+            Claim::Won { token, episode } => {
                 steplog::request_step("claim", w.request, 0, Tally::one(true));
                 admitted.claims.tokens.insert(w.instance.id.clone(), token);
+                admitted.claims.episodes.insert(w.instance.id.clone(), episode);
                 admitted.work.push(w);
             }
             Claim::Unavailable(warning) => {
@@ -126,6 +144,13 @@ async fn claim_all(ctx: &Context<'_>, admitted: &mut Admitted<'_>, clock: &Clock
             }
         }
     }
+    let held = admitted
+        .claims
+        .tokens
+        .iter()
+        .map(|(id, t)| (id.clone(), t.clone()))
+        .collect();
+    admitted.claims.keeper = Some(claim::keep(&ctx.marker, held, lease));
 }
 
 /// The answer of a delivery that found the work done or under way: nothing changed, nothing published.

@@ -139,6 +139,17 @@ pub fn finish(mut summary: Summary, clock: &Clock) -> Summary {
         })
         .collect();
     summary.errors.extend(errors);
+    let caveats: Vec<String> = summary
+        .network_interfaces
+        .iter()
+        .flat_map(|eni| {
+            [&eni.note, &eni.warning]
+                .into_iter()
+                .flatten()
+                .map(|w| format!("{}: {w}", eni.network_interface_id))
+        })
+        .collect();
+    summary.warnings.extend(caveats);
     let warnings = warnings(&summary, clock.started_at);
     summary.warnings.extend(warnings);
     summary.settle_outcome();

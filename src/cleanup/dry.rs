@@ -87,7 +87,7 @@ async fn would_quarantine(ctx: &Context<'_>, instances: &[Instance]) -> Vec<Vec<
         }
     };
     let with_enis: Vec<&Instance> = instances.iter().filter(|i| !i.network_interfaces.is_empty()).collect();
-    let records = Arc::new(quarantine::recorded_groups(ec2, &with_enis).await);
+    let records = Arc::new(crate::steps::records::recorded_groups(ec2, &with_enis).await);
     instances
         .iter()
         .map(|instance| quarantine::plan(instance, &groups, records.as_ref().as_ref()))

@@ -30,7 +30,7 @@ pub async fn finish(
 ) -> Vec<Report> {
     let work = &admitted.work;
     if ctx.config.reregister_on_restore {
-        record_left_targets(ctx, work, &mut summaries).await;
+        record_left_targets(ctx, work, &admitted.claims.episodes, &mut summaries).await;
     }
     monitoring_answers(work, &mut summaries, monitoring).await;
     // An Auto Scaling lifecycle action is completed once its cleanup is, so the summary can say it was.
@@ -45,16 +45,32 @@ pub async fn finish(
         }
     }
     publish(ctx, work, &mut summaries).await;
-    for summary in &summaries {
+    alert_untrusted_records(ctx, &summaries).await;
+    release_claims(ctx, &admitted, &mut summaries).await;
+    let mut reports = admitted.reports;
+    reports.extend(summaries.into_iter().map(finished));
+    reports
+}
+
+/// Stop renewing the claims, then record how each run ended: `done`, or released for the retry.
+async fn release_claims(ctx: &Context<'_>, admitted: &Admitted<'_>, summaries: &mut [Summary]) {
+    let keeper = admitted.claims.keeper.as_ref();
+    keeper.inspect(|k| k.stop());
+    let lost = keeper.map(|k| k.lost()).unwrap_or_default();
+    for summary in summaries.iter_mut() {
+        if lost.contains(&summary.instance.id) {
+            summary.warnings.push(
+                "the delivery marker lapsed while this run worked and another delivery took it over; both did the same \
+                 idempotent work"
+                    .into(),
+            );
+        }
         if let Some(token) = admitted.claims.tokens.get(&summary.instance.id)
             && let Err(e) = claim::finish(&ctx.marker, &summary.instance.id, token, summary.is_complete()).await
         {
             tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "delivery marker not updated");
         }
     }
-    let mut reports = admitted.reports;
-    reports.extend(summaries.into_iter().map(finished));
-    reports
 }
 
 /// A dry run's end: its plan is published and logged; nothing is recorded, completed or claimed.
@@ -74,6 +90,20 @@ async fn publish(ctx: &Context<'_>, work: &[Work<'_>], summaries: &mut [Summary]
         steplog::request_step("notify", w.request, ms, Tally::one(published));
         if !published {
             summary.settle_outcome();
+        }
+    }
+}
+
+/// Records someone else planted on an ENI, or changed, are a security signal of their own.
+async fn alert_untrusted_records(ctx: &Context<'_>, summaries: &[Summary]) {
+    for summary in summaries {
+        let notes: Vec<String> = summary
+            .network_interfaces
+            .iter()
+            .filter_map(|e| Some(format!("{}: {}", e.network_interface_id, e.note.as_deref()?)))
+            .collect();
+        if !notes.is_empty() {
+            ctx.publisher.untrusted_records(summary, &notes).await;
         }
     }
 }
@@ -101,7 +131,12 @@ async fn monitoring_answers(work: &[Work<'_>], summaries: &mut [Summary], monito
 
 /// With `REREGISTER_ON_RESTORE`, an instance that may come back (stop, hibernate) carries a record of the targets it
 /// left, for the restore. A record that cannot be written is a warning: the cleanup itself is done.
-async fn record_left_targets(ctx: &Context<'_>, work: &[Work<'_>], summaries: &mut [Summary]) {
+async fn record_left_targets(
+    ctx: &Context<'_>,
+    work: &[Work<'_>],
+    episodes: &HashMap<InstanceId, String>,
+    summaries: &mut [Summary],
+) {
     let step = Instant::now();
     let wanted: Vec<usize> = (0..summaries.len())
         .filter(|&i| {
@@ -111,17 +146,27 @@ async fn record_left_targets(ctx: &Context<'_>, work: &[Work<'_>], summaries: &m
         .collect();
     let records = join_all(wanted.iter().map(|&i| {
         let (summary, instance) = (&summaries[i], &work[i].instance);
-        reregister::record(&ctx.clients.ec2, &instance.id, &instance.tags, &summary.removed)
+        let signing = reregister::Signing {
+            signer: ctx.signer,
+            episode: episodes.get(&instance.id).map_or("", String::as_str),
+        };
+        reregister::record(
+            &ctx.clients.ec2,
+            &instance.id,
+            &instance.tags,
+            &summary.removed,
+            signing,
+        )
     }))
     .await;
     let ms = elapsed_ms(step);
     for (i, recorded) in wanted.into_iter().zip(records) {
         steplog::request_step("record", work[i].request, ms, Tally::one(recorded.is_ok()));
-        let warning = match recorded {
-            Ok(left_out) => left_out,
-            Err(e) => Some(format!("could not record the targets it left: {}", e.reason())),
+        let warnings = match recorded {
+            Ok(warnings) => warnings,
+            Err(e) => vec![format!("could not record the targets it left: {}", e.reason())],
         };
-        summaries[i].warnings.extend(warning);
+        summaries[i].warnings.extend(warnings);
     }
 }
 

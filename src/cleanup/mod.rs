@@ -29,7 +29,8 @@ use crate::monitoring::Monitoring;
 use crate::notify::Publisher;
 use crate::steps::claim::Marker;
 use crate::steps::lifecycle::DrainWait;
-use crate::steps::quarantine::{self, QuarantineGroupCache};
+use crate::steps::quarantine::{self, QuarantineGroupCache, Recording};
+use crate::steps::records::{self, Signer};
 use crate::steps::{deregister, verify};
 use crate::summary::{Summary, Timings};
 use crate::telemetry::steplog::{StepLog, Tally};
@@ -50,7 +51,9 @@ pub struct Context<'a> {
     pub elb_pace: &'a Pace,
     pub quarantine_groups: &'a QuarantineGroupCache,
     pub monitoring: &'a Monitoring,
-    pub marker: Marker<'a>,
+    pub marker: Marker,
+    /// Signs the records a restore will act on; None without `RECORD_KEY_ID`.
+    pub signer: Option<&'a Signer>,
     /// How an Auto Scaling lifecycle cleanup waits for draining targets; None completes the action at once.
     pub drain_wait: Option<DrainWait>,
 }
@@ -66,6 +69,9 @@ pub enum InstanceError {
     NotServed { instance: InstanceId, reason: String },
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// Nothing to do for it here: an event about an instance outside `EVENT_SCOPE`. Not a failure.
+    #[error("{instance} is left alone: {reason}")]
+    Ignored { instance: InstanceId, reason: String },
 }
 
 /// The result for one instance.
@@ -90,9 +96,13 @@ impl Report {
         }
     }
 
-    /// Done, with nothing left for a retry to do.
+    /// Done, with nothing left for a retry to do (an ignored instance had nothing to do).
     pub fn is_complete(&self) -> bool {
-        self.result.as_ref().is_ok_and(Summary::is_complete)
+        match &self.result {
+            Ok(summary) => summary.is_complete(),
+            Err(InstanceError::Ignored { .. }) => true,
+            Err(_) => false,
+        }
     }
 }
 
@@ -151,7 +161,8 @@ async fn clean_up(ctx: &Context<'_>, requests: &[Request], deadline: Deadline) -
     let mut timings = admitted.timings.clone();
     let mut ledger = Ledger::default();
     fast_path(ctx, work, &mut ledger, &mut timings, &log, deadline).await;
-    let enis = quarantine_while_sweeping(ctx, work, &mut ledger, &mut timings, &log, deadline).await;
+    let episodes = &admitted.claims.episodes;
+    let enis = quarantine_while_sweeping(ctx, work, episodes, &mut ledger, &mut timings, &log, deadline).await;
     deregister_rest(ctx, &mut ledger, &mut timings, &log).await;
     verify(ctx, &mut ledger, &mut timings, &log, deadline).await;
     let summaries = assemble::summaries(&admitted, &ledger, enis, timings, &clock);
@@ -194,6 +205,7 @@ async fn fast_path(
 async fn quarantine_while_sweeping(
     ctx: &Context<'_>,
     work: &[Work<'_>],
+    episodes: &HashMap<InstanceId, String>,
     ledger: &mut Ledger,
     timings: &mut Timings,
     log: &StepLog,
@@ -209,7 +221,7 @@ async fn quarantine_while_sweeping(
         .collect();
     let ((enis, quarantine_ms), (swept, locate_ms)) = tokio::join!(
         async {
-            let changes = quarantine_all(ctx, &to_quarantine).await;
+            let changes = quarantine_all(ctx, &to_quarantine, episodes).await;
             (changes, elapsed_ms(step))
         },
         async {
@@ -265,7 +277,11 @@ async fn deregister(ctx: &Context<'_>, ledger: &mut Ledger, registrations: &[cra
 
 /// Quarantine every instance's ENIs, instances side by side. One DescribeSecurityGroups resolves the quarantine group
 /// of each VPC for the whole batch.
-async fn quarantine_all(ctx: &Context<'_>, instances: &[Instance]) -> HashMap<InstanceId, Vec<EniChange>> {
+async fn quarantine_all(
+    ctx: &Context<'_>,
+    instances: &[Instance],
+    episodes: &HashMap<InstanceId, String>,
+) -> HashMap<InstanceId, Vec<EniChange>> {
     let with_enis: Vec<&Instance> = instances.iter().filter(|i| !i.network_interfaces.is_empty()).collect();
     if with_enis.is_empty() {
         return HashMap::new();
@@ -281,12 +297,16 @@ async fn quarantine_all(ctx: &Context<'_>, instances: &[Instance]) -> HashMap<In
                 .collect();
         }
     };
-    let records = std::sync::Arc::new(quarantine::recorded_groups(ec2, &with_enis).await);
+    let records = std::sync::Arc::new(records::recorded_groups(ec2, &with_enis).await);
     // A few instances at a time: each sends two EC2 writes per ENI, and EC2's per-action buckets are small.
     let limit = ctx.config.concurrency.div_ceil(2);
     let changes = bounded_all(limit, with_enis.iter().map(|i| (*i).clone()), |instance| {
         let (ec2, groups, records) = (ec2.clone(), groups.clone(), records.clone());
-        async move { quarantine::quarantine_enis(&ec2, &instance, &groups, records.as_ref().as_ref()).await }
+        let recording = Recording {
+            signer: ctx.signer.cloned(),
+            episode: episodes.get(&instance.id).cloned().unwrap_or_default(),
+        };
+        async move { quarantine::quarantine_enis(&ec2, &instance, &groups, records.as_ref().as_ref(), &recording).await }
     })
     .await;
     with_enis
@@ -476,6 +496,8 @@ mod tests {
                 autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, Vec::<&Rule>::new()),
                 // The registration index is off in these tests, so nothing asks DynamoDB.
                 dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, Vec::<&Rule>::new()),
+                // No record key is configured here, so nothing is signed.
+                kms: mock_client!(aws_sdk_kms, RuleMode::MatchAny, Vec::<&Rule>::new()),
             };
             App::new(config, clients)
         }

@@ -9,6 +9,7 @@ mod vars;
 
 use crate::monitoring::MonitoringConfig;
 use crate::notify::NotifyFormat;
+use crate::steps::claim::DEFAULT_LEASE;
 use crate::steps::quarantine::SecurityGroupId;
 use crate::trust::TrustConfig;
 use vars::Vars;
@@ -61,6 +62,25 @@ pub struct Config {
     /// Record the targets an instance that may come back (stop, hibernate) left, and register them again when it is
     /// restored (`REREGISTER_ON_RESTORE`, default false).
     pub reregister_on_restore: bool,
+    /// How long a delivery's claim lasts unless renewed (`CLAIM_LEASE_SECONDS`, 1 to 60, default 15): how long a
+    /// claimant that died can hold up the retry.
+    pub claim_lease: std::time::Duration,
+    /// The KMS HMAC key that signs the records a restore acts on (`RECORD_KEY_ID`: a key id, key ARN or alias). Without
+    /// it records are unsigned and a restore refuses them.
+    pub record_key_id: Option<String>,
+    /// Which requests this function serves (`ENTRY_POINT`: cleanup, the default, or restore). A restore is accepted
+    /// only by a function deployed as the restore entry point, so whoever may ask for a cleanup cannot undo one.
+    pub entry_point: EntryPoint,
+}
+
+/// The two deployments of the one binary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EntryPoint {
+    /// Cleanups from every delivery path; a restore asked here is refused as a security signal.
+    #[default]
+    Cleanup,
+    /// Restores only: an operator's request, or EventBridge's `running` event.
+    Restore,
 }
 
 /// What to do with a warning that does not force the instance out (rebalance, scheduled change).
@@ -96,7 +116,7 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars::new(&get);
         let sns_topic_arn = vars.required("SNS_TOPIC_ARN", "the ARN of the topic that receives summaries")?;
-        if !is_sns_topic_arn(&sns_topic_arn) {
+        if !is_topic_arn(&sns_topic_arn) {
             return Err(vars.invalid(
                 "SNS_TOPIC_ARN",
                 &sns_topic_arn,
@@ -132,6 +152,18 @@ impl Config {
             health_action: event_action(&vars, "HEALTH_ACTION")?,
             lifecycle_wait_for_draining: vars.flag("LIFECYCLE_WAIT_FOR_DRAINING", false)?,
             reregister_on_restore: vars.flag("REREGISTER_ON_RESTORE", false)?,
+            claim_lease: vars.seconds("CLAIM_LEASE_SECONDS", DEFAULT_LEASE, 1..=60)?,
+            record_key_id: vars.checked(
+                "RECORD_KEY_ID",
+                is_key_id,
+                "expected a KMS key id, key ARN, alias/<name> or alias ARN",
+            )?,
+            entry_point: match vars.set("ENTRY_POINT") {
+                None => EntryPoint::Cleanup,
+                Some(v) if v.eq_ignore_ascii_case("cleanup") => EntryPoint::Cleanup,
+                Some(v) if v.eq_ignore_ascii_case("restore") => EntryPoint::Restore,
+                Some(v) => return Err(vars.invalid("ENTRY_POINT", &v, "expected cleanup or restore")),
+            },
             cross_account_role_name: vars.checked(
                 "CROSS_ACCOUNT_ROLE_NAME",
                 is_role_name,
@@ -188,6 +220,27 @@ fn is_role_name(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
 }
 
+fn is_key_id(value: &str) -> bool {
+    let name_ok = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'/'))
+    };
+    if let Some(alias) = value.strip_prefix("alias/") {
+        return name_ok(alias) && value.len() <= 256;
+    }
+    if value.starts_with("arn:") {
+        let parts: Vec<&str> = value.splitn(6, ':').collect();
+        return parts.len() == 6
+            && parts[2] == "kms"
+            && (parts[5].strip_prefix("key/").is_some_and(name_ok)
+                || parts[5].strip_prefix("alias/").is_some_and(name_ok));
+    }
+    // A key id: a UUID, or `mrk-` and hex for a multi-Region key.
+    (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 fn is_table_name(value: &str) -> bool {
     (3..=255).contains(&value.len())
         && value
@@ -195,7 +248,7 @@ fn is_table_name(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-fn is_sns_topic_arn(value: &str) -> bool {
+fn is_topic_arn(value: &str) -> bool {
     let parts: Vec<&str> = value.split(':').collect();
     parts.len() == 6
         && parts[0] == "arn"

@@ -1,11 +1,11 @@
 //! The trust settings: `REQUIRED_TAGS`, `MAX_EVENT_AGE`, `IDENTITY_CERT_PEM`, `REQUIRE_IDENTITY_PROOF`, and what the
 //! scope needs of `CROSS_ACCOUNT_ROLE_NAME` and `AWS_REGION`.
 
-use super::{ConfigError, Vars};
+use super::{ConfigError, Vars, is_topic_arn};
 use crate::trust::TrustConfig;
 use crate::trust::freshness::{self, DEFAULT_MAX_EVENT_AGE};
 use crate::trust::identity::{IdentityPolicy, IdentityVerifier};
-use crate::trust::scope::{Scope, parse_required_tags};
+use crate::trust::scope::{EventScope, Scope, parse_required_tags};
 
 pub(super) fn trust(vars: &Vars<'_>) -> Result<TrustConfig, ConfigError> {
     // Values that may be long (a PEM) are quoted back cut short.
@@ -33,8 +33,32 @@ pub(super) fn trust(vars: &Vars<'_>) -> Result<TrustConfig, ConfigError> {
             hint: "REQUIRE_IDENTITY_PROOF=true needs the certificate that signs identity documents",
         });
     }
+    let event_scope = match vars.set("EVENT_SCOPE") {
+        None => EventScope::default(),
+        Some(v) => EventScope::parse(&v).ok_or_else(|| invalid("EVENT_SCOPE", &v, "expected spot or all"))?,
+    };
+    let sns_topics = match vars.set("SNS_SOURCE_TOPIC_ARNS") {
+        None => Vec::new(),
+        Some(v) => {
+            let topics: Vec<String> = v
+                .split(',')
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect();
+            if topics.iter().any(|t| !is_topic_arn(t)) {
+                return Err(invalid(
+                    "SNS_SOURCE_TOPIC_ARNS",
+                    &v,
+                    "expected comma-separated topic ARNs, arn:<partition>:sns:<region>:<account>:<topic>",
+                ));
+            }
+            topics
+        }
+    };
     Ok(TrustConfig {
         scope: Scope {
+            event_scope,
+            sns_topics,
             required_tags,
             // The cross-account setting's own variable: when it is set, events of other accounts are expected.
             cross_account: vars.set("CROSS_ACCOUNT_ROLE_NAME").is_some(),

@@ -1,5 +1,8 @@
 //! Reading variables: set or not, required, flags, bounded numbers, checked names. Each error names the variable.
 
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
 use super::ConfigError;
 
 pub struct Vars<'a> {
@@ -52,6 +55,22 @@ impl<'a> Vars<'a> {
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=40).contains(&n) => Ok(n),
                 _ => Err(self.invalid(name, &v, "expected a whole number from 1 to 40")),
+            },
+        }
+    }
+
+    /// Whole seconds in `range`; `default` when unset.
+    pub fn seconds(
+        &self,
+        name: &'static str,
+        default: Duration,
+        range: RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        match self.set(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if range.contains(&n) => Ok(Duration::from_secs(n)),
+                _ => Err(self.invalid(name, &v, "expected whole seconds in the allowed range (see the docs)")),
             },
         }
     }

@@ -31,7 +31,7 @@ pub fn of(context: &Context) -> Deadline {
         },
     };
     tracing::debug!(left_ms = left.as_millis() as u64, "invocation deadline");
-    Deadline::after(left.saturating_sub(PUBLISH_RESERVE))
+    Deadline::ending(left, PUBLISH_RESERVE)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use lambda_runtime::Diagnostic;
 
+use super::RecordFailure;
 use crate::cleanup::InstanceError;
 use crate::index::UpdateError;
 use crate::input::InputError;
@@ -33,6 +34,25 @@ pub enum HandlerError {
         outcome: &'static str,
         details: String,
     },
+    #[error(
+        "rejected input, nothing was changed: this is the restore entry point (ENTRY_POINT=restore), which serves \
+         only restores; send cleanups to the cleanup function"
+    )]
+    RestoreEntryPoint,
+    #[error("{} of the SNS records failed, the others are done: {}", failed.len(), sns_failures(failed))]
+    SnsRecords { failed: Vec<(String, RecordFailure)> },
+}
+
+fn sns_failures(failed: &[(String, RecordFailure)]) -> String {
+    let each = failed.iter().map(|(id, failure)| {
+        let why = match failure {
+            RecordFailure::Rejected(error) => format!("rejected input: {error}"),
+            RecordFailure::Refused(refusal) => refusal.to_string(),
+            RecordFailure::Incomplete(details) => details.clone(),
+        };
+        format!("SNS record {id}: {why}")
+    });
+    each.collect::<Vec<_>>().join("; ")
 }
 
 impl HandlerError {
@@ -43,13 +63,27 @@ impl HandlerError {
             HandlerError::Instance(InstanceError::NotFound(_)) => "InstanceNotFound",
             HandlerError::Instance(InstanceError::Describe { .. }) => "DescribeFailed",
             HandlerError::Instance(InstanceError::NotServed { .. }) => "AccountNotAllowed",
+            HandlerError::Instance(InstanceError::Ignored { .. }) => "Ignored",
             HandlerError::Incomplete { .. } => "CleanupIncomplete",
-            HandlerError::IndexNotConfigured(_) => "InvalidInput",
+            HandlerError::IndexNotConfigured(_) | HandlerError::RestoreEntryPoint => "InvalidInput",
             HandlerError::IndexUpdate(_) => "IndexUpdateFailed",
             HandlerError::Refused(refusal) | HandlerError::Instance(InstanceError::Refused(refusal)) => {
                 refusal.kind.error_type()
             }
             HandlerError::RestoreIncomplete { .. } => "RestoreIncomplete",
+            // The worst of the records: bad input first, then a refusal, then work left to do.
+            HandlerError::SnsRecords { failed } => {
+                let kinds = || failed.iter().map(|(_, f)| f);
+                if kinds().any(|f| matches!(f, RecordFailure::Rejected(_))) {
+                    "InvalidInput"
+                } else if let Some(RecordFailure::Refused(refusal)) =
+                    kinds().find(|f| matches!(f, RecordFailure::Refused(_)))
+                {
+                    refusal.kind.error_type()
+                } else {
+                    "CleanupIncomplete"
+                }
+            }
         }
     }
 

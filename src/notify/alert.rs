@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use super::Publisher;
 use crate::aws::CallError;
-use crate::summary::RestoreSummary;
+use crate::summary::{RestoreSummary, Summary};
 use crate::trust::Refusal;
 
 impl Publisher {
@@ -55,6 +55,47 @@ impl Publisher {
             ("trigger", refusal.trigger.label()),
         ];
         self.send(&subject, message.to_string(), &attributes).await
+    }
+
+    /// At quarantine time an ENI carried an original-groups record this function did not write (or one changed since):
+    /// the cleanup went on, and what it did about each (replaced, or left the ENI alone) is in `notes`. Published as a
+    /// security signal apart from the summary, so that the same subscribers see it as a refusal.
+    pub async fn untrusted_records(&self, summary: &Summary, notes: &[String]) {
+        tracing::warn!(
+            step = "quarantine",
+            instance_id = summary.instance.id.as_str(),
+            event_id = summary.trigger.event_ref(),
+            error_type = "RecordNotTrusted",
+            security = true,
+            notes = %notes.join("; "),
+            "records this function did not write were found"
+        );
+        let message = serde_json::json!({
+            "version": 1,
+            "outcome": "untrusted-record",
+            "error_type": "RecordNotTrusted",
+            "security": true,
+            "instance_id": summary.instance.id,
+            "reasons": notes,
+            "trigger": summary.trigger,
+            "at": Utc::now(),
+            "changed": "the cleanup went on; each reason says what was done with the record",
+        });
+        let subject = format!(
+            "spot-cleanup SECURITY: {} carried {} record(s) this function did not write",
+            summary.instance.id,
+            notes.len()
+        );
+        let attributes = [
+            ("instance_id", summary.instance.id.as_str()),
+            ("outcome", "untrusted-record"),
+            ("security", "true"),
+            ("error_type", "RecordNotTrusted"),
+            ("trigger", summary.trigger.label()),
+        ];
+        if let Err(e) = self.send(&subject, message.to_string(), &attributes).await {
+            tracing::error!(error = %e, "the security alert could not be published to SNS");
+        }
     }
 
     /// Publish what a restore did. Attributes as for a cleanup summary: `instance_id`, `outcome` (`restored`,

@@ -7,6 +7,7 @@ pub mod deregister;
 pub mod describe;
 pub mod lifecycle;
 pub mod quarantine;
+pub mod records;
 pub mod reregister;
 pub mod tags;
 pub mod verify;

@@ -6,21 +6,19 @@
 //!
 //! A security group change does not cut connections the VPC is already tracking; see the README.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::Tag;
+use chrono::Utc;
 
+use super::records::{self, GroupsRecord, Signer, StoredGroups, Trust};
+use super::tags;
 use crate::aws::{CallError, bounded_all};
 use crate::changes::{EniChange, EniStatus};
 use crate::instance::{Instance, NetworkInterface};
-
-/// The tag that records an ENI's original groups, comma-separated. Values longer than EC2's 256-character limit
-/// continue in `spot-cleanup:original-groups:2`, `:3`, ...
-pub const ORIGINAL_GROUPS_TAG: &str = "spot-cleanup:original-groups";
-const TAG_VALUE_MAX: usize = 256;
+use crate::table::stamp;
 
 /// A security group id: `sg-` and 8 or 17 lowercase hex digits.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -129,72 +127,40 @@ pub async fn resolve_quarantine_groups(
         .collect())
 }
 
-/// The original-groups records already on the instances' ENIs, by ENI id, from one DescribeNetworkInterfaces.
-/// An ENI with a record was quarantined by an earlier run; its record is kept, never overwritten with the quarantine
-/// group. `None` when the records could not be read: see `quarantine_one` for how that is handled safely.
-pub async fn recorded_groups(
-    ec2: &aws_sdk_ec2::Client,
-    instances: &[&Instance],
-) -> Option<HashMap<String, Vec<String>>> {
-    let mut records = HashMap::new();
-    let ids: Vec<String> = instances.iter().map(|i| i.id.as_str().to_owned()).collect();
-    for chunk in ids.chunks(200) {
-        let filter = aws_sdk_ec2::types::Filter::builder()
-            .name("attachment.instance-id")
-            .set_values(Some(chunk.to_vec()))
-            .build();
-        let mut pages = ec2
-            .describe_network_interfaces()
-            .filters(filter)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(page) => page,
-                Err(e) => {
-                    let error = CallError::new("DescribeNetworkInterfaces", &e);
-                    tracing::warn!(%error, "could not read the recorded original groups");
-                    return None;
-                }
-            };
-            for eni in page.network_interfaces() {
-                let tags: BTreeMap<String, String> = eni
-                    .tag_set()
-                    .iter()
-                    .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
-                    .collect();
-                if let (Some(id), Some(groups)) = (eni.network_interface_id(), decode_original_groups(&tags)) {
-                    records.insert(id.to_owned(), groups);
-                }
-            }
-        }
-    }
-    Some(records)
-}
-
 /// What an earlier run recorded about one ENI.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
-    /// The original groups an earlier run wrote to the tag.
-    Known(Vec<String>),
+    /// A record an earlier run wrote to the ENI's tags (or someone else did: `quarantine_one` checks).
+    Known(StoredGroups),
     /// The ENI has no record.
     Absent,
     /// The records could not be read.
     Unreadable,
 }
 
+/// How this run signs the records it writes, and checks the ones it finds.
+#[derive(Clone, Debug, Default)]
+pub struct Recording {
+    /// None when no key is configured (`RECORD_KEY_ID`): records are written unsigned, and a restore refuses them.
+    pub signer: Option<Signer>,
+    /// The interruption the records are written for; empty when the marker keeps none.
+    pub episode: String,
+}
+
 /// Quarantine every ENI of the instance, all at once. ENIs are independent: one failing does not stop the others.
-/// `records` is what `recorded_groups` returned; `None` means the records could not be read.
+/// `records` is what `records::recorded_groups` returned.
 pub async fn quarantine_enis(
     ec2: &aws_sdk_ec2::Client,
     instance: &Instance,
     groups: &QuarantineGroups,
-    records: Option<&HashMap<String, Vec<String>>>,
+    records: Option<&HashMap<String, StoredGroups>>,
+    recording: &Recording,
 ) -> Vec<EniChange> {
     let enis = &instance.network_interfaces;
     let changes = bounded_all(enis.len(), enis.iter().cloned(), |eni| {
         let target = Target::of(instance, &eni, groups, records);
-        quarantine_one(ec2.clone(), eni, target)
+        let (ec2, recording, instance) = (ec2.clone(), recording.clone(), instance.id.to_string());
+        async move { quarantine_one(&ec2, eni, target, &recording, &instance).await }
     })
     .await;
     enis.iter()
@@ -207,7 +173,7 @@ pub async fn quarantine_enis(
 pub fn plan(
     instance: &Instance,
     groups: &QuarantineGroups,
-    records: Option<&HashMap<String, Vec<String>>>,
+    records: Option<&HashMap<String, StoredGroups>>,
 ) -> Vec<EniChange> {
     instance
         .network_interfaces
@@ -215,6 +181,9 @@ pub fn plan(
         .map(|eni| {
             let target = Target::of(instance, eni, groups, records);
             let mut change = target.start(eni);
+            if let Record::Known(stored) = &target.record {
+                change.original_groups = Some(stored.groups.clone());
+            }
             let Some(quarantine) = target.ready(&mut change, eni) else {
                 return change;
             };
@@ -247,6 +216,8 @@ pub fn unchanged(eni: &NetworkInterface, vpc_id: Option<String>, error: &str) ->
         groups_after: eni.groups.clone(),
         original_groups: None,
         error: Some(error.to_owned()),
+        note: None,
+        warning: None,
     }
 }
 
@@ -262,7 +233,7 @@ impl Target {
         instance: &Instance,
         eni: &NetworkInterface,
         groups: &QuarantineGroups,
-        records: Option<&HashMap<String, Vec<String>>>,
+        records: Option<&HashMap<String, StoredGroups>>,
     ) -> Self {
         let vpc_id = eni.vpc_id.clone().or_else(|| instance.vpc_id.clone());
         let quarantine = vpc_id.as_ref().and_then(|v| groups.get(v)).cloned();
@@ -281,9 +252,6 @@ impl Target {
     fn start(&self, eni: &NetworkInterface) -> EniChange {
         let mut change = unchanged(eni, self.vpc_id.clone(), "");
         change.error = None;
-        if let Record::Known(groups) = &self.record {
-            change.original_groups = Some(groups.clone());
-        }
         change
     }
 
@@ -305,41 +273,139 @@ impl Target {
     }
 }
 
-async fn quarantine_one(ec2: aws_sdk_ec2::Client, eni: NetworkInterface, target: Target) -> EniChange {
-    let mut change = target.start(&eni);
-    let Some(quarantine) = target.ready(&mut change, &eni) else {
-        return change;
-    };
-    let must_record = match target.record {
-        Record::Known(_) => false,
-        Record::Absent => true,
+/// What to do about the record an ENI carries before changing its groups.
+enum Plan {
+    /// Keep it: it is this function's own (or nothing is signed). Its groups are what a restore puts back.
+    Keep(Vec<String>),
+    /// Write a new record of the ENI's groups, removing the keys of an older one (`stale`) it does not overwrite.
+    Write { stale: Vec<String>, note: Option<String> },
+    /// Leave the ENI as it is, for this reason.
+    Leave { error: String, note: Option<String> },
+}
+
+/// Decide from the record, as checked, and from whether the ENI is already partly walled off. A record is kept only
+/// when it is this function's own: a planted or edited one is replaced when the ENI's groups are still its own, and
+/// left when they are not, since its true groups are then unknown. Either way its note goes to the security alert.
+async fn plan_record(
+    target: &Target,
+    eni: &NetworkInterface,
+    quarantine: &str,
+    recording: &Recording,
+    instance: &str,
+) -> Plan {
+    let partly = eni.groups.iter().any(|g| g == quarantine);
+    let stored = match &target.record {
+        Record::Known(stored) => stored,
+        Record::Absent => {
+            return Plan::Write {
+                stale: Vec::new(),
+                note: None,
+            };
+        }
         // Partly quarantined already, and the record an earlier run may have left cannot be read: writing a new one
         // could replace the true original groups with the quarantine group, so leave this ENI for the retry.
-        Record::Unreadable if eni.groups.contains(&quarantine) => {
-            change.error = Some(
-                "its recorded original groups could not be read and it is already partly on the quarantine group, \
-                 so it was not changed"
-                    .to_owned(),
-            );
-            return change;
+        Record::Unreadable if partly => {
+            let error = "its recorded original groups could not be read and it is already partly on the quarantine \
+                         group, so it was not changed";
+            return Plan::Leave {
+                error: error.to_owned(),
+                note: None,
+            };
         }
         // Never quarantined, so there is no earlier record to lose.
-        Record::Unreadable => true,
+        Record::Unreadable => {
+            return Plan::Write {
+                stale: Vec::new(),
+                note: None,
+            };
+        }
     };
-    if must_record {
-        let tags = encode_original_groups(&eni.groups);
-        if let Err(e) = super::tags::write(&ec2, &eni.id, tags).await {
-            if is_gone(&e) {
-                change.status = EniStatus::Gone;
-                return change;
+    let record = stored.record(instance, &eni.id);
+    let episode = Some(recording.episode.as_str());
+    match record
+        .check(recording.signer.as_ref(), stored.mac.as_deref(), episode)
+        .await
+    {
+        Trust::Ours | Trust::Unsigned => Plan::Keep(stored.groups.clone()),
+        Trust::NotOurs(why) if partly => {
+            let note = format!("its original-groups record is not this function's: {why}");
+            let error = format!(
+                "{note}; it is already partly on the quarantine group, so its true groups are unknown \
+                                 and it was left as it is: restore it by hand"
+            );
+            Plan::Leave {
+                error,
+                note: Some(note),
             }
-            change.error = Some(format!(
-                "could not record the original groups, so the ENI was not changed: {}",
-                e.reason()
-            ));
+        }
+        Trust::NotOurs(why) => Plan::Write {
+            stale: stored.keys.clone(),
+            note: Some(format!(
+                "an original-groups record that was not this function's ({why}) was replaced"
+            )),
+        },
+        Trust::Unknown(error) if partly => Plan::Leave {
+            error: format!("its record could not be checked ({error}), so it was not changed"),
+            note: None,
+        },
+        Trust::Unknown(_) => Plan::Write {
+            stale: stored.keys.clone(),
+            note: None,
+        },
+    }
+}
+
+async fn quarantine_one(
+    ec2: &aws_sdk_ec2::Client,
+    eni: NetworkInterface,
+    target: Target,
+    recording: &Recording,
+    instance: &str,
+) -> EniChange {
+    let mut change = target.start(&eni);
+    let Some(quarantine) = target.ready(&mut change, &eni) else {
+        // Already walled off (or no group for its VPC): what a restore would put back, if the record is ours.
+        if let Record::Known(stored) = &target.record
+            && let Trust::Ours | Trust::Unsigned = stored
+                .record(instance, &eni.id)
+                .check(
+                    recording.signer.as_ref(),
+                    stored.mac.as_deref(),
+                    Some(recording.episode.as_str()),
+                )
+                .await
+        {
+            change.original_groups = Some(stored.groups.clone());
+        }
+        return change;
+    };
+    match plan_record(&target, &eni, &quarantine, recording, instance).await {
+        Plan::Keep(groups) => change.original_groups = Some(groups),
+        Plan::Leave { error, note } => {
+            change.error = Some(error);
+            change.note = note;
             return change;
         }
-        change.original_groups = Some(eni.groups.clone());
+        Plan::Write { stale, note } => {
+            change.note = note;
+            match write_record(ec2, &eni, recording, instance, stale).await {
+                Ok(warning) => {
+                    change.original_groups = Some(eni.groups.clone());
+                    change.warning = warning;
+                }
+                Err(e) if is_gone(&e) => {
+                    change.status = EniStatus::Gone;
+                    return change;
+                }
+                Err(e) => {
+                    change.error = Some(format!(
+                        "could not record the original groups, so the ENI was not changed: {}",
+                        e.reason()
+                    ));
+                    return change;
+                }
+            }
+        }
     }
     match ec2
         .modify_network_interface_attribute()
@@ -359,86 +425,46 @@ async fn quarantine_one(ec2: aws_sdk_ec2::Client, eni: NetworkInterface, target:
     change
 }
 
+/// Write the ENI's groups as its record, signed when a key is configured, and remove what is left of an older one.
+/// No record, no change: an error here leaves the ENI as it is. A signature KMS could not make is a warning, not an
+/// error: the ENI is still walled off, and a restore will refuse the unsigned record.
+async fn write_record(
+    ec2: &aws_sdk_ec2::Client,
+    eni: &NetworkInterface,
+    recording: &Recording,
+    instance: &str,
+    stale: Vec<String>,
+) -> Result<Option<String>, CallError> {
+    let record = GroupsRecord {
+        instance: instance.to_owned(),
+        eni: eni.id.clone(),
+        episode: recording.episode.clone(),
+        at: stamp(Utc::now()),
+        groups: eni.groups.clone(),
+    };
+    let (mac, warning) = match &recording.signer {
+        None => (None, None),
+        Some(signer) => match signer.sign(&record.message()).await {
+            Ok(mac) => (Some(mac), None),
+            Err(e) => (
+                None,
+                Some(format!("its record is unsigned ({e}): a restore will refuse it")),
+            ),
+        },
+    };
+    let written = records::record_tags(&record, mac.as_deref());
+    let kept: Vec<&str> = written.iter().filter_map(|t| t.key()).collect();
+    let stale: Vec<String> = stale.into_iter().filter(|k| !kept.contains(&k.as_str())).collect();
+    tags::write(ec2, &eni.id, written).await?;
+    if !stale.is_empty() {
+        tags::delete(ec2, &eni.id, stale).await?;
+    }
+    Ok(warning)
+}
+
 /// EC2's answer for an ENI deleted with its instance, between DescribeInstances and our call.
 fn is_gone(error: &CallError) -> bool {
     error.is("InvalidNetworkInterfaceID.NotFound")
-}
-
-/// The tags that record `groups`, split across numbered keys when one value would be too long.
-pub fn encode_original_groups(groups: &[String]) -> Vec<Tag> {
-    let mut values: Vec<String> = vec![String::new()];
-    for group in groups {
-        let current = values.last_mut().expect("never empty");
-        if !current.is_empty() && current.len() + 1 + group.len() > TAG_VALUE_MAX {
-            values.push(group.clone());
-        } else {
-            if !current.is_empty() {
-                current.push(',');
-            }
-            current.push_str(group);
-        }
-    }
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(i, value)| {
-            let key = match i {
-                0 => ORIGINAL_GROUPS_TAG.to_owned(),
-                n => format!("{ORIGINAL_GROUPS_TAG}:{}", n + 1),
-            };
-            Tag::builder().key(key).value(value).build()
-        })
-        .collect()
-}
-
-/// Read back what `encode_original_groups` wrote.
-pub fn decode_original_groups(tags: &BTreeMap<String, String>) -> Option<Vec<String>> {
-    let mut groups: Vec<String> = Vec::new();
-    let mut key = ORIGINAL_GROUPS_TAG.to_owned();
-    let mut part = 1;
-    while let Some(value) = tags.get(&key) {
-        groups.extend(value.split(',').filter(|g| !g.is_empty()).map(str::to_owned));
-        part += 1;
-        key = format!("{ORIGINAL_GROUPS_TAG}:{part}");
-    }
-    (part > 1).then_some(groups)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn original_groups_survive_the_tag_round_trip() {
-        for count in [0, 1, 5, 16] {
-            let groups: Vec<String> = (0..count).map(|i| format!("sg-{i:017x}")).collect();
-            let tags = encode_original_groups(&groups);
-            assert!(tags.iter().all(|t| t.value().unwrap().len() <= TAG_VALUE_MAX));
-            let map = tags
-                .iter()
-                .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
-                .collect();
-            assert_eq!(decode_original_groups(&map), Some(groups), "{count} groups");
-        }
-    }
-
-    #[test]
-    fn sixteen_long_ids_need_two_tags() {
-        let groups: Vec<String> = (0..16).map(|i| format!("sg-{i:017x}")).collect();
-        let keys: Vec<String> = encode_original_groups(&groups)
-            .iter()
-            .map(|t| t.key().unwrap().to_owned())
-            .collect();
-        assert_eq!(
-            keys,
-            [ORIGINAL_GROUPS_TAG.to_owned(), format!("{ORIGINAL_GROUPS_TAG}:2")]
-        );
-    }
-
-    #[test]
-    fn no_tag_means_no_record() {
-        assert_eq!(decode_original_groups(&BTreeMap::new()), None);
-    }
 }
 
 /// What AWS really answers, scripted: the behaviour moto gets wrong (see `crate::testing`).
@@ -446,11 +472,13 @@ mod tests {
 mod semantics {
     use super::*;
     use crate::steps::quarantine;
+    use crate::steps::records::ORIGINAL_GROUPS_TAG;
     use crate::testing::*;
     use aws_sdk_ec2::operation::create_tags::CreateTagsInput;
     use aws_sdk_ec2::operation::modify_network_interface_attribute::{
         ModifyNetworkInterfaceAttributeInput, ModifyNetworkInterfaceAttributeOutput,
     };
+    use aws_sdk_ec2::types::Tag;
     use aws_smithy_mocks::mock;
 
     /// An instance with three ENIs: two on application groups, one already on only the quarantine group. Each of the two
@@ -469,7 +497,14 @@ mod semantics {
         let writes = Ec2Writes::succeeding();
         let ec2 = ec2_client(&writes.rules());
 
-        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new())).await;
+        let changes = quarantine::quarantine_enis(
+            &ec2,
+            &node,
+            &quarantine_groups(),
+            Some(&HashMap::new()),
+            &Recording::default(),
+        )
+        .await;
 
         let quarantined = |id: &str, index: i32, before: &[&str]| EniChange {
             network_interface_id: id.into(),
@@ -480,6 +515,8 @@ mod semantics {
             groups_after: vec![QUARANTINE.into()],
             original_groups: Some(before.iter().map(|g| g.to_string()).collect()),
             error: None,
+            note: None,
+            warning: None,
         };
         assert_eq!(
             changes,
@@ -542,12 +579,19 @@ mod semantics {
         );
         let records = HashMap::from([(
             "eni-0aaa0000000000001".to_owned(),
-            vec![WEB_SG.to_owned(), SSH_SG.to_owned()],
+            StoredGroups {
+                groups: vec![WEB_SG.to_owned(), SSH_SG.to_owned()],
+                mac: None,
+                at: String::new(),
+                episode: String::new(),
+                keys: vec![ORIGINAL_GROUPS_TAG.to_owned()],
+            },
         )]);
         let writes = Ec2Writes::succeeding();
         let ec2 = ec2_client(&writes.rules());
 
-        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&records)).await;
+        let changes =
+            quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&records), &Recording::default()).await;
 
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].status, EniStatus::Quarantined);
@@ -577,7 +621,7 @@ mod semantics {
         let writes = Ec2Writes::succeeding();
         let ec2 = ec2_client(&writes.rules());
 
-        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), None).await;
+        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), None, &Recording::default()).await;
 
         assert_eq!(changes[0].status, EniStatus::Failed);
         assert!(changes[0].error.as_deref().unwrap().contains("could not be read"));
@@ -600,7 +644,14 @@ mod semantics {
         );
         let ec2 = ec2_client(&writes.rules());
 
-        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new())).await;
+        let changes = quarantine::quarantine_enis(
+            &ec2,
+            &node,
+            &quarantine_groups(),
+            Some(&HashMap::new()),
+            &Recording::default(),
+        )
+        .await;
 
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].status, EniStatus::Failed);
@@ -631,7 +682,14 @@ mod semantics {
         );
         let ec2 = ec2_client(&writes.rules());
 
-        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new())).await;
+        let changes = quarantine::quarantine_enis(
+            &ec2,
+            &node,
+            &quarantine_groups(),
+            Some(&HashMap::new()),
+            &Recording::default(),
+        )
+        .await;
 
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].status, EniStatus::Gone);
@@ -656,7 +714,14 @@ mod semantics {
         let writes = Ec2Writes::succeeding();
         let ec2 = ec2_client(&writes.rules());
 
-        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new())).await;
+        let changes = quarantine::quarantine_enis(
+            &ec2,
+            &node,
+            &quarantine_groups(),
+            Some(&HashMap::new()),
+            &Recording::default(),
+        )
+        .await;
 
         assert_eq!(changes[0].status, EniStatus::Quarantined);
         assert_eq!(changes[1].status, EniStatus::Failed);
@@ -687,7 +752,14 @@ mod semantics {
             .build();
         let ec2 = ec2_client(&[&writes.create_tags, &modify, &writes.modify_instance]);
 
-        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&HashMap::new())).await;
+        let changes = quarantine::quarantine_enis(
+            &ec2,
+            &node,
+            &quarantine_groups(),
+            Some(&HashMap::new()),
+            &Recording::default(),
+        )
+        .await;
 
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].status, EniStatus::Quarantined, "{:?}", changes[0].error);

@@ -6,6 +6,10 @@
 //! `spot-cleanup:left-targets-in` holds the target groups' common ARN prefix, and `spot-cleanup:left-targets`
 //! (then `:2`, `:3`, ...) the targets, ` `-separated, each `name/id,target,port[,zone]`.
 //!
+//! The record is signed like the ENIs' (see `records`): `spot-cleanup:left-targets-mac` is KMS's HMAC over every
+//! other tag of the record, the instance and the interruption (`spot-cleanup:left-targets-episode`), so a restore
+//! registers only targets this function itself recorded.
+//!
 //! An IP target goes back only if the address is still one of the instance's: a pod IP that moved elsewhere while
 //! the instance was stopped must not receive this group's traffic.
 
@@ -15,6 +19,7 @@ use std::net::IpAddr;
 use aws_sdk_ec2::types::Tag;
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 
+use super::records::{self, Found, Signer, Trust};
 use super::tags;
 use crate::aws::{CallError, bounded_all};
 use crate::changes::TargetRestore;
@@ -24,6 +29,8 @@ use crate::summary::TargetChange;
 
 pub const LEFT_TARGETS_TAG: &str = "spot-cleanup:left-targets";
 pub const LEFT_TARGETS_PREFIX_TAG: &str = "spot-cleanup:left-targets-in";
+pub const LEFT_TARGETS_MAC_TAG: &str = "spot-cleanup:left-targets-mac";
+pub const LEFT_TARGETS_EPISODE_TAG: &str = "spot-cleanup:left-targets-episode";
 const TAG_VALUE_MAX: usize = 256;
 /// At most this many tags of targets (about 2.5 KiB, some 30 targets), beside the 50 tags an instance may have.
 pub const MAX_RECORD_TAGS: usize = 10;
@@ -115,8 +122,65 @@ pub fn decode(tags: &BTreeMap<String, String>) -> Option<Vec<LeftTarget>> {
     Some(targets)
 }
 
-/// Every tag key of the record, in order.
+/// Every tag key of the record, its signature's included.
 pub fn record_keys(tags: &BTreeMap<String, String>) -> Vec<String> {
+    let mut keys = signed_keys(tags);
+    for key in [LEFT_TARGETS_MAC_TAG, LEFT_TARGETS_EPISODE_TAG] {
+        if tags.contains_key(key) {
+            keys.push(key.to_owned());
+        }
+    }
+    keys
+}
+
+/// The record's tags its MAC covers, with their values.
+fn signed_part(tags: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    signed_keys(tags)
+        .into_iter()
+        .map(|key| {
+            let value = tags[&key].clone();
+            (key, value)
+        })
+        .collect()
+}
+
+/// A record of left targets as the instance's tags hold it, not yet checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredTargets {
+    pub targets: Vec<LeftTarget>,
+    message: String,
+    episode: String,
+    mac: Option<String>,
+    /// Every tag key of the record, to remove it whole.
+    pub keys: Vec<String>,
+}
+
+impl StoredTargets {
+    pub fn from_tags(instance: &InstanceId, tags: &BTreeMap<String, String>) -> Option<Self> {
+        let targets = decode(tags)?;
+        let episode = tags.get(LEFT_TARGETS_EPISODE_TAG).cloned().unwrap_or_default();
+        Some(StoredTargets {
+            targets,
+            message: records::left_targets_message(instance.as_str(), &episode, &signed_part(tags)),
+            episode,
+            mac: tags.get(LEFT_TARGETS_MAC_TAG).cloned(),
+            keys: record_keys(tags),
+        })
+    }
+
+    /// Whether this function wrote it, for this instance and (when known) this interruption.
+    pub async fn check(&self, signer: Option<&Signer>, episode: Option<&str>) -> Trust {
+        let found = Found {
+            message: &self.message,
+            episode: &self.episode,
+            mac: self.mac.as_deref(),
+        };
+        records::check(signer, found, episode).await
+    }
+}
+
+/// The keys of the record's targets and their prefix, in order.
+fn signed_keys(tags: &BTreeMap<String, String>) -> Vec<String> {
     let mut keys = Vec::new();
     let mut key = LEFT_TARGETS_TAG.to_owned();
     let mut part = 1;
@@ -131,29 +195,68 @@ pub fn record_keys(tags: &BTreeMap<String, String>) -> Vec<String> {
     keys
 }
 
-/// Write the record of what `removed` took out, replacing any older one (`existing`: the instance's tags as
-/// described). Returns a warning for the summary when targets did not fit.
+/// How a record is signed: with which key, for which interruption.
+#[derive(Clone, Copy, Debug)]
+pub struct Signing<'a> {
+    pub signer: Option<&'a Signer>,
+    pub episode: &'a str,
+}
+
+/// Write the record of what `removed` took out, signed, replacing any older one (`existing`: the instance's tags as
+/// described). Returns warnings for the summary: targets that did not fit, a record left unsigned.
 pub async fn record(
     ec2: &aws_sdk_ec2::Client,
     instance: &InstanceId,
     existing: &BTreeMap<String, String>,
     removed: &[TargetChange],
-) -> Result<Option<String>, CallError> {
+    signing: Signing<'_>,
+) -> Result<Vec<String>, CallError> {
     let targets: BTreeSet<LeftTarget> = removed.iter().map(LeftTarget::from).collect();
     let targets: Vec<LeftTarget> = targets.into_iter().collect();
-    let (tags, left_out) = encode(&targets);
+    let (mut tags, left_out) = encode(&targets);
     if tags.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
+    }
+    let mut warnings = Vec::new();
+    if left_out > 0 {
+        warnings.push(format!(
+            "{left_out} of the targets it left did not fit in the record: a restore will not register them again"
+        ));
+    }
+    if let Some(signer) = signing.signer {
+        let pairs: Vec<(String, String)> = tags
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        match signer
+            .sign(&records::left_targets_message(
+                instance.as_str(),
+                signing.episode,
+                &pairs,
+            ))
+            .await
+        {
+            Ok(mac) => {
+                tags.push(tag(LEFT_TARGETS_MAC_TAG, &mac));
+                tags.push(tag(LEFT_TARGETS_EPISODE_TAG, signing.episode));
+            }
+            Err(e) => warnings.push(format!(
+                "the record of the targets it left is unsigned ({e}): a restore will refuse it"
+            )),
+        }
     }
     let stale = stale_keys(existing, &tags);
     tags::write(ec2, instance.as_str(), tags).await?;
-    // An older, longer record's last parts would otherwise read as part of this one.
+    // An older, longer record's last parts (or an older signature) would otherwise read as part of this one.
     if !stale.is_empty() {
         forget(ec2, instance, stale).await?;
     }
-    Ok((left_out > 0).then(|| {
-        format!("{left_out} of the targets it left did not fit in the record: a restore will not register them again")
-    }))
+    Ok(warnings)
 }
 
 /// The keys of an older record that the new `tags` do not overwrite.

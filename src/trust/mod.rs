@@ -27,6 +27,10 @@ pub enum RefusalKind {
     Stale,
     /// A node-agent request whose identity proof is missing (where required), invalid or for someone else.
     IdentityNotProven,
+    /// A restore whose records this function did not write, or that were changed since.
+    RecordNotTrusted,
+    /// A restore asked of the cleanup entry point, which any delivery path may reach.
+    RestoreNotAuthorized,
 }
 
 impl RefusalKind {
@@ -36,6 +40,8 @@ impl RefusalKind {
             RefusalKind::OutOfScope => "OutOfScope",
             RefusalKind::Stale => "StaleEvent",
             RefusalKind::IdentityNotProven => "IdentityNotProven",
+            RefusalKind::RecordNotTrusted => "RecordNotTrusted",
+            RefusalKind::RestoreNotAuthorized => "RestoreNotAuthorized",
         }
     }
 
@@ -59,6 +65,8 @@ impl fmt::Display for RefusalKind {
             RefusalKind::OutOfScope => "out of scope",
             RefusalKind::Stale => "stale",
             RefusalKind::IdentityNotProven => "identity not proven",
+            RefusalKind::RecordNotTrusted => "record not trusted",
+            RefusalKind::RestoreNotAuthorized => "restore not authorized here",
         })
     }
 }

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::input::{Action, REBALANCE_RECOMMENDATION, Request, SPOT_INTERRUPTION, Source, Trigger};
+use crate::input::{
+    AWS_HEALTH_EVENT, Action, REBALANCE_RECOMMENDATION, Request, SPOT_INTERRUPTION, STATE_CHANGE, Source, Trigger,
+};
 use crate::instance::Instance;
 
 /// One tag the instance must carry.
@@ -29,6 +31,38 @@ pub struct Scope {
     pub cross_account: bool,
     /// `AWS_REGION`: the function's region when the invocation's ARN does not say.
     pub fallback_region: Option<String>,
+    /// Which instances the account-wide events (state changes, AWS Health) act on (`EVENT_SCOPE`).
+    pub event_scope: EventScope,
+    /// The SNS topics a message may come through (`SNS_SOURCE_TOPIC_ARNS`); empty accepts any.
+    pub sns_topics: Vec<String>,
+}
+
+/// Which instances the events AWS sends about every instance of the account act on: an instance state change and an
+/// AWS Health scheduled change. Spot's own notices and lifecycle actions are not affected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EventScope {
+    /// Spot instances only: an on-demand instance terminated by a scale-in or a deploy costs one DescribeInstances
+    /// and changes nothing.
+    #[default]
+    Spot,
+    /// Every instance.
+    All,
+}
+
+impl EventScope {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "spot" => Some(EventScope::Spot),
+            "all" => Some(EventScope::All),
+            _ => None,
+        }
+    }
+}
+
+/// The events AWS sends about every instance of the account, Spot or not.
+fn is_account_wide(trigger: &Trigger) -> bool {
+    trigger.source == Source::EventBridge
+        && matches!(trigger.detail_type.as_deref(), Some(STATE_CHANGE | AWS_HEALTH_EVENT))
 }
 
 /// `REQUIRED_TAGS`: comma-separated `key=value`, `key=` or `key`. Keys may contain `=`-free text only; a value may
@@ -109,7 +143,28 @@ impl Scope {
                  (CROSS_ACCOUNT_ROLE_NAME) is not configured"
             ));
         }
+        if let Some(topic) = &trigger.sns_topic_arn
+            && !self.sns_topics.is_empty()
+            && !self.sns_topics.contains(topic)
+        {
+            reasons.push(format!(
+                "the message came through SNS topic {topic:.256}, which SNS_SOURCE_TOPIC_ARNS does not list"
+            ));
+        }
         reasons
+    }
+
+    /// Why an account-wide event about this instance is left alone, if it is: outside `EVENT_SCOPE`. Not a refusal:
+    /// AWS sends these events for every instance.
+    pub fn leaves_alone(&self, request: &Request, instance: &Instance) -> Option<String> {
+        let spot = instance.lifecycle.as_deref() == Some("spot");
+        (self.event_scope == EventScope::Spot && is_account_wide(&request.trigger) && !spot).then(|| {
+            format!(
+                "{} is not a Spot instance, and EVENT_SCOPE=spot acts on state changes and Health events of Spot \
+                 instances only",
+                instance.id
+            )
+        })
     }
 
     /// The instance as EC2 describes it. Empty when it is in scope.

@@ -314,14 +314,19 @@ async fn a_stopping_instance_is_cleaned_like_a_spot_stop() {
         node.enis.iter().cloned().collect()
     );
 
-    // `running` restores; the neighbour was never quarantined, so nothing is touched.
+    // `running` is the restore entry point's: the cleanup function leaves it alone...
     let mut running = common::event_for("state-change-stopping.json", &fleet.neighbour.id);
     running["detail"]["state"] = "running".into();
     let before_running = fleet.registrations().await;
-    let answer = invoke(&app, running)
+    let answer = invoke(&app, running.clone()).await.expect("ignored, not failed");
+    let ignored = answer["ignored"].as_str().unwrap_or_default();
+    assert!(ignored.contains("ENTRY_POINT=restore"), "{answer}");
+    // ...and the restore function restores: the neighbour was never quarantined, so nothing is touched.
+    let (restorer, _) = self::app(&moto, &fleet, &[("ENTRY_POINT", "restore")]).await;
+    let answer = invoke(&restorer, running)
         .await
         .expect("a restore with nothing recorded is no error");
-    assert!(answer.get("restore").is_some(), "{answer}");
+    assert_eq!(answer["restore"]["outcome"], "nothing-to-restore", "{answer}");
     assert_eq!(fleet.registrations().await, before_running);
 }
 

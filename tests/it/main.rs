@@ -4,6 +4,7 @@
 mod common;
 
 mod cleanup_on_moto;
+mod crash;
 mod events_on_moto;
 mod identity_proof;
 mod index_on_moto;

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use serde_json::Value;
-use spot_cleanup::input::{InstanceId, Invocation, parse_invocation};
+use spot_cleanup::input::{InstanceId, Invocation, Message, parse_invocation};
 
 /// What a caller may rely on after parsing.
 fn check(value: &Value) {
@@ -15,14 +15,18 @@ fn check(value: &Value) {
                 Ok(request.instance_id.clone())
             );
         }
-        Ok(Invocation::Batch(records)) => {
+        Ok(Invocation::Batch(records) | Invocation::Notifications(records)) => {
             assert!(!records.is_empty());
             for record in records {
-                if let Err(error) = record.requests {
-                    assert!(error.to_string().len() < 1024);
+                match record.message {
+                    Err(error) => assert!(error.to_string().len() < 1024),
+                    Ok(Message::Requests(requests)) => assert!(!requests.is_empty()),
+                    Ok(Message::Skipped(reason)) => assert!(!reason.is_empty()),
+                    Ok(Message::Ignored(reason)) => assert!(!reason.is_empty()),
                 }
             }
         }
+        Ok(Invocation::Ignored { reason }) => assert!(!reason.is_empty()),
         Ok(Invocation::Several(requests)) => {
             assert!(requests.len() > 1, "one instance is a Direct invocation");
             for request in requests {

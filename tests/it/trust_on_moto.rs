@@ -39,6 +39,12 @@ async fn app_with(moto: &Moto, config: Config) -> (App, CallCounter) {
     (App::new(config, clients), counter)
 }
 
+/// The same deployment's restore entry point (`ENTRY_POINT=restore`), the only one that serves restores.
+async fn restorer_with(moto: &Moto, mut config: Config) -> (App, CallCounter) {
+    config.entry_point = spot_cleanup::config::EntryPoint::Restore;
+    app_with(moto, config).await
+}
+
 fn mutations(calls: &CallCounter) -> Vec<String> {
     calls
         .sequence()
@@ -324,6 +330,7 @@ async fn restore_puts_every_eni_back_removes_the_record_and_reopens_the_marker()
     let moto = Moto::start();
     let fleet = Fleet::build(&moto.sdk_config().await, 1).await;
     let (app, _) = app_with(&moto, fleet.config(false)).await;
+    let (restorer, _) = restorer_with(&moto, fleet.config(false)).await;
     let node = &fleet.spot[0];
     let original = fleet.enis(node).await;
     invoke(&app, common::event_for("spot-interruption-stop.json", &node.id))
@@ -332,7 +339,7 @@ async fn restore_puts_every_eni_back_removes_the_record_and_reopens_the_marker()
     assert_eq!(fleet.published().await.len(), 1);
 
     let restore = json!({"action": "restore", "instance_id": node.id});
-    let answer = invoke(&app, restore.clone()).await.expect("restored");
+    let answer = invoke(&restorer, restore.clone()).await.expect("restored");
     assert_eq!(answer["restore"]["outcome"], "restored", "{answer:#}");
     assert_eq!(answer["restore"]["network_interfaces"].as_array().unwrap().len(), 2);
     for (eni, (groups, tags)) in fleet.enis(node).await {
@@ -355,7 +362,7 @@ async fn restore_puts_every_eni_back_removes_the_record_and_reopens_the_marker()
     );
 
     // Nothing recorded any more: a second restore has nothing to do and says nothing.
-    let answer = invoke(&app, restore).await.unwrap();
+    let answer = invoke(&restorer, restore).await.unwrap();
     assert_eq!(answer["restore"]["outcome"], "nothing-to-restore");
     assert!(fleet.published().await.is_empty());
     // The marker went with the record, so the next interruption of this instance is handled again.
@@ -371,7 +378,8 @@ async fn restore_puts_every_eni_back_removes_the_record_and_reopens_the_marker()
 async fn an_instance_that_is_running_again_is_restored_automatically() {
     let moto = Moto::start();
     let fleet = Fleet::build(&moto.sdk_config().await, 2).await;
-    let (app, calls) = app_with(&moto, fleet.config(false)).await;
+    let (app, _) = app_with(&moto, fleet.config(false)).await;
+    let (restorer, calls) = restorer_with(&moto, fleet.config(false)).await;
     let (stopped, untouched) = (&fleet.spot[0], &fleet.spot[1]);
     let original = fleet.enis(stopped).await;
     invoke(&app, common::event_for("spot-interruption-hibernate.json", &stopped.id))
@@ -383,13 +391,19 @@ async fn an_instance_that_is_running_again_is_restored_automatically() {
     // A replayed "running" event from long ago must not undo a quarantine.
     let mut replayed = common::event_for("ec2-state-change-running.json", &stopped.id);
     replayed["time"] = json!((chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339());
-    assert_eq!(invoke(&app, replayed).await.unwrap_err().error_type(), "StaleEvent");
+    assert_eq!(
+        invoke(&restorer, replayed).await.unwrap_err().error_type(),
+        "StaleEvent"
+    );
     assert_eq!(fleet.enis(stopped).await, quarantined);
     assert_eq!(attribute(&fleet.published().await[0], "outcome"), "stale");
 
-    let answer = invoke(&app, common::event_for("ec2-state-change-running.json", &stopped.id))
-        .await
-        .expect("restored");
+    let answer = invoke(
+        &restorer,
+        common::event_for("ec2-state-change-running.json", &stopped.id),
+    )
+    .await
+    .expect("restored");
     assert_eq!(answer["restore"]["outcome"], "restored", "{answer:#}");
     assert_eq!(answer["restore"]["trigger"]["source"], "eventbridge");
     // Every ENI has its groups back and no record left: exactly as before the interruption.
@@ -402,9 +416,12 @@ async fn an_instance_that_is_running_again_is_restored_automatically() {
     // An instance that was never quarantined starting up: nothing changes, nothing is published.
     let before = fleet.enis(untouched).await;
     let writes_before = mutations(&calls).len();
-    let answer = invoke(&app, common::event_for("ec2-state-change-running.json", &untouched.id))
-        .await
-        .unwrap();
+    let answer = invoke(
+        &restorer,
+        common::event_for("ec2-state-change-running.json", &untouched.id),
+    )
+    .await
+    .unwrap();
     assert_eq!(answer["restore"]["outcome"], "nothing-to-restore");
     assert_eq!(fleet.enis(untouched).await, before);
     assert_eq!(mutations(&calls).len(), writes_before);
@@ -416,7 +433,8 @@ async fn with_reregister_on_restore_a_stopped_instance_goes_back_into_the_groups
     let moto = Moto::start();
     let fleet = Fleet::build(&moto.sdk_config().await, 2).await;
     let config = fleet.config_with(&[("REREGISTER_ON_RESTORE", "true")]).unwrap();
-    let (app, _calls) = app_with(&moto, config).await;
+    let (app, _calls) = app_with(&moto, config.clone()).await;
+    let (restorer, _) = restorer_with(&moto, config).await;
     let (stopped, terminated) = (&fleet.spot[0], &fleet.spot[1]);
     let original = fleet.enis(stopped).await;
     let before = fleet.registrations().await;
@@ -452,9 +470,12 @@ async fn with_reregister_on_restore_a_stopped_instance_goes_back_into_the_groups
         .await
         .unwrap();
 
-    let answer = invoke(&app, common::event_for("ec2-state-change-running.json", &stopped.id))
-        .await
-        .expect("restored");
+    let answer = invoke(
+        &restorer,
+        common::event_for("ec2-state-change-running.json", &stopped.id),
+    )
+    .await
+    .expect("restored");
     let restore = &answer["restore"];
     assert_eq!(restore["outcome"], "restored", "{answer:#}");
     assert_eq!(fleet.enis(stopped).await, original);

@@ -259,7 +259,7 @@ mod tests {
             panic!("expected a batch")
         };
         for record in records {
-            assert_eq!(record.requests, Err(InputError::IndexEventInBatch));
+            assert_eq!(record.message, Err(InputError::IndexEventInBatch));
         }
     }
 }

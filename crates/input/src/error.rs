@@ -8,13 +8,13 @@ use crate::{
     TERMINATE_LIFECYCLE_ACTION,
 };
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum InputError {
     #[error("payload must be a JSON object, got {0}")]
     NotAnObject(&'static str),
     #[error(
         "unrecognised payload: expected a node-agent payload (instance_id), an EventBridge event \
-         (source, detail-type) or an SQS event (Records); got keys [{0}]"
+         (source, detail-type), an SQS or SNS event (Records) or an Auto Scaling lifecycle message; got keys [{0}]"
     )]
     Unrecognised(String),
     #[error(
@@ -31,7 +31,7 @@ pub enum InputError {
     },
     #[error("unsupported CloudTrail event {0}: only RegisterTargets and DeregisterTargets are handled")]
     UnsupportedApiCall(Quoted),
-    #[error("a registration index event cannot arrive in an SQS batch; send it to the function directly")]
+    #[error("a registration index event cannot arrive in a batch (SQS or SNS); send it to the function directly")]
     IndexEventInBatch,
     #[error("invalid instance id {0}: expected i- followed by 8 or 17 lowercase hex digits")]
     InvalidInstanceId(Quoted),
@@ -49,7 +49,7 @@ pub enum InputError {
     MissingMessageId { index: usize },
     #[error("SQS message {message_id} has no body")]
     MissingBody { message_id: Quoted },
-    #[error("SQS message body is an SQS event: batches do not nest")]
+    #[error("SQS message body is a batch event: batches do not nest")]
     NestedBatch,
     #[error("{what} {value} is not handled: {reason}")]
     Unhandled {
@@ -57,12 +57,10 @@ pub enum InputError {
         value: Quoted,
         reason: &'static str,
     },
-    #[error("a restore cannot arrive in an SQS batch; send it to the function directly")]
+    #[error("a restore cannot arrive in a batch (SQS or SNS); send it to the function directly")]
     RestoreInBatch,
     #[error("send identity_document and identity_signature together, or neither")]
     IncompleteIdentityProof,
-    #[error("EC2 state {0} is not handled: only \"running\" (restore a quarantined instance) is")]
-    UnhandledState(Quoted),
 }
 
 impl InputError {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::values::{check_account, check_region};
 use crate::{
-    AWS_HEALTH_EVENT, Action, CLOUDTRAIL_API_CALL, IndexUpdate, InputError, Quoted, REBALANCE_RECOMMENDATION, Request,
+    AWS_HEALTH_EVENT, Action, CLOUDTRAIL_API_CALL, IndexUpdate, InputError, Message, Quoted, REBALANCE_RECOMMENDATION,
     RestoreRequest, SCHEDULED_EVENT, SPOT_INTERRUPTION, STATE_CHANGE, Source, TERMINATE_LIFECYCLE_ACTION, Trigger,
 };
 use crate::{cloudtrail, health, lifecycle, rebalance, scheduled, spot, state_change};
@@ -19,8 +19,8 @@ const EC2_DETAIL_TYPES: &str = "\"EC2 Spot Instance Interruption Warning\", \"EC
 
 /// What one EventBridge event asks for.
 pub(crate) enum EventBridgeRequest {
-    /// Clean up one instance, or several (AWS Health lists every affected one).
-    Cleanup(Vec<Request>),
+    /// Clean up one instance or several (AWS Health lists every affected one), or nothing.
+    Message(Message),
     RefreshIndex {
         event_id: Option<String>,
     },
@@ -50,7 +50,7 @@ pub(crate) fn parse(payload: &Value) -> Result<EventBridgeRequest, InputError> {
     let detail_type = text_field("detail-type")?;
     let expected = match source {
         "aws.ec2" => EC2_DETAIL_TYPES,
-        "aws.autoscaling" => "\"EC2 Instance-terminate Lifecycle Action\"",
+        "aws.autoscaling" => "\"EC2 Instance-terminate Lifecycle Action\" (or the launch one, ignored)",
         "aws.health" => "\"AWS Health Event\"",
         "aws.events" => "\"Scheduled Event\"",
         "aws.elasticloadbalancing" => "\"AWS API Call via CloudTrail\"",
@@ -64,16 +64,21 @@ pub(crate) fn parse(payload: &Value) -> Result<EventBridgeRequest, InputError> {
             reason: "longer than 128 characters".into(),
         });
     }
-    let one = |request: Request| EventBridgeRequest::Cleanup(vec![request]);
+    let one = |request| EventBridgeRequest::Message(Message::Requests(vec![request]));
     match (source, detail_type) {
         ("aws.ec2", SPOT_INTERRUPTION) => spot::parse(payload).map(one),
         ("aws.ec2", REBALANCE_RECOMMENDATION) => rebalance::parse(payload).map(one),
         ("aws.ec2", STATE_CHANGE) if state_change::is_running_again(payload) => {
             state_change::parse_running(payload).map(EventBridgeRequest::Restore)
         }
-        ("aws.ec2", STATE_CHANGE) => state_change::parse(payload).map(one),
-        ("aws.autoscaling", TERMINATE_LIFECYCLE_ACTION) => lifecycle::parse_event(payload).map(one),
-        ("aws.health", AWS_HEALTH_EVENT) => health::parse(payload).map(EventBridgeRequest::Cleanup),
+        ("aws.ec2", STATE_CHANGE) => state_change::parse(payload).map(EventBridgeRequest::Message),
+        ("aws.autoscaling", TERMINATE_LIFECYCLE_ACTION) => {
+            lifecycle::parse_event(payload).map(EventBridgeRequest::Message)
+        }
+        ("aws.autoscaling", lifecycle::LAUNCH_LIFECYCLE_ACTION) => Ok(EventBridgeRequest::Message(Message::Ignored(
+            "an EC2 Instance-launch Lifecycle Action: a launching instance needs no cleanup".into(),
+        ))),
+        ("aws.health", AWS_HEALTH_EVENT) => health::parse(payload).map(EventBridgeRequest::Message),
         ("aws.events", SCHEDULED_EVENT) => {
             scheduled::parse(payload).map(|event_id| EventBridgeRequest::RefreshIndex { event_id })
         }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::eventbridge::{event, trigger};
-use crate::{Action, InputError, InstanceId, Quoted, Request};
+use crate::values::Quoted;
+use crate::{Action, InputError, InstanceId, Message, Request};
 
 pub const HEALTH_SOURCE: &str = "aws.health";
 pub const AWS_HEALTH_EVENT: &str = "AWS Health Event";
@@ -31,23 +32,21 @@ struct AffectedEntity {
     entity_value: String,
 }
 
-/// One request per affected instance, all sharing the event's trigger.
-pub(crate) fn parse(payload: &Value) -> Result<Vec<Request>, InputError> {
+/// One request per affected instance, all sharing the event's trigger; other Health events are ignored.
+pub(crate) fn parse(payload: &Value) -> Result<Message, InputError> {
     let event = event::<HealthDetail>(payload, "AWS Health event")?;
     let detail = &event.detail;
     if detail.service != "EC2" {
-        return Err(InputError::Unhandled {
-            what: "AWS Health service",
-            value: Quoted::new(&detail.service),
-            reason: "only EC2's scheduled changes name instances to clean up",
-        });
+        return Ok(Message::Ignored(format!(
+            "an AWS Health event for {:.32}: only EC2's scheduled changes name instances to clean up",
+            detail.service
+        )));
     }
     if detail.event_type_category != "scheduledChange" {
-        return Err(InputError::Unhandled {
-            what: "AWS Health event category",
-            value: Quoted::new(&detail.event_type_category),
-            reason: "only scheduledChange announces that instances will go",
-        });
+        return Ok(Message::Ignored(format!(
+            "an AWS Health event of category {:.32}: only scheduledChange announces that instances will go",
+            detail.event_type_category
+        )));
     }
     if detail.affected_entities.is_empty() || detail.affected_entities.len() > ENTITIES_MAX {
         return Err(InputError::InvalidField {
@@ -70,7 +69,7 @@ pub(crate) fn parse(payload: &Value) -> Result<Vec<Request>, InputError> {
             });
         }
     }
-    Ok(requests)
+    Ok(Message::Requests(requests))
 }
 
 /// Health writes `Fri, 27 Jan 2023 06:00:00 GMT`; accept RFC 3339 too.
@@ -118,21 +117,22 @@ mod tests {
     }
 
     #[test]
-    fn other_health_events_are_refused() {
+    fn other_health_events_are_ignored_and_bad_ones_refused() {
         let with = |key: &str, value: Value| {
             let mut event = sample();
             event["detail"][key] = value;
             event
         };
+        for (payload, why) in [
+            (with("service", "RDS".into()), "an AWS Health event for RDS"),
+            (with("eventTypeCategory", "issue".into()), "category issue"),
+        ] {
+            let Ok(Invocation::Ignored { reason }) = parse_invocation(&payload) else {
+                panic!("{why}: expected ignored")
+            };
+            assert!(reason.contains(why), "{reason}");
+        }
         let cases = [
-            (
-                with("service", "RDS".into()),
-                "AWS Health service \"RDS\" is not handled",
-            ),
-            (
-                with("eventTypeCategory", "issue".into()),
-                "category \"issue\" is not handled",
-            ),
             (with("affectedEntities", serde_json::json!([])), "must name 1 to"),
             (
                 with("affectedEntities", serde_json::json!([{"entityValue": "vol-0123abcd"}])),

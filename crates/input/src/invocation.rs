@@ -3,14 +3,27 @@
 use serde_json::Value;
 
 use crate::eventbridge::{self, EventBridgeRequest};
+use crate::sns::{self, Carrier};
 use crate::{InputError, Quoted, Request, RestoreRequest, Trigger, agent, lifecycle, restore, sqs};
 
-/// One SQS record: its id (for `batchItemFailures`) and what it asked for. One message can name several instances
-/// (an AWS Health event lists every affected one) or none (Auto Scaling's test notification, answered quietly).
+/// What one message asks for.
+#[derive(Debug, PartialEq)]
+pub enum Message {
+    /// Clean up these instances (an AWS Health event names several).
+    Requests(Vec<Request>),
+    /// A message that asks for nothing by design: Auto Scaling's test notification.
+    Skipped(&'static str),
+    /// A well-formed AWS event this function has nothing to do for (a state change to `pending`, a launch lifecycle
+    /// action, a Health issue), and why. Not an error: a rule or queue shared with other consumers sends such events.
+    Ignored(String),
+}
+
+/// One SQS record or SNS message: its id (for `batchItemFailures`, or naming the SNS record that failed) and what
+/// it asked for.
 #[derive(Debug)]
 pub struct BatchRecord {
     pub message_id: String,
-    pub requests: Result<Vec<Request>, InputError>,
+    pub message: Result<Message, InputError>,
 }
 
 /// A parsed invocation.
@@ -23,7 +36,14 @@ pub enum Invocation {
     Skipped {
         reason: &'static str,
     },
+    /// A well-formed event with nothing to do, answered `{"ignored": reason}`.
+    Ignored {
+        reason: String,
+    },
+    /// An SQS batch; the answer lists the records that failed.
     Batch(Vec<BatchRecord>),
+    /// SNS messages delivered to the function; any that failed fails the invocation, so that SNS delivers again.
+    Notifications(Vec<BatchRecord>),
     /// An EventBridge schedule fired: refresh the registration index.
     RefreshIndex {
         event_id: Option<String>,
@@ -40,7 +60,7 @@ impl Invocation {
     /// invocation keep the request id, so they share it.
     pub fn name_events(&mut self, request_id: &str) {
         let unnamed = |trigger: &mut Trigger| {
-            if trigger.event_id.is_none() && trigger.sqs_message_id.is_none() && !request_id.is_empty() {
+            if trigger.event_ref().is_empty() && !request_id.is_empty() {
                 trigger.event_id = Some(request_id.to_owned());
             }
         };
@@ -49,7 +69,9 @@ impl Invocation {
             Invocation::Several(requests) => requests.iter_mut().for_each(|r| unnamed(&mut r.trigger)),
             Invocation::Restore(restore) => unnamed(&mut restore.trigger),
             Invocation::Skipped { .. }
+            | Invocation::Ignored { .. }
             | Invocation::Batch(_)
+            | Invocation::Notifications(_)
             | Invocation::RefreshIndex { .. }
             | Invocation::IndexUpdate(_) => {}
         }
@@ -59,12 +81,15 @@ impl Invocation {
 /// Parse a whole invocation payload.
 pub fn parse_invocation(payload: &Value) -> Result<Invocation, InputError> {
     let object = as_object(payload)?;
+    if sns::is_sns_event(object) {
+        return sns::parse(payload).map(Invocation::Notifications);
+    }
     if object.contains_key("Records") {
         return sqs::parse(payload).map(Invocation::Batch);
     }
     if eventbridge::is_eventbridge(object) {
         return Ok(match eventbridge::parse(payload)? {
-            EventBridgeRequest::Cleanup(requests) => several(requests),
+            EventBridgeRequest::Message(message) => from_message(message),
             EventBridgeRequest::RefreshIndex { event_id } => Invocation::RefreshIndex { event_id },
             EventBridgeRequest::IndexUpdate(update) => Invocation::IndexUpdate(update),
             EventBridgeRequest::Restore(restore) => Invocation::Restore(restore),
@@ -73,32 +98,35 @@ pub fn parse_invocation(payload: &Value) -> Result<Invocation, InputError> {
     if restore::is_restore(object) {
         return restore::parse(payload).map(Invocation::Restore);
     }
-    if lifecycle::is_auto_scaling_message(object) {
-        return Ok(match lifecycle::parse_message(payload)? {
-            Some(request) => Invocation::Direct(request),
-            None => Invocation::Skipped {
-                reason: lifecycle::TEST_NOTIFICATION_SKIPPED,
-            },
-        });
-    }
-    parse_message(payload, None).map(several)
+    parse_message(payload, Carrier::Direct).map(from_message)
 }
 
 /// One request is a direct invocation; an event naming several instances keeps them together.
-fn several(mut requests: Vec<Request>) -> Invocation {
-    match requests.len() {
-        1 => Invocation::Direct(requests.remove(0)),
-        _ => Invocation::Several(requests),
+fn from_message(message: Message) -> Invocation {
+    match message {
+        Message::Requests(mut requests) if requests.len() == 1 => Invocation::Direct(requests.remove(0)),
+        Message::Requests(requests) => Invocation::Several(requests),
+        Message::Skipped(reason) => Invocation::Skipped { reason },
+        Message::Ignored(reason) => Invocation::Ignored { reason },
     }
 }
 
-/// Parse one message inside a batch: a node-agent payload, an EventBridge event, or Auto Scaling's own lifecycle
-/// message. It names one instance, several (AWS Health), or none (a test notification, to be skipped quietly).
-pub(crate) fn parse_message(payload: &Value, sqs_message_id: Option<&str>) -> Result<Vec<Request>, InputError> {
+/// Parse one message that names instances: a node-agent payload, an EventBridge event, Auto Scaling's own lifecycle
+/// message, or an SNS envelope around any of these. `carrier` says what delivered it, for its triggers.
+pub(crate) fn parse_message(payload: &Value, carrier: Carrier) -> Result<Message, InputError> {
     let object = as_object(payload)?;
-    let mut requests = if eventbridge::is_eventbridge(object) {
+    let mut message = if sns::is_envelope(object) {
+        let Carrier::Sqs(id) = &carrier else {
+            return Err(InputError::Malformed {
+                what: "SNS envelope",
+                reason: "an envelope comes inside an SQS record only".into(),
+            });
+        };
+        return sns::unwrap(payload, Some(id));
+    } else if eventbridge::is_eventbridge(object) {
+        // Only batched messages get here: a direct EventBridge event is parsed whole by `parse_invocation`.
         match eventbridge::parse(payload)? {
-            EventBridgeRequest::Cleanup(requests) => requests,
+            EventBridgeRequest::Message(message) => message,
             EventBridgeRequest::RefreshIndex { .. } | EventBridgeRequest::IndexUpdate(_) => {
                 return Err(InputError::IndexEventInBatch);
             }
@@ -107,9 +135,9 @@ pub(crate) fn parse_message(payload: &Value, sqs_message_id: Option<&str>) -> Re
     } else if restore::is_restore(object) {
         return Err(InputError::RestoreInBatch);
     } else if lifecycle::is_auto_scaling_message(object) {
-        lifecycle::parse_message(payload)?.into_iter().collect()
+        lifecycle::parse_message(payload)?
     } else if agent::is_agent(object) {
-        vec![agent::parse(payload)?]
+        Message::Requests(vec![agent::parse(payload)?])
     } else if object.contains_key("Records") {
         return Err(InputError::NestedBatch);
     } else {
@@ -119,10 +147,31 @@ pub(crate) fn parse_message(payload: &Value, sqs_message_id: Option<&str>) -> Re
         }
         return Err(InputError::Unrecognised(keys.join(", ")));
     };
-    for request in &mut requests {
-        request.trigger.sqs_message_id = sqs_message_id.map(str::to_owned);
+    if let Message::Requests(requests) = &mut message {
+        for request in requests {
+            carrier.stamp(&mut request.trigger);
+        }
     }
-    Ok(requests)
+    Ok(message)
+}
+
+impl Carrier {
+    /// Note on a trigger what carried its request.
+    fn stamp(&self, trigger: &mut Trigger) {
+        match self {
+            Carrier::Direct => {}
+            Carrier::Sqs(id) => trigger.sqs_message_id = Some(id.clone()),
+            Carrier::Sns(via) => {
+                trigger.sns_topic_arn = Some(via.topic_arn.clone()).filter(|t| !t.is_empty());
+                trigger.sns_message_id = Some(via.message_id.clone()).filter(|m| !m.is_empty());
+            }
+            Carrier::SqsFromSns { message_id, via } => {
+                trigger.sqs_message_id = Some(message_id.clone());
+                trigger.sns_topic_arn = Some(via.topic_arn.clone()).filter(|t| !t.is_empty());
+                trigger.sns_message_id = Some(via.message_id.clone()).filter(|m| !m.is_empty());
+            }
+        }
+    }
 }
 
 pub(crate) fn as_object(payload: &Value) -> Result<&serde_json::Map<String, Value>, InputError> {
@@ -172,9 +221,14 @@ mod tests {
         let Invocation::Batch(records) = named(sample("sqs-batch.json")) else {
             panic!("batch")
         };
-        for request in records.iter().flat_map(|r| r.requests.as_ref().unwrap()) {
-            assert_ne!(request.trigger.event_ref(), "req-1");
-            assert!(!request.trigger.event_ref().is_empty());
+        for record in &records {
+            let Ok(Message::Requests(requests)) = &record.message else {
+                panic!("{record:?}")
+            };
+            for request in requests {
+                assert_ne!(request.trigger.event_ref(), "req-1");
+                assert!(!request.trigger.event_ref().is_empty());
+            }
         }
     }
 
@@ -212,11 +266,34 @@ mod tests {
             ),
             (json!({"Records": []}), "at least one record"),
             (json!({"Records": "x"}), "malformed SQS event"),
+            (
+                json!({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "{}"}}]}),
+                "malformed SNS event",
+            ),
+            (
+                json!({"Type": "Notification", "Message": "{}"}),
+                "an envelope comes inside an SQS record only",
+            ),
         ];
         for (payload, expected) in cases {
             let message = rejected(payload.clone()).to_string();
             assert!(message.contains(expected), "{payload:.80}: {message}");
             assert!(message.len() < 400, "error message too long: {message:.100}...");
+        }
+    }
+
+    #[test]
+    fn the_events_with_nothing_to_do_are_ignored_not_refused() {
+        for (file, why) in [
+            ("ignored/state-change-pending.json", "pending"),
+            ("ignored/lifecycle-launching.json", "EC2_INSTANCE_LAUNCHING"),
+            ("ignored/lifecycle-launch-action.json", "launch"),
+            ("ignored/health-issue.json", "issue"),
+        ] {
+            let Invocation::Ignored { reason } = parse_invocation(&sample(file)).unwrap() else {
+                panic!("{file}: expected ignored")
+            };
+            assert!(reason.contains(why), "{file}: {reason}");
         }
     }
 }

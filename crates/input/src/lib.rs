@@ -10,7 +10,11 @@
 //!   `lifecycle`, `health`, `scheduled` (refresh the registration index) and `cloudtrail` (update it);
 //! - `lifecycle` also reads the message an Auto Scaling lifecycle hook sends straight to SQS;
 //! - `restore`: an operator's `{"action": "restore", ...}`;
-//! - `sqs`: a batch whose bodies are any of the above.
+//! - `sqs`: a batch whose bodies are any of the above;
+//! - `sns`: a topic's messages delivered to the function, and a topic's envelope inside an SQS body.
+//!
+//! A well-formed AWS event with nothing to do (a state change to `pending`, a launch lifecycle action, a Health issue)
+//! is `Message::Ignored`, not an error: rules and queues are often shared with other consumers.
 
 mod agent;
 mod cloudtrail;
@@ -23,6 +27,7 @@ mod rebalance;
 mod request;
 mod restore;
 mod scheduled;
+mod sns;
 mod spot;
 mod sqs;
 mod state_change;
@@ -32,7 +37,7 @@ pub use agent::{AgentIdentity, AgentPayload};
 pub use cloudtrail::CLOUDTRAIL_API_CALL;
 pub use error::InputError;
 pub use health::{AWS_HEALTH_EVENT, HEALTH_SOURCE};
-pub use invocation::{BatchRecord, Invocation, parse_invocation};
+pub use invocation::{BatchRecord, Invocation, Message, parse_invocation};
 pub use lifecycle::{AUTOSCALING_SOURCE, TERMINATE_LIFECYCLE_ACTION};
 pub use rebalance::REBALANCE_RECOMMENDATION;
 pub use request::{

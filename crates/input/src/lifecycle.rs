@@ -7,11 +7,16 @@ use serde_json::Value;
 
 use crate::eventbridge::{event, trigger};
 use crate::values::{check_account, parse_time};
-use crate::{Action, InputError, InstanceId, LifecycleAction, LifecycleDestination, Quoted, Request, Source, Trigger};
+use crate::{
+    Action, InputError, InstanceId, LifecycleAction, LifecycleDestination, Message, Quoted, Request, Source, Trigger,
+};
 
 pub const AUTOSCALING_SOURCE: &str = "aws.autoscaling";
 pub const TERMINATE_LIFECYCLE_ACTION: &str = "EC2 Instance-terminate Lifecycle Action";
+/// Its launch twin: a well-formed event with nothing to clean up.
+pub(crate) const LAUNCH_LIFECYCLE_ACTION: &str = "EC2 Instance-launch Lifecycle Action";
 const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
+const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
 const TEST_NOTIFICATION: &str = "autoscaling:TEST_NOTIFICATION";
 pub(crate) const TEST_NOTIFICATION_SKIPPED: &str =
     "autoscaling:TEST_NOTIFICATION: the lifecycle hook's test message names no instance; nothing to do";
@@ -26,8 +31,10 @@ struct HookFields {
     ec2_instance_id: String,
     lifecycle_transition: String,
     lifecycle_action_token: Option<String>,
+    /// `EC2` or `WarmPool` for a terminating instance; a launching one's is `AutoScalingGroup`, so it is read only
+    /// once the transition is known.
     #[serde(default)]
-    destination: Option<LifecycleDestination>,
+    destination: Option<String>,
 }
 
 /// The direct message's own envelope.
@@ -46,10 +53,10 @@ pub(crate) fn is_auto_scaling_message(object: &serde_json::Map<String, Value>) -
     object.contains_key("LifecycleTransition") || object.get("Event").and_then(Value::as_str) == Some(TEST_NOTIFICATION)
 }
 
-/// The direct shape. `None` for the test notification.
-pub(crate) fn parse_message(payload: &Value) -> Result<Option<Request>, InputError> {
+/// The direct shape: a request, the test notification (skipped), or a launching instance (ignored).
+pub(crate) fn parse_message(payload: &Value) -> Result<Message, InputError> {
     if payload.get("Event").and_then(Value::as_str) == Some(TEST_NOTIFICATION) {
-        return Ok(None);
+        return Ok(Message::Skipped(TEST_NOTIFICATION_SKIPPED));
     }
     let message =
         DirectMessage::deserialize(payload).map_err(|e| InputError::malformed("Auto Scaling lifecycle message", e))?;
@@ -63,17 +70,23 @@ pub(crate) fn parse_message(payload: &Value) -> Result<Option<Request>, InputErr
         account,
         ..Trigger::from_source(Source::AutoScaling)
     };
-    request(message.hook, trigger).map(Some)
+    request(message.hook, trigger)
 }
 
 /// The EventBridge shape.
-pub(crate) fn parse_event(payload: &Value) -> Result<Request, InputError> {
+pub(crate) fn parse_event(payload: &Value) -> Result<Message, InputError> {
     let event = event::<HookFields>(payload, "lifecycle action event")?;
     let (hook, trigger) = trigger(event, Some(Action::ScaleIn), None)?;
     request(hook, trigger)
 }
 
-fn request(hook: HookFields, mut trigger: Trigger) -> Result<Request, InputError> {
+fn request(hook: HookFields, mut trigger: Trigger) -> Result<Message, InputError> {
+    if hook.lifecycle_transition == LAUNCHING {
+        return Ok(Message::Ignored(format!(
+            "{LAUNCHING} for {}: a launching instance needs no cleanup",
+            Quoted::new(&hook.ec2_instance_id)
+        )));
+    }
     if hook.lifecycle_transition != TERMINATING {
         return Err(InputError::Unhandled {
             what: "lifecycle transition",
@@ -93,18 +106,23 @@ fn request(hook: HookFields, mut trigger: Trigger) -> Result<Request, InputError
         }
     }
     let instance_id = InstanceId::parse(&hook.ec2_instance_id)?;
+    let destination = match hook.destination {
+        None => LifecycleDestination::default(),
+        Some(value) => LifecycleDestination::deserialize(Value::String(value))
+            .map_err(|e| InputError::malformed("lifecycle action's Destination", e))?,
+    };
     trigger.event_code = Some(hook.lifecycle_transition);
     trigger.lifecycle = Some(Box::new(LifecycleAction {
         hook_name: hook.lifecycle_hook_name,
         group_name: hook.auto_scaling_group_name,
         token: hook.lifecycle_action_token,
-        destination: hook.destination.unwrap_or_default(),
+        destination,
     }));
-    Ok(Request {
+    Ok(Message::Requests(vec![Request {
         instance_id,
         trigger,
         identity: None,
-    })
+    }]))
 }
 
 #[cfg(test)]
@@ -170,8 +188,11 @@ mod tests {
         let Invocation::Batch(records) = parse_invocation(&batch).unwrap() else {
             panic!("expected a batch")
         };
-        assert_eq!(records[0].requests.as_ref().unwrap().len(), 0);
-        let lifecycle = &records[1].requests.as_ref().unwrap()[0];
+        assert!(matches!(records[0].message, Ok(Message::Skipped(_))));
+        let Ok(Message::Requests(requests)) = &records[1].message else {
+            panic!("{:?}", records[1].message)
+        };
+        let lifecycle = &requests[0];
         assert_eq!(lifecycle.trigger.sqs_message_id.as_deref(), Some("l1"));
         assert!(lifecycle.trigger.lifecycle.is_some());
     }
@@ -186,8 +207,8 @@ mod tests {
         };
         let cases = [
             (
-                with("LifecycleTransition", "autoscaling:EC2_INSTANCE_LAUNCHING".into()),
-                "lifecycle transition \"autoscaling:EC2_INSTANCE_LAUNCHING\" is not handled",
+                with("LifecycleTransition", "autoscaling:EC2_INSTANCE_REBOOTING".into()),
+                "lifecycle transition \"autoscaling:EC2_INSTANCE_REBOOTING\" is not handled",
             ),
             (with("EC2InstanceId", "i-zz".into()), "invalid instance id"),
             (with("LifecycleHookName", "".into()), "invalid LifecycleHookName"),

@@ -80,6 +80,12 @@ pub struct Trigger {
     pub account: Option<String>,
     /// Set when the request arrived inside an SQS batch.
     pub sqs_message_id: Option<String>,
+    /// The SNS topic the request came through, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns_topic_arn: Option<String>,
+    /// The SNS message that carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns_message_id: Option<String>,
     /// The Auto Scaling lifecycle action to complete once the cleanup is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Box<LifecycleAction>>,
@@ -102,6 +108,8 @@ impl Trigger {
             region: None,
             account: None,
             sqs_message_id: None,
+            sns_topic_arn: None,
+            sns_message_id: None,
             lifecycle: None,
             event_code: None,
         }
@@ -124,12 +132,13 @@ impl Trigger {
             .is_some_and(|l| l.destination == LifecycleDestination::WarmPool)
     }
 
-    /// The id a log line names: the event's own id, else the SQS message that carried it. A direct invocation without
-    /// either is given its Lambda request id (`Invocation::name_events`).
+    /// The id a log line names: the event's own id, else the SQS or SNS message that carried it. A direct invocation
+    /// without any is given its Lambda request id (`Invocation::name_events`).
     pub fn event_ref(&self) -> &str {
         self.event_id
             .as_deref()
             .or(self.sqs_message_id.as_deref())
+            .or(self.sns_message_id.as_deref())
             .unwrap_or("")
     }
 

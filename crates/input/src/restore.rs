@@ -46,6 +46,6 @@ mod tests {
         let Invocation::Batch(records) = parse_invocation(&batch).unwrap() else {
             panic!("expected a batch")
         };
-        assert_eq!(records[0].requests, Err(InputError::RestoreInBatch));
+        assert_eq!(records[0].message, Err(InputError::RestoreInBatch));
     }
 }

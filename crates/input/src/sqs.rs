@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::invocation::parse_message;
+use crate::sns::Carrier;
 use crate::{BatchRecord, InputError, Quoted};
 
 pub(crate) fn parse(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
@@ -19,22 +20,22 @@ pub(crate) fn parse(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
         .enumerate()
         .map(|(index, record)| {
             let message_id = record.message_id.ok_or(InputError::MissingMessageId { index })?;
-            let requests = match record.body {
+            let message = match record.body {
                 None => Err(InputError::MissingBody {
                     message_id: Quoted::new(&message_id),
                 }),
                 Some(body) => serde_json::from_str::<Value>(&body)
                     .map_err(|e| InputError::malformed("SQS message body", e))
-                    .and_then(|body| parse_message(&body, Some(&message_id))),
+                    .and_then(|body| parse_message(&body, Carrier::Sqs(message_id.clone()))),
             };
-            Ok(BatchRecord { message_id, requests })
+            Ok(BatchRecord { message_id, message })
         })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::{InputError, Invocation, parse_invocation};
+    use crate::{InputError, Invocation, Message, parse_invocation};
     use serde_json::json;
 
     #[test]
@@ -48,9 +49,11 @@ mod tests {
             panic!("expected a batch")
         };
         assert_eq!(records.len(), 3);
-        let first = &records[0].requests.as_ref().unwrap()[0];
-        assert_eq!(first.trigger.sqs_message_id.as_deref(), Some("m1"));
-        assert!(matches!(records[1].requests, Err(InputError::Malformed { .. })));
-        assert_eq!(records[2].requests, Err(InputError::NestedBatch));
+        let Ok(Message::Requests(first)) = &records[0].message else {
+            panic!("{:?}", records[0].message)
+        };
+        assert_eq!(first[0].trigger.sqs_message_id.as_deref(), Some("m1"));
+        assert!(matches!(records[1].message, Err(InputError::Malformed { .. })));
+        assert_eq!(records[2].message, Err(InputError::NestedBatch));
     }
 }

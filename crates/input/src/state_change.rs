@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::eventbridge::{event, trigger};
-use crate::{Action, InputError, InstanceId, Quoted, Request, RestoreRequest};
+use crate::{Action, InputError, InstanceId, Message, Quoted, Request, RestoreRequest};
 
 pub const STATE_CHANGE: &str = "EC2 Instance State-change Notification";
 
@@ -17,34 +17,36 @@ struct StateChangeDetail {
     state: String,
 }
 
-/// What a state asks for, or why it is refused.
-fn action_for(state: &str) -> Result<Action, InputError> {
-    let refuse = |reason| InputError::Unhandled {
-        what: "instance state",
-        value: Quoted::new(state),
-        reason,
-    };
+/// What a state asks for: an action, nothing (`pending`, `stopped`), or a refusal of something that is no state.
+fn action_for(state: &str) -> Result<Option<Action>, InputError> {
     match state {
-        "stopping" => Ok(Action::Stop),
-        "shutting-down" | "terminated" => Ok(Action::Terminating),
-        "running" => Err(refuse(
-            "a running instance needs nothing removed; restoring a quarantined instance is not done here",
-        )),
-        "pending" | "stopped" => Err(refuse("only stopping, shutting-down and terminated start a cleanup")),
-        _ => Err(refuse("not an EC2 instance state")),
+        "stopping" => Ok(Some(Action::Stop)),
+        "shutting-down" | "terminated" => Ok(Some(Action::Terminating)),
+        "pending" | "stopped" => Ok(None),
+        _ => Err(InputError::Unhandled {
+            what: "instance state",
+            value: Quoted::new(state),
+            reason: "not an EC2 instance state",
+        }),
     }
 }
 
-pub(crate) fn parse(payload: &Value) -> Result<Request, InputError> {
+pub(crate) fn parse(payload: &Value) -> Result<Message, InputError> {
     let event = event::<StateChangeDetail>(payload, "instance state-change notification")?;
-    let action = action_for(&event.detail.state)?;
+    let instance_id = InstanceId::parse(&event.detail.instance_id)?;
+    let Some(action) = action_for(&event.detail.state)? else {
+        return Ok(Message::Ignored(format!(
+            "{instance_id} is {}: only stopping, shutting-down and terminated start a cleanup",
+            event.detail.state
+        )));
+    };
     let state = event.detail.state.clone();
-    let (detail, trigger) = trigger(event, Some(action), Some(state))?;
-    Ok(Request {
-        instance_id: InstanceId::parse(&detail.instance_id)?,
+    let (_, trigger) = trigger(event, Some(action), Some(state))?;
+    Ok(Message::Requests(vec![Request {
+        instance_id,
         trigger,
         identity: None,
-    })
+    }]))
 }
 
 /// Whether a state-change event says `running`: that one restores, the others clean up.
@@ -56,9 +58,6 @@ pub(crate) fn is_running_again(payload: &Value) -> bool {
 /// undone.
 pub(crate) fn parse_running(payload: &Value) -> Result<RestoreRequest, InputError> {
     let event = event::<StateChangeDetail>(payload, "EC2 state-change event")?;
-    if event.detail.state != "running" {
-        return Err(InputError::UnhandledState(Quoted::new(&event.detail.state)));
-    }
     let instance_id = InstanceId::parse(&event.detail.instance_id)?;
     let (_, trigger) = trigger(event, None, Some("running".into()))?;
     Ok(RestoreRequest { instance_id, trigger })
@@ -98,16 +97,20 @@ mod tests {
     }
 
     #[test]
-    fn other_states_are_refused_by_name() {
+    fn pending_and_stopped_are_ignored_and_what_is_no_state_is_refused() {
         // `running` restores a quarantine instead.
         assert!(matches!(
             parse_invocation(&event("running")),
             Ok(Invocation::Restore(_))
         ));
-        for state in ["pending", "stopped", "melted"] {
-            let message = parse_invocation(&event(state)).unwrap_err().to_string();
-            assert!(message.contains(&format!("\"{state}\" is not handled")), "{message}");
+        for state in ["pending", "stopped"] {
+            let Ok(Invocation::Ignored { reason }) = parse_invocation(&event(state)) else {
+                panic!("{state} is ignored")
+            };
+            assert!(reason.contains(&format!("is {state}")), "{reason}");
         }
+        let message = parse_invocation(&event("melted")).unwrap_err().to_string();
+        assert!(message.contains("\"melted\" is not handled"), "{message}");
         let mut no_state = event("stopping");
         no_state["detail"].as_object_mut().unwrap().remove("state");
         let message = parse_invocation(&no_state).unwrap_err().to_string();

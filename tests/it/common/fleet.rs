@@ -34,6 +34,8 @@ pub struct Fleet {
     pub other_vpc_group: String,
     pub topic_arn: String,
     pub queue_url: String,
+    /// The KMS HMAC key that signs the records (`RECORD_KEY_ID`), as template.yaml creates it.
+    pub record_key: String,
 }
 
 pub struct Node {
@@ -129,7 +131,10 @@ impl Fleet {
             .await
             .unwrap();
 
+        let record_key = create_record_key(shared).await;
+
         Fleet {
+            record_key,
             ec2,
             elb,
             sns,
@@ -246,6 +251,7 @@ impl Fleet {
             }
             "DRY_RUN" => Some(dry_run.to_string()),
             "REGISTRATION_INDEX_TABLE" => index_table.map(str::to_owned),
+            "RECORD_KEY_ID" => Some(self.record_key.clone()),
             _ => None,
         }
     }
@@ -509,4 +515,19 @@ pub async fn register(elb: &aws_sdk_elasticloadbalancingv2::Client, arn: &str, t
         .send()
         .await
         .unwrap();
+}
+
+/// An HMAC key for records, shaped as template.yaml's `RecordKey`: HMAC_256, for GenerateMac and VerifyMac.
+pub async fn create_record_key(shared: &SdkConfig) -> String {
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    let kms = aws_sdk_kms::Client::new(shared);
+    let key = kms
+        .create_key()
+        .key_spec(KeySpec::Hmac256)
+        .key_usage(KeyUsageType::GenerateVerifyMac)
+        .description("spot-cleanup records")
+        .send()
+        .await
+        .unwrap();
+    key.key_metadata().unwrap().key_id().to_owned()
 }

@@ -161,6 +161,7 @@ pub fn counted_clients(shared: &SdkConfig) -> (spot_cleanup::Clients, CallCounte
             sns,
             autoscaling,
             dynamodb,
+            kms: clients.kms.clone(),
         },
         counter,
     )

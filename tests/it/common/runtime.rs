@@ -40,6 +40,7 @@ pub fn function_env(moto: &Moto, fleet: &Fleet, dry_run: bool) -> Vec<(&'static 
         format!("{},{}", fleet.other_vpc_quarantine_group, fleet.quarantine_group),
     ));
     env.push(("DRY_RUN", dry_run.to_string()));
+    env.push(("RECORD_KEY_ID", fleet.record_key.clone()));
     env
 }
 
@@ -173,6 +174,38 @@ impl LambdaRuntime {
         let mut response = Vec::new();
         stream.read_to_end(&mut response).expect("the emulator answers");
         parse_response(&response)
+    }
+
+    /// Hand the emulator an invocation and do not wait for its answer: for a function that is about to be killed,
+    /// whose invocation would otherwise hang until the emulator's timeout. Dropping the stream abandons it.
+    pub fn send_without_waiting(&self, payload: &Value) -> TcpStream {
+        self.assert_function_running();
+        let body = serde_json::to_vec(payload).expect("JSON");
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("the emulator accepts connections");
+        let head = format!(
+            "POST /2015-03-31/functions/_/invocations HTTP/1.1\r\n\
+             Host: 127.0.0.1:{}\r\n\
+             Content-Type: application/json\r\n\
+             Content-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            self.port,
+            body.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(&body))
+            .expect("the request is sent");
+        stream
+    }
+
+    /// The function process's id.
+    pub fn pid(&self) -> u32 {
+        self.function.lock().unwrap_or_else(|e| e.into_inner()).0.id()
+    }
+
+    /// Whether the function process has ended (it was killed, or it crashed).
+    pub fn function_ended(&self) -> bool {
+        self.function_exit().is_some()
     }
 
     /// Where the Invoke API listens, on 127.0.0.1.

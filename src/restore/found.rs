@@ -1,0 +1,154 @@
+//! What a restore acts on, read and checked before anything changes: each ENI's original-groups record, with
+//! `REREGISTER_ON_RESTORE` the instance's record of the targets it left, and the interruption they should belong to
+//! (the delivery marker's episode, with the table). Every record must be this function's own, or nothing is done.
+
+use aws_sdk_ec2::types::Filter;
+
+use crate::aws::CallError;
+use crate::input::InstanceId;
+use crate::instance::Instance;
+use crate::steps::claim::{self, Marker};
+use crate::steps::describe::describe_one;
+use crate::steps::records::{Signer, StoredGroups, Trust};
+use crate::steps::reregister::StoredTargets;
+use crate::steps::tags;
+
+/// One ENI's record, as found.
+pub struct RecordedEni {
+    pub id: String,
+    pub groups_now: Vec<String>,
+    pub stored: StoredGroups,
+}
+
+/// The instance's record of the targets it left, as found.
+pub struct RecordedTargets {
+    pub instance: Instance,
+    pub stored: StoredTargets,
+}
+
+/// Everything the restore would act on.
+pub struct Found {
+    pub enis: Vec<RecordedEni>,
+    pub targets: Option<RecordedTargets>,
+    /// The interruption the records should belong to; None when the marker keeps none.
+    pub episode: Option<String>,
+}
+
+impl Found {
+    pub fn is_empty(&self) -> bool {
+        self.enis.is_empty() && self.targets.is_none()
+    }
+}
+
+/// Why the records could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("could not read the ENIs' records: {0}")]
+    Enis(CallError),
+    #[error("could not read the record of the targets it left: {0}")]
+    Targets(CallError),
+    #[error("could not read the delivery marker's interruption: {0}")]
+    Episode(CallError),
+}
+
+/// Read every record of the instance; the targets' only when `with_targets`.
+pub async fn read(
+    ec2: &aws_sdk_ec2::Client,
+    marker: &Marker,
+    instance_id: &InstanceId,
+    with_targets: bool,
+) -> Result<Found, ReadError> {
+    let enis = recorded_enis(ec2, instance_id).await.map_err(ReadError::Enis)?;
+    let targets = if with_targets {
+        let instance = describe_one(ec2, instance_id).await.map_err(ReadError::Targets)?;
+        instance.and_then(|instance| {
+            let stored = StoredTargets::from_tags(instance_id, &instance.tags)?;
+            Some(RecordedTargets { instance, stored })
+        })
+    } else {
+        None
+    };
+    let episode = claim::episode(marker, instance_id).await.map_err(ReadError::Episode)?;
+    Ok(Found { enis, targets, episode })
+}
+
+async fn recorded_enis(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId) -> Result<Vec<RecordedEni>, CallError> {
+    let filter = Filter::builder()
+        .name("attachment.instance-id")
+        .values(instance_id.as_str())
+        .build();
+    let mut pages = ec2
+        .describe_network_interfaces()
+        .filters(filter)
+        .into_paginator()
+        .send();
+    let mut recorded = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| CallError::new("DescribeNetworkInterfaces", &e))?;
+        for eni in page.network_interfaces() {
+            let tags = tags::to_map(eni.tag_set());
+            let (Some(id), Some(stored)) = (eni.network_interface_id(), StoredGroups::from_tags(&tags)) else {
+                continue;
+            };
+            recorded.push(RecordedEni {
+                id: id.to_owned(),
+                groups_now: eni
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.group_id())
+                    .map(str::to_owned)
+                    .collect(),
+                stored,
+            });
+        }
+    }
+    Ok(recorded)
+}
+
+/// What the check of every record found.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Every record is this function's own, for this instance and interruption.
+    Trusted,
+    /// At least one is not (or no key is configured to tell): why, one reason per record.
+    Untrusted(Vec<String>),
+    /// KMS could not be asked; nothing is known, so nothing is done and the retry checks again.
+    Unchecked(Vec<String>),
+}
+
+/// Check every record's MAC (each one KMS VerifyMac call).
+pub async fn check(signer: Option<&Signer>, instance_id: &InstanceId, found: &Found) -> Verdict {
+    if signer.is_none() {
+        return Verdict::Untrusted(vec![
+            "RECORD_KEY_ID is not set, so no record can be proven to be this function's own".into(),
+        ]);
+    }
+    let episode = found.episode.as_deref();
+    let mut trust: Vec<(String, Trust)> = Vec::new();
+    for eni in &found.enis {
+        let record = eni.stored.record(instance_id.as_str(), &eni.id);
+        let answer = record.check(signer, eni.stored.mac.as_deref(), episode).await;
+        trust.push((format!("{}'s original-groups record", eni.id), answer));
+    }
+    if let Some(targets) = &found.targets {
+        let answer = targets.stored.check(signer, episode).await;
+        trust.push((format!("{instance_id}'s record of the targets it left"), answer));
+    }
+    let mut untrusted = Vec::new();
+    let mut unchecked = Vec::new();
+    for (what, answer) in trust {
+        match answer {
+            Trust::Ours => {}
+            Trust::NotOurs(why) => untrusted.push(format!("{what} is not this function's: {why}")),
+            Trust::Unsigned => untrusted.push(format!("{what} is unsigned")),
+            Trust::Unknown(error) => unchecked.push(format!("{what} could not be checked: {error}")),
+        }
+    }
+    if !untrusted.is_empty() {
+        Verdict::Untrusted(untrusted)
+    } else if !unchecked.is_empty() {
+        Verdict::Unchecked(unchecked)
+    } else {
+        Verdict::Trusted
+    }
+}

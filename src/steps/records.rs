@@ -1,0 +1,417 @@
+//! The records a restore acts on (each ENI's original groups, and with `REREGISTER_ON_RESTORE` the targets an instance
+//! left) are signed, so that a restore acts only on records this function wrote, for this instance and this
+//! interruption. Anyone who may tag an ENI or an instance could otherwise choose what the function later applies.
+//!
+//! The signature is an HMAC made by KMS (`GenerateMac`, HMAC_SHA_256) with a key that only the function's roles may
+//! use (`RECORD_KEY_ID`; the template creates it, and its key policy grants `GenerateMac` to the cleanup's role and
+//! `VerifyMac` to both). The key never leaves KMS, and every use is in CloudTrail. What is signed names the instance,
+//! the ENI (or the instance's targets), the interruption's episode (the delivery marker's, with the table) and when it
+//! was written, so a record copied from another ENI or instance, or edited after it was written, does not verify.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_ec2::types::Tag;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::tags;
+use crate::aws::CallError;
+use crate::instance::Instance;
+
+/// The tag that records an ENI's original groups, comma-separated. Values longer than EC2's 256-character limit
+/// continue in `spot-cleanup:original-groups:2`, `:3`, ...
+pub const ORIGINAL_GROUPS_TAG: &str = "spot-cleanup:original-groups";
+const TAG_VALUE_MAX: usize = 256;
+
+const ALGORITHM: aws_sdk_kms::types::MacAlgorithmSpec = aws_sdk_kms::types::MacAlgorithmSpec::HmacSha256;
+
+/// KMS's HMAC key for records.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    kms: aws_sdk_kms::Client,
+    key_id: String,
+}
+
+impl Signer {
+    pub fn new(kms: aws_sdk_kms::Client, key_id: String) -> Self {
+        Signer { kms, key_id }
+    }
+
+    /// The record's MAC, base64, for a tag.
+    pub async fn sign(&self, message: &str) -> Result<String, CallError> {
+        let output = self
+            .kms
+            .generate_mac()
+            .key_id(&self.key_id)
+            .mac_algorithm(ALGORITHM)
+            .message(aws_smithy_types::Blob::new(message.as_bytes()))
+            .send()
+            .await
+            .map_err(|e| CallError::new("GenerateMac", &e))?;
+        let mac = output.mac().map(|m| m.as_ref()).unwrap_or_default();
+        Ok(STANDARD.encode(mac))
+    }
+
+    /// Whether `mac` is this key's MAC of `message`. False for a MAC that does not match or is not even base64; an
+    /// error only when KMS could not be asked.
+    pub async fn verify(&self, message: &str, mac: &str) -> Result<bool, CallError> {
+        let Ok(mac) = STANDARD.decode(mac.trim()) else {
+            return Ok(false);
+        };
+        if mac.is_empty() {
+            return Ok(false);
+        }
+        let answer = self
+            .kms
+            .verify_mac()
+            .key_id(&self.key_id)
+            .mac_algorithm(ALGORITHM)
+            .message(aws_smithy_types::Blob::new(message.as_bytes()))
+            .mac(aws_smithy_types::Blob::new(mac))
+            .send()
+            .await
+            .map_err(|e| CallError::new("VerifyMac", &e));
+        match answer {
+            Ok(output) => Ok(output.mac_valid()),
+            Err(e) if e.is("KMSInvalidMacException") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What an ENI's original-groups record says, signed or not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupsRecord {
+    pub instance: String,
+    pub eni: String,
+    /// The interruption it was written for; empty when the marker keeps none (instance tags).
+    pub episode: String,
+    /// When it was written (RFC 3339, as `table::stamp` writes it).
+    pub at: String,
+    pub groups: Vec<String>,
+}
+
+impl GroupsRecord {
+    /// The exact text the MAC covers.
+    pub fn message(&self) -> String {
+        format!(
+            "spot-cleanup original-groups v1\ninstance={}\neni={}\nepisode={}\nat={}\ngroups={}",
+            self.instance,
+            self.eni,
+            self.episode,
+            self.at,
+            self.groups.join(",")
+        )
+    }
+}
+
+/// The text the MAC of an instance's record of left targets covers: every tag of the record, key and value, in key
+/// order, so that no part can be changed, added or dropped.
+pub fn left_targets_message(instance: &str, episode: &str, tags: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = tags.iter().collect();
+    sorted.sort();
+    let mut message = format!("spot-cleanup left-targets v1\ninstance={instance}\nepisode={episode}");
+    for (key, value) in sorted {
+        message.push_str(&format!("\n{key}={value}"));
+    }
+    message
+}
+
+/// The keys that sign an ENI's record, beside its groups.
+const MAC_SUFFIX: &str = ":mac";
+const AT_SUFFIX: &str = ":at";
+const EPISODE_SUFFIX: &str = ":episode";
+
+/// An ENI's original-groups record as its tags hold it, not yet checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredGroups {
+    pub groups: Vec<String>,
+    pub mac: Option<String>,
+    pub at: String,
+    pub episode: String,
+    /// Every tag key of the record, to remove it whole.
+    pub keys: Vec<String>,
+}
+
+impl StoredGroups {
+    pub fn from_tags(tags: &BTreeMap<String, String>) -> Option<Self> {
+        let groups = decode_original_groups(tags)?;
+        let get = |suffix: &str| tags.get(&format!("{ORIGINAL_GROUPS_TAG}{suffix}")).cloned();
+        Some(StoredGroups {
+            groups,
+            mac: get(MAC_SUFFIX),
+            at: get(AT_SUFFIX).unwrap_or_default(),
+            episode: get(EPISODE_SUFFIX).unwrap_or_default(),
+            keys: record_keys(tags),
+        })
+    }
+
+    /// What it claims to be, for checking its MAC.
+    pub fn record(&self, instance: &str, eni: &str) -> GroupsRecord {
+        GroupsRecord {
+            instance: instance.to_owned(),
+            eni: eni.to_owned(),
+            episode: self.episode.clone(),
+            at: self.at.clone(),
+            groups: self.groups.clone(),
+        }
+    }
+}
+
+/// Every tag key of an ENI's record: its groups (and their numbered parts), its MAC, when and for which episode.
+pub fn record_keys(tags: &BTreeMap<String, String>) -> Vec<String> {
+    tags.keys()
+        .filter(|k| k.as_str() == ORIGINAL_GROUPS_TAG || k.starts_with(&format!("{ORIGINAL_GROUPS_TAG}:")))
+        .cloned()
+        .collect()
+}
+
+/// The tags of a new record: its groups, and, signed, its MAC, time and episode.
+pub fn record_tags(record: &GroupsRecord, mac: Option<&str>) -> Vec<Tag> {
+    let mut written = encode_original_groups(&record.groups);
+    if let Some(mac) = mac {
+        for (suffix, value) in [
+            (MAC_SUFFIX, mac),
+            (AT_SUFFIX, &record.at),
+            (EPISODE_SUFFIX, &record.episode),
+        ] {
+            written.push(tags::tag(&format!("{ORIGINAL_GROUPS_TAG}{suffix}"), value));
+        }
+    }
+    written
+}
+
+/// Whether a record is this function's own.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Trust {
+    /// Its MAC verifies.
+    Ours,
+    /// No key is configured, so nothing is signed: the record is taken as it is, and a restore refuses it.
+    Unsigned,
+    /// Not written by this function, or changed since: why.
+    NotOurs(String),
+    /// KMS could not be asked.
+    Unknown(CallError),
+}
+
+/// A record as found: the text its MAC should cover, the interruption it says it was written for, and its MAC.
+#[derive(Clone, Copy, Debug)]
+pub struct Found<'a> {
+    pub message: &'a str,
+    pub episode: &'a str,
+    pub mac: Option<&'a str>,
+}
+
+impl GroupsRecord {
+    /// Check this record, as its tags hold it (with `mac`), against `episode`.
+    pub async fn check(&self, signer: Option<&Signer>, mac: Option<&str>, episode: Option<&str>) -> Trust {
+        let message = self.message();
+        let found = Found {
+            message: &message,
+            episode: &self.episode,
+            mac,
+        };
+        check(signer, found, episode).await
+    }
+}
+
+/// Check a record's MAC and, when the interruption it should belong to is known (`episode`), that it was written for
+/// that one: a valid record of an earlier interruption is not this one's.
+pub async fn check(signer: Option<&Signer>, found: Found<'_>, episode: Option<&str>) -> Trust {
+    let Some(signer) = signer else {
+        return Trust::Unsigned;
+    };
+    let Some(mac) = found.mac else {
+        return Trust::NotOurs("it carries no MAC".into());
+    };
+    match signer.verify(found.message, mac).await {
+        Ok(false) => Trust::NotOurs("its MAC does not verify: it was written by someone else, or changed".into()),
+        Err(error) => Trust::Unknown(error),
+        Ok(true) => match episode {
+            Some(now) if !now.is_empty() && found.episode != now => Trust::NotOurs(format!(
+                "it was written for another interruption ({:.40}, not {now:.40})",
+                found.episode
+            )),
+            _ => Trust::Ours,
+        },
+    }
+}
+
+/// The original-groups records already on the instances' ENIs, by ENI id, from one DescribeNetworkInterfaces.
+/// An ENI with a record was quarantined by an earlier run; its record is kept, never overwritten with the quarantine
+/// group. `None` when the records could not be read: see `quarantine_one` for how that is handled safely.
+pub async fn recorded_groups(
+    ec2: &aws_sdk_ec2::Client,
+    instances: &[&Instance],
+) -> Option<HashMap<String, StoredGroups>> {
+    let mut records = HashMap::new();
+    let ids: Vec<String> = instances.iter().map(|i| i.id.as_str().to_owned()).collect();
+    for chunk in ids.chunks(200) {
+        let filter = aws_sdk_ec2::types::Filter::builder()
+            .name("attachment.instance-id")
+            .set_values(Some(chunk.to_vec()))
+            .build();
+        let mut pages = ec2
+            .describe_network_interfaces()
+            .filters(filter)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let error = CallError::new("DescribeNetworkInterfaces", &e);
+                    tracing::warn!(%error, "could not read the recorded original groups");
+                    return None;
+                }
+            };
+            for eni in page.network_interfaces() {
+                let tags = tags::to_map(eni.tag_set());
+                if let (Some(id), Some(stored)) = (eni.network_interface_id(), StoredGroups::from_tags(&tags)) {
+                    records.insert(id.to_owned(), stored);
+                }
+            }
+        }
+    }
+    Some(records)
+}
+
+/// The tags that record `groups`, split across numbered keys when one value would be too long.
+pub fn encode_original_groups(groups: &[String]) -> Vec<Tag> {
+    let mut values: Vec<String> = vec![String::new()];
+    for group in groups {
+        let current = values.last_mut().expect("never empty");
+        if !current.is_empty() && current.len() + 1 + group.len() > TAG_VALUE_MAX {
+            values.push(group.clone());
+        } else {
+            if !current.is_empty() {
+                current.push(',');
+            }
+            current.push_str(group);
+        }
+    }
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let key = match i {
+                0 => ORIGINAL_GROUPS_TAG.to_owned(),
+                n => format!("{ORIGINAL_GROUPS_TAG}:{}", n + 1),
+            };
+            Tag::builder().key(key).value(value).build()
+        })
+        .collect()
+}
+
+/// Read back what `encode_original_groups` wrote.
+pub fn decode_original_groups(tags: &BTreeMap<String, String>) -> Option<Vec<String>> {
+    let mut groups: Vec<String> = Vec::new();
+    let mut key = ORIGINAL_GROUPS_TAG.to_owned();
+    let mut part = 1;
+    while let Some(value) = tags.get(&key) {
+        groups.extend(value.split(',').filter(|g| !g.is_empty()).map(str::to_owned));
+        part += 1;
+        key = format!("{ORIGINAL_GROUPS_TAG}:{part}");
+    }
+    (part > 1).then_some(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> GroupsRecord {
+        GroupsRecord {
+            instance: "i-0123abcd".into(),
+            eni: "eni-0aaa0000000000001".into(),
+            episode: "1796160000000-0123456789abcdef".into(),
+            at: "2026-12-01T10:00:00.000Z".into(),
+            groups: vec!["sg-0aaa0000000000001".into(), "sg-0bbb0000000000002".into()],
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_record_is_in_what_is_signed() {
+        let base = record().message();
+        let changed = [
+            GroupsRecord {
+                instance: "i-0fff0000".into(),
+                ..record()
+            },
+            GroupsRecord {
+                eni: "eni-0bbb0000000000002".into(),
+                ..record()
+            },
+            GroupsRecord {
+                episode: String::new(),
+                ..record()
+            },
+            GroupsRecord {
+                at: "2026-12-01T10:00:00.001Z".into(),
+                ..record()
+            },
+            GroupsRecord {
+                groups: vec!["sg-0aaa0000000000001".into()],
+                ..record()
+            },
+        ];
+        for other in changed {
+            assert_ne!(other.message(), base, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_left_targets_message_covers_every_tag_in_key_order() {
+        let tags = vec![
+            ("spot-cleanup:left-targets".to_owned(), "web/1,i-0123abcd,80".to_owned()),
+            (
+                "spot-cleanup:left-targets-in".to_owned(),
+                "arn:aws:x:targetgroup/".to_owned(),
+            ),
+        ];
+        let mut reversed = tags.clone();
+        reversed.reverse();
+        assert_eq!(
+            left_targets_message("i-0123abcd", "e", &tags),
+            left_targets_message("i-0123abcd", "e", &reversed)
+        );
+        let mut edited = tags.clone();
+        edited[0].1.push_str(" web/2,i-0123abcd,81");
+        assert_ne!(
+            left_targets_message("i-0123abcd", "e", &tags),
+            left_targets_message("i-0123abcd", "e", &edited)
+        );
+    }
+
+    #[test]
+    fn original_groups_survive_the_tag_round_trip() {
+        for count in [0, 1, 5, 16] {
+            let groups: Vec<String> = (0..count).map(|i| format!("sg-{i:017x}")).collect();
+            let tags = encode_original_groups(&groups);
+            assert!(tags.iter().all(|t| t.value().unwrap().len() <= TAG_VALUE_MAX));
+            let map = tags
+                .iter()
+                .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+                .collect();
+            assert_eq!(decode_original_groups(&map), Some(groups), "{count} groups");
+        }
+    }
+
+    #[test]
+    fn sixteen_long_ids_need_two_tags() {
+        let groups: Vec<String> = (0..16).map(|i| format!("sg-{i:017x}")).collect();
+        let keys: Vec<String> = encode_original_groups(&groups)
+            .iter()
+            .map(|t| t.key().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            keys,
+            [ORIGINAL_GROUPS_TAG.to_owned(), format!("{ORIGINAL_GROUPS_TAG}:2")]
+        );
+    }
+
+    #[test]
+    fn no_tag_means_no_record() {
+        assert_eq!(decode_original_groups(&BTreeMap::new()), None);
+    }
+}
