@@ -12,7 +12,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         Ok(input::Invocation::Direct(request)) => {
             assert!(input::InstanceId::parse(request.instance_id.as_str()).is_ok());
         }
-        Ok(input::Invocation::Batch(records)) => assert!(!records.is_empty()),
+        Ok(input::Invocation::Batch(records) | input::Invocation::Notifications(records)) => {
+            assert!(!records.is_empty());
+            for record in records {
+                if let Err(error) = record.message {
+                    assert!(error.to_string().len() < 1024, "error messages stay short");
+                }
+            }
+        }
+        Ok(input::Invocation::Ignored { reason }) => assert!(!reason.is_empty() && reason.len() < 1024),
         Ok(_) => {}
         Err(error) => assert!(error.to_string().len() < 1024, "error messages stay short"),
     }

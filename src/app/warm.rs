@@ -3,7 +3,7 @@
 //!
 //! On Lambda the first call to each endpoint pays DNS, TCP and a TLS handshake, and the very first one also loads and
 //! parses the system's root certificates. At low memory sizes that is CPU-bound and slow; `bench/first_request.py`
-//! measures it (see the README), and found:
+//! measures it (see docs/measured.md), and found:
 //! - when the event is already waiting as the environment starts (an on-demand cold start, the normal case for this
 //!   function), warming does not pay: the first invocation needs the EC2 and ELB connections at once anyway, and the
 //!   other handshakes compete with it for the little CPU a small function has, so the time from start to the first
@@ -12,7 +12,7 @@
 //!   2.1 times faster with the connections already open (1.4 times at 512 MB).
 //!
 //! So it is off unless `WARM_UP=true`; then `main` starts it as a background task at init. What pays in the normal
-//! case is memory: see the README's recommendation.
+//! case is memory: see docs/measured.md's recommendation.
 //!
 //! Only EC2 gets a real API call here (DescribeSecurityGroups for the quarantine groups, which the quarantine step
 //! needs anyway). The other endpoints get a *ping*: an SDK request that an interceptor turns, after signing, into an

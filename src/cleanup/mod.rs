@@ -149,14 +149,15 @@ async fn clean_up(ctx: &Context<'_>, requests: &[Request], deadline: Deadline) -
         let summaries = dry::plan(ctx, &admitted, &clock, deadline).await;
         return finish::dry_run(ctx, admitted, summaries).await;
     }
-    // At notice time, beside everything else: nothing below waits for the monitoring systems until the summaries.
-    let notices = requests.iter().map(|r| (*r).clone()).collect();
-    let monitoring = tokio::spawn(ctx.monitoring.clone().disable_hosts(notices));
     let admitted = admit::admit(ctx, &requests, &clock, deadline).await;
     if admitted.work.is_empty() {
         return admitted.reports;
     }
     let work = &admitted.work;
+    // As soon as the instances are known to be this run's, beside everything else: nothing below waits for the
+    // monitoring systems until the summaries. An instance refused, ignored or already handled is not told about.
+    let notices = work.iter().map(|w| w.request.clone()).collect();
+    let monitoring = tokio::spawn(ctx.monitoring.clone().disable_hosts(notices));
     let log = StepLog::new(work.iter().map(|w| w.request));
     let mut timings = admitted.timings.clone();
     let mut ledger = Ledger::default();

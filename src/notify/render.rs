@@ -151,7 +151,7 @@ pub fn chatbot(summary: &Summary) -> String {
     }
     let mut next_steps = Vec::new();
     if !summary.is_complete() {
-        next_steps.push("See the runbook: README.md#runbook-a-cleanup-failed".to_owned());
+        next_steps.push("See the runbook: docs/summary.md#runbook-a-cleanup-failed".to_owned());
     }
     json!({
         "version": "1.0",

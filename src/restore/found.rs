@@ -152,3 +152,35 @@ pub async fn check(signer: Option<&Signer>, instance_id: &InstanceId, found: &Fo
         Verdict::Trusted
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without `RECORD_KEY_ID` no record can be proven to be the function's own, so every restore is refused, before
+    /// KMS or anything else is asked.
+    #[tokio::test]
+    async fn without_a_key_every_record_is_untrusted() {
+        let stored = StoredGroups {
+            groups: vec!["sg-0aaa0000000000001".into()],
+            mac: Some("bWFj".into()),
+            at: String::new(),
+            episode: String::new(),
+            keys: vec!["spot-cleanup:original-groups".into()],
+        };
+        let found = Found {
+            enis: vec![RecordedEni {
+                id: "eni-0aaa0000000000001".into(),
+                groups_now: vec!["sg-0ffff000000000009".into()],
+                stored,
+            }],
+            targets: None,
+            episode: None,
+        };
+        let instance = InstanceId::parse("i-0123456789abcdef0").unwrap();
+        let Verdict::Untrusted(reasons) = check(None, &instance, &found).await else {
+            panic!("untrusted")
+        };
+        assert!(reasons[0].contains("RECORD_KEY_ID"), "{reasons:?}");
+    }
+}

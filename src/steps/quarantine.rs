@@ -4,7 +4,7 @@
 //! is changed on its own with ModifyNetworkInterfaceAttribute, after its original groups are written to a tag on the
 //! ENI, so that a later restore can put them back even if the summary is lost. No tag, no change.
 //!
-//! A security group change does not cut connections the VPC is already tracking; see the README.
+//! A security group change does not cut connections the VPC is already tracking; see docs/how-it-works.md.
 
 use std::collections::HashMap;
 use std::fmt;

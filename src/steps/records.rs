@@ -69,12 +69,12 @@ impl Signer {
             .message(aws_smithy_types::Blob::new(message.as_bytes()))
             .mac(aws_smithy_types::Blob::new(mac))
             .send()
-            .await
-            .map_err(|e| CallError::new("VerifyMac", &e));
+            .await;
         match answer {
             Ok(output) => Ok(output.mac_valid()),
-            Err(e) if e.is("KMSInvalidMacException") => Ok(false),
-            Err(e) => Err(e),
+            // KMS's answer for a MAC its key did not make.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_kms_invalid_mac_exception()) => Ok(false),
+            Err(e) => Err(CallError::new("VerifyMac", &e)),
         }
     }
 }
@@ -328,6 +328,67 @@ mod tests {
             at: "2026-12-01T10:00:00.000Z".into(),
             groups: vec!["sg-0aaa0000000000001".into(), "sg-0bbb0000000000002".into()],
         }
+    }
+
+    /// KMS, scripted: every MAC verifies, or none does.
+    fn signer(valid: bool) -> (Signer, aws_smithy_mocks::Rule) {
+        use aws_sdk_kms::operation::verify_mac::VerifyMacOutput;
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+        let rule = if valid {
+            mock!(aws_sdk_kms::Client::verify_mac).then_output(|| VerifyMacOutput::builder().mac_valid(true).build())
+        } else {
+            mock!(aws_sdk_kms::Client::verify_mac).then_error(|| {
+                aws_sdk_kms::operation::verify_mac::VerifyMacError::KmsInvalidMacException(
+                    aws_sdk_kms::types::error::KmsInvalidMacException::builder().build(),
+                )
+            })
+        };
+        let kms = mock_client!(aws_sdk_kms, RuleMode::MatchAny, [&rule]);
+        (Signer::new(kms, "alias/spot-cleanup-records".into()), rule)
+    }
+
+    /// A record whose MAC is valid but that was written for an earlier interruption is not this one's: replaying an
+    /// old record of the same ENI cannot choose what a restore applies.
+    #[tokio::test]
+    async fn a_valid_record_of_another_interruption_is_not_trusted() {
+        let (signer, rule) = signer(true);
+        let mac = Some("bWFj");
+        assert_eq!(
+            record().check(Some(&signer), mac, Some(&record().episode)).await,
+            Trust::Ours
+        );
+        assert_eq!(
+            record().check(Some(&signer), mac, None).await,
+            Trust::Ours,
+            "no episode known"
+        );
+        let later = "1796169999999-fedcba9876543210";
+        assert!(matches!(
+            record().check(Some(&signer), mac, Some(later)).await,
+            Trust::NotOurs(why) if why.contains("another interruption")
+        ));
+        assert_eq!(rule.num_calls(), 3);
+    }
+
+    /// KMS says the MAC is not its key's (KMSInvalidMacException): not ours. No MAC at all is not ours either, and
+    /// KMS is not even asked; without a key nothing is signed, which a restore refuses.
+    #[tokio::test]
+    async fn a_mac_kms_rejects_or_no_mac_is_not_ours() {
+        let (signer, rule) = signer(false);
+        assert!(matches!(
+            record().check(Some(&signer), Some("bWFj"), None).await,
+            Trust::NotOurs(why) if why.contains("does not verify")
+        ));
+        assert!(matches!(
+            record().check(Some(&signer), None, None).await,
+            Trust::NotOurs(why) if why.contains("no MAC")
+        ));
+        assert!(matches!(
+            record().check(Some(&signer), Some("not base64!"), None).await,
+            Trust::NotOurs(_)
+        ));
+        assert_eq!(rule.num_calls(), 1, "only the well-formed MAC reaches KMS");
+        assert_eq!(record().check(None, Some("bWFj"), None).await, Trust::Unsigned);
     }
 
     #[test]

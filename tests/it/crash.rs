@@ -8,7 +8,7 @@
 //! - each ENI's original-groups record is the one from before the interruption, never the quarantine group;
 //! - a restore then asks each ENI back onto exactly its original groups.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use spot_cleanup::Summary;
 use spot_cleanup::tags::ORIGINAL_GROUPS_TAG;
 
 use crate::common::fleet::{Fleet, Node};
-use crate::common::proxy::{Proxy, WireCalls, start_proxy};
+use crate::common::proxy::{Proxy, start_proxy};
 use crate::common::runtime::{LambdaRuntime, function_env};
 use crate::common::{self, Moto};
 
@@ -41,30 +41,6 @@ fn environment(moto: &Moto, proxy: &Proxy, fleet: &Fleet, table: Option<&str>) -
         env.push(("REGISTRATION_INDEX_TABLE", table.to_owned()));
     }
     env
-}
-
-/// The groups each ModifyNetworkInterfaceAttribute asked for, by ENI, in the order they were sent.
-fn modifications(calls: &WireCalls) -> BTreeMap<String, Vec<BTreeSet<String>>> {
-    let mut asked: BTreeMap<String, Vec<BTreeSet<String>>> = BTreeMap::new();
-    for call in calls
-        .calls()
-        .iter()
-        .filter(|c| c.action == "ModifyNetworkInterfaceAttribute")
-    {
-        let mut eni = String::new();
-        let mut groups = BTreeSet::new();
-        for pair in call.body.split('&') {
-            if let Some(id) = pair.strip_prefix("NetworkInterfaceId=") {
-                eni = id.to_owned();
-            } else if let Some((key, group)) = pair.split_once('=')
-                && key.starts_with("SecurityGroupId.")
-            {
-                groups.insert(group.to_owned());
-            }
-        }
-        asked.entry(eni).or_default().push(groups);
-    }
-    asked
 }
 
 /// Run one cleanup of `node` to its end, and count its writes.
@@ -110,7 +86,7 @@ async fn crash_and_retry(moto: &Moto, proxy: &Proxy, fleet: &Fleet, node: &Node,
     assert_eq!(summary.outcome.as_str(), expected, "cut {k}: {answer:#}");
     let left = fleet.registrations_of(node, &fleet.registrations().await);
     assert!(left.is_empty(), "cut {k}: registrations left: {left:?}");
-    let asked = modifications(&proxy.calls);
+    let asked = proxy.calls.modifications();
     let quarantine = BTreeSet::from([fleet.quarantine_group.clone()]);
     let after = fleet.enis(node).await;
     for (eni, (groups_before, _)) in &before {
@@ -133,7 +109,7 @@ async fn crash_and_retry(moto: &Moto, proxy: &Proxy, fleet: &Fleet, node: &Node,
         .invoke_json(&json!({"action": "restore", "instance_id": node.id}))
         .unwrap_or_else(|e| panic!("cut {k}: the restore fails: {e}"));
     assert_eq!(restored["restore"]["outcome"], "restored", "cut {k}: {restored:#}");
-    let asked = modifications(&proxy.calls);
+    let asked = proxy.calls.modifications();
     for (eni, (groups_before, _)) in &before {
         assert_eq!(
             asked.get(eni).map(Vec::as_slice),

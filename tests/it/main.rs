@@ -5,6 +5,7 @@ mod common;
 
 mod cleanup_on_moto;
 mod crash;
+mod deliveries;
 mod events_on_moto;
 mod identity_proof;
 mod index_on_moto;
@@ -13,6 +14,7 @@ mod metrics;
 mod monitoring;
 mod parse_properties;
 mod places_on_moto;
+mod records;
 mod runtime_loop;
 mod trust_on_moto;
 mod warm_up;

@@ -388,7 +388,7 @@ async fn create_subnet(ec2: &aws_sdk_ec2::Client, vpc: &str, cidr: &str, zone: &
     subnet.subnet().unwrap().subnet_id().unwrap().to_owned()
 }
 
-async fn create_group(ec2: &aws_sdk_ec2::Client, vpc: &str, name: &str) -> String {
+pub async fn create_group(ec2: &aws_sdk_ec2::Client, vpc: &str, name: &str) -> String {
     let group = ec2
         .create_security_group()
         .vpc_id(vpc)

@@ -7,6 +7,7 @@
 //! (so AWS has applied the write), kills the process, and never hands the answer back. That is a crash at that exact
 //! point, as a panic under `panic = "abort"`, an out-of-memory kill or a lost execution environment would be.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
@@ -92,6 +93,38 @@ impl WireCalls {
 
     pub fn clear(&self) {
         self.0.lock().unwrap().clear();
+    }
+
+    /// The groups each ModifyNetworkInterfaceAttribute asked for, by ENI, in the order they were sent.
+    pub fn modifications(&self) -> BTreeMap<String, Vec<BTreeSet<String>>> {
+        let mut asked: BTreeMap<String, Vec<BTreeSet<String>>> = BTreeMap::new();
+        for call in self
+            .calls()
+            .iter()
+            .filter(|c| c.action == "ModifyNetworkInterfaceAttribute")
+        {
+            let mut eni = String::new();
+            let mut groups = BTreeSet::new();
+            for pair in call.body.split('&') {
+                if let Some(id) = pair.strip_prefix("NetworkInterfaceId=") {
+                    eni = id.to_owned();
+                } else if let Some((key, group)) = pair.split_once('=')
+                    && key.starts_with("SecurityGroupId.")
+                {
+                    groups.insert(group.to_owned());
+                }
+            }
+            asked.entry(eni).or_default().push(groups);
+        }
+        asked
+    }
+
+    /// The writes sent so far (see `WRITES`), by action.
+    pub fn writes(&self) -> Vec<String> {
+        self.sequence()
+            .into_iter()
+            .filter(|a| WRITES.contains(&a.as_str()))
+            .collect()
     }
 }
 
