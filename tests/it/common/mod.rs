@@ -1,13 +1,11 @@
 //! Shared fixtures for the tests that run against moto: the server itself, SDK clients pointed at it, a fleet of
 //! Spot instances behind target groups, and a way to read what was published to SNS.
-#![allow(dead_code)] // the demo example includes this module too, and uses only its own subset
 
 pub mod fleet;
 pub mod identity;
 pub mod proxy;
 pub mod runtime;
 
-#[allow(unused_imports)] // the demo includes this module and uses no HTTP stand-in
 pub use spot_cleanup_test_support::{Background, free_port, http, wait_for_port};
 
 use std::collections::HashMap;
