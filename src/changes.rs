@@ -75,13 +75,13 @@ pub struct HostChange {
 }
 
 impl HostChange {
-    pub fn new(system: System, host: &str, action: &str, result: Result<(), String>) -> Self {
+    pub fn new<E: std::fmt::Display>(system: System, host: &str, action: &str, result: Result<(), E>) -> Self {
         Self {
             system,
             host: host.to_owned(),
             action: action.to_owned(),
             ok: result.is_ok(),
-            error: result.err(),
+            error: result.err().map(|e| e.to_string()),
         }
     }
 }

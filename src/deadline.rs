@@ -34,6 +34,11 @@ impl Deadline {
         }))
     }
 
+    /// Whether there is a deadline at all.
+    pub fn is_set(self) -> bool {
+        self.0.is_some()
+    }
+
     pub fn passed(self) -> bool {
         self.0.is_some_and(|d| Instant::now() >= d.stop)
     }

@@ -27,6 +27,10 @@ pub struct Summary {
     /// When the instance is expected to go: the agent's `time`, or the event time plus Spot's two minutes.
     pub terminates_at: Option<DateTime<Utc>>,
     pub target_groups_checked: usize,
+    /// Whose sweep checked the groups: `sweep` (this run's own) or `shared-sweep` (one run for several cleanups at
+    /// once, by another of them). Absent when no sweep ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swept_by: Option<String>,
     /// Targets that left their group: `draining` (no new requests, in-flight ones finishing) or `deregistered`.
     pub removed: Vec<TargetChange>,
     /// Dry run only: the targets a real run would deregister.
@@ -93,6 +97,10 @@ pub struct TargetChange {
     /// Why it remains: ELB's reason code, or the error that stopped its removal.
     pub reason: Option<String>,
     pub deregistration_delay_seconds: Option<u32>,
+    /// How it was found: `index` (the registration index), `auto-scaling` (its Auto Scaling group's target groups),
+    /// `sweep` (this run's own sweep) or `shared-sweep` (a sweep another cleanup ran at the same time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found_by: Option<String>,
 }
 
 impl From<&TargetChange> for LeftTarget {
@@ -183,6 +191,7 @@ impl Summary {
             outcome,
             started_at,
             target_groups_checked: 0,
+            swept_by: None,
             removed: Vec::new(),
             planned: Vec::new(),
             remaining: Vec::new(),

@@ -48,6 +48,19 @@ pub const GROUP_SK: &str = "group";
 pub const CLAIM_PK_PREFIX: &str = "claim#";
 pub const CLAIM_SK: &str = "claim";
 
+/// A token no other writer makes: the time in milliseconds (so tokens sort by age), then 64 random bits.
+pub fn unique_token() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let random = RandomState::new().hash_one((nanos, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    format!("{:013}-{random:016x}", Utc::now().timestamp_millis())
+}
+
 /// `updated_at` as stored: fixed width, so that string order is time order (condition expressions rely on it).
 pub fn stamp(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -264,6 +277,16 @@ pub fn claim_pk(instance: &InstanceId) -> String {
 /// Whether an item is a delivery marker rather than the index's.
 pub fn is_claim(item: &Item) -> bool {
     key_of(item).is_some_and(|(pk, _)| pk.starts_with(CLAIM_PK_PREFIX))
+}
+
+/// Shared sweeps share the table too (`locate::shared`): under pk `sweep#<vpc id>`, one item (sk `sweep`) says who
+/// sweeps the VPC and how far it got, and one per target group (sk `group#<ARN>`) holds what the group held when it
+/// was read. They are not the index's to keep or delete either.
+pub const SWEEP_PK_PREFIX: &str = "sweep#";
+
+/// Whether an item belongs to a shared sweep rather than to the index.
+pub fn is_sweep(item: &Item) -> bool {
+    key_of(item).is_some_and(|(pk, _)| pk.starts_with(SWEEP_PK_PREFIX))
 }
 
 pub fn group_pk(arn: &str) -> String {

@@ -12,7 +12,7 @@ use crate::cleanup::{self, InstanceError, Report};
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::input::Request;
-use crate::locate::{AutoScaling, Index, Locator, Sweep};
+use crate::locate::{AutoScaling, Index, Locator, SharedSweep, Sweep};
 use crate::monitoring::Monitoring;
 use crate::monitoring::secrets::SecretClients;
 use crate::notify::Publisher;
@@ -42,7 +42,8 @@ pub(crate) struct Place {
     /// The registration index's table; the home place's only (the index covers the home region and account).
     pub table: Option<String>,
     fast_locators: Vec<Box<dyn Locator>>,
-    sweep: Sweep,
+    /// The full sweep: shared with the cleanups running at the same time when there is a table, else its own.
+    sweep: Box<dyn Locator>,
     /// This place's share of its account's ELB Describe* budget, for every Describe call a cleanup makes.
     pub elb_pace: Pace,
     /// A slower share for the index refresh, which is background work.
@@ -66,7 +67,16 @@ impl Place {
         let rate = config.elb_describe_rate as u32;
         let elb_pace = Pace::new(rate * 4, f64::from(rate));
         let refresh_rate = config.refresh_concurrency as u32;
-        let sweep = Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone());
+        let own = Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone());
+        let sweep: Box<dyn Locator> = match &table {
+            Some(table) => Box::new(SharedSweep::new(
+                own.reader().clone(),
+                clients.dynamodb.clone(),
+                table.clone(),
+                config.claim_lease,
+            )),
+            None => Box::new(own),
+        };
         Place {
             table,
             fast_locators,
@@ -152,7 +162,7 @@ impl App {
             publisher: &self.publisher,
             config: &self.config,
             fast_locators: &place.fast_locators,
-            sweep: &place.sweep,
+            sweep: place.sweep.as_ref(),
             elb_pace: &place.elb_pace,
             quarantine_groups: &place.quarantine_groups,
             monitoring: &self.monitoring,

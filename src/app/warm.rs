@@ -173,7 +173,7 @@ pub async fn warm_up(app: &App) -> WarmUp {
     };
     let ec2 = async {
         let looked_up = app.home.quarantine_groups.get(&app.home.clients.ec2).await;
-        ("ec2", looked_up.map(|_| true).map_err(|e| e.to_string()))
+        ("ec2", looked_up.map(|_| true).map_err(|e| NotWarmed(e.to_string())))
     };
 
     let mut report = WarmUp::default();
@@ -197,14 +197,20 @@ pub async fn warm_up(app: &App) -> WarmUp {
     report
 }
 
+/// Why an endpoint was not warmed: no answer came back (DNS, TCP, TLS, a timeout), or the quarantine groups could
+/// not be looked up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotWarmed(String);
+
 /// A ping has done its job when the endpoint answered at all, whatever it said; it fails when no answer came back.
-fn answered<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, String>
+fn answered<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, NotWarmed>
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
     match result {
         Ok(_) | Err(SdkError::ServiceError(_) | SdkError::ResponseError(_)) => Ok(true),
-        Err(e) => Err(DisplayErrorContext(&e).to_string()),
+        Err(e) => Err(NotWarmed(DisplayErrorContext(&e).to_string())),
     }
 }

@@ -54,6 +54,7 @@ pub fn start(
         clock.started_at,
     );
     summary.target_groups_checked = ledger.target_groups_checked;
+    summary.swept_by = ledger.swept_by.map(str::to_owned);
     summary.timings_ms = timings.clone();
     summary.warnings.extend(ledger.fast_path_warnings.iter().cloned());
     summary.warnings.extend(claim_warnings.get(&instance.id).cloned());
@@ -85,6 +86,7 @@ pub fn start(
 fn place(summary: &mut Summary, registration: &TargetRegistration, ledger: &Ledger) {
     let mut change = target_change(registration);
     change.deregistration_delay_seconds = ledger.delays.get(&registration.target_group_arn).copied();
+    change.found_by = ledger.found_by(registration).map(str::to_owned);
     match ledger.fate(registration) {
         Fate::Refused(error) => {
             change.reason = Some(error.to_string());
@@ -168,6 +170,7 @@ pub fn target_change(registration: &TargetRegistration) -> TargetChange {
         state: registration.state.clone(),
         reason: None,
         deregistration_delay_seconds: None,
+        found_by: None,
     }
 }
 
@@ -247,6 +250,7 @@ mod tests {
             state: Some("draining".into()),
             reason: None,
             deregistration_delay_seconds: Some(delay),
+            found_by: None,
         }
     }
 

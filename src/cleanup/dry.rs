@@ -20,8 +20,8 @@ pub async fn plan(ctx: &Context<'_>, admitted: &Admitted<'_>, clock: &Clock, dea
     let mut ledger = Ledger::default();
     let step = Instant::now();
     for locator in ctx.fast_locators {
-        match locator.locate(&instances, deadline).await {
-            Ok(located) => ledger.add_located(located),
+        match locator.locate(&instances, chrono::Utc::now(), deadline).await {
+            Ok(located) => ledger.add_located(located, locator.name()),
             Err(e) => ledger
                 .fast_path_warnings
                 .push(format!("{} locator failed, the sweep covers it: {e}", locator.name())),
@@ -29,8 +29,8 @@ pub async fn plan(ctx: &Context<'_>, admitted: &Admitted<'_>, clock: &Clock, dea
     }
     timings.fast_locate = elapsed_ms(step);
     let step = Instant::now();
-    match ctx.sweep.locate(&instances, deadline).await {
-        Ok(located) => ledger.absorb_sweep(located),
+    match ctx.sweep.locate(&instances, chrono::Utc::now(), deadline).await {
+        Ok(located) => ledger.absorb_sweep(located, ctx.sweep.name()),
         Err(e) => ledger.locate_errors.push(e.to_string()),
     }
     timings.locate = elapsed_ms(step);
@@ -53,6 +53,7 @@ pub async fn plan(ctx: &Context<'_>, admitted: &Admitted<'_>, clock: &Clock, dea
             summary.planned = mine
                 .map(|r| {
                     let mut change = assemble::target_change(r);
+                    change.found_by = ledger.found_by(r).map(str::to_owned);
                     change.deregistration_delay_seconds = ledger.delays.get(&r.target_group_arn).copied();
                     change
                 })

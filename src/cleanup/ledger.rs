@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
+
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::locate::Located;
@@ -25,6 +27,10 @@ pub fn key(registration: &TargetRegistration) -> Key {
 #[derive(Debug, Default)]
 pub struct Ledger {
     found: BTreeMap<Key, TargetRegistration>,
+    /// Which locator found each registration first (`index`, `auto-scaling`, `sweep`, `shared-sweep`).
+    found_by: HashMap<Key, &'static str>,
+    /// When DeregisterTargets answered, by target group: a view of the group read before then does not show it.
+    sent_at: HashMap<String, DateTime<Utc>>,
     /// DeregisterTargets' answer for each registration it carried.
     sent: HashMap<Key, Result<(), CallError>>,
     /// What a later look at the group said about each registration.
@@ -40,6 +46,8 @@ pub struct Ledger {
     pub fast_path_warnings: Vec<String>,
     /// How many target groups the sweep looked into.
     pub target_groups_checked: usize,
+    /// Whose sweep it was (`sweep` or `shared-sweep`).
+    pub swept_by: Option<&'static str>,
 }
 
 /// What became of one registration, for its summary.
@@ -97,15 +105,22 @@ impl Ledger {
         }
     }
 
-    pub fn add(&mut self, registrations: Vec<TargetRegistration>) {
+    pub fn add(&mut self, registrations: Vec<TargetRegistration>, by: &'static str) {
         for registration in registrations {
-            self.found.entry(key(&registration)).or_insert(registration);
+            let k = key(&registration);
+            self.found_by.entry(k.clone()).or_insert(by);
+            self.found.entry(k).or_insert(registration);
         }
     }
 
+    /// Which locator found a registration first.
+    pub fn found_by(&self, registration: &TargetRegistration) -> Option<&'static str> {
+        self.found_by.get(&key(registration)).copied()
+    }
+
     /// What a fast locator found; registrations in groups it could not read are the sweep's to find.
-    pub fn add_located(&mut self, located: Located) {
-        self.add(located.registrations);
+    pub fn add_located(&mut self, located: Located, by: &'static str) {
+        self.add(located.registrations, located.found_by.unwrap_or(by));
         self.unchecked.extend(located.unchecked);
     }
 
@@ -130,18 +145,27 @@ impl Ledger {
         registrations: &[TargetRegistration],
         results: &BTreeMap<String, Result<(), CallError>>,
     ) {
+        let now = Utc::now();
         for registration in registrations {
             if let Some(result) = results.get(&registration.target_group_arn) {
                 self.sent.insert(key(registration), result.clone());
+                self.sent_at.insert(registration.target_group_arn.clone(), now);
             }
         }
     }
 
-    /// Take in the sweep's view. It ran after the fast path's deregistration, so for a target the fast path sent it
-    /// is the check: absent or draining means removed. Anything else it found is new.
-    pub fn absorb_sweep(&mut self, located: Located) {
+    /// Take in the sweep's view. Where it was read after the fast path's deregistration (always, for this run's own
+    /// sweep), it is the check for a target the fast path sent: absent or draining means removed. A shared view read
+    /// before then checks nothing; the verify phase looks again. Anything else it found is new.
+    pub fn absorb_sweep(&mut self, located: Located, by: &'static str) {
+        let by = located.found_by.unwrap_or(by);
+        self.swept_by = Some(by);
         self.target_groups_checked = located.target_groups_checked;
-        let checked: HashSet<&String> = located.checked_groups.iter().collect();
+        let after_sent = |group: &String| match (located.read_at.get(group), self.sent_at.get(group)) {
+            (Some(read), Some(sent)) => read >= sent,
+            _ => true,
+        };
+        let checked: HashSet<&String> = located.checked_groups.iter().filter(|g| after_sent(g)).collect();
         let seen: HashSet<Key> = located.registrations.iter().map(key).collect();
         // A fast-path registration whose call failed and that is not in its group (the sweep read the group, or ELB
         // said the group is gone) was stale knowledge: there is nothing to remove and nothing to report.
@@ -174,10 +198,11 @@ impl Ledger {
                     Verdict::Deregistered
                 };
                 self.verdicts.insert(k.clone(), verdict);
-            } else if matches!(self.sent.get(&k), Some(Ok(()))) {
+            } else if matches!(self.sent.get(&k), Some(Ok(()))) && checked.contains(&k.0) {
                 self.verdicts
                     .insert(k.clone(), Verdict::Remains { state, reason: None });
             }
+            self.found_by.entry(k.clone()).or_insert(by);
             self.found.entry(k).or_insert(registration);
         }
         self.unchecked.extend(located.unchecked);
@@ -236,12 +261,20 @@ mod tests {
         }
     }
 
+    impl Ledger {
+        fn absorb_sweep_for_test(&mut self, located: Located) {
+            self.absorb_sweep(located, "sweep");
+        }
+    }
+
     fn swept(registrations: Vec<TargetRegistration>, checked: &[&str]) -> Located {
         Located {
             registrations,
             unchecked: Vec::new(),
             target_groups_checked: checked.len(),
             checked_groups: checked.iter().map(|g| g.to_string()).collect(),
+            read_at: Default::default(),
+            found_by: None,
         }
     }
 
@@ -258,12 +291,12 @@ mod tests {
         let mut ledger = Ledger::default();
         let gone = registration(A, 80, None);
         let still = registration(B, 81, None);
-        ledger.add(vec![gone.clone(), still.clone()]);
+        ledger.add(vec![gone.clone(), still.clone()], "index");
         let sent = ledger.not_yet_sent();
         assert_eq!(sent.len(), 2);
         ledger.record_sent(&sent, &BTreeMap::from([(A.into(), Ok(())), (B.into(), Ok(()))]));
         // The sweep read both groups: A's target is absent, B's is draining.
-        ledger.absorb_sweep(swept(vec![registration(B, 81, Some("draining"))], &[A, B]));
+        ledger.absorb_sweep_for_test(swept(vec![registration(B, 81, Some("draining"))], &[A, B]));
         assert_eq!(ledger.fate(&gone), Fate::Seen(&Verdict::Deregistered));
         assert_eq!(ledger.fate(&still), Fate::Seen(&Verdict::Draining));
         assert!(ledger.unverified().is_empty(), "nothing left to describe again");
@@ -276,7 +309,7 @@ mod tests {
         let mut ledger = Ledger::default();
         let stale = registration(A, 80, None);
         let real = registration(B, 81, None);
-        ledger.add(vec![stale.clone(), real.clone()]);
+        ledger.add(vec![stale.clone(), real.clone()], "index");
         ledger.record_sent(
             &[stale.clone(), real.clone()],
             &BTreeMap::from([
@@ -284,7 +317,7 @@ mod tests {
                 (B.into(), refused("Throttling")),
             ]),
         );
-        ledger.absorb_sweep(swept(vec![registration(B, 81, Some("healthy"))], &[B]));
+        ledger.absorb_sweep_for_test(swept(vec![registration(B, 81, Some("healthy"))], &[B]));
         assert_eq!(ledger.all().count(), 1, "the deleted group's entry is gone: {ledger:?}");
         assert_eq!(ledger.not_yet_sent(), vec![registration(B, 81, None)]);
         assert!(matches!(ledger.fate(&real), Fate::Refused(e) if e.is("Throttling")));
@@ -294,9 +327,9 @@ mod tests {
     fn what_no_look_confirmed_is_left_for_the_verify_phase() {
         let mut ledger = Ledger::default();
         let target = registration(A, 80, None);
-        ledger.add(vec![target.clone()]);
+        ledger.add(vec![target.clone()], "index");
         ledger.record_sent(std::slice::from_ref(&target), &BTreeMap::from([(A.into(), Ok(()))]));
-        ledger.absorb_sweep(swept(Vec::new(), &[]));
+        ledger.absorb_sweep_for_test(swept(Vec::new(), &[]));
         assert_eq!(ledger.unverified(), vec![target.clone()]);
         assert_eq!(ledger.fate(&target), Fate::NotVerified);
         assert_eq!(ledger.touched_groups(), BTreeSet::from([A.to_owned()]));

@@ -182,8 +182,8 @@ async fn fast_path(
     let step = Instant::now();
     let instances: Vec<Instance> = work.iter().map(|w| w.instance.clone()).collect();
     for locator in ctx.fast_locators {
-        match locator.locate(&instances, deadline).await {
-            Ok(located) => ledger.add_located(located),
+        match locator.locate(&instances, Utc::now(), deadline).await {
+            Ok(located) => ledger.add_located(located, locator.name()),
             // Not fatal: the sweep still covers everything in the VPC.
             Err(e) => ledger
                 .fast_path_warnings
@@ -220,20 +220,23 @@ async fn quarantine_while_sweeping(
         .filter(|w| !w.request.trigger.keeps_network())
         .map(|w| w.instance.clone())
         .collect();
+    let sweep_since = Utc::now();
     let ((enis, quarantine_ms), (swept, locate_ms)) = tokio::join!(
         async {
             let changes = quarantine_all(ctx, &to_quarantine, episodes).await;
             (changes, elapsed_ms(step))
         },
         async {
-            let swept = ctx.sweep.locate(&instances, deadline).await;
+            // Every notice of the batch came before now, and so did the fast path's deregistrations: a view of a group
+            // read after now shows both.
+            let swept = ctx.sweep.locate(&instances, sweep_since, deadline).await;
             (swept, elapsed_ms(step))
         },
     );
     (timings.quarantine, timings.locate) = (quarantine_ms, locate_ms);
     log.step("quarantine", quarantine_ms, |id| assemble::eni_tally(enis.get(id)));
     match swept {
-        Ok(located) => ledger.absorb_sweep(located),
+        Ok(located) => ledger.absorb_sweep(located, ctx.sweep.name()),
         Err(e) => ledger.locate_errors.push(e.to_string()),
     }
     // Groups the sweep could not read may hold any instance's registrations: each instance's line counts them.

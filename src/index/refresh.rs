@@ -119,8 +119,8 @@ async fn existing_items(
     match store::scan(dynamodb, table_name).await {
         Ok(items) => items
             .into_iter()
-            // Delivery markers share the table; they are not the index's to keep or delete.
-            .filter(|item| !table::is_claim(item))
+            // Delivery markers and shared sweeps share the table; they are not the index's to keep or delete.
+            .filter(|item| !table::is_claim(item) && !table::is_sweep(item))
             .filter_map(|item| Some((table::key_of(&item)?, item)))
             .collect(),
         Err(error) => {

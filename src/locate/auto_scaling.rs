@@ -36,7 +36,12 @@ impl Locator for AutoScaling {
         "auto-scaling"
     }
 
-    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Deadline) -> LocateFuture<'a> {
+    fn locate<'a>(
+        &'a self,
+        instances: &'a [Instance],
+        _since: chrono::DateTime<chrono::Utc>,
+        deadline: Deadline,
+    ) -> LocateFuture<'a> {
         Box::pin(self.attached_target_groups(instances, deadline))
     }
 }

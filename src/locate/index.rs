@@ -35,7 +35,12 @@ impl Locator for Index {
         "index"
     }
 
-    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Deadline) -> LocateFuture<'a> {
+    fn locate<'a>(
+        &'a self,
+        instances: &'a [Instance],
+        _since: chrono::DateTime<chrono::Utc>,
+        deadline: Deadline,
+    ) -> LocateFuture<'a> {
         Box::pin(self.known_registrations(instances, deadline))
     }
 }

@@ -6,11 +6,14 @@
 
 pub mod auto_scaling;
 pub mod index;
+pub mod shared;
 pub mod sweep;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
 
 use crate::aws::CallError;
 use crate::deadline::Deadline;
@@ -19,6 +22,7 @@ pub use crate::registration::{TargetKind, TargetRegistration, UncheckedGroup};
 
 pub use auto_scaling::AutoScaling;
 pub use index::Index;
+pub use shared::SharedSweep;
 pub use sweep::Sweep;
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,6 +34,12 @@ pub struct Located {
     /// The ARNs of the target groups whose full target list was read: a registration absent from `registrations` is
     /// not in those groups.
     pub checked_groups: BTreeSet<String>,
+    /// When each group was read, for groups another cleanup read (a shared sweep): its view shows this run's
+    /// deregistrations only if it was read after them. Empty for what this run read itself, after them.
+    pub read_at: HashMap<String, DateTime<Utc>>,
+    /// How these registrations were found, when the locator's name does not say: a shared sweep's `sweep` when this
+    /// run swept, `shared-sweep` when another cleanup did.
+    pub found_by: Option<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,5 +62,7 @@ pub type LocateFuture<'a> = Pin<Box<dyn Future<Output = Result<Located, LocateEr
 pub trait Locator: Send + Sync {
     /// A short name for logs and summaries (`sweep`, `auto-scaling`, ...).
     fn name(&self) -> &'static str;
-    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Deadline) -> LocateFuture<'a>;
+    /// `since`: a view of a group read after it is as good as one read now. The cleanup passes the moment its sweep
+    /// starts: after every notice of its batch, and after its fast path's deregistrations.
+    fn locate<'a>(&'a self, instances: &'a [Instance], since: DateTime<Utc>, deadline: Deadline) -> LocateFuture<'a>;
 }

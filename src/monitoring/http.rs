@@ -9,6 +9,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::error::HttpError;
+
 /// A monitoring API that takes longer than this is reported as failed; the cleanup does not wait on it anyway.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -25,10 +27,10 @@ pub struct Answer {
 }
 
 impl HttpClient {
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, HttpError> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|e| format!("no TLS root certificates: {e}"))?
+            .map_err(|e| HttpError::NoRoots(e.to_string()))?
             .https_or_http()
             .enable_http1()
             .build();
@@ -44,7 +46,8 @@ impl HttpClient {
         url: &str,
         headers: &[(String, String)],
         body: Option<String>,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, HttpError> {
+        let host = || host_of(url).to_owned();
         let mut request = http::Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
@@ -54,25 +57,34 @@ impl HttpClient {
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| format!("cannot build the request to {url}: {e}"))?;
+            .map_err(|e| HttpError::Request {
+                host: host(),
+                reason: e.to_string(),
+            })?;
+        let transport = |e: &dyn std::fmt::Display| HttpError::Transport {
+            host: host(),
+            reason: e.to_string(),
+        };
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| format!("{e}"))?;
+            let response = self.client.request(request).await.map_err(|e| transport(&e))?;
             let status = response.status().as_u16();
             let body = response
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| format!("{e}"))?
+                .map_err(|e| transport(&e))?
                 .to_bytes();
             Ok(Answer {
                 status,
                 body: String::from_utf8_lossy(&body).into_owned(),
             })
         };
-        tokio::time::timeout(TIMEOUT, exchange)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} s", TIMEOUT.as_secs())))
-            .map_err(|e| format!("request to {} failed: {e}", host_of(url)))
+        tokio::time::timeout(TIMEOUT, exchange).await.unwrap_or_else(|_| {
+            Err(HttpError::Timeout {
+                host: host(),
+                seconds: TIMEOUT.as_secs(),
+            })
+        })
     }
 }
 

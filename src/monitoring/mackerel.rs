@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::http::HttpClient;
-use super::{HostChange, System, answer_error};
+use super::{HostChange, MonitoringError, System, answer_error};
 
 pub const DEFAULT_API_URL: &str = "https://api.mackerelio.com";
 
@@ -45,13 +45,17 @@ pub async fn disable(
     let change = |result| HostChange::new(System::Mackerel, instance_id, action.as_str(), result);
     let url = format!("{base}/api/v0/hosts?customIdentifier={instance_id}");
     let found = match http.send(http::Method::GET, &url, &headers, None).await {
-        Ok(answer) if answer.status == 200 => serde_json::from_str::<Hosts>(&answer.body)
-            .map_err(|e| format!("Mackerel's host list is not the expected JSON: {e}")),
-        other => Err(answer_error(other).err().unwrap_or_default()),
+        Ok(answer) if answer.status == 200 => {
+            serde_json::from_str::<Hosts>(&answer.body).map_err(|e| MonitoringError::HostList(e.to_string()))
+        }
+        other => Err(answer_error(other).err().unwrap_or(MonitoringError::Refused {
+            status: 200,
+            body: String::new(),
+        })),
     };
     let host_id = match found.map(|h| h.hosts.into_iter().next()) {
         Ok(Some(host)) => host.id,
-        Ok(None) => return change(Err(format!("no Mackerel host has customIdentifier {instance_id}"))),
+        Ok(None) => return change(Err(MonitoringError::NoSuchHost(instance_id.to_owned()))),
         Err(e) => return change(Err(e)),
     };
     let (url, body) = match action {

@@ -5,6 +5,7 @@
 //! failures are reported in the summary (`monitoring`, and a warning) without changing the cleanup's outcome.
 
 pub mod datadog;
+pub mod error;
 pub mod http;
 pub mod mackerel;
 pub mod secrets;
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::changes::{HostChange, System};
 use crate::input::{InstanceId, Request};
+pub use error::MonitoringError;
 use http::{Answer, HttpClient};
 use mackerel::MackerelAction;
 use secrets::{Secret, SecretClients};
@@ -27,15 +29,14 @@ use template::Template;
 pub const DEFAULT_WEBHOOK_BODY: &str = r#"{"instance_id": "{{instance_id}}", "action": "{{action}}", "event_id": "{{event_id}}", "terminates_at": "{{terminates_at}}"}"#;
 
 /// A 2xx answer is success; anything else is an error that quotes the start of the body.
-fn answer_error(answer: Result<Answer, String>) -> Result<(), String> {
+fn answer_error(answer: Result<Answer, error::HttpError>) -> Result<(), MonitoringError> {
     match answer {
         Ok(a) if (200..300).contains(&a.status) => Ok(()),
-        Ok(a) => Err(format!(
-            "answered {}: {}",
-            a.status,
-            a.body.chars().take(200).collect::<String>()
-        )),
-        Err(e) => Err(e),
+        Ok(a) => Err(MonitoringError::Refused {
+            status: a.status,
+            body: a.body.chars().take(200).collect(),
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -107,10 +108,7 @@ impl Monitoring {
                 changes
                     .entry(request.instance_id.clone())
                     .or_default()
-                    .extend(self.all_failed(
-                        request,
-                        "no HTTPS client: the system's TLS root certificates could not be loaded",
-                    ));
+                    .extend(self.all_failed(request, &MonitoringError::NoHttps));
             }
             return changes;
         };
@@ -201,27 +199,17 @@ impl Monitoring {
         }
     }
 
-    fn all_failed(&self, request: &Request, error: &str) -> Vec<HostChange> {
+    fn all_failed(&self, request: &Request, error: &MonitoringError) -> Vec<HostChange> {
         let host = request.instance_id.as_str();
         let mut out = Vec::new();
         if self.config.datadog.is_some() {
-            out.push(HostChange::new(System::Datadog, host, "muted", Err(error.to_owned())));
+            out.push(HostChange::new(System::Datadog, host, "muted", Err(error)));
         }
         if let Some(m) = &self.config.mackerel {
-            out.push(HostChange::new(
-                System::Mackerel,
-                host,
-                m.action.as_str(),
-                Err(error.to_owned()),
-            ));
+            out.push(HostChange::new(System::Mackerel, host, m.action.as_str(), Err(error)));
         }
         if self.config.webhook.is_some() {
-            out.push(HostChange::new(
-                System::Webhook,
-                host,
-                "notified",
-                Err(error.to_owned()),
-            ));
+            out.push(HostChange::new(System::Webhook, host, "notified", Err(error)));
         }
         out
     }
@@ -235,11 +223,11 @@ impl Monitoring {
                 d.application_key.resolve(self.secrets.as_ref()).await,
             ) {
                 (Ok(api), Ok(app)) => Ok((api, app)),
-                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Err(e), _) | (_, Err(e)) => Err(e.into()),
             };
         }
         if let Some(m) = &self.config.mackerel {
-            resolved.mackerel = m.api_key.resolve(self.secrets.as_ref()).await;
+            resolved.mackerel = m.api_key.resolve(self.secrets.as_ref()).await.map_err(Into::into);
         }
         if let Some(w) = &self.config.webhook {
             let mut headers = Vec::new();
@@ -247,7 +235,10 @@ impl Monitoring {
                 match secret.resolve(self.secrets.as_ref()).await {
                     Ok(value) => headers.push((name.clone(), value)),
                     Err(e) => {
-                        resolved.webhook_headers = Err(format!("header {name}: {e}"));
+                        resolved.webhook_headers = Err(MonitoringError::Header {
+                            name: name.clone(),
+                            error: e,
+                        });
                         return resolved;
                     }
                 }
@@ -259,18 +250,17 @@ impl Monitoring {
 }
 
 struct ResolvedSecrets {
-    datadog: Result<(String, String), String>,
-    mackerel: Result<String, String>,
-    webhook_headers: Result<Vec<(String, String)>, String>,
+    datadog: Result<(String, String), MonitoringError>,
+    mackerel: Result<String, MonitoringError>,
+    webhook_headers: Result<Vec<(String, String)>, MonitoringError>,
 }
 
 impl Default for ResolvedSecrets {
     fn default() -> Self {
-        let unset = "not configured";
         Self {
-            datadog: Err(unset.to_owned()),
-            mackerel: Err(unset.to_owned()),
-            webhook_headers: Err(unset.to_owned()),
+            datadog: Err(MonitoringError::NotConfigured),
+            mackerel: Err(MonitoringError::NotConfigured),
+            webhook_headers: Err(MonitoringError::NotConfigured),
         }
     }
 }

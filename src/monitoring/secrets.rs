@@ -6,6 +6,21 @@ use std::fmt;
 
 use crate::aws::CallError;
 
+/// Why a secret could not be read.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum SecretError {
+    #[error("no SSM or Secrets Manager client was set up")]
+    NoClients,
+    #[error("SSM GetParameter {name}: {}", error.reason())]
+    Parameter { name: String, error: CallError },
+    #[error("SSM parameter {0} has no value")]
+    ParameterEmpty(String),
+    #[error("Secrets Manager GetSecretValue {id}: {}", error.reason())]
+    Secret { id: String, error: CallError },
+    #[error("secret {0} has no string value")]
+    SecretEmpty(String),
+}
+
 #[derive(Clone, PartialEq)]
 pub enum Secret {
     Literal(String),
@@ -25,8 +40,8 @@ impl Secret {
         }
     }
 
-    pub async fn resolve(&self, clients: Option<&SecretClients>) -> Result<String, String> {
-        let stores = || clients.ok_or_else(|| "no SSM or Secrets Manager client was set up".to_owned());
+    pub async fn resolve(&self, clients: Option<&SecretClients>) -> Result<String, SecretError> {
+        let stores = || clients.ok_or(SecretError::NoClients);
         match self {
             Secret::Literal(value) => Ok(value.clone()),
             Secret::Parameter(name) => stores()?
@@ -36,27 +51,25 @@ impl Secret {
                 .with_decryption(true)
                 .send()
                 .await
-                .map_err(|e| {
-                    format!(
-                        "SSM GetParameter {name}: {}",
-                        CallError::new("GetParameter", &e).reason()
-                    )
+                .map_err(|e| SecretError::Parameter {
+                    name: name.clone(),
+                    error: CallError::new("GetParameter", &e),
                 })?
                 .parameter
                 .and_then(|p| p.value)
-                .ok_or_else(|| format!("SSM parameter {name} has no value")),
+                .ok_or_else(|| SecretError::ParameterEmpty(name.clone())),
             Secret::SecretsManager(id) => stores()?
                 .secrets
                 .get_secret_value()
                 .secret_id(id)
                 .send()
                 .await
-                .map_err(|e| {
-                    let error = CallError::new("GetSecretValue", &e);
-                    format!("Secrets Manager GetSecretValue {id}: {}", error.reason())
+                .map_err(|e| SecretError::Secret {
+                    id: id.clone(),
+                    error: CallError::new("GetSecretValue", &e),
                 })?
                 .secret_string
-                .ok_or_else(|| format!("secret {id} has no string value")),
+                .ok_or_else(|| SecretError::SecretEmpty(id.clone())),
         }
     }
 }

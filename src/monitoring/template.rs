@@ -18,7 +18,7 @@ pub const FIELDS: [&str; 8] = [
 #[derive(Clone, Debug, PartialEq)]
 pub struct Template(String);
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum TemplateError {
     #[error("unknown placeholder {{{{{0}}}}}; known are {list}", list = FIELDS.join(", "))]
     UnknownField(String),

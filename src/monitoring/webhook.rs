@@ -17,7 +17,7 @@ pub async fn notify(
     let host = fields.get("instance_id").cloned().unwrap_or_default();
     let result = match body.render(fields) {
         Ok(body) => answer_error(http.send(http::Method::POST, url, headers, Some(body)).await),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     };
     HostChange::new(System::Webhook, &host, "notified", result)
 }

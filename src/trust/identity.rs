@@ -67,21 +67,19 @@ impl IdentityVerifier {
     }
 
     /// Check the signature, then that the document is about this request's instance, account and region.
-    pub fn verify(&self, proof: &IdentityProof, request: &Request, home: &Home) -> Result<(), String> {
+    pub fn verify(&self, proof: &IdentityProof, request: &Request, home: &Home) -> Result<(), ProofError> {
         if proof.document.len() > DOCUMENT_MAX || proof.signature.len() > SIGNATURE_MAX {
-            return Err("the identity document or signature is too large to be one".into());
+            return Err(ProofError::TooLarge);
         }
         let compact: String = proof.signature.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(compact)
-            .map_err(|_| "identity_signature is not base64".to_owned())?;
-        let signature =
-            Signature::try_from(bytes.as_slice()).map_err(|_| "identity_signature is malformed".to_owned())?;
+            .map_err(|_| ProofError::NotBase64)?;
+        let signature = Signature::try_from(bytes.as_slice()).map_err(|_| ProofError::Malformed)?;
         self.key
             .verify(proof.document.as_bytes(), &signature)
-            .map_err(|_| "the identity document's signature does not verify against IDENTITY_CERT_PEM".to_owned())?;
-        let document: IdentityDocument = serde_json::from_str(&proof.document)
-            .map_err(|_| "the signed identity document lacks instanceId, accountId or region".to_owned())?;
+            .map_err(|_| ProofError::BadSignature)?;
+        let document: IdentityDocument = serde_json::from_str(&proof.document).map_err(|_| ProofError::Incomplete)?;
         let mut mismatches = Vec::new();
         if document.instance_id != request.instance_id.as_str() {
             mismatches.push(format!("instanceId {:.32}", document.instance_id));
@@ -97,12 +95,26 @@ impl IdentityVerifier {
         if mismatches.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "the signed identity document does not match the request: {}",
-                mismatches.join(", ")
-            ))
+            Err(ProofError::Mismatch(mismatches.join(", ")))
         }
     }
+}
+
+/// Why an identity proof does not prove the request came from its instance.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("the identity document or signature is too large to be one")]
+    TooLarge,
+    #[error("identity_signature is not base64")]
+    NotBase64,
+    #[error("identity_signature is malformed")]
+    Malformed,
+    #[error("the identity document's signature does not verify against IDENTITY_CERT_PEM")]
+    BadSignature,
+    #[error("the signed identity document lacks instanceId, accountId or region")]
+    Incomplete,
+    #[error("the signed identity document does not match the request: {0}")]
+    Mismatch(String),
 }
 
 /// The identity settings: the certificate, and whether agent requests must carry a proof.
@@ -121,7 +133,7 @@ impl IdentityPolicy {
             return None;
         }
         match (&request.identity, &self.verifier) {
-            (Some(proof), Some(verifier)) => verifier.verify(proof, request, home).err(),
+            (Some(proof), Some(verifier)) => verifier.verify(proof, request, home).err().map(|e| e.to_string()),
             (Some(_), None) => {
                 tracing::warn!("an identity proof was sent but IDENTITY_CERT_PEM is not set; it was not checked");
                 None

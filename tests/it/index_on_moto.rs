@@ -161,7 +161,11 @@ async fn a_scheduled_refresh_fills_the_index_and_an_interruption_deregisters_fro
             .any(|o| o.starts_with("Describe") && o != "DescribeInstances"),
         "nothing from ELB's Describe* budget was spent before: {sequence:?}"
     );
-    assert_eq!(calls.get("Query"), 1 + 3, "the instance id and its three addresses");
+    assert_eq!(
+        calls.get("Query"),
+        1 + 3 + 1,
+        "the instance id and its three addresses, and the shared sweep's look for reads it can reuse"
+    );
     assert_eq!(
         calls.get("DeregisterTargets"),
         3,

@@ -18,3 +18,4 @@ mod records;
 mod runtime_loop;
 mod trust_on_moto;
 mod warm_up;
+mod wave;

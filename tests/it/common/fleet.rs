@@ -19,7 +19,6 @@ pub const POD_PORT: i32 = 8080;
 pub struct Fleet {
     pub ec2: aws_sdk_ec2::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
-    pub sns: aws_sdk_sns::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub vpc_id: String,
     pub other_vpc_id: String,
@@ -137,7 +136,6 @@ impl Fleet {
             record_key,
             ec2,
             elb,
-            sns,
             sqs,
             vpc_id,
             other_vpc_id,

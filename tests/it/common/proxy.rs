@@ -41,7 +41,7 @@ impl Call {
     /// The delivery marker recording the cleanup as done: the `handled` tag, or the claim item's `done` state.
     pub fn marks_done(&self) -> bool {
         (self.action == "CreateTags" && self.body.contains("spot-cleanup%3Ahandled"))
-            || (self.action == "UpdateItem" && self.body.contains(r#"{"S":"done"}"#))
+            || (self.action == "UpdateItem" && self.body.contains("claim#") && self.body.contains(r#"{"S":"done"}"#))
     }
 
     /// A write a cleanup depends on. A claim's renewal is not one: it writes nothing a retry reads but the lease,
@@ -144,6 +144,8 @@ pub struct Proxy {
     pub endpoint: String,
     pub calls: WireCalls,
     kill: Arc<Mutex<Kill>>,
+    /// Extra time before an action is forwarded, by action.
+    slow: Arc<Mutex<BTreeMap<String, std::time::Duration>>>,
 }
 
 impl Proxy {
@@ -164,6 +166,11 @@ impl Proxy {
     pub fn killed(&self) -> bool {
         self.kill.lock().unwrap().killed
     }
+
+    /// Hold every `action` for `by` before forwarding it, as a loaded service would.
+    pub fn slow_down(&self, action: &str, by: std::time::Duration) {
+        self.slow.lock().unwrap().insert(action.to_owned(), by);
+    }
 }
 
 /// Start the proxy in front of `upstream` (`http://127.0.0.1:<port>`); returns its endpoint and the recorder.
@@ -180,6 +187,7 @@ pub fn start_proxy(upstream: &str) -> Proxy {
         endpoint: format!("http://{}", listener.local_addr().unwrap()),
         calls: WireCalls::default(),
         kill: Arc::new(Mutex::new(Kill::default())),
+        slow: Arc::default(),
     };
     let shared = proxy.clone();
     std::thread::spawn(move || {
@@ -234,6 +242,10 @@ fn relay(client: TcpStream, upstream: &str, proxy: &Proxy) -> std::io::Result<()
         body: text,
     };
     proxy.calls.0.lock().unwrap().push(call.clone());
+    let pause = proxy.slow.lock().unwrap().get(&call.action).copied();
+    if let Some(pause) = pause {
+        std::thread::sleep(pause);
+    }
     let mut server = TcpStream::connect(upstream)?;
     server.write_all(&head)?;
     server.write_all(&body)?;

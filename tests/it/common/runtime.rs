@@ -208,11 +208,6 @@ impl LambdaRuntime {
         self.function_exit().is_some()
     }
 
-    /// Where the Invoke API listens, on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Everything the function wrote so far (its JSON log lines).
     pub fn function_log(&self) -> String {
         fs::read_to_string(self.dir.join("function.log")).unwrap_or_default()

@@ -1,41 +1,48 @@
-//! The full sweep: list every target group in the instances' VPCs and describe the health of each.
+//! The full sweep: list every target group in the instances' VPCs and read the targets of each.
 //!
-//! It costs one DescribeTargetHealth per target group, from the account's shared Describe* budget, so the calls run
-//! concurrently but bounded, through the ELB client's adaptive retry.
+//! It costs one DescribeTargetHealth per target group, from the account's shared Describe* budget (see `read`). With
+//! the function's table, cleanups running at the same time share one sweep instead (`locate::shared`).
+
+pub mod read;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
+use aws_sdk_elasticloadbalancingv2::types::TargetGroup;
+use chrono::{DateTime, Utc};
 
-use super::{LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration, UncheckedGroup};
-use crate::aws::{CallError, Pace, bounded_all};
+use super::{LocateFuture, Located, Locator, TargetKind, TargetRegistration, UncheckedGroup};
+use crate::aws::Pace;
 use crate::deadline::Deadline;
 use crate::input::InstanceId;
 use crate::instance::Instance;
+use read::{Candidate, GroupRead, Outcome, Reader};
 
-/// DescribeTargetGroups returns at most 400 per page.
-const PAGE_SIZE: i32 = 400;
+pub use read::list_target_groups;
 
 pub struct Sweep {
-    elb: aws_sdk_elasticloadbalancingv2::Client,
-    concurrency: usize,
-    pace: Pace,
+    reader: Reader,
 }
 
 impl Sweep {
     pub fn new(elb: aws_sdk_elasticloadbalancingv2::Client, concurrency: usize) -> Self {
         Sweep {
-            elb,
-            concurrency: concurrency.max(1),
-            pace: Pace::unlimited(),
+            reader: Reader {
+                elb,
+                concurrency: concurrency.max(1),
+                pace: Pace::unlimited(),
+            },
         }
     }
 
-    /// Take a token from `pace` before each DescribeTargetHealth.
+    /// Take a turn from `pace` before each DescribeTargetHealth.
     pub fn paced(mut self, pace: Pace) -> Self {
-        self.pace = pace;
+        self.reader.pace = pace;
         self
+    }
+
+    pub fn reader(&self) -> &Reader {
+        &self.reader
     }
 }
 
@@ -44,22 +51,28 @@ impl Locator for Sweep {
         "sweep"
     }
 
-    fn locate<'a>(&'a self, instances: &'a [Instance], deadline: Deadline) -> LocateFuture<'a> {
-        Box::pin(self.sweep(instances, deadline))
+    fn locate<'a>(&'a self, instances: &'a [Instance], _since: DateTime<Utc>, deadline: Deadline) -> LocateFuture<'a> {
+        Box::pin(async move {
+            let wanted = Wanted::new(instances);
+            let groups = list_target_groups(&self.reader.elb).await?;
+            let candidates = wanted.candidates(&groups);
+            let reads = self.reader.read(candidates, deadline).await;
+            Ok(wanted.located(&reads, false))
+        })
     }
 }
 
 /// What a target must look like to belong to one of the instances.
-struct Wanted {
+pub struct Wanted {
     vpcs: HashSet<String>,
     /// An instance without a VPC (EC2-Classic, or a long-terminated one) means groups cannot be filtered by VPC.
-    any_vpc: bool,
+    pub any_vpc: bool,
     instance_ids: HashSet<String>,
     addresses: HashMap<(String, IpAddr), InstanceId>,
 }
 
 impl Wanted {
-    fn new(instances: &[Instance]) -> Self {
+    pub fn new(instances: &[Instance]) -> Self {
         let mut wanted = Wanted {
             vpcs: HashSet::new(),
             any_vpc: false,
@@ -87,10 +100,18 @@ impl Wanted {
         wanted
     }
 
-    fn covers(&self, group: &TargetGroup) -> bool {
-        let kind_ok = matches!(group.target_type(), Some(TargetTypeEnum::Instance | TargetTypeEnum::Ip));
-        let vpc_ok = self.any_vpc || group.vpc_id().is_some_and(|v| self.vpcs.contains(v));
-        kind_ok && vpc_ok
+    /// The VPCs the instances' targets can be in.
+    pub fn vpcs(&self) -> impl Iterator<Item = &String> {
+        self.vpcs.iter()
+    }
+
+    /// The groups of `listed` that could hold one of the instances: instance and IP groups of their VPCs.
+    pub fn candidates(&self, listed: &[TargetGroup]) -> Vec<Candidate> {
+        listed
+            .iter()
+            .filter(|g| self.any_vpc || g.vpc_id().is_some_and(|v| self.vpcs.contains(v)))
+            .filter_map(Candidate::of)
+            .collect()
     }
 
     /// Which instance a target id in a group of this kind and VPC belongs to, if any.
@@ -107,86 +128,40 @@ impl Wanted {
             }
         }
     }
-}
 
-/// A target group we will describe.
-struct Candidate {
-    arn: String,
-    name: String,
-    kind: TargetKind,
-    vpc_id: Option<String>,
-}
-
-impl Sweep {
-    async fn sweep(&self, instances: &[Instance], deadline: Deadline) -> Result<Located, LocateError> {
-        let wanted = Wanted::new(instances);
-        let candidates = self.list_candidates(&wanted).await?;
-        let names: Vec<(String, String, Option<String>)> = candidates
-            .iter()
-            .map(|c| (c.arn.clone(), c.name.clone(), c.vpc_id.clone()))
-            .collect();
-        let described = bounded_all(self.concurrency, candidates, |candidate| {
-            let request = self
-                .elb
-                .describe_target_health()
-                .target_group_arn(&candidate.arn)
-                .send();
-            // Checked once a permit is held, so calls queued behind the limit also stop at the deadline.
-            let pace = self.pace.clone();
-            async move {
-                pace.acquire().await;
-                let health = if deadline.passed() { None } else { Some(request.await) };
-                (candidate, health)
-            }
-        })
-        .await;
-
+    /// The instances' registrations in what was read. `shared`: the reads are another cleanup's, made at their
+    /// `read_at`, which the ledger needs to tell whether they saw this run's deregistrations.
+    pub fn located(&self, reads: &[GroupRead], shared: bool) -> Located {
         let mut located = Located::default();
-        for (described, (arn, name, vpc_id)) in described.into_iter().zip(names) {
-            let (candidate, health) = match described {
-                Ok(pair) => pair,
-                Err(e) => {
-                    located.unchecked.push(UncheckedGroup {
-                        target_group_arn: arn,
-                        target_group_name: name,
-                        vpc_id,
-                        error: e.to_string(),
-                    });
+        for read in reads {
+            let candidate = &read.candidate;
+            let unchecked = |error: &str| UncheckedGroup {
+                target_group_arn: candidate.arn.clone(),
+                target_group_name: candidate.name.clone(),
+                vpc_id: candidate.vpc_id.clone(),
+                error: error.to_owned(),
+            };
+            let seen = match &read.outcome {
+                Outcome::Targets(seen) => seen,
+                Outcome::Gone => {
+                    located.target_groups_checked += 1;
                     continue;
                 }
-            };
-            let Some(health) = health else {
-                located.unchecked.push(UncheckedGroup {
-                    target_group_arn: candidate.arn,
-                    target_group_name: candidate.name,
-                    vpc_id: candidate.vpc_id,
-                    error: "not checked: out of time before the deadline".to_owned(),
-                });
-                continue;
+                Outcome::Failed(error) => {
+                    if !error.starts_with("not checked") {
+                        located.target_groups_checked += 1;
+                    }
+                    located.unchecked.push(unchecked(error));
+                    continue;
+                }
             };
             located.target_groups_checked += 1;
-            let health = match health.map_err(|e| CallError::new("DescribeTargetHealth", &e)) {
-                Ok(health) => {
-                    located.checked_groups.insert(candidate.arn.clone());
-                    health
-                }
-                // Deleted between listing and describing: nothing can be registered in it.
-                Err(e) if e.is("TargetGroupNotFound") => continue,
-                Err(e) => {
-                    located.unchecked.push(UncheckedGroup {
-                        target_group_arn: candidate.arn,
-                        target_group_name: candidate.name,
-                        vpc_id: candidate.vpc_id,
-                        error: e.reason(),
-                    });
-                    continue;
-                }
-            };
-            for description in health.target_health_descriptions() {
-                let Some((target, target_id)) = description.target().and_then(|t| Some((t, t.id()?))) else {
-                    continue;
-                };
-                let Some(owner) = wanted.owner(candidate.kind, candidate.vpc_id.as_deref(), target_id) else {
+            located.checked_groups.insert(candidate.arn.clone());
+            if shared {
+                located.read_at.insert(candidate.arn.clone(), read.read_at);
+            }
+            for target in seen {
+                let Some(owner) = self.owner(candidate.kind, candidate.vpc_id.as_deref(), &target.id) else {
                     continue;
                 };
                 located.registrations.push(TargetRegistration {
@@ -194,13 +169,10 @@ impl Sweep {
                     target_group_name: candidate.name.clone(),
                     instance_id: owner,
                     kind: candidate.kind,
-                    target_id: target_id.to_owned(),
-                    port: target.port(),
-                    availability_zone: target.availability_zone().map(str::to_owned),
-                    state: description
-                        .target_health()
-                        .and_then(|h| h.state())
-                        .map(|s| s.as_str().to_owned()),
+                    target_id: target.id.clone(),
+                    port: target.port,
+                    availability_zone: target.zone.clone(),
+                    state: target.state.clone(),
                 });
             }
         }
@@ -208,44 +180,8 @@ impl Sweep {
         located
             .unchecked
             .sort_by(|a, b| a.target_group_arn.cmp(&b.target_group_arn));
-        Ok(located)
+        located
     }
-
-    async fn list_candidates(&self, wanted: &Wanted) -> Result<Vec<Candidate>, LocateError> {
-        let groups = list_target_groups(&self.elb).await?;
-        let candidates = groups
-            .iter()
-            .filter(|g| wanted.covers(g))
-            .filter_map(|group| {
-                let kind = match group.target_type() {
-                    Some(TargetTypeEnum::Ip) => TargetKind::Ip,
-                    _ => TargetKind::Instance,
-                };
-                Some(Candidate {
-                    arn: group.target_group_arn()?.to_owned(),
-                    name: group.target_group_name().unwrap_or_default().to_owned(),
-                    kind,
-                    vpc_id: group.vpc_id().map(str::to_owned),
-                })
-            })
-            .collect();
-        Ok(candidates)
-    }
-}
-
-/// Every target group of the account and region, page by page; the error is the service's, explained.
-pub async fn list_target_groups(elb: &aws_sdk_elasticloadbalancingv2::Client) -> Result<Vec<TargetGroup>, CallError> {
-    let mut groups = Vec::new();
-    let mut pages = elb
-        .describe_target_groups()
-        .page_size(PAGE_SIZE)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| CallError::new("DescribeTargetGroups", &e))?;
-        groups.extend(page.target_groups().iter().cloned());
-    }
-    Ok(groups)
 }
 
 /// What AWS really answers, scripted: the behaviour moto gets wrong (see `crate::testing`).
@@ -300,7 +236,7 @@ mod semantics {
         let elb = elb_client(&[&listing, &nodeports, &pods, &other_vpc, &lambda, &deregister]);
 
         let located = Sweep::new(elb.clone(), 10)
-            .locate(std::slice::from_ref(&node), Deadline::none())
+            .locate(std::slice::from_ref(&node), chrono::Utc::now(), Deadline::none())
             .await
             .unwrap();
 
@@ -363,7 +299,7 @@ mod semantics {
         let elb = elb_client(&[&listing, &web]);
 
         let located = Sweep::new(elb, 10)
-            .locate(std::slice::from_ref(&node), Deadline::none())
+            .locate(std::slice::from_ref(&node), chrono::Utc::now(), Deadline::none())
             .await
             .unwrap();
 
@@ -371,8 +307,8 @@ mod semantics {
         assert!(located.unchecked.is_empty());
         assert_eq!(web.num_calls(), 3);
     }
-    /// A throttle that never clears, after every attempt is spent, leaves that one group unchecked, with the reason, for
-    /// the summary to report. The other groups are still swept.
+    /// A throttle that never clears: the group is read again after a pause, round after round, until the deadline; then
+    /// it is left unchecked, with the reason, for the summary to report. The other groups are still swept.
     #[tokio::test]
     async fn a_throttle_that_never_clears_leaves_the_group_unchecked() {
         let node = instance(INSTANCE, &[eni("eni-0aaa0000000000001", &[WEB_SG], &[PRIMARY_IP])]);
@@ -396,11 +332,21 @@ mod semantics {
             .build();
         let elb = elb_client(&[&listing, &web, &busy]);
 
+        let started = std::time::Instant::now();
         let located = Sweep::new(elb, 10)
-            .locate(std::slice::from_ref(&node), Deadline::none())
+            .locate(
+                std::slice::from_ref(&node),
+                chrono::Utc::now(),
+                Deadline::after(std::time::Duration::from_secs(2)),
+            )
             .await
             .unwrap();
 
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(located.registrations, [instance_target("web", 80, "healthy")]);
         assert_eq!(
             located.unchecked,
@@ -412,6 +358,16 @@ mod semantics {
             }]
         );
         assert_eq!(located.target_groups_checked, 2);
-        assert_eq!(busy.num_calls(), MAX_ATTEMPTS as usize);
+        let rounds = busy.num_calls() / MAX_ATTEMPTS as usize;
+        assert!(
+            rounds >= 2,
+            "read again after the SDK's attempts were spent: {} calls",
+            busy.num_calls()
+        );
+        assert_eq!(
+            busy.num_calls() % MAX_ATTEMPTS as usize,
+            0,
+            "whole rounds of the SDK's attempts"
+        );
     }
 }

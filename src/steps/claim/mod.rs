@@ -1,0 +1,256 @@
+//! One delivery per interruption does the work. With EventBridge and a node agent both configured, two deliveries
+//! per interruption are the normal case, and Lambda and SQS retry on top of that; the marker that decides which one
+//! acts is held by AWS, not by this container, so it holds across containers and retries.
+//!
+//! A claim is a lease: its holder renews it while it works (`keep`), and a claim that is not renewed lapses after a
+//! short while (`CLAIM_LEASE_SECONDS`, 15 s by default, never past the invocation's end). So a claimant that dies (a
+//! panic, an out-of-memory kill, a lost execution environment) holds up the next delivery for at most one lease: the
+//! retry Lambda sends a minute later always finds the claim lapsed and does the work.
+//!
+//! - **With the function's table**: one item per instance, pk `claim#<instance id>`, sk `claim` (index items are
+//!   `instance#`, `ip#` and `group#`, so it cannot collide with them, and the index refresh leaves it alone). A
+//!   conditional UpdateItem takes it, and it is the only arbiter: only when there is none, when the last run recorded
+//!   `incomplete`, or when the last claimant's lease ran out while it was still `in-progress`. A `done` claim stays
+//!   done until a restore clears it. The item keeps the `episode` (the token of the claim that started this
+//!   interruption's work) across takeovers.
+//! - **Without it**: tags on the instance. EC2 tags have no conditional write, so each claimant writes its own tag
+//!   `spot-cleanup:claim:<token>` = its lease (tokens start with the time, so they sort by age), waits `SETTLE`,
+//!   reads the tags back, and the oldest live claim wins; the others remove theirs. A batch claims all its instances
+//!   with one token, in one CreateTags. A finished cleanup leaves `spot-cleanup:handled`. The window: two claimants
+//!   both proceed only if one's tag becomes visible more than `SETTLE` after the other read the tags back (CreateTags
+//!   slower than half a second to show). Both would then do the same idempotent work and both publish.
+//!
+//! A run that ends incomplete releases its claim so that its retry can finish the work. A restore clears the marker,
+//! so a later interruption of the same instance (after a stop) is handled again.
+
+mod keeper;
+mod with_table;
+mod with_tags;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::tags;
+use crate::aws::{CallError, join_all};
+use crate::deadline::Deadline;
+use crate::input::InstanceId;
+use crate::table::{CLAIM_SK, claim_pk, s, stamp};
+pub use keeper::{Keeper, keep};
+use with_table::claim_item;
+use with_tags::{claim_key, claim_tags, is_marker_tag};
+
+pub const CLAIM_TAG_PREFIX: &str = "spot-cleanup:claim:";
+pub const HANDLED_TAG: &str = "spot-cleanup:handled";
+/// How long a tag claimant waits for concurrent claims to become visible before reading them back.
+pub const SETTLE: Duration = Duration::from_millis(500);
+/// How long a claim lasts unless its holder renews it (`CLAIM_LEASE_SECONDS`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+/// Claim items expire after a day: by then the instance is long gone or was restored.
+pub(super) const CLAIM_TTL_SECONDS: i64 = 24 * 60 * 60;
+pub(super) const IN_PROGRESS: &str = "in-progress";
+
+/// Where the marker lives. The handles are owned, so that the task renewing the claims can keep them.
+#[derive(Clone, Debug)]
+pub enum Marker {
+    Table {
+        dynamodb: aws_sdk_dynamodb::Client,
+        table: String,
+    },
+    Tags {
+        ec2: aws_sdk_ec2::Client,
+    },
+}
+
+impl Marker {
+    /// The marker a deployment uses: its table when it has one, else tags on the instance.
+    pub fn new(table: Option<&str>, dynamodb: &aws_sdk_dynamodb::Client, ec2: &aws_sdk_ec2::Client) -> Self {
+        match table {
+            Some(table) => Marker::Table {
+                dynamodb: dynamodb.clone(),
+                table: table.to_owned(),
+            },
+            None => Marker::Tags { ec2: ec2.clone() },
+        }
+    }
+}
+
+/// How long claims last, and when the invocation that holds them ends.
+#[derive(Clone, Copy, Debug)]
+pub struct Lease {
+    pub length: Duration,
+    pub deadline: Deadline,
+}
+
+impl Lease {
+    /// When a claim taken or renewed now lapses: `length` from now, and never after the invocation ends.
+    pub fn until(&self) -> DateTime<Utc> {
+        let length = match self.deadline.end_left() {
+            Some(left) => self.length.min(left),
+            None => self.length,
+        };
+        Utc::now() + chrono::Duration::from_std(length).unwrap_or(chrono::Duration::seconds(15))
+    }
+
+    /// How often a holder renews: three times a lease, so that one failed renewal does not lose the claim.
+    pub fn renew_every(&self) -> Duration {
+        (self.length / 3).max(Duration::from_millis(100))
+    }
+}
+
+/// What the marker said.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claim {
+    /// This invocation does the work; `finish` records how it went. `episode` names the interruption across
+    /// takeovers (the token of the claim that started its work) for the records the work signs; empty with tags,
+    /// whose claims cannot carry one safely.
+    Won { token: Token, episode: String },
+    /// Another delivery did the work (`done`) or is doing it (`in-progress`).
+    Taken { state: String, since: Option<String> },
+    /// The marker could not be read or written. The work goes ahead (it is idempotent) with this warning: a missed
+    /// cleanup costs more than a repeated one.
+    Unavailable(String),
+}
+
+/// This invocation's claim.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token(String);
+
+impl Token {
+    pub(super) fn new() -> Token {
+        Token(crate::table::unique_token())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Take the marker of every instance, or learn who has it; one answer per instance, in order.
+pub async fn claim_all(marker: &Marker, instances: &[InstanceId], lease: &Lease) -> Vec<Claim> {
+    match marker {
+        Marker::Table { dynamodb, table } => {
+            join_all(
+                instances
+                    .iter()
+                    .map(|instance| claim_item(dynamodb, table, instance, lease)),
+            )
+            .await
+        }
+        Marker::Tags { ec2 } => claim_tags(ec2, instances, lease).await,
+    }
+}
+
+/// Record how the work went: `done`, or released for a retry.
+pub async fn finish(marker: &Marker, instance: &InstanceId, token: &Token, complete: bool) -> Result<(), CallError> {
+    match marker {
+        Marker::Table { dynamodb, table } => {
+            dynamodb
+                .update_item()
+                .table_name(table)
+                .key("pk", s(claim_pk(instance)))
+                .key("sk", s(CLAIM_SK))
+                .update_expression("SET #state = :state, finished_at = :now")
+                .condition_expression("#token = :token")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_names("#token", "token")
+                .expression_attribute_values(":state", s(if complete { "done" } else { "incomplete" }))
+                .expression_attribute_values(":now", s(stamp(Utc::now())))
+                .expression_attribute_values(":token", s(token.as_str()))
+                .send()
+                .await
+                .map_err(|e| CallError::new("UpdateItem", &e))?;
+            Ok(())
+        }
+        Marker::Tags { ec2 } => {
+            if complete {
+                let handled = tags::tag(HANDLED_TAG, &stamp(Utc::now()));
+                tags::write(ec2, instance.as_str(), vec![handled]).await?;
+            }
+            tags::delete(ec2, instance.as_str(), vec![claim_key(token.as_str())]).await
+        }
+    }
+}
+
+/// The interruption the marker's last claim worked on, for a restore to check its records against. None with tags
+/// (they keep no episode), or when the table holds no claim (it expired after a day, or was cleared).
+pub async fn episode(marker: &Marker, instance: &InstanceId) -> Result<Option<String>, CallError> {
+    let Marker::Table { dynamodb, table } = marker else {
+        return Ok(None);
+    };
+    let found = dynamodb
+        .get_item()
+        .table_name(table)
+        .key("pk", s(claim_pk(instance)))
+        .key("sk", s(CLAIM_SK))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| CallError::new("GetItem", &e))?;
+    Ok(found
+        .item()
+        .and_then(|item| item.get("episode"))
+        .and_then(|v| v.as_s().ok())
+        .cloned())
+}
+
+/// Forget the marker: the instance was restored, so a later interruption is new work.
+pub async fn clear(marker: &Marker, instance: &InstanceId) -> Result<(), CallError> {
+    match marker {
+        Marker::Table { dynamodb, table } => {
+            dynamodb
+                .delete_item()
+                .table_name(table)
+                .key("pk", s(claim_pk(instance)))
+                .key("sk", s(CLAIM_SK))
+                .send()
+                .await
+                .map_err(|e| CallError::new("DeleteItem", &e))?;
+            Ok(())
+        }
+        Marker::Tags { ec2 } => {
+            let found = tags::read(ec2, instance.as_str()).await?;
+            let keys: Vec<String> = found.into_keys().filter(|k| is_marker_tag(k)).collect();
+            if keys.is_empty() {
+                return Ok(());
+            }
+            tags::delete(ec2, instance.as_str(), keys).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_sort_by_time_and_are_unique() {
+        let first = Token::new();
+        std::thread::sleep(Duration::from_millis(2));
+        let second = Token::new();
+        let third = Token::new();
+        assert!(first.as_str() < second.as_str());
+        assert_ne!(second, third);
+        assert!(
+            claim_key(first.as_str()).len() <= 128,
+            "EC2 tag keys are at most 128 characters"
+        );
+    }
+
+    #[test]
+    fn a_lease_never_outlasts_the_invocation() {
+        let long = Lease {
+            length: Duration::from_secs(15),
+            deadline: Deadline::after(Duration::from_secs(60)),
+        };
+        let left = (long.until() - Utc::now()).num_milliseconds();
+        assert!((14_000..=15_000).contains(&left), "{left}");
+        let short = Lease {
+            length: Duration::from_secs(15),
+            deadline: Deadline::after(Duration::from_secs(2)),
+        };
+        let left = (short.until() - Utc::now()).num_milliseconds();
+        assert!((1_000..=2_000).contains(&left), "{left}");
+        assert_eq!(long.renew_every(), Duration::from_secs(5));
+    }
+}

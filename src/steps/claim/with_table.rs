@@ -1,0 +1,76 @@
+//! The marker in the function's table: one conditional UpdateItem takes it.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::Utc;
+
+use super::{CLAIM_TTL_SECONDS, Claim, IN_PROGRESS, Lease, Token};
+use crate::aws::CallError;
+use crate::input::InstanceId;
+use crate::table::{CLAIM_SK, claim_pk, s, stamp};
+
+pub(super) async fn claim_item(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    instance: &InstanceId,
+    lease: &Lease,
+) -> Claim {
+    let token = Token::new();
+    let now = Utc::now();
+    let taken = dynamodb
+        .update_item()
+        .table_name(table)
+        .key("pk", s(claim_pk(instance)))
+        .key("sk", s(CLAIM_SK))
+        .update_expression(
+            "SET #token = :token, #state = :in_progress, claimed_at = :now, lease_until = :until, \
+             expires_at = :expires, episode = if_not_exists(episode, :token)",
+        )
+        .condition_expression(
+            "attribute_not_exists(pk) OR #state = :incomplete OR (#state = :in_progress AND lease_until < :now)",
+        )
+        .expression_attribute_names("#token", "token")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_values(":token", s(token.as_str()))
+        .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+        .expression_attribute_values(":incomplete", s("incomplete"))
+        .expression_attribute_values(":now", s(stamp(now)))
+        .expression_attribute_values(":until", s(stamp(lease.until())))
+        .expression_attribute_values(
+            ":expires",
+            AttributeValue::N((now.timestamp() + CLAIM_TTL_SECONDS).to_string()),
+        )
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+        .send()
+        .await;
+    match taken.map_err(|e| CallError::new("UpdateItem", &e)) {
+        Ok(output) => {
+            let episode = output
+                .attributes()
+                .and_then(|a| a.get("episode"))
+                .and_then(|v| v.as_s().ok())
+                .cloned();
+            let episode = episode.unwrap_or_else(|| token.as_str().to_owned());
+            Claim::Won { token, episode }
+        }
+        Err(e) if e.is("ConditionalCheckFailedException") => {
+            let held = dynamodb
+                .get_item()
+                .table_name(table)
+                .key("pk", s(claim_pk(instance)))
+                .key("sk", s(CLAIM_SK))
+                .consistent_read(true)
+                .send()
+                .await;
+            let item = held.ok().and_then(|o| o.item().cloned()).unwrap_or_default();
+            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+            Claim::Taken {
+                state: text("state").unwrap_or_else(|| IN_PROGRESS.into()),
+                since: text("claimed_at"),
+            }
+        }
+        Err(e) => Claim::Unavailable(format!(
+            "the delivery marker could not be written ({}); handled as a first delivery",
+            e.reason()
+        )),
+    }
+}

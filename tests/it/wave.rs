@@ -1,0 +1,136 @@
+//! A wave of interruptions costs about one sweep. Several cleanups, each its own `App` as separate execution
+//! environments would be, start at the same moment against moto through the recording proxy, which holds each
+//! DescribeTargetHealth a while so that the sweep takes long enough for the others to arrive. With the function's
+//! table, one of them sweeps and the others wait for its reads; each summary says how its registrations were found.
+
+use std::time::Duration;
+
+use lambda_runtime::{Context, LambdaEvent};
+use spot_cleanup::{App, Clients, Summary, handle};
+
+use crate::common::fleet::Fleet;
+use crate::common::proxy::start_proxy;
+use crate::common::{self, Moto};
+
+const TABLE: &str = "spot-cleanup-wave";
+
+/// The sweep's own reads: a DescribeTargetHealth of a whole group (a check of particular targets names them).
+fn sweep_reads(calls: &[crate::common::proxy::Call]) -> usize {
+    calls
+        .iter()
+        .filter(|c| c.action == "DescribeTargetHealth" && !c.body.contains("Targets.member"))
+        .count()
+}
+
+async fn wave(spot: usize, table: Option<&str>) -> (Vec<Summary>, usize, usize) {
+    let moto = Moto::start();
+    let direct = moto.sdk_config().await;
+    if let Some(table) = table {
+        common::create_index_table(&direct, table).await;
+    }
+    let fleet = Fleet::build(&direct, spot).await;
+    let proxy = start_proxy(&moto.endpoint);
+    proxy.slow_down("DescribeTargetHealth", Duration::from_millis(300));
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(common::REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .endpoint_url(&proxy.endpoint)
+        .load()
+        .await;
+    let mut extra = vec![("ELB_CONCURRENCY", "1")];
+    extra.extend(table.map(|t| ("REGISTRATION_INDEX_TABLE", t)));
+    let apps: Vec<App> = (0..spot)
+        .map(|_| App::new(fleet.config_with(&extra).unwrap(), Clients::from_shared(&shared)))
+        .collect();
+    let groups = fleet.target_groups.len();
+    if table.is_some() {
+        // The template's schedule keeps the index filled: the fast path then knows every registration.
+        let refresh = common::event_for("scheduled-refresh.json", "i-0123456789abcdef0");
+        handle(&apps[0], LambdaEvent::new(refresh, Context::default()))
+            .await
+            .expect("refreshed");
+    }
+    let before = fleet.registrations().await;
+    proxy.calls.clear();
+
+    let answers = futures_join(apps.iter().zip(&fleet.spot).map(|(app, node)| {
+        let event = common::event_for("spot-interruption-terminate.json", &node.id);
+        async move { handle(app, LambdaEvent::new(event, Context::default())).await }
+    }))
+    .await;
+
+    let summaries: Vec<Summary> = answers
+        .into_iter()
+        .map(|a| serde_json::from_value::<Summary>(a.expect("cleaned")).unwrap())
+        .collect();
+    for (summary, node) in summaries.iter().zip(&fleet.spot) {
+        assert_eq!(summary.outcome.as_str(), "cleaned", "{summary:#?}");
+        assert_eq!(common::removed(summary), fleet.registrations_of(node, &before));
+    }
+    for node in &fleet.spot {
+        assert!(fleet.registrations_of(node, &fleet.registrations().await).is_empty());
+    }
+    (summaries, sweep_reads(&proxy.calls.calls()), groups)
+}
+
+/// Poll every future to the end side by side, in this task (the handler's future borrows its `App`).
+async fn futures_join<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut results: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(future) = slot
+                && let std::task::Poll::Ready(output) = future.as_mut().poll(cx)
+            {
+                *result = Some(output);
+                *slot = None;
+            }
+        }
+        if pending.iter().all(Option::is_none) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
+
+fn found_by(summary: &Summary) -> Vec<&str> {
+    let mut by: Vec<&str> = summary.removed.iter().filter_map(|t| t.found_by.as_deref()).collect();
+    by.dedup();
+    by
+}
+
+/// Four cleanups at once with the table (and the index the template's schedule keeps filled): one sweep's reads serve
+/// all four. Each group is read once, plus at most a few read again because they were read before the last of the
+/// four was ready for them; their reads come after the fast path's deregistrations, so they are the check too.
+#[tokio::test]
+async fn four_interruptions_at_once_share_one_sweep() {
+    let (summaries, reads, groups) = wave(4, Some(TABLE)).await;
+    assert!(
+        reads <= groups + 2,
+        "{reads} reads of {groups} groups: about one sweep for all four"
+    );
+    let ways: Vec<Vec<&str>> = summaries.iter().map(found_by).collect();
+    // The index found every registration first; the sweep, one cleanup's, found nothing more.
+    assert!(ways.iter().all(|w| w == &["index"]), "{ways:?}");
+    let mut swept_by: Vec<&str> = summaries.iter().filter_map(|s| s.swept_by.as_deref()).collect();
+    swept_by.sort();
+    assert_eq!(swept_by, ["shared-sweep", "shared-sweep", "shared-sweep", "sweep"]);
+}
+
+/// The same wave without a table: each cleanup sweeps alone, and then checks the three groups it left: seven reads
+/// each.
+#[tokio::test]
+async fn without_the_table_each_interruption_sweeps_alone() {
+    let (summaries, reads, groups) = wave(4, None).await;
+    assert_eq!(reads, 4 * (groups + 3));
+    assert!(
+        summaries
+            .iter()
+            .all(|s| found_by(s) == ["sweep"] && s.swept_by.as_deref() == Some("sweep"))
+    );
+}
