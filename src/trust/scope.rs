@@ -327,4 +327,31 @@ mod tests {
         assert_eq!(emulated.account, None);
         assert_eq!(emulated.region.as_deref(), Some("eu-west-1"), "AWS_REGION");
     }
+
+    /// With `SNS_SOURCE_TOPIC_ARNS`, a message that came through any other topic is out of scope; one that came
+    /// through no topic at all, or a listed one, is not. Unset, every topic is accepted.
+    #[test]
+    fn sns_deliveries_come_only_through_the_listed_topics() {
+        let listed = "arn:aws:sns:us-east-1:123456789012:spot-cleanup-lifecycle";
+        let mut scope = Scope {
+            sns_topics: vec![listed.to_owned()],
+            ..Scope::default()
+        };
+        let home = Home::from_function_arn("arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup", &scope);
+        let through = |topic: Option<&str>| Trigger {
+            sns_topic_arn: topic.map(str::to_owned),
+            ..trigger(None, Some("us-east-1"), Some("123456789012"))
+        };
+        assert!(scope.check_origin(&home, &through(Some(listed))).is_empty());
+        assert!(scope.check_origin(&home, &through(None)).is_empty());
+        let other = scope.check_origin(&home, &through(Some("arn:aws:sns:us-east-1:123456789012:someone-else")));
+        assert_eq!(other.len(), 1);
+        assert!(other[0].contains("SNS_SOURCE_TOPIC_ARNS"), "{other:?}");
+        scope.sns_topics.clear();
+        assert!(
+            scope
+                .check_origin(&home, &through(Some("arn:aws:sns:us-east-1:123456789012:any")))
+                .is_empty()
+        );
+    }
 }
