@@ -261,7 +261,7 @@ async fn verify(ctx: &Context<'_>, ledger: &mut Ledger, timings: &mut Timings, l
     let (elb, pace, concurrency) = (&ctx.clients.elb, ctx.elb_pace, ctx.config.concurrency);
     let unverified = ledger.unverified();
     if !unverified.is_empty() && !deadline.passed() {
-        ledger.record_checks(verify::verify_removed(elb, pace, &unverified, concurrency).await);
+        ledger.record_checks(verify::verify_removed(elb, pace, &unverified, concurrency, deadline).await);
     }
     let touched = ledger.touched_groups();
     if !touched.is_empty() && !deadline.passed() {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::deregister::by_target_group;
 use crate::aws::{CallError, Pace, bounded_all};
+use crate::deadline::{Deadline, Rounds};
 use crate::registration::TargetRegistration;
 
 /// What the verify pass saw for one registration.
@@ -27,39 +28,66 @@ pub struct GroupCheck {
     pub verdicts: Vec<(TargetRegistration, Verdict)>,
 }
 
-/// Describe each touched group again and say, for every registration, whether it is gone.
+/// Describe each touched group again and say, for every registration, whether it is gone. A group still throttled
+/// after the SDK's retries is described again in another round while the deadline allows: a wave of cleanups checks
+/// at the same moment, and a check given up would report a removed target as remaining.
 pub async fn verify_removed(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
     pace: &Pace,
     registrations: &[TargetRegistration],
     concurrency: usize,
+    deadline: Deadline,
 ) -> Vec<GroupCheck> {
     let groups: Vec<(String, Vec<TargetRegistration>)> = by_target_group(registrations).into_iter().collect();
-    let checks = bounded_all(concurrency, groups.clone(), |(arn, targets)| {
-        check_group(elb.clone(), pace.clone(), arn, targets)
-    })
-    .await;
-    // Already in ARN order, since `by_target_group` is a BTreeMap and results keep the order of their items.
-    groups
-        .into_iter()
-        .zip(checks)
-        .map(|((_, targets), check)| {
-            check.unwrap_or_else(|e| GroupCheck {
-                verdicts: targets
-                    .into_iter()
-                    .map(|t| (t, Verdict::Unknown { error: e.to_string() }))
-                    .collect(),
-            })
+    // Already in ARN order, since `by_target_group` is a BTreeMap; each answer keeps its group's place.
+    let mut answers: Vec<Option<GroupCheck>> = vec![None; groups.len()];
+    let mut pending: Vec<usize> = (0..groups.len()).collect();
+    let mut rounds = Rounds::new(deadline);
+    loop {
+        let again = rounds.start();
+        let checks = bounded_all(concurrency, pending.clone(), |index| {
+            let (arn, targets) = groups[index].clone();
+            check_group(elb.clone(), pace.clone(), arn, targets)
         })
-        .collect()
+        .await;
+        let mut throttled = Vec::new();
+        for (index, check) in pending.into_iter().zip(checks) {
+            let check = match check {
+                Ok((_, true)) if again => {
+                    throttled.push(index);
+                    continue;
+                }
+                Ok((check, _)) => check,
+                // The call's task died: reported like any failed call.
+                Err(e) => unknown(groups[index].1.clone(), e.to_string()),
+            };
+            answers[index] = Some(check);
+        }
+        if throttled.is_empty() {
+            break;
+        }
+        rounds.pause("verify", throttled.len()).await;
+        pending = throttled;
+    }
+    answers.into_iter().flatten().collect()
 }
 
+fn unknown(targets: Vec<TargetRegistration>, error: String) -> GroupCheck {
+    GroupCheck {
+        verdicts: targets
+            .into_iter()
+            .map(|t| (t, Verdict::Unknown { error: error.clone() }))
+            .collect(),
+    }
+}
+
+/// Check one group; true when it was throttled (and may be checked again).
 async fn check_group(
     elb: aws_sdk_elasticloadbalancingv2::Client,
     pace: Pace,
     arn: String,
     targets: Vec<TargetRegistration>,
-) -> GroupCheck {
+) -> (GroupCheck, bool) {
     pace.acquire().await;
     let health = elb.describe_target_health().target_group_arn(&arn).send().await;
     let health = match health {
@@ -67,14 +95,11 @@ async fn check_group(
         Err(e) => {
             let error = CallError::new("DescribeTargetHealth", &e);
             // The group itself is gone, and every registration with it.
-            let verdict = if error.is("TargetGroupNotFound") {
-                Verdict::Deregistered
-            } else {
-                Verdict::Unknown { error: error.reason() }
-            };
-            return GroupCheck {
-                verdicts: targets.into_iter().map(|t| (t, verdict.clone())).collect(),
-            };
+            if error.is("TargetGroupNotFound") {
+                let verdicts = targets.into_iter().map(|t| (t, Verdict::Deregistered)).collect();
+                return (GroupCheck { verdicts }, false);
+            }
+            return (unknown(targets, error.reason()), error.is_throttling());
         }
     };
     let verdicts = targets
@@ -98,7 +123,7 @@ async fn check_group(
             (t, verdict)
         })
         .collect();
-    GroupCheck { verdicts }
+    (GroupCheck { verdicts }, false)
 }
 
 /// Each group's `deregistration_delay.timeout_seconds`, for the groups whose attributes could be read, so the summary
@@ -194,7 +219,7 @@ mod semantics {
         assert!(results.values().all(Result::is_ok), "{results:?}");
         assert_eq!(sent.all().len(), 4);
 
-        let checks = verify::verify_removed(&elb, &Pace::unlimited(), &registrations, 10).await;
+        let checks = verify::verify_removed(&elb, &Pace::unlimited(), &registrations, 10, Deadline::none()).await;
 
         let verdicts: Vec<(String, Option<i32>, Verdict)> = checks
             .iter()
@@ -233,5 +258,61 @@ mod semantics {
             assert_eq!(rule.num_calls(), 1);
         }
         assert!(delays.iter().all(|d| d.num_calls() == 1));
+    }
+
+    /// A wave of cleanups checks at the same moment, and the account's Describe* budget answers `Throttling`. A group
+    /// still throttled after the SDK's attempts is checked again after a pause while the deadline allows: the removed
+    /// target is reported removed, not remaining. A throttle that outlasts the deadline leaves the verdict unknown.
+    #[tokio::test]
+    async fn a_check_throttled_past_the_sdks_attempts_is_made_again_within_the_deadline() {
+        use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Healthy;
+
+        let registrations = vec![instance_target("web", 80, "healthy")];
+        let web = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+            .match_requests(|r| r.target_group_arn() == Some(arn("web").as_str()))
+            .sequence()
+            .http_status(400, Some(throttled()))
+            .times(MAX_ATTEMPTS as usize + 1)
+            .output(|| health(&[target(NEIGHBOUR, 80, Healthy)]))
+            .build();
+        let elb = elb_client(&[&web]);
+        let deadline = Deadline::after(std::time::Duration::from_secs(30));
+
+        let checks = verify::verify_removed(&elb, &Pace::unlimited(), &registrations, 10, deadline).await;
+
+        assert_eq!(checks[0].verdicts[0].1, Verdict::Deregistered);
+        assert_eq!(
+            web.num_calls(),
+            MAX_ATTEMPTS as usize + 2,
+            "a second round after the SDK's attempts"
+        );
+
+        let busy = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+            .sequence()
+            .http_status(400, Some(throttled()))
+            .repeatedly()
+            .build();
+        let elb = elb_client(&[&busy]);
+        let started = std::time::Instant::now();
+        let deadline = Deadline::after(std::time::Duration::from_secs(2));
+
+        let checks = verify::verify_removed(&elb, &Pace::unlimited(), &registrations, 10, deadline).await;
+
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            checks[0].verdicts[0].1,
+            Verdict::Unknown {
+                error: "Throttling: Rate exceeded".into()
+            }
+        );
+        assert!(
+            busy.num_calls() >= 2 * MAX_ATTEMPTS as usize,
+            "{} calls",
+            busy.num_calls()
+        );
     }
 }

@@ -3,22 +3,15 @@
 //! bounded, and go through the ELB client's adaptive retry. A group still throttled after that is read again after a
 //! pause, as long as the deadline allows: giving it up would leave the instance registered there.
 
-use std::time::Duration;
-
 use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
 use chrono::{DateTime, Utc};
 
 use crate::aws::{CallError, Pace, bounded_all};
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, Rounds};
 use crate::registration::TargetKind;
 
 /// DescribeTargetGroups returns at most 400 per page.
 const PAGE_SIZE: i32 = 400;
-/// The pause before a throttled group is read again; it doubles each round, up to `MAX_PAUSE`.
-const FIRST_PAUSE: Duration = Duration::from_millis(500);
-const MAX_PAUSE: Duration = Duration::from_secs(4);
-/// Without a deadline (a direct call, a test) a throttled group gets this many rounds.
-const ROUNDS_WITHOUT_DEADLINE: usize = 3;
 
 /// A target group to read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,11 +83,9 @@ impl Reader {
     pub async fn read(&self, candidates: Vec<Candidate>, deadline: Deadline) -> Vec<GroupRead> {
         let mut answers: Vec<Option<GroupRead>> = vec![None; candidates.len()];
         let mut pending: Vec<(usize, Candidate)> = candidates.into_iter().enumerate().collect();
-        let mut pause = FIRST_PAUSE;
-        let mut rounds = 0;
+        let mut rounds = Rounds::new(deadline);
         loop {
-            rounds += 1;
-            let again = deadline.within(pause) && (deadline.is_set() || rounds < ROUNDS_WITHOUT_DEADLINE);
+            let again = rounds.start();
             let round = bounded_all(self.concurrency.max(1), pending.clone(), |(index, candidate)| {
                 let (elb, pace) = (self.elb.clone(), self.pace.clone());
                 async move { (index, read_one(&elb, &pace, candidate, deadline).await) }
@@ -121,13 +112,7 @@ impl Reader {
             if throttled.is_empty() {
                 break;
             }
-            tracing::info!(
-                groups = throttled.len(),
-                pause_ms = pause.as_millis() as u64,
-                "throttled groups read again"
-            );
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_PAUSE);
+            rounds.pause("sweep", throttled.len()).await;
             pending = throttled;
         }
         answers.into_iter().flatten().collect()
