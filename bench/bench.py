@@ -7,6 +7,11 @@ under `cargo lambda watch`: ours for one interrupted instance, ours for an SQS b
 binary with ELB_CONCURRENCY=1, one invocation per instance). The fleet is restored between scenarios and the proxy's
 token buckets refilled, so each starts from the same state. Writes bench/out/results.{json,md} and
 bench/out/time-vs-groups.png, and copies the table and the plot to bench/RESULTS.md and bench/time-vs-groups.png.
+
+With --wave it runs only the wave part instead (bench/wave.py): N interruptions at once, each in its own function
+process, against one SQS batch of the same N, and a lone interruption with this binary against an older one. That
+writes bench/out/wave.{json,md} and bench/out/wave.png, puts the section "A wave of interruptions" at the end of
+bench/RESULTS.md (a later full run keeps it) and copies the plot to bench/wave.png.
 """
 import argparse
 import datetime
@@ -23,6 +28,8 @@ from pathlib import Path
 import cold_init
 import fleet as fleet_module
 import report
+import wave
+import wave_report
 from processes import Moto
 from proxy import BUCKETS_DOC, ThrottlingProxy
 from scenarios import Bench
@@ -46,11 +53,32 @@ def parse_args():
     parser.add_argument("--quick", action="store_true", help="a smoke run: sizes 20,60, batches of 3")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--rerender", action="store_true",
-                        help="only rewrite the report and plot from bench/out/results.json; runs nothing")
+                        help="only rewrite the report and plot from bench/out/results.json (with --wave: wave.json); "
+                             "runs nothing")
+    parser.add_argument("--binary", type=Path, default=BINARY,
+                        help="the function binary to measure (default: target/release/spot-cleanup)")
+    parser.add_argument("--wave", action="store_true",
+                        help="run only the wave part: N interruptions at once in N processes, against one SQS batch, "
+                             "and the lone comparison")
+    parser.add_argument("--wave-sizes", default="10@100,20@300",
+                        help="wave sizes, instances@target groups, comma-separated")
+    parser.add_argument("--old-binary", type=Path,
+                        help="with --wave: an older binary to compare a lone interruption with (skipped without it)")
+    parser.add_argument("--lone-runs", type=int, default=3,
+                        help="with --wave: runs of the lone comparison per binary and index state (0: none)")
+    parser.add_argument("--lone-groups", type=int, default=300,
+                        help="with --wave: target groups of the lone comparison")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.batch, args.baseline_budget, args.cold_init_runs = "20,60", args.batch or 3, 10, 3
+        args.wave_sizes, args.lone_groups, args.lone_runs = "3@20", 20, min(args.lone_runs, 1)
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.wave_sizes = wave.parse_sizes(args.wave_sizes)
+    args.binary = args.binary.resolve()
+    args.old_binary = args.old_binary.resolve() if args.old_binary else None
+    for binary in (args.binary, args.old_binary):
+        if binary is not None and not binary.is_file() and not args.rerender:
+            parser.error(f"no binary at {binary}")
     return args
 
 
@@ -88,10 +116,10 @@ def run_size(bench, moto, args, groups):
     return results, fleet.build_seconds
 
 
-def measure_cold_init(runs):
+def measure_cold_init(binary, runs):
     """Reuse bench/cold_init.py: exec to first runtime poll, and RSS then."""
-    cold_init.one_run(str(BINARY))  # warm the page cache
-    samples = [cold_init.one_run(str(BINARY)) for _ in range(runs)]
+    cold_init.one_run(str(binary))  # warm the page cache
+    samples = [cold_init.one_run(str(binary)) for _ in range(runs)]
     times = sorted(t for t, _ in samples)
     return {"runs": runs, "median_ms": statistics.median(times), "min_ms": times[0], "max_ms": times[-1],
             "rss_mib": max(r for _, r in samples) / 1024}
@@ -105,9 +133,9 @@ def run_info(args, started_wall):
     return {
         "started": started_wall,
         "commit": commit + (" (src/ has uncommitted changes)" if dirty else ""),
-        "binary": str(BINARY.relative_to(ROOT)),
-        "binary_mib": BINARY.stat().st_size / 2**20,
-        "binary_built": datetime.datetime.fromtimestamp(BINARY.stat().st_mtime).isoformat(timespec="seconds"),
+        "binary": shown_path(args.binary),
+        "binary_mib": args.binary.stat().st_size / 2**20,
+        "binary_built": datetime.datetime.fromtimestamp(args.binary.stat().st_mtime).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "latency_ms": args.latency_ms,
         "buckets": BUCKETS_DOC,
@@ -115,6 +143,14 @@ def run_info(args, started_wall):
         "concurrency": args.concurrency,
         "load_start": os.getloadavg(),
     }
+
+
+def shown_path(path):
+    """`path` relative to the repository when it is inside it."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def markdown(info, cold, build_times, results, by_size):
@@ -237,7 +273,10 @@ def write_outputs(info, cold, build_times, results):
     report.plot(by_size, OUT / "time-vs-groups.png")
     text = "\n".join(markdown(info, cold, build_times, results, by_size)) + "\n"
     (OUT / "results.md").write_text(text)
-    shutil.copy(OUT / "results.md", BENCH / "RESULTS.md")
+    # The wave part (`--wave`) is run on its own: keep its section.
+    previous = (BENCH / "RESULTS.md").read_text() if (BENCH / "RESULTS.md").exists() else ""
+    kept = wave_report.section_of(previous)
+    (BENCH / "RESULTS.md").write_text(wave_report.replace_section(text, kept) if kept else text)
     shutil.copy(OUT / "time-vs-groups.png", BENCH / "time-vs-groups.png")
     return text
 
@@ -252,13 +291,13 @@ def run_all(args):
     info = run_info(args, datetime.datetime.now().isoformat(timespec="seconds"))
     log(f"binary {info['binary']} ({info['binary_mib']:.1f} MiB, built {info['binary_built']}); "
         f"load {fmt_load(info['load_start'])}")
-    cold = measure_cold_init(args.cold_init_runs)
+    cold = measure_cold_init(args.binary, args.cold_init_runs)
     log(f"cold init median {cold['median_ms']:.1f} ms, RSS {cold['rss_mib']:.1f} MiB")
     logs = fresh_log_dir()
     log(f"process logs in {logs.relative_to(ROOT)}")
     moto = Moto(logs)
     proxy = ThrottlingProxy(moto.port, args.latency_ms)
-    bench = Bench(ROOT, BINARY, moto, proxy, logs)
+    bench = Bench(ROOT, args.binary, moto, proxy, logs)
     results, build_times = [], {}
     try:
         for groups in args.sizes:
@@ -274,9 +313,9 @@ def run_all(args):
     return info, cold, build_times, results
 
 
-def fresh_log_dir():
-    """bench/out/logs, emptied: moto's, the emulator's and each function process's output for this run."""
-    logs = OUT / "logs"
+def fresh_log_dir(name="logs"):
+    """bench/out/logs (or `name`), emptied: moto's, the emulator's and each function process's output for this run."""
+    logs = OUT / name
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     return logs
@@ -289,8 +328,47 @@ def load_previous():
     return saved["run"], saved["cold_init"], build_times, saved["scenarios"]
 
 
+def run_wave(args):
+    """The wave part alone: run it (or reload bench/out/wave.json), then write its report, plot and section."""
+    if args.rerender:
+        data = json.loads((OUT / "wave.json").read_text())
+        data["targets"] = wave.targets(data["sizes"])
+    else:
+        logs = fresh_log_dir("wave-logs")
+        log(f"wave part: binary {shown_path(args.binary)}, old binary {args.old_binary}, sizes {args.wave_sizes}; "
+            f"process logs in {logs.relative_to(ROOT)}")
+        moto = Moto(logs)
+        proxy = ThrottlingProxy(moto.port, args.latency_ms)
+        try:
+            data = wave.run_all(ROOT, moto, proxy, logs, args)
+        finally:
+            proxy.close()
+            moto.close()
+        data["run"]["binary"] = shown_path(args.binary)
+        data["run"]["old_binary"] = shown_path(args.old_binary) if args.old_binary else None
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "wave.json").write_text(json.dumps(data, indent=2, default=str))
+    lines = wave_report.section(data)
+    (OUT / "wave.md").write_text("\n".join(lines) + "\n")
+    wave_report.plot(data, OUT / "wave.png")
+    if (OUT / "wave.png").exists():
+        shutil.copy(OUT / "wave.png", BENCH / "wave.png")
+    results_md = BENCH / "RESULTS.md"
+    previous = results_md.read_text() if results_md.exists() else "# spot-cleanup benchmark\n"
+    results_md.write_text(wave_report.replace_section(previous, lines))
+    print("\n".join(lines))
+    log(f"wrote {OUT.relative_to(ROOT)}/wave.{{json,md,png}}; section {wave_report.HEADING!r} in bench/RESULTS.md, "
+        f"plot bench/wave.png. Wave part {data['run']['run_seconds'] / 60:.1f} min.")
+    failed = [t for t in data["targets"] if not t[2]]
+    for where, target, ok, figure in data["targets"]:
+        log(f"TARGET {'pass' if ok else 'FAIL'}: {where}: {target} ({figure})")
+    return 1 if failed else 0
+
+
 def main():
     args = parse_args()
+    if args.wave:
+        return run_wave(args)
     info, cold, build_times, results = load_previous() if args.rerender else run_all(args)
     print(write_outputs(info, cold, build_times, results))
     log(f"wrote {OUT.relative_to(ROOT)}/results.{{json,md}}, time-vs-groups.png; copied to bench/RESULTS.md and "

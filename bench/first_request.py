@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fleet as fleet_mod  # noqa: E402
-from processes import Moto, free_port, stop  # noqa: E402
+from processes import Moto, QuietHandler, free_port, stop  # noqa: E402
 from proxy import ThrottlingProxy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +103,7 @@ class RuntimeApi(http.server.ThreadingHTTPServer):
         return f"127.0.0.1:{self.server_address[1]}"
 
 
-class RuntimeHandler(http.server.BaseHTTPRequestHandler):
+class RuntimeHandler(QuietHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802
@@ -134,14 +134,6 @@ class RuntimeHandler(http.server.BaseHTTPRequestHandler):
             self.server.answers.put((time.perf_counter(), parts[-2], status, body))
         self.reply(202, b"{}")
 
-    def reply(self, status, body):
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 # --- CPU share ----------------------------------------------------------------------------------------------------

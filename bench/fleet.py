@@ -277,13 +277,13 @@ def check(endpoint, fleet, nodes):
 INDEX_TABLE = "spot-cleanup-index"
 
 
-def create_index_table(endpoint):
+def create_index_table(endpoint, name=INDEX_TABLE):
     """The registration index's DynamoDB table (pk/sk strings, on demand), as template.yaml declares it."""
     dynamodb = clients(endpoint)["dynamodb"]
     dynamodb.create_table(
-        TableName=INDEX_TABLE, BillingMode="PAY_PER_REQUEST",
+        TableName=name, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
                               {"AttributeName": "sk", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
     )
-    return INDEX_TABLE
+    return name

@@ -5,6 +5,7 @@ AWS_PROFILE or endpoint from the caller's shell can leak in), and its peak RSS (
 stopped.
 """
 import http.client
+import http.server
 import json
 import os
 import socket
@@ -50,6 +51,30 @@ def stop(process):
 
 
 
+
+
+def json_lines(path):
+    """The JSON lines of a log file; other lines are skipped."""
+    lines = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler for the stand-in servers: answers with a body, logs nothing."""
+
+    def reply(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
 
 class Moto:
     """moto_server on a free loopback port."""
@@ -131,13 +156,7 @@ class Function:
     def log_lines(self):
         """The function's JSON log lines so far."""
         self.function_log.flush()
-        lines = []
-        for line in self.function_log_path.read_text(errors="replace").splitlines():
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                continue
-        return lines
+        return json_lines(self.function_log_path)
 
     def close(self):
         """Stop both processes; returns the function's peak RSS in KiB, read just before it is stopped."""

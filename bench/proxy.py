@@ -16,7 +16,9 @@ with the service's own throttling error, as a token bucket decides:
   thousands per second.
 
 It counts forwarded and throttled calls per (service, action), and notes when each DeregisterTargets came back from
-moto (time.monotonic), so a caller in the same process can compare with its own clock.
+moto (time.monotonic), and for which group, so a caller in the same process can compare with its own clock and know
+where to look. Each DescribeTargetHealth is also noted with its time, whether it was throttled, and whether it read
+a whole group (a sweep's read) or named targets (`Targets.member.N`: a check of particular targets).
 """
 import http.client
 import http.server
@@ -115,6 +117,13 @@ class Stats:
         self.throttled = Counter()  # (service, action) -> answered with a throttling error
         self.deregistered_at = []  # time.monotonic() when each forwarded DeregisterTargets came back
         self.errors = Counter()  # (service, action, status) -> forwarded calls that moto answered with an error
+        # (time.monotonic(), named targets?, throttled?) of each DescribeTargetHealth received
+        self.target_health = []
+        # (time.monotonic(), target group ARN) of each DeregisterTargets moto answered with success
+        self.deregistered_groups = []
+        # (service, action, seconds since the request arrived) of each answer the caller no longer waited for (it
+        # closed the connection first: an attempt timeout, or the process ended)
+        self.dropped = []
         self.connections = 0  # connections the function opened (TLS handshakes, when serving HTTPS)
 
     def snapshot(self):
@@ -125,6 +134,9 @@ class Stats:
                 "deregistered_at": list(self.deregistered_at),
                 "errors": dict(self.errors),
                 "connections": self.connections,
+                "target_health": list(self.target_health),
+                "deregistered_groups": list(self.deregistered_groups),
+                "dropped": list(self.dropped),
             }
 
 
@@ -159,6 +171,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def relay(self):
         proxy = self.server.proxy
+        arrived = time.monotonic()
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         service, action = identify(self.headers, body)
         limit = limit_for(service, action) if proxy.throttle else None
@@ -167,27 +180,38 @@ class Handler(http.server.BaseHTTPRequestHandler):
             proxy.stats.calls[(service, action)] += 1
             if not allowed:
                 proxy.stats.throttled[(service, action)] += 1
+            if action == "DescribeTargetHealth":
+                proxy.stats.target_health.append((time.monotonic(), b"Targets.member" in body, not allowed))
         time.sleep(proxy.latency)
         if not allowed:
-            self.answer(limit.status, [("Content-Type", "text/xml")], limit.body.format(id=uuid.uuid4()).encode())
+            self.answer(limit.status, [("Content-Type", "text/xml")], limit.body.format(id=uuid.uuid4()).encode(),
+                        (service, action, arrived))
             return
         status, headers, payload = proxy.forward(self.command, self.path, self.headers, body)
         if status >= 400:
             with proxy.stats.lock:
                 proxy.stats.errors[(service, action, status)] += 1
         if action == "DeregisterTargets" and status == 200:
+            group = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("TargetGroupArn", [""])[0]
             with proxy.stats.lock:
                 proxy.stats.deregistered_at.append(time.monotonic())
-        self.answer(status, headers, payload)
+                proxy.stats.deregistered_groups.append((time.monotonic(), group))
+        self.answer(status, headers, payload, (service, action, arrived))
 
-    def answer(self, status, headers, payload):
-        self.send_response(status)
-        for name, value in headers:
-            if name.lower() not in NOT_FORWARDED:
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+    def answer(self, status, headers, payload, call):
+        try:
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in NOT_FORWARDED:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            service, action, arrived = call
+            with self.server.proxy.stats.lock:
+                self.server.proxy.stats.dropped.append((service, action, round(time.monotonic() - arrived, 3)))
+            self.close_connection = True
 
     def log_message(self, *args):
         pass

@@ -208,8 +208,13 @@ def plot(by_size, path):
         axis.set_ylabel("seconds after the first invocation started")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
-    figure.suptitle("spot-cleanup on moto behind ELB/EC2 throttling (ELB Describe*: 40 burst, 10/s); "
-                    "hollow markers: extrapolated")
+    save_figure(figure, "spot-cleanup on moto behind ELB/EC2 throttling (ELB Describe*: 40 burst, 10/s); "
+                "hollow markers: extrapolated", path)
+
+
+def save_figure(figure, title, path):
+    """Title a finished figure, write it to `path` and free it."""
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
