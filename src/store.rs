@@ -1,5 +1,6 @@
 //! The few calls the function makes on its DynamoDB table (see `table` for what the items hold): a query by partition
-//! key, a whole scan, one group's item, and batched writes that retry what DynamoDB leaves unprocessed.
+//! key, a whole scan, one item read consistently, one group's item, and batched writes that retry what DynamoDB leaves
+//! unprocessed.
 
 use std::time::Duration;
 
@@ -41,6 +42,25 @@ pub async fn scan(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Result<Ve
         items.extend(page.items().iter().cloned());
     }
     Ok(items)
+}
+
+/// One item, read consistently (it decides who holds a claim or a sweep), if the table has it.
+pub async fn get_consistent(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: String,
+    sk: &str,
+) -> Result<Option<Item>, CallError> {
+    let output = dynamodb
+        .get_item()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| CallError::new("GetItem", &e))?;
+    Ok(output.item().cloned())
 }
 
 /// A target group's own item, if the index has it.

@@ -95,17 +95,8 @@ impl Boards {
 
     /// The board as it is now (a consistent read).
     pub async fn get(&self, vpc: &str) -> Result<Option<Board>, CallError> {
-        let output = self
-            .dynamodb
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(sweep_pk(vpc)))
-            .key("sk", s(BOARD_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| CallError::new("GetItem", &e))?;
-        Ok(output.item().and_then(|item| Board::from_item(item).ok()))
+        let item = store::get_consistent(&self.dynamodb, &self.table, sweep_pk(vpc), BOARD_SK).await?;
+        Ok(item.and_then(|item| Board::from_item(&item).ok()))
     }
 
     /// The sweeper's writes: `set` (an update expression's SET part, with its values), only while it holds the

@@ -178,17 +178,9 @@ pub async fn episode(marker: &Marker, instance: &InstanceId) -> Result<Option<St
     let Marker::Table { dynamodb, table } = marker else {
         return Ok(None);
     };
-    let found = dynamodb
-        .get_item()
-        .table_name(table)
-        .key("pk", s(claim_pk(instance)))
-        .key("sk", s(CLAIM_SK))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| CallError::new("GetItem", &e))?;
+    let found = crate::store::get_consistent(dynamodb, table, claim_pk(instance), CLAIM_SK).await?;
     Ok(found
-        .item()
+        .as_ref()
         .and_then(|item| item.get("episode"))
         .and_then(|v| v.as_s().ok())
         .cloned())

@@ -53,15 +53,8 @@ pub(super) async fn claim_item(
             Claim::Won { token, episode }
         }
         Err(e) if e.is("ConditionalCheckFailedException") => {
-            let held = dynamodb
-                .get_item()
-                .table_name(table)
-                .key("pk", s(claim_pk(instance)))
-                .key("sk", s(CLAIM_SK))
-                .consistent_read(true)
-                .send()
-                .await;
-            let item = held.ok().and_then(|o| o.item().cloned()).unwrap_or_default();
+            let held = crate::store::get_consistent(dynamodb, table, claim_pk(instance), CLAIM_SK).await;
+            let item = held.ok().flatten().unwrap_or_default();
             let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
             Claim::Taken {
                 state: text("state").unwrap_or_else(|| IN_PROGRESS.into()),
