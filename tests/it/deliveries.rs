@@ -149,14 +149,7 @@ async fn a_terminated_on_demand_instance_costs_one_describe_instances_and_change
     let moto = Moto::start();
     let fleet = Fleet::build(&moto.sdk_config().await, 1).await;
     let proxy = start_proxy(&moto.endpoint);
-    let through_proxy = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(common::REGION))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "testing", "testing", None, None, "tests",
-        ))
-        .endpoint_url(&proxy.endpoint)
-        .load()
-        .await;
+    let through_proxy = common::sdk_config_for(&proxy.endpoint).await;
     let app = App::new(config(&fleet), Clients::from_shared(&through_proxy));
     let before = fleet.registrations().await;
     proxy.calls.clear();

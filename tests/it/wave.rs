@@ -31,14 +31,7 @@ async fn wave(spot: usize, table: Option<&str>) -> (Vec<Summary>, usize, usize) 
     let fleet = Fleet::build(&direct, spot).await;
     let proxy = start_proxy(&moto.endpoint);
     proxy.slow_down("DescribeTargetHealth", Duration::from_millis(300));
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(common::REGION))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "testing", "testing", None, None, "tests",
-        ))
-        .endpoint_url(&proxy.endpoint)
-        .load()
-        .await;
+    let shared = common::sdk_config_for(&proxy.endpoint).await;
     let mut extra = vec![("ELB_CONCURRENCY", "1")];
     extra.extend(table.map(|t| ("REGISTRATION_INDEX_TABLE", t)));
     let apps: Vec<App> = (0..spot)

@@ -76,13 +76,18 @@ impl Moto {
 
     /// SDK configuration for this server, without touching the process environment.
     pub async fn sdk_config(&self) -> SdkConfig {
-        aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-            .endpoint_url(&self.endpoint)
-            .load()
-            .await
+        sdk_config_for(&self.endpoint).await
     }
+}
+
+/// SDK configuration for an endpoint: moto itself, or a proxy in front of it.
+pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .endpoint_url(endpoint)
+        .load()
+        .await
 }
 
 /// Counts the HTTP requests each client sends, by operation name (retries count once per attempt), and keeps the
