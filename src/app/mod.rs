@@ -7,7 +7,7 @@ pub mod warm;
 
 use std::collections::BTreeMap;
 
-use crate::aws::{Clients, Pace};
+use crate::aws::{CallBudget, Clients, Pace};
 use crate::cleanup::{self, InstanceError, Report};
 use crate::config::Config;
 use crate::deadline::Deadline;
@@ -64,8 +64,7 @@ impl Place {
             clients.autoscaling.clone(),
             clients.elb.clone(),
         )));
-        let rate = config.elb_describe_rate as u32;
-        let elb_pace = Pace::new(rate * 4, f64::from(rate));
+        let elb_pace = clients.elb_describe.clone();
         let refresh_rate = config.refresh_concurrency as u32;
         let own = Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone());
         let sweep: Box<dyn Locator> = match &table {
@@ -106,7 +105,8 @@ impl App {
         let config = Config::from_env()?;
         let shared = crate::aws::load_shared().await;
         let monitored = !config.monitoring.is_empty();
-        let mut app = App::new(config, Clients::from_shared(&shared));
+        let rate = config.elb_describe_rate as u32;
+        let mut app = App::new(config, Clients::going_by(&shared, &CallBudget::default(), rate));
         if monitored {
             app = app.with_secret_clients(SecretClients::from_shared(&shared));
         }

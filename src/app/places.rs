@@ -87,7 +87,8 @@ impl Places {
                 .await;
             shared.set_credentials_provider(Some(SharedCredentialsProvider::new(provider)));
         }
-        let mut clients = Clients::from_shared(&shared.build());
+        let rate = config.elb_describe_rate as u32;
+        let mut clients = Clients::going_by(&shared.build(), &home.clients.budget, rate);
         clients.sns = home.clients.sns.clone();
         let place = Arc::new(Place::new(config, clients, None));
         built.insert(key.clone(), Arc::clone(&place));

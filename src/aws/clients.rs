@@ -1,24 +1,22 @@
-//! The AWS clients, built once at init and shared by reference across invocations, each with the retry mode its
-//! service's throttling calls for.
+//! The AWS clients, built once at init and shared by reference across invocations, each with its retry policy
+//! (`retry::Policy`), the pacing of its action classes (`paced`), and for the dependencies off the safety path a
+//! breaker (`breaker`).
 
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
-/// ELB Describe* calls share one token bucket per account and region with every other tool in the account, so the
-/// ELB client uses adaptive retry: it slows its own send rate when throttled instead of retrying in a storm.
-const ELB_MAX_ATTEMPTS: u32 = 8;
-const EC2_MAX_ATTEMPTS: u32 = 10;
-const SNS_MAX_ATTEMPTS: u32 = 4;
-/// Backoff never grows past this: the whole job has two minutes.
-const MAX_BACKOFF: Duration = Duration::from_secs(4);
-/// One attempt that hangs longer than this is abandoned and retried.
+use super::breaker::Breaker;
+use super::pace::Pace;
+use super::paced::{self, PacedClient, Pacing};
+use super::retry::{CallBudget, Policy};
+
+/// One attempt that hangs longer than this is abandoned, for the clients without a policy of their own (the secret
+/// stores, STS).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The function's own SDK configuration: region, credentials and `AWS_ENDPOINT_URL` loaded the standard way, with the
-/// attempt timeout every client shares.
+/// The function's own SDK configuration: region, credentials and `AWS_ENDPOINT_URL` loaded the standard way.
 pub async fn load_shared() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
@@ -40,61 +38,78 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// The records' HMAC key (`RECORD_KEY_ID`); unused without one.
     pub kms: aws_sdk_kms::Client,
+    /// The invocation every client's retries and breakers go by; the handler begins each one.
+    pub budget: CallBudget,
+    /// This place's share of its account's ELB Describe* budget: every Describe call a cleanup makes takes a token
+    /// before it is sent, and each of its retries another at the connector.
+    pub elb_describe: Pace,
+}
+
+/// ELB Describe* calls per second when no rate is configured: AWS's refill rate for the account and region.
+pub const DEFAULT_DESCRIBE_RATE: u32 = 10;
+
+/// One service's config builder from the shared configuration, with `policy`'s retries and timeouts, the deadline
+/// classifier, and the client's paced HTTP connector when `pacing` is given.
+macro_rules! configured {
+    ($service:ident, $shared:expr, $policy:expr, $budget:expr, $pacing:expr) => {{
+        let policy: Policy = $policy;
+        let mut builder = $service::config::Builder::from($shared)
+            .retry_config(policy.retry_config())
+            .retry_partition(policy.partition())
+            .timeout_config(policy.timeouts())
+            .retry_classifier(policy.classifier($budget));
+        if let Some(pacing) = $pacing {
+            let pacing: Pacing = pacing;
+            if let Some(http) = $shared.http_client() {
+                builder = builder.http_client(PacedClient(http)).interceptor(pacing.interceptor());
+            }
+        }
+        builder
+    }};
 }
 
 impl Clients {
+    /// Clients over `shared`, with a budget of their own and the default Describe* rate.
     pub fn from_shared(shared: &SdkConfig) -> Self {
-        let elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(shared)
-            .retry_config(
-                RetryConfig::adaptive()
-                    .with_max_attempts(ELB_MAX_ATTEMPTS)
-                    .with_max_backoff(MAX_BACKOFF),
-            )
-            .build();
-        // EC2 throttles each mutating action at a few per second once its burst is spent, and a batch of instances
-        // spends it fast; adaptive retry slows the client down instead of giving up after a few quick tries.
-        let ec2 = aws_sdk_ec2::config::Builder::from(shared)
-            .retry_config(
-                RetryConfig::adaptive()
-                    .with_max_attempts(EC2_MAX_ATTEMPTS)
-                    .with_max_backoff(MAX_BACKOFF),
-            )
-            .build();
-        let autoscaling = aws_sdk_autoscaling::config::Builder::from(shared)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(EC2_MAX_ATTEMPTS)
-                    .with_max_backoff(MAX_BACKOFF),
-            )
-            .build();
-        let sns = aws_sdk_sns::config::Builder::from(shared)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(SNS_MAX_ATTEMPTS)
-                    .with_max_backoff(MAX_BACKOFF),
-            )
-            .build();
-        let dynamodb = aws_sdk_dynamodb::config::Builder::from(shared)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(EC2_MAX_ATTEMPTS)
-                    .with_max_backoff(MAX_BACKOFF),
-            )
-            .build();
-        let kms = aws_sdk_kms::config::Builder::from(shared)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(SNS_MAX_ATTEMPTS)
-                    .with_max_backoff(MAX_BACKOFF),
-            )
-            .build();
+        Clients::going_by(shared, &CallBudget::default(), DEFAULT_DESCRIBE_RATE)
+    }
+
+    /// Clients of one place (region and account) over `shared`, going by the process's `budget`, allowing themselves
+    /// `describe_rate` ELB Describe* calls per second (`ELB_DESCRIBE_RATE`).
+    pub fn going_by(shared: &SdkConfig, budget: &CallBudget, describe_rate: u32) -> Self {
+        let elb_pacing = Pacing::new(&[paced::elb_describe(describe_rate.max(1)), paced::ELB_REGISTRATION]);
+        let elb_describe = elb_pacing
+            .bucket("elb-describe")
+            .cloned()
+            .expect("the ELB pacing has a Describe* class");
+        let ec2_pacing = Pacing::new(&[
+            paced::EC2_MODIFY_NETWORK_INTERFACE,
+            paced::EC2_CREATE_TAGS,
+            paced::EC2_DELETE_TAGS,
+        ]);
+        let none: Option<Pacing> = None;
+        let elb = configured!(
+            aws_sdk_elasticloadbalancingv2,
+            shared,
+            Policy::ELB,
+            budget,
+            Some(elb_pacing)
+        );
+        let ec2 = configured!(aws_sdk_ec2, shared, Policy::EC2, budget, Some(ec2_pacing));
+        let autoscaling = configured!(aws_sdk_autoscaling, shared, Policy::AUTOSCALING, budget, none.clone());
+        let sns = configured!(aws_sdk_sns, shared, Policy::SNS, budget, none.clone());
+        let dynamodb = configured!(aws_sdk_dynamodb, shared, Policy::DYNAMODB, budget, none.clone())
+            .interceptor(Breaker::new("DynamoDB", budget));
+        let kms = configured!(aws_sdk_kms, shared, Policy::KMS, budget, none).interceptor(Breaker::new("KMS", budget));
         Clients {
-            kms: aws_sdk_kms::Client::from_conf(kms),
-            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb),
-            autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling),
-            ec2: aws_sdk_ec2::Client::from_conf(ec2),
-            sns: aws_sdk_sns::Client::from_conf(sns),
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb.build()),
+            autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling.build()),
+            ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
+            sns: aws_sdk_sns::Client::from_conf(sns.build()),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            kms: aws_sdk_kms::Client::from_conf(kms.build()),
+            budget: budget.clone(),
+            elb_describe,
         }
     }
 }

@@ -1,12 +1,17 @@
-//! The AWS edge every other module stands on: the clients and their retry modes, a typed call error, the client-side
-//! pacing of ELB Describe* calls, and bounded concurrency for many independent calls.
+//! The AWS edge every other module stands on: the clients with their retry policy (made for the invocation's
+//! deadline), the pacing of our own sends per action class, the breaker for dependencies off the safety path, a typed
+//! call error, client-side token buckets, and bounded concurrency for many independent calls.
 
 pub mod bounded;
+mod breaker;
 mod clients;
 pub mod error;
 pub mod pace;
+mod paced;
+pub mod retry;
 
 pub use bounded::{bounded_all, join_all};
 pub use clients::{Clients, load_shared};
 pub use error::CallError;
 pub use pace::Pace;
+pub use retry::CallBudget;

@@ -338,7 +338,7 @@ mod tests {
     use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
     use crate::app::App;
-    use crate::aws::Clients;
+    use crate::aws::{Clients, Pace};
     use crate::changes::EniStatus;
     use crate::config::Config;
     use crate::deadline::Deadline;
@@ -502,6 +502,8 @@ mod tests {
                 dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, Vec::<&Rule>::new()),
                 // No record key is configured here, so nothing is signed.
                 kms: mock_client!(aws_sdk_kms, RuleMode::MatchAny, Vec::<&Rule>::new()),
+                budget: Default::default(),
+                elb_describe: Pace::unlimited(),
             };
             App::new(config, clients)
         }

@@ -14,9 +14,10 @@ use crate::steps::quarantine::SecurityGroupId;
 use crate::trust::TrustConfig;
 use vars::Vars;
 
-/// Default number of concurrent DescribeTargetHealth / DeregisterTargets calls. The ELB Describe* bucket refills at
-/// 10 per second, so more than that only spends the burst faster.
-pub const DEFAULT_CONCURRENCY: usize = 10;
+/// Default number of ELB calls in flight at once (DescribeTargetHealth, DeregisterTargets). The rate is the action
+/// classes' buckets' business (`aws::paced`: 40 Describe* at once, then 10 a second); this only bounds how many calls
+/// wait at once on a slow answer. With 10, an ELB answering in 2 s read 5 groups a second, half the budget.
+pub const DEFAULT_CONCURRENCY: usize = 40;
 pub const DEFAULT_ELB_DESCRIBE_RATE: usize = 10;
 
 /// Default number of concurrent DescribeTargetHealth calls of a registration index refresh. Deliberately low: the

@@ -24,6 +24,8 @@ pub use error::HandlerError;
 /// Lambda's async retry tries again; an SQS batch answers with the records that failed.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
     let deadline = deadline::of(&event.context);
+    // Every client retries until this invocation's end, and forgets what a breaker learned in the last one.
+    app.home.clients.budget.begin(deadline.end_left());
     let mut invocation =
         parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
     invocation.name_events(&event.context.request_id);

@@ -7,6 +7,7 @@ mod cleanup_on_moto;
 mod crash;
 mod deliveries;
 mod events_on_moto;
+mod faults;
 mod identity_proof;
 mod index_on_moto;
 mod layers;

@@ -165,6 +165,8 @@ pub fn counted_clients(shared: &SdkConfig) -> (spot_cleanup::Clients, CallCounte
             autoscaling,
             dynamodb,
             kms: clients.kms.clone(),
+            budget: clients.budget.clone(),
+            elb_describe: clients.elb_describe.clone(),
         },
         counter,
     )

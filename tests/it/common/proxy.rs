@@ -3,6 +3,11 @@
 //! protocol's `X-Amz-Target`), with each request's body. One request per connection: it asks moto to close, and
 //! closes in turn.
 //!
+//! It can also fail the way AWS does under load (`Faults`): answer a share of the ELB and EC2 calls with the service's
+//! own throttling error, answer every call of a service with HTTP 503 (the service is down), or hold every call of a
+//! service before forwarding it (the service is slow). Each call is noted with the time it arrived and whether it was
+//! failed, so a test can read the order of the safety work.
+//!
 //! It can also kill the function: at the k-th write of a cleanup, it relays the request, reads moto's whole answer
 //! (so AWS has applied the write), kills the process, and never hands the answer back. That is a crash at that exact
 //! point, as a panic under `panic = "abort"`, an out-of-memory kill or a lost execution environment would be.
@@ -12,6 +17,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The calls that change something in AWS.
 pub const WRITES: [&str; 13] = [
@@ -35,6 +41,12 @@ pub const WRITES: [&str; 13] = [
 pub struct Call {
     pub action: String,
     pub body: String,
+    /// The signing name of the service it was sent to (`elasticloadbalancing`, `ec2`, `dynamodb`, `kms`, `sns`, ...).
+    pub service: String,
+    /// When it arrived.
+    pub at: Instant,
+    /// Answered by the proxy with an error (a throttle, or its service down) instead of being forwarded.
+    pub failed: bool,
 }
 
 impl Call {
@@ -139,13 +151,42 @@ struct Kill {
     killed: bool,
 }
 
+/// How AWS misbehaves behind the proxy.
+#[derive(Default)]
+struct Faults {
+    /// The share of ELB and EC2 calls answered with a throttling error, and the state of the generator that picks
+    /// them (xorshift, seeded: a run is repeatable).
+    throttle: Option<(f64, u64)>,
+    /// Services (by signing name) answered with HTTP 503.
+    down: BTreeSet<String>,
+    /// Extra time before each call of a service is forwarded, by signing name.
+    slow_services: BTreeMap<String, Duration>,
+}
+
+impl Faults {
+    /// Whether this call is to be throttled: only ELB and EC2 calls are, each with the set probability.
+    fn throttles(&mut self, service: &str) -> bool {
+        let Some((share, state)) = &mut self.throttle else {
+            return false;
+        };
+        if service != "elasticloadbalancing" && service != "ec2" {
+            return false;
+        }
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        ((*state >> 11) as f64 / (1u64 << 53) as f64) < *share
+    }
+}
+
 #[derive(Clone)]
 pub struct Proxy {
     pub endpoint: String,
     pub calls: WireCalls,
     kill: Arc<Mutex<Kill>>,
     /// Extra time before an action is forwarded, by action.
-    slow: Arc<Mutex<BTreeMap<String, std::time::Duration>>>,
+    slow: Arc<Mutex<BTreeMap<String, Duration>>>,
+    faults: Arc<Mutex<Faults>>,
 }
 
 impl Proxy {
@@ -168,8 +209,61 @@ impl Proxy {
     }
 
     /// Hold every `action` for `by` before forwarding it, as a loaded service would.
-    pub fn slow_down(&self, action: &str, by: std::time::Duration) {
+    pub fn slow_down(&self, action: &str, by: Duration) {
         self.slow.lock().unwrap().insert(action.to_owned(), by);
+    }
+
+    /// Answer `share` of the ELB and EC2 calls (0.3: three in ten, picked by a generator seeded with `seed`) with the
+    /// service's throttling error: ELB's `Throttling` (HTTP 400), EC2's `RequestLimitExceeded` (HTTP 503).
+    pub fn throttle(&self, share: f64, seed: u64) {
+        self.faults.lock().unwrap().throttle = Some((share, seed.max(1)));
+    }
+
+    /// Answer every call of `service` (its signing name: `dynamodb`, `kms`, `sns`) with HTTP 503.
+    pub fn take_down(&self, service: &str) {
+        self.faults.lock().unwrap().down.insert(service.to_owned());
+    }
+
+    /// Bring every service back and stop throttling.
+    pub fn heal(&self) {
+        *self.faults.lock().unwrap() = Faults::default();
+    }
+
+    /// Hold every call of `service` (its signing name) for `by` before forwarding it.
+    pub fn slow_service(&self, service: &str, by: Duration) {
+        self.faults.lock().unwrap().slow_services.insert(service.to_owned(), by);
+    }
+}
+
+/// The service's own error for a throttle or an outage, as its protocol shapes it: (status line, content type, body).
+fn error_answer(service: &str, throttled: bool) -> (&'static str, &'static str, String) {
+    match (service, throttled) {
+        ("elasticloadbalancing", true) => (
+            "400 Bad Request",
+            "text/xml",
+            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>\
+             <RequestId>proxy</RequestId></ErrorResponse>"
+                .into(),
+        ),
+        ("ec2", true) => (
+            "503 Service Unavailable",
+            "text/xml",
+            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>\
+             </Error></Errors><RequestID>proxy</RequestID></Response>"
+                .into(),
+        ),
+        ("dynamodb" | "kms", _) => (
+            "503 Service Unavailable",
+            "application/x-amz-json-1.0",
+            r#"{"__type":"ServiceUnavailableException","message":"Service unavailable"}"#.into(),
+        ),
+        _ => (
+            "503 Service Unavailable",
+            "text/xml",
+            "<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>Service unavailable\
+             </Message></Error><RequestId>proxy</RequestId></ErrorResponse>"
+                .into(),
+        ),
     }
 }
 
@@ -188,6 +282,7 @@ pub fn start_proxy(upstream: &str) -> Proxy {
         calls: WireCalls::default(),
         kill: Arc::new(Mutex::new(Kill::default())),
         slow: Arc::default(),
+        faults: Arc::default(),
     };
     let shared = proxy.clone();
     std::thread::spawn(move || {
@@ -206,6 +301,7 @@ fn relay(client: TcpStream, upstream: &str, proxy: &Proxy) -> std::io::Result<()
     let mut head = Vec::new();
     let mut length = 0usize;
     let mut target = None;
+    let mut service = String::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -220,6 +316,15 @@ fn relay(client: TcpStream, upstream: &str, proxy: &Proxy) -> std::io::Result<()
                 .split(':')
                 .nth(1)
                 .map(|t| t.trim().rsplit('.').next().unwrap_or("").to_owned());
+        }
+        if let Some(scope) = lower.strip_prefix("authorization:") {
+            // Credential=<key>/<date>/<region>/<service>/aws4_request
+            service = scope
+                .split("credential=")
+                .nth(1)
+                .and_then(|c| c.split('/').nth(3))
+                .unwrap_or_default()
+                .to_owned();
         }
         if lower.starts_with("connection:") {
             continue;
@@ -237,14 +342,33 @@ fn relay(client: TcpStream, upstream: &str, proxy: &Proxy) -> std::io::Result<()
         text.split('&')
             .find_map(|pair| pair.strip_prefix("Action=").map(str::to_owned))
     });
+    let (failed, service_pause) = {
+        let mut faults = proxy.faults.lock().unwrap();
+        let throttled = faults.throttles(&service);
+        let down = faults.down.contains(&service);
+        let failure = (throttled || down).then(|| error_answer(&service, throttled));
+        (failure, faults.slow_services.get(&service).copied())
+    };
     let call = Call {
         action: action.unwrap_or_else(|| "?".into()),
         body: text,
+        service,
+        at: Instant::now(),
+        failed: failed.is_some(),
     };
     proxy.calls.0.lock().unwrap().push(call.clone());
     let pause = proxy.slow.lock().unwrap().get(&call.action).copied();
-    if let Some(pause) = pause {
+    if let Some(pause) = pause.into_iter().chain(service_pause).max() {
         std::thread::sleep(pause);
+    }
+    if let Some((status, content_type, body)) = failed {
+        let mut client = client;
+        write!(
+            client,
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        return client.shutdown(std::net::Shutdown::Both);
     }
     let mut server = TcpStream::connect(upstream)?;
     server.write_all(&head)?;
