@@ -20,6 +20,14 @@ pub struct Admitted<'r> {
     pub reports: Vec<Report>,
     pub claims: Claims,
     pub timings: Timings,
+    /// Instances whose work an earlier run did without publishing its summary: only that is left.
+    pub unpublished: Vec<Unpublished>,
+}
+
+/// A summary an earlier run could not publish, and this run's claim on it.
+pub struct Unpublished {
+    pub token: Token,
+    pub summary: Summary,
 }
 
 /// The delivery markers taken, to record how each run ended, and the task that renews them while the run works; and
@@ -45,6 +53,7 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
         reports: Vec::new(),
         claims: Claims::default(),
         timings,
+        unpublished: Vec::new(),
     };
     let mut described = match described {
         Ok(found) => found,
@@ -124,6 +133,11 @@ async fn claim_all(ctx: &Context<'_>, admitted: &mut Admitted<'_>, clock: &Clock
                 admitted.claims.tokens.insert(w.instance.id.clone(), token);
                 admitted.claims.episodes.insert(w.instance.id.clone(), episode);
                 admitted.work.push(w);
+            }
+            Claim::Unpublished { token, summary } => {
+                steplog::request_step("claim", w.request, 0, Tally::one(true));
+                let summary = *summary;
+                admitted.unpublished.push(Unpublished { token, summary });
             }
             Claim::Unavailable(warning) => {
                 // The cleanup goes on without the marker; the summary carries the warning.

@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use tokio::task::JoinHandle;
 
-use super::admit::Admitted;
+use super::admit::{Admitted, Unpublished};
 use super::{Context, Report, Work, elapsed_ms};
 use crate::aws::join_all;
 use crate::changes::HostChange;
 use crate::deadline::Deadline;
 use crate::input::InstanceId;
+use crate::steps::claim::{Ending, Token};
 use crate::steps::{claim, lifecycle, reregister};
 use crate::summary::Summary;
 use crate::telemetry::{metrics, steplog};
@@ -44,20 +45,28 @@ pub async fn finish(
             steplog::request_step("lifecycle", w.request, lifecycle_ms, tally);
         }
     }
+    // What a retry would publish if SNS fails now: the summaries of work that is done.
+    let done: Vec<Option<Summary>> = summaries.iter().map(|s| s.is_complete().then(|| s.clone())).collect();
     publish(ctx, work, &mut summaries).await;
     alert_untrusted_records(ctx, &summaries).await;
-    release_claims(ctx, &admitted, &mut summaries).await;
+    release_claims(ctx, &admitted, &mut summaries, &done).await;
     let mut reports = admitted.reports;
     reports.extend(summaries.into_iter().map(finished));
     reports
 }
 
-/// Stop renewing the claims, then record how each run ended: `done`, or released for the retry.
-async fn release_claims(ctx: &Context<'_>, admitted: &Admitted<'_>, summaries: &mut [Summary]) {
+/// Stop renewing the claims, then record how each run ended: `done`, released for the retry, or (the work done, its
+/// summary not published) left for the retry to publish.
+async fn release_claims(
+    ctx: &Context<'_>,
+    admitted: &Admitted<'_>,
+    summaries: &mut [Summary],
+    done: &[Option<Summary>],
+) {
     let keeper = admitted.claims.keeper.as_ref();
     keeper.inspect(|k| k.stop());
     let lost = keeper.map(|k| k.lost()).unwrap_or_default();
-    for summary in summaries.iter_mut() {
+    for (summary, done) in summaries.iter_mut().zip(done) {
         if lost.contains(&summary.instance.id) {
             summary.warnings.push(
                 "the delivery marker lapsed while this run worked and another delivery took it over; both did the same \
@@ -65,12 +74,59 @@ async fn release_claims(ctx: &Context<'_>, admitted: &Admitted<'_>, summaries: &
                     .into(),
             );
         }
+        let ending = match (summary.is_complete(), done) {
+            (true, _) => Ending::Done,
+            (false, Some(unpublished)) => Ending::Unpublished(unpublished),
+            (false, None) => Ending::Incomplete,
+        };
         if let Some(token) = admitted.claims.tokens.get(&summary.instance.id)
-            && let Err(e) = claim::finish(&ctx.marker, &summary.instance.id, token, summary.is_complete()).await
+            && let Err(e) = claim::finish(&ctx.marker, &summary.instance.id, token, ending).await
         {
             tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "delivery marker not updated");
         }
     }
+}
+
+/// The summaries earlier runs did the work for and could not publish: publish them now, and record each as done, or
+/// as still unpublished for the next retry. No AWS work is done again.
+pub async fn publish_unpublished(ctx: &Context<'_>, unpublished: Vec<Unpublished>) -> Vec<Report> {
+    if unpublished.is_empty() {
+        return Vec::new();
+    }
+    let (tokens, mut summaries): (Vec<Token>, Vec<Summary>) = unpublished
+        .into_iter()
+        .map(|mut u| {
+            let note = "published by a later delivery: the run that did this work could not publish its summary";
+            if !u.summary.warnings.iter().any(|w| w == note) {
+                u.summary.warnings.push(note.into());
+            }
+            (u.token, u.summary)
+        })
+        .unzip();
+    let kept = summaries.clone();
+    let published = ctx.publisher.summaries(&mut summaries).await;
+    for (((summary, kept), token), published) in summaries.iter_mut().zip(&kept).zip(&tokens).zip(published) {
+        let ending = if published {
+            Ending::Done
+        } else {
+            Ending::Unpublished(kept)
+        };
+        if !published {
+            summary.settle_outcome();
+        }
+        if let Err(e) = claim::finish(&ctx.marker, &summary.instance.id, token, ending).await {
+            tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "delivery marker not updated");
+        }
+        // The run that did the work already counted it in the metrics.
+        tracing::info!(
+            step = "summary",
+            instance_id = summary.instance.id.as_str(),
+            event_id = summary.trigger.event_ref(),
+            published,
+            "published the summary of an earlier run's work"
+        );
+    }
+    summaries.into_iter().map(Report::summary).collect()
 }
 
 /// A dry run's end: its plan is published and logged; nothing is recorded, completed or claimed.

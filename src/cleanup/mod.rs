@@ -149,7 +149,9 @@ async fn clean_up(ctx: &Context<'_>, requests: &[Request], deadline: Deadline) -
         let summaries = dry::plan(ctx, &admitted, &clock, deadline).await;
         return finish::dry_run(ctx, admitted, summaries).await;
     }
-    let admitted = admit::admit(ctx, &requests, &clock, deadline).await;
+    let mut admitted = admit::admit(ctx, &requests, &clock, deadline).await;
+    let republished = finish::publish_unpublished(ctx, std::mem::take(&mut admitted.unpublished)).await;
+    admitted.reports.extend(republished);
     if admitted.work.is_empty() {
         return admitted.reports;
     }

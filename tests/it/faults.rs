@@ -235,3 +235,58 @@ async fn with_kms_down_the_quarantine_goes_ahead_and_the_summary_says_the_record
     let enis = setup.fleet.spot[0].enis.len();
     assert!(kms <= 2 * enis, "KMS was asked {kms} times for {enis} ENIs");
 }
+
+#[tokio::test]
+async fn with_sns_down_the_work_is_done_and_the_answer_is_an_error_for_the_retry() {
+    let setup = setup().await;
+    setup.proxy.calls.clear();
+    setup.proxy.take_down("sns");
+
+    let (answer, took) = interrupt(&setup).await;
+
+    let error = answer.expect_err("an unpublished summary is retried");
+    assert!(error.to_string().contains("SNS"), "{error}");
+    setup.proxy.heal();
+    assert_cleaned(&setup).await;
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(setup.fleet.published().await.is_empty());
+
+    // Lambda's retry, with SNS back: the summary of the work done goes out, and nothing in AWS is done again.
+    setup.proxy.calls.clear();
+    let (answer, _) = interrupt(&setup).await;
+
+    let answer = answer.expect("the retry publishes");
+    assert_eq!(answer["outcome"], "cleaned", "{answer:#}");
+    let sequence = setup.proxy.calls.sequence();
+    for redone in [
+        "DeregisterTargets",
+        "ModifyNetworkInterfaceAttribute",
+        "DescribeTargetHealth",
+        "CreateTags",
+    ] {
+        assert!(
+            !sequence.iter().any(|a| a == redone),
+            "the retry sent {redone}: {sequence:?}"
+        );
+    }
+    assert_eq!(sequence.iter().filter(|a| *a == "Publish").count(), 1, "{sequence:?}");
+    let published = setup.fleet.published().await;
+    assert_eq!(published.len(), 1);
+    let summary: Value = serde_json::from_str(published[0]["Message"].as_str().expect("an SNS envelope")).unwrap();
+    assert_eq!(summary["instance"]["id"], setup.fleet.spot[0].id.as_str());
+    assert_eq!(summary["outcome"], "cleaned");
+    assert!(
+        !summary["removed"].as_array().unwrap().is_empty(),
+        "the first run's work: {summary:#}"
+    );
+    assert!(
+        summary["warnings"]
+            .to_string()
+            .contains("published by a later delivery"),
+        "{summary:#}"
+    );
+
+    // A third delivery finds it done.
+    let (answer, _) = interrupt(&setup).await;
+    assert_eq!(answer.expect("quiet")["outcome"], "already-handled");
+}

@@ -20,8 +20,11 @@
 //!   both proceed only if one's tag becomes visible more than `SETTLE` after the other read the tags back (CreateTags
 //!   slower than half a second to show). Both would then do the same idempotent work and both publish.
 //!
-//! A run that ends incomplete releases its claim so that its retry can finish the work. A restore clears the marker,
-//! so a later interruption of the same instance (after a stop) is handled again.
+//! A run that ends incomplete releases its claim so that its retry can finish the work. A run that did all the work
+//! but could not publish its summary (SNS down) records `unpublished` with the summary in the table's item: its retry
+//! takes the claim as for `incomplete`, finds the summary and publishes it, and does no AWS work again. (The tag
+//! marker cannot hold a summary: there the retry does the idempotent work again.) A restore clears the marker, so a
+//! later interruption of the same instance (after a stop) is handled again.
 
 mod keeper;
 mod with_table;
@@ -35,6 +38,7 @@ use super::tags;
 use crate::aws::{CallError, join_all};
 use crate::deadline::Deadline;
 use crate::input::InstanceId;
+use crate::summary::Summary;
 use crate::table::{CLAIM_SK, claim_pk, s, stamp};
 pub use keeper::{Keeper, keep};
 use with_table::claim_item;
@@ -49,6 +53,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// Claim items expire after a day: by then the instance is long gone or was restored.
 pub(super) const CLAIM_TTL_SECONDS: i64 = 24 * 60 * 60;
 pub(super) const IN_PROGRESS: &str = "in-progress";
+pub(super) const INCOMPLETE: &str = "incomplete";
+pub(super) const UNPUBLISHED: &str = "unpublished";
 
 /// Where the marker lives. The handles are owned, so that the task renewing the claims can keep them.
 #[derive(Clone, Debug)]
@@ -110,6 +116,20 @@ pub enum Claim {
     /// The marker could not be read or written. The work goes ahead (it is idempotent) with this warning: a missed
     /// cleanup costs more than a repeated one.
     Unavailable(String),
+    /// This invocation holds the claim of a run that did all the work but could not publish its summary: publishing it
+    /// is all that is left.
+    Unpublished { token: Token, summary: Box<Summary> },
+}
+
+/// How a run that held the claim ended.
+#[derive(Clone, Copy, Debug)]
+pub enum Ending<'a> {
+    /// Nothing left to do: later deliveries end quietly.
+    Done,
+    /// Released for a retry, which does the work again.
+    Incomplete,
+    /// The work is done, its summary not published: a retry publishes this one.
+    Unpublished(&'a Summary),
 }
 
 /// This invocation's claim.
@@ -141,29 +161,42 @@ pub async fn claim_all(marker: &Marker, instances: &[InstanceId], lease: &Lease)
     }
 }
 
-/// Record how the work went: `done`, or released for a retry.
-pub async fn finish(marker: &Marker, instance: &InstanceId, token: &Token, complete: bool) -> Result<(), CallError> {
+/// Record how the work went: `done`, released for a retry, or left for a retry to publish.
+pub async fn finish(
+    marker: &Marker,
+    instance: &InstanceId,
+    token: &Token,
+    ending: Ending<'_>,
+) -> Result<(), CallError> {
     match marker {
         Marker::Table { dynamodb, table } => {
-            dynamodb
+            let (state, summary) = match ending {
+                Ending::Done => ("done", None),
+                Ending::Incomplete => (INCOMPLETE, None),
+                Ending::Unpublished(summary) => (UNPUBLISHED, serde_json::to_string(summary).ok()),
+            };
+            let update = dynamodb
                 .update_item()
                 .table_name(table)
                 .key("pk", s(claim_pk(instance)))
                 .key("sk", s(CLAIM_SK))
-                .update_expression("SET #state = :state, finished_at = :now")
                 .condition_expression("#token = :token")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_names("#token", "token")
-                .expression_attribute_values(":state", s(if complete { "done" } else { "incomplete" }))
+                .expression_attribute_values(":state", s(state))
                 .expression_attribute_values(":now", s(stamp(Utc::now())))
-                .expression_attribute_values(":token", s(token.as_str()))
-                .send()
-                .await
-                .map_err(|e| CallError::new("UpdateItem", &e))?;
+                .expression_attribute_values(":token", s(token.as_str()));
+            let update = match summary {
+                Some(summary) => update
+                    .update_expression("SET #state = :state, finished_at = :now, summary = :summary")
+                    .expression_attribute_values(":summary", s(summary)),
+                None => update.update_expression("SET #state = :state, finished_at = :now REMOVE summary"),
+            };
+            update.send().await.map_err(|e| CallError::new("UpdateItem", &e))?;
             Ok(())
         }
         Marker::Tags { ec2 } => {
-            if complete {
+            if matches!(ending, Ending::Done) {
                 let handled = tags::tag(HANDLED_TAG, &stamp(Utc::now()));
                 tags::write(ec2, instance.as_str(), vec![handled]).await?;
             }

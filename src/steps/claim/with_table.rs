@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 
-use super::{CLAIM_TTL_SECONDS, Claim, IN_PROGRESS, Lease, Token};
+use super::{CLAIM_TTL_SECONDS, Claim, IN_PROGRESS, INCOMPLETE, Lease, Token, UNPUBLISHED};
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::table::{CLAIM_SK, claim_pk, s, stamp};
@@ -26,31 +26,48 @@ pub(super) async fn claim_item(
              expires_at = :expires, episode = if_not_exists(episode, :token)",
         )
         .condition_expression(
-            "attribute_not_exists(pk) OR #state = :incomplete OR (#state = :in_progress AND lease_until < :now)",
+            "attribute_not_exists(pk) OR #state IN (:incomplete, :unpublished) \
+             OR (#state = :in_progress AND lease_until < :now)",
         )
         .expression_attribute_names("#token", "token")
         .expression_attribute_names("#state", "state")
         .expression_attribute_values(":token", s(token.as_str()))
         .expression_attribute_values(":in_progress", s(IN_PROGRESS))
-        .expression_attribute_values(":incomplete", s("incomplete"))
+        .expression_attribute_values(":incomplete", s(INCOMPLETE))
+        .expression_attribute_values(":unpublished", s(UNPUBLISHED))
         .expression_attribute_values(":now", s(stamp(now)))
         .expression_attribute_values(":until", s(stamp(lease.until())))
         .expression_attribute_values(
             ":expires",
             AttributeValue::N((now.timestamp() + CLAIM_TTL_SECONDS).to_string()),
         )
-        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
         .send()
         .await;
     match taken.map_err(|e| CallError::new("UpdateItem", &e)) {
         Ok(output) => {
-            let episode = output
-                .attributes()
-                .and_then(|a| a.get("episode"))
-                .and_then(|v| v.as_s().ok())
-                .cloned();
-            let episode = episode.unwrap_or_else(|| token.as_str().to_owned());
-            Claim::Won { token, episode }
+            let old = |name: &str| {
+                output
+                    .attributes()
+                    .and_then(|a| a.get(name))
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+            };
+            // A run before this one did the work and could not publish: its summary is all that is left.
+            let summary = (old("state").as_deref() == Some(UNPUBLISHED))
+                .then(|| old("summary"))
+                .flatten()
+                .and_then(|text| serde_json::from_str(&text).ok());
+            match summary {
+                Some(summary) => Claim::Unpublished {
+                    token,
+                    summary: Box::new(summary),
+                },
+                None => {
+                    let episode = old("episode").unwrap_or_else(|| token.as_str().to_owned());
+                    Claim::Won { token, episode }
+                }
+            }
         }
         Err(e) if e.is("ConditionalCheckFailedException") => {
             let held = crate::store::get_consistent(dynamodb, table, claim_pk(instance), CLAIM_SK).await;
