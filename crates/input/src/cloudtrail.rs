@@ -8,8 +8,6 @@ use crate::eventbridge::event;
 use crate::values::parse_time;
 use crate::{ChangedTarget, IndexUpdate, InputError, Quoted, TargetsCall, TargetsChange};
 
-/// A management API call recorded by CloudTrail, as EventBridge delivers it.
-pub const CLOUDTRAIL_API_CALL: &str = "AWS API Call via CloudTrail";
 /// CloudTrail's `eventSource` for ELBv2 calls.
 const ELB_EVENT_SOURCE: &str = "elasticloadbalancing.amazonaws.com";
 

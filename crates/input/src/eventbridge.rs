@@ -6,16 +6,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::kinds::{self, Kind};
 use crate::values::{check_account, check_region};
-use crate::{
-    AWS_HEALTH_EVENT, Action, CLOUDTRAIL_API_CALL, IndexUpdate, InputError, Message, Quoted, REBALANCE_RECOMMENDATION,
-    RestoreRequest, SCHEDULED_EVENT, SPOT_INTERRUPTION, STATE_CHANGE, Source, TERMINATE_LIFECYCLE_ACTION, Trigger,
-};
+use crate::{Action, IndexUpdate, InputError, Message, Quoted, RestoreRequest, Source, Trigger};
 use crate::{cloudtrail, health, lifecycle, rebalance, scheduled, spot, state_change};
-
-/// The detail-types `aws.ec2` sends that start work here, for error messages.
-const EC2_DETAIL_TYPES: &str = "\"EC2 Spot Instance Interruption Warning\", \"EC2 Instance Rebalance Recommendation\" \
-     or \"EC2 Instance State-change Notification\"";
 
 /// What one EventBridge event asks for.
 pub(crate) enum EventBridgeRequest {
@@ -48,13 +42,8 @@ pub(crate) fn parse(payload: &Value) -> Result<EventBridgeRequest, InputError> {
     };
     let source = text_field("source")?;
     let detail_type = text_field("detail-type")?;
-    let expected = match source {
-        "aws.ec2" => EC2_DETAIL_TYPES,
-        "aws.autoscaling" => "\"EC2 Instance-terminate Lifecycle Action\" (or the launch one, ignored)",
-        "aws.health" => "\"AWS Health Event\"",
-        "aws.events" => "\"Scheduled Event\"",
-        "aws.elasticloadbalancing" => "\"AWS API Call via CloudTrail\"",
-        _ => return Err(InputError::UnsupportedSource(Quoted::new(source))),
+    let Some(expected) = kinds::detail_types_from(source) else {
+        return Err(InputError::UnsupportedSource(Quoted::new(source)));
     };
     if let Some(Value::String(id)) = payload.get("id")
         && id.len() > 128
@@ -64,32 +53,33 @@ pub(crate) fn parse(payload: &Value) -> Result<EventBridgeRequest, InputError> {
             reason: "longer than 128 characters".into(),
         });
     }
-    let one = |request| EventBridgeRequest::Message(Message::Requests(vec![request]));
-    match (source, detail_type) {
-        ("aws.ec2", SPOT_INTERRUPTION) => spot::parse(payload).map(one),
-        ("aws.ec2", REBALANCE_RECOMMENDATION) => rebalance::parse(payload).map(one),
-        ("aws.ec2", STATE_CHANGE) if state_change::is_running_again(payload) => {
-            state_change::parse_running(payload).map(EventBridgeRequest::Restore)
-        }
-        ("aws.ec2", STATE_CHANGE) => state_change::parse(payload).map(EventBridgeRequest::Message),
-        ("aws.autoscaling", TERMINATE_LIFECYCLE_ACTION) => {
-            lifecycle::parse_event(payload).map(EventBridgeRequest::Message)
-        }
-        ("aws.autoscaling", lifecycle::LAUNCH_LIFECYCLE_ACTION) => Ok(EventBridgeRequest::Message(Message::Ignored(
-            "an EC2 Instance-launch Lifecycle Action: a launching instance needs no cleanup".into(),
-        ))),
-        ("aws.health", AWS_HEALTH_EVENT) => health::parse(payload).map(EventBridgeRequest::Message),
-        ("aws.events", SCHEDULED_EVENT) => {
-            scheduled::parse(payload).map(|event_id| EventBridgeRequest::RefreshIndex { event_id })
-        }
-        ("aws.elasticloadbalancing", CLOUDTRAIL_API_CALL) => {
-            cloudtrail::parse(payload).map(EventBridgeRequest::IndexUpdate)
-        }
-        _ => Err(InputError::UnsupportedDetailType {
+    match Kind::of(source, detail_type) {
+        Some(kind) => read(kind, payload),
+        None => Err(InputError::UnsupportedDetailType {
             event_source: Quoted::new(source),
             detail_type: Quoted::new(detail_type),
             expected,
         }),
+    }
+}
+
+/// Hand the event to the parser of its kind.
+fn read(kind: Kind, payload: &Value) -> Result<EventBridgeRequest, InputError> {
+    let one = |request| EventBridgeRequest::Message(Message::Requests(vec![request]));
+    match kind {
+        Kind::SpotInterruption => spot::parse(payload).map(one),
+        Kind::RebalanceRecommendation => rebalance::parse(payload).map(one),
+        Kind::StateChange if state_change::is_running_again(payload) => {
+            state_change::parse_running(payload).map(EventBridgeRequest::Restore)
+        }
+        Kind::StateChange => state_change::parse(payload).map(EventBridgeRequest::Message),
+        Kind::TerminateLifecycleAction => lifecycle::parse_event(payload).map(EventBridgeRequest::Message),
+        Kind::LaunchLifecycleAction => Ok(EventBridgeRequest::Message(Message::Ignored(
+            "an EC2 Instance-launch Lifecycle Action: a launching instance needs no cleanup".into(),
+        ))),
+        Kind::HealthEvent => health::parse(payload).map(EventBridgeRequest::Message),
+        Kind::ScheduledEvent => scheduled::parse(payload).map(|event_id| EventBridgeRequest::RefreshIndex { event_id }),
+        Kind::CloudTrailApiCall => cloudtrail::parse(payload).map(EventBridgeRequest::IndexUpdate),
     }
 }
 

@@ -7,11 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::eventbridge::{event, trigger};
-use crate::values::Quoted;
+use crate::quoted::Quoted;
 use crate::{Action, InputError, InstanceId, Message, Request};
 
-pub const HEALTH_SOURCE: &str = "aws.health";
-pub const AWS_HEALTH_EVENT: &str = "AWS Health Event";
 /// More than this many instances in one event is not a real Health event.
 const ENTITIES_MAX: usize = 1000;
 

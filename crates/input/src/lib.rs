@@ -22,7 +22,9 @@ mod error;
 mod eventbridge;
 mod health;
 mod invocation;
+mod kinds;
 mod lifecycle;
+mod quoted;
 mod rebalance;
 mod request;
 mod restore;
@@ -34,20 +36,18 @@ mod state_change;
 mod values;
 
 pub use agent::{AgentIdentity, AgentPayload};
-pub use cloudtrail::CLOUDTRAIL_API_CALL;
 pub use error::InputError;
-pub use health::{AWS_HEALTH_EVENT, HEALTH_SOURCE};
 pub use invocation::{BatchRecord, Invocation, Message, parse_invocation};
-pub use lifecycle::{AUTOSCALING_SOURCE, TERMINATE_LIFECYCLE_ACTION};
-pub use rebalance::REBALANCE_RECOMMENDATION;
+pub use kinds::{
+    AUTOSCALING_SOURCE, AWS_HEALTH_EVENT, CLOUDTRAIL_API_CALL, HEALTH_SOURCE, REBALANCE_RECOMMENDATION,
+    SCHEDULED_EVENT, SPOT_INTERRUPTION, STATE_CHANGE, TERMINATE_LIFECYCLE_ACTION,
+};
+pub use quoted::Quoted;
 pub use request::{
     Action, ChangedTarget, IdentityProof, IndexUpdate, LifecycleAction, LifecycleDestination, Request, RestoreRequest,
     SPOT_NOTICE, Source, TargetsCall, TargetsChange, Trigger,
 };
-pub use scheduled::SCHEDULED_EVENT;
-pub use spot::SPOT_INTERRUPTION;
-pub use state_change::STATE_CHANGE;
-pub use values::{InstanceId, Quoted};
+pub use values::InstanceId;
 
 #[cfg(test)]
 pub(crate) mod samples {

@@ -7,8 +7,6 @@ use serde_json::Value;
 use crate::eventbridge::{event, trigger};
 use crate::{Action, InputError, InstanceId, Request};
 
-pub const REBALANCE_RECOMMENDATION: &str = "EC2 Instance Rebalance Recommendation";
-
 #[derive(Serialize, Deserialize)]
 struct RebalanceDetail {
     #[serde(rename = "instance-id")]
@@ -28,6 +26,7 @@ pub(crate) fn parse(payload: &Value) -> Result<Request, InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::REBALANCE_RECOMMENDATION;
     use crate::samples::sample;
     use crate::{Invocation, parse_invocation};
 

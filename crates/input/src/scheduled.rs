@@ -7,9 +7,6 @@ use crate::InputError;
 use crate::eventbridge::event;
 use crate::values::{check_account, check_region};
 
-/// What an EventBridge schedule sends: refresh the registration index.
-pub const SCHEDULED_EVENT: &str = "Scheduled Event";
-
 /// The event's id, once its envelope is checked.
 pub(crate) fn parse(payload: &Value) -> Result<Option<String>, InputError> {
     let event = event::<serde_json::Map<String, Value>>(payload, "Scheduled Event")?;

@@ -6,9 +6,6 @@ use serde_json::Value;
 use crate::eventbridge::{event, trigger};
 use crate::{Action, InputError, InstanceId, Request};
 
-/// The detail-type that starts a cleanup.
-pub const SPOT_INTERRUPTION: &str = "EC2 Spot Instance Interruption Warning";
-
 #[derive(Serialize, Deserialize)]
 struct SpotInterruptionDetail {
     #[serde(rename = "instance-id")]
@@ -52,6 +49,7 @@ pub(crate) fn parse(payload: &Value) -> Result<Request, InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::SPOT_INTERRUPTION;
     use crate::samples::sample;
     use crate::{Invocation, parse_invocation};
     use serde_json::json;

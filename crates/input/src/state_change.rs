@@ -8,8 +8,6 @@ use serde_json::Value;
 use crate::eventbridge::{event, trigger};
 use crate::{Action, InputError, InstanceId, Message, Quoted, Request, RestoreRequest};
 
-pub const STATE_CHANGE: &str = "EC2 Instance State-change Notification";
-
 #[derive(Serialize, Deserialize)]
 struct StateChangeDetail {
     #[serde(rename = "instance-id")]
@@ -66,6 +64,7 @@ pub(crate) fn parse_running(payload: &Value) -> Result<RestoreRequest, InputErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::STATE_CHANGE;
     use crate::samples::sample;
     use crate::{Invocation, Source, parse_invocation};
 
