@@ -4,9 +4,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::event;
+use crate::envelope::event;
+use crate::error::InputError;
+use crate::quoted::Quoted;
+use crate::request::{ChangedTarget, IndexUpdate, TargetsCall, TargetsChange};
 use crate::values::parse_time;
-use crate::{ChangedTarget, IndexUpdate, InputError, Quoted, TargetsCall, TargetsChange};
 
 /// CloudTrail's `eventSource` for ELBv2 calls.
 const ELB_EVENT_SOURCE: &str = "elasticloadbalancing.amazonaws.com";

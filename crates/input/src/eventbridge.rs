@@ -1,14 +1,14 @@
-//! The EventBridge envelope: `source` and `detail-type` say which parser reads `detail`, and the envelope's own
-//! fields (id, time, region, account) become the trigger.
+//! The EventBridge router: an event's `source` and `detail-type` say which parser reads it, and what the parser returns
+//! becomes what the event asks for. The envelope itself is read by `envelope`.
 
-use aws_lambda_events::eventbridge::EventBridgeEvent;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::envelope;
+use crate::error::InputError;
 use crate::kinds::{self, Kind};
-use crate::values::{check_account, check_region};
-use crate::{Action, IndexUpdate, InputError, Message, Quoted, RestoreRequest, Source, Trigger};
+use crate::message::Message;
+use crate::quoted::Quoted;
+use crate::request::{IndexUpdate, RestoreRequest};
 use crate::{cloudtrail, health, lifecycle, rebalance, scheduled, spot, state_change};
 
 /// What one EventBridge event asks for.
@@ -22,37 +22,13 @@ pub(crate) enum EventBridgeRequest {
     Restore(RestoreRequest),
 }
 
-pub(crate) fn is_eventbridge(object: &serde_json::Map<String, Value>) -> bool {
-    object.contains_key("detail-type") || object.contains_key("source")
-}
-
+/// What the event asks for, read by the parser of its kind.
 pub(crate) fn parse(payload: &Value) -> Result<EventBridgeRequest, InputError> {
-    let text_field = |name: &'static str| -> Result<&str, InputError> {
-        match payload.get(name) {
-            Some(Value::String(s)) => Ok(s.as_str()),
-            Some(_) => Err(InputError::InvalidField {
-                field: name,
-                reason: "must be a string".into(),
-            }),
-            None => Err(InputError::Malformed {
-                what: "EventBridge event",
-                reason: format!("missing field `{name}`"),
-            }),
-        }
-    };
-    let source = text_field("source")?;
-    let detail_type = text_field("detail-type")?;
+    let (source, detail_type) = envelope::source_and_detail_type(payload)?;
     let Some(expected) = kinds::detail_types_from(source) else {
         return Err(InputError::UnsupportedSource(Quoted::new(source)));
     };
-    if let Some(Value::String(id)) = payload.get("id")
-        && id.len() > 128
-    {
-        return Err(InputError::InvalidField {
-            field: "id",
-            reason: "longer than 128 characters".into(),
-        });
-    }
+    envelope::check_id(payload)?;
     match Kind::of(source, detail_type) {
         Some(kind) => read(kind, payload),
         None => Err(InputError::UnsupportedDetailType {
@@ -81,39 +57,6 @@ fn read(kind: Kind, payload: &Value) -> Result<EventBridgeRequest, InputError> {
         Kind::ScheduledEvent => scheduled::parse(payload).map(|event_id| EventBridgeRequest::RefreshIndex { event_id }),
         Kind::CloudTrailApiCall => cloudtrail::parse(payload).map(EventBridgeRequest::IndexUpdate),
     }
-}
-
-/// Read the event with its `detail` as `T`; `what` names the event in the error when it does not fit.
-pub(crate) fn event<T>(payload: &Value, what: &'static str) -> Result<EventBridgeEvent<T>, InputError>
-where
-    T: Serialize + DeserializeOwned,
-{
-    serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed(what, e))
-}
-
-/// The trigger of an EventBridge event whose `detail` names an instance: the envelope's fields, checked.
-pub(crate) fn trigger<T>(
-    event: EventBridgeEvent<T>,
-    action: Option<Action>,
-    event_code: Option<String>,
-) -> Result<(T, Trigger), InputError>
-where
-    T: Serialize + DeserializeOwned,
-{
-    let region = event.region.as_deref().map(check_region).transpose()?;
-    let account = event.account.as_deref().map(check_account).transpose()?;
-    let trigger = Trigger {
-        event_source: Some(event.source),
-        detail_type: Some(event.detail_type),
-        action,
-        event_id: event.id,
-        event_time: event.time,
-        region,
-        account,
-        event_code,
-        ..Trigger::from_source(Source::EventBridge)
-    };
-    Ok((event.detail, trigger))
 }
 
 #[cfg(test)]

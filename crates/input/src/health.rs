@@ -6,9 +6,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::{event, trigger};
+use crate::envelope::{event, trigger};
+use crate::error::InputError;
+use crate::message::Message;
 use crate::quoted::Quoted;
-use crate::{Action, InputError, InstanceId, Message, Request};
+use crate::request::{Action, Request};
+use crate::values::InstanceId;
 
 /// More than this many instances in one event is not a real Health event.
 const ENTITIES_MAX: usize = 1000;

@@ -5,12 +5,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::{event, trigger};
+use crate::envelope::{event, trigger};
+use crate::error::InputError;
 use crate::kinds::AUTOSCALING_SOURCE;
-use crate::values::{check_account, parse_time};
-use crate::{
-    Action, InputError, InstanceId, LifecycleAction, LifecycleDestination, Message, Quoted, Request, Source, Trigger,
-};
+use crate::message::Message;
+use crate::quoted::Quoted;
+use crate::request::{Action, LifecycleAction, LifecycleDestination, Request, Source, Trigger};
+use crate::values::{InstanceId, check_account, parse_time};
 
 const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::InputError;
-use crate::eventbridge::event;
+use crate::envelope::event;
+use crate::error::InputError;
 use crate::values::{check_account, check_region};
 
 /// The event's id, once its envelope is checked.

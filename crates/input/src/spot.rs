@@ -3,8 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::{event, trigger};
-use crate::{Action, InputError, InstanceId, Request};
+use crate::envelope::{event, trigger};
+use crate::error::InputError;
+use crate::request::{Action, Request};
+use crate::values::InstanceId;
 
 #[derive(Serialize, Deserialize)]
 struct SpotInterruptionDetail {

@@ -5,8 +5,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::{event, trigger};
-use crate::{Action, InputError, InstanceId, Message, Quoted, Request, RestoreRequest};
+use crate::envelope::{event, trigger};
+use crate::error::InputError;
+use crate::message::Message;
+use crate::quoted::Quoted;
+use crate::request::{Action, Request, RestoreRequest};
+use crate::values::InstanceId;
 
 #[derive(Serialize, Deserialize)]
 struct StateChangeDetail {
