@@ -61,6 +61,8 @@ const INPUT_LAYERS: &[(&str, &[&str])] = &[
             "invocation",
             "message",
             "request",
+            "index_update",
+            "trigger",
             "values",
             "error",
             "kinds",

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::InputError;
-use crate::request::{Action, IdentityProof, Request, Source, Trigger};
+use crate::request::{IdentityProof, Request};
+use crate::trigger::{Action, Source, Trigger};
 use crate::values::{InstanceId, check_account, check_region, parse_time};
 
 /// `{"instance_id", "action", "time", "region", "account", "identity_document", "identity_signature"}`. Only an

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::error::InputError;
-use crate::request::Trigger;
+use crate::trigger::Trigger;
 
 /// The topic and message that carried a request, for its trigger.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use crate::envelope::event;
 use crate::error::InputError;
+use crate::index_update::{ChangedTarget, IndexUpdate, TargetsCall, TargetsChange};
 use crate::quoted::Quoted;
-use crate::request::{ChangedTarget, IndexUpdate, TargetsCall, TargetsChange};
 use crate::values::parse_time;
 
 /// CloudTrail's `eventSource` for ELBv2 calls.

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::InputError;
-use crate::request::{Action, Source, Trigger};
+use crate::trigger::{Action, Source, Trigger};
 use crate::values::{check_account, check_region};
 
 /// Longest event id accepted; EventBridge's are UUIDs.

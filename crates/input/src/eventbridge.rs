@@ -5,10 +5,11 @@ use serde_json::Value;
 
 use crate::envelope;
 use crate::error::InputError;
+use crate::index_update::IndexUpdate;
 use crate::kinds::{self, Kind};
 use crate::message::Message;
 use crate::quoted::Quoted;
-use crate::request::{IndexUpdate, RestoreRequest};
+use crate::request::RestoreRequest;
 use crate::{cloudtrail, health, lifecycle, rebalance, scheduled, spot, state_change};
 
 /// What one EventBridge event asks for.

@@ -10,7 +10,8 @@ use crate::envelope::{event, trigger};
 use crate::error::InputError;
 use crate::message::Message;
 use crate::quoted::Quoted;
-use crate::request::{Action, Request};
+use crate::request::Request;
+use crate::trigger::Action;
 use crate::values::InstanceId;
 
 /// More than this many instances in one event is not a real Health event.

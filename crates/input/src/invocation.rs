@@ -1,8 +1,10 @@
 //! A parsed invocation: what a whole payload asks for, and for a batch what each of its messages asked for.
 
 use crate::error::InputError;
+use crate::index_update::IndexUpdate;
 use crate::message::Message;
-use crate::request::{IndexUpdate, Request, RestoreRequest, Trigger};
+use crate::request::{Request, RestoreRequest};
+use crate::trigger::Trigger;
 
 /// One SQS record or SNS message: its id (for `batchItemFailures`, or naming the SNS record that failed) and what
 /// it asked for.

@@ -18,7 +18,7 @@
 //!   any of the above) and `sns` (a topic's messages delivered to the function, and a topic's envelope inside an SQS
 //!   body);
 //! - the leaves: `envelope` (the EventBridge envelope the event parsers read), `carrier` (what delivered a message),
-//!   `invocation`, `message` and `request` (what parsing returns), `values` (checked instance ids, regions, accounts,
+//!   `invocation`, `message`, `request`, `index_update` and `trigger` (what parsing returns), `values` (checked instance ids, regions, accounts,
 //!   times), `error`, `kinds` (the event kinds' names) and `quoted`.
 //!
 //! A well-formed AWS event with nothing to do (a state change to `pending`, a launch lifecycle action, a Health issue)
@@ -32,6 +32,7 @@ mod envelope;
 mod error;
 mod eventbridge;
 mod health;
+mod index_update;
 mod invocation;
 mod kinds;
 mod lifecycle;
@@ -45,11 +46,13 @@ mod sns;
 mod spot;
 mod sqs;
 mod state_change;
+mod trigger;
 mod values;
 
 pub use agent::{AgentIdentity, AgentPayload};
 pub use dispatch::parse_invocation;
 pub use error::InputError;
+pub use index_update::{ChangedTarget, IndexUpdate, TargetsCall, TargetsChange};
 pub use invocation::{BatchRecord, Invocation};
 pub use kinds::{
     AUTOSCALING_SOURCE, AWS_HEALTH_EVENT, CLOUDTRAIL_API_CALL, HEALTH_SOURCE, REBALANCE_RECOMMENDATION,
@@ -57,10 +60,8 @@ pub use kinds::{
 };
 pub use message::Message;
 pub use quoted::Quoted;
-pub use request::{
-    Action, ChangedTarget, IdentityProof, IndexUpdate, LifecycleAction, LifecycleDestination, Request, RestoreRequest,
-    SPOT_NOTICE, Source, TargetsCall, TargetsChange, Trigger,
-};
+pub use request::{IdentityProof, Request, RestoreRequest};
+pub use trigger::{Action, LifecycleAction, LifecycleDestination, SPOT_NOTICE, Source, Trigger};
 pub use values::InstanceId;
 
 #[cfg(test)]

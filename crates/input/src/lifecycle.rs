@@ -10,7 +10,8 @@ use crate::error::InputError;
 use crate::kinds::AUTOSCALING_SOURCE;
 use crate::message::Message;
 use crate::quoted::Quoted;
-use crate::request::{Action, LifecycleAction, LifecycleDestination, Request, Source, Trigger};
+use crate::request::Request;
+use crate::trigger::{Action, LifecycleAction, LifecycleDestination, Source, Trigger};
 use crate::values::{InstanceId, check_account, parse_time};
 
 const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";

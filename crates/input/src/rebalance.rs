@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use crate::envelope::{event, trigger};
 use crate::error::InputError;
-use crate::request::{Action, Request};
+use crate::request::Request;
+use crate::trigger::Action;
 use crate::values::InstanceId;
 
 #[derive(Serialize, Deserialize)]

@@ -4,7 +4,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::InputError;
-use crate::request::{RestoreRequest, Source, Trigger};
+use crate::request::RestoreRequest;
+use crate::trigger::{Source, Trigger};
 use crate::values::InstanceId;
 
 #[derive(Deserialize)]

@@ -9,7 +9,8 @@ use crate::envelope::{event, trigger};
 use crate::error::InputError;
 use crate::message::Message;
 use crate::quoted::Quoted;
-use crate::request::{Action, Request, RestoreRequest};
+use crate::request::{Request, RestoreRequest};
+use crate::trigger::Action;
 use crate::values::InstanceId;
 
 #[derive(Serialize, Deserialize)]
