@@ -18,8 +18,8 @@
 //!   any of the above) and `sns` (a topic's messages delivered to the function, and a topic's envelope inside an SQS
 //!   body);
 //! - the leaves: `envelope` (the EventBridge envelope the event parsers read), `carrier` (what delivered a message),
-//!   `invocation`, `message`, `request`, `index_update` and `trigger` (what parsing returns), `values` (checked instance ids, regions, accounts,
-//!   times), `error`, `kinds` (the event kinds' names) and `quoted`.
+//!   `invocation`, `message`, `request`, `trigger` and `index_update` (what parsing returns), `values` (checked
+//!   instance ids, regions, accounts, times), `error`, `kinds` (the event kinds' names) and `quoted`.
 //!
 //! A well-formed AWS event with nothing to do (a state change to `pending`, a launch lifecycle action, a Health issue)
 //! is `Message::Ignored`, not an error: rules and queues are often shared with other consumers.
