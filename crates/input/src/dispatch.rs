@@ -39,16 +39,10 @@ pub fn parse_invocation(payload: &Value) -> Result<Invocation, InputError> {
 fn parse_each(carried: Vec<Carried>) -> Vec<BatchRecord> {
     carried
         .into_iter()
-        .map(
-            |Carried {
-                 message_id,
-                 body,
-                 carrier,
-             }| BatchRecord {
-                message: body.and_then(|body| parse_message(&body, carrier)),
-                message_id,
-            },
-        )
+        .map(|carried| BatchRecord {
+            message: carried.body.and_then(|body| parse_message(&body, carried.carrier)),
+            message_id: carried.message_id,
+        })
         .collect()
 }
 

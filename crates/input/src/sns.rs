@@ -108,6 +108,32 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn an_envelope_opens_to_its_message_and_the_topic_it_came_through() {
+        let envelope = json!({
+            "Type": "Notification", "MessageId": "n1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+            "Message": "{\"anything\": 1}"
+        });
+        let (inner, carrier) = super::open_envelope(&envelope, &super::Carrier::Sqs("m1".into())).unwrap();
+        assert_eq!(
+            inner,
+            json!({"anything": 1}),
+            "a transport does not parse what it carries"
+        );
+        assert_eq!(
+            carrier,
+            super::Carrier::SqsFromSns {
+                message_id: "m1".into(),
+                via: super::Via {
+                    topic_arn: "arn:aws:sns:us-east-1:123456789012:t".into(),
+                    message_id: "n1".into(),
+                },
+            }
+        );
+        let direct = super::open_envelope(&envelope, &super::Carrier::Direct).unwrap_err();
+        assert!(direct.to_string().contains("inside an SQS record only"), "{direct}");
+    }
+
+    #[test]
     fn a_lifecycle_hook_delivered_by_sns_is_a_lifecycle_request() {
         let Invocation::Notifications(records) = parse_invocation(&sample("sns-lifecycle-hook.json")).unwrap() else {
             panic!("expected SNS records")

@@ -41,8 +41,28 @@ pub(crate) fn records(payload: &Value) -> Result<Vec<Carried>, InputError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{InputError, Invocation, Message, parse_invocation};
+    use super::*;
+    use crate::{Invocation, Message, parse_invocation};
     use serde_json::json;
+
+    #[test]
+    fn records_come_back_unparsed_with_their_carrier() {
+        let payload = json!({"Records": [
+            {"messageId": "m1", "body": "{\"anything\": 1}"},
+            {"messageId": "m2"},
+        ]});
+        let carried = records(&payload).unwrap();
+        assert_eq!(carried[0].message_id, "m1");
+        assert_eq!(
+            carried[0].body,
+            Ok(json!({"anything": 1})),
+            "a transport does not parse what it carries"
+        );
+        assert_eq!(carried[0].carrier, Carrier::Sqs("m1".into()));
+        assert!(matches!(carried[1].body, Err(InputError::MissingBody { .. })));
+        let no_id = json!({"Records": [{"body": "{}"}]});
+        assert_eq!(records(&no_id).unwrap_err(), InputError::MissingMessageId { index: 0 });
+    }
 
     #[test]
     fn sqs_batch_keeps_each_record_apart() {
