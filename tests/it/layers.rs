@@ -1,8 +1,8 @@
 //! The house rule, held by a test: each layer of `src/` imports only from the layers below it, the workflows never
 //! import each other, and no two top-level modules reach each other in a cycle. The layer order is stated once, here;
-//! `src/lib.rs` draws it.
+//! `src/lib.rs` draws it. The same holds for `crates/input`, whose layers `crates/input/src/lib.rs` draws.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 
 use crate::common::repo_root;
@@ -27,6 +27,52 @@ const LAYERS: &[(&str, &[&str])] = &[
 
 /// Layers whose modules must not import one another.
 const APART: &[&str] = &["workflows"];
+
+/// `crates/input/src`, from the top down; a module imports only from its own layer or the ones below it. Its
+/// `lib.rs` only declares and re-exports, and stands above all of these.
+const INPUT_LAYERS: &[(&str, &[&str])] = &[
+    // The one place a payload is told apart and every carried message parsed.
+    ("dispatch", &["dispatch"]),
+    // EventBridge's router: source and detail-type pick the parser.
+    ("router", &["eventbridge"]),
+    // One wire format each: the parsers, and the transports that only return the messages they carry.
+    (
+        "formats",
+        &[
+            "agent",
+            "spot",
+            "rebalance",
+            "state_change",
+            "lifecycle",
+            "health",
+            "scheduled",
+            "cloudtrail",
+            "restore",
+            "sqs",
+            "sns",
+        ],
+    ),
+    // What everything above shares: the EventBridge envelope, carriers, what parsing returns, values, errors, names.
+    (
+        "leaves",
+        &[
+            "envelope",
+            "carrier",
+            "invocation",
+            "message",
+            "request",
+            "index_update",
+            "trigger",
+            "values",
+            "error",
+            "kinds",
+            "quoted",
+        ],
+    ),
+];
+
+/// Layers of `crates/input` whose modules must not import one another.
+const INPUT_APART: &[&str] = &["formats"];
 
 fn layer_of(module: &str) -> Option<(usize, &'static str)> {
     LAYERS
@@ -107,14 +153,18 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// Which top-level module imports which, from the code outside tests.
+/// Which top-level module of `src/` imports which, from the code outside tests.
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = repo_root().join("src");
+    graph_of(&repo_root().join("src"))
+}
+
+/// Which top-level module of the crate whose sources are in `src` imports which, from the code outside tests.
+fn graph_of(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    rust_files(src, &mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files {
-        let module = module_of(&src, &file);
+        let module = module_of(src, &file);
         if matches!(module.as_str(), "main" | "lib" | "testing") {
             continue;
         }
@@ -183,4 +233,123 @@ fn the_reader_sees_tests_and_nested_imports_the_way_the_compiler_does() {
             .into_iter()
             .collect()
     );
+}
+
+/// Some loop of imports, as the modules along it (`a -> b -> a`), if there is one: the shortest through the first
+/// module, in name order, that is on one.
+fn cycle_in(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    for start in graph.keys() {
+        let mut parent: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut queue = VecDeque::from([start.as_str()]);
+        while let Some(module) = queue.pop_front() {
+            for next in graph.get(module).into_iter().flatten() {
+                if next == start {
+                    let mut path = vec![start.clone()];
+                    let mut at = module;
+                    while at != start {
+                        path.push(at.to_owned());
+                        at = parent[at];
+                    }
+                    path.push(start.clone());
+                    path.reverse();
+                    return Some(path);
+                }
+                if !parent.contains_key(next.as_str()) {
+                    parent.insert(next, module);
+                    queue.push_back(next);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn input_layer_of(module: &str) -> Option<(usize, &'static str)> {
+    INPUT_LAYERS
+        .iter()
+        .enumerate()
+        .find(|(_, (_, modules))| modules.contains(&module))
+        .map(|(depth, (name, _))| (depth, *name))
+}
+
+fn input_graph() -> BTreeMap<String, BTreeSet<String>> {
+    graph_of(&repo_root().join("crates/input/src"))
+}
+
+#[test]
+fn crates_input_imports_go_down_and_the_formats_stand_apart() {
+    let graph = input_graph();
+    let mut wrong = Vec::new();
+    for (_, modules) in INPUT_LAYERS {
+        for module in *modules {
+            if !graph.contains_key(*module) {
+                wrong.push(format!(
+                    "INPUT_LAYERS names {module}, which crates/input/src does not have"
+                ));
+            }
+        }
+    }
+    for (module, edges) in &graph {
+        let Some((depth, layer)) = input_layer_of(module) else {
+            wrong.push(format!(
+                "crates/input/src/{module} is in no layer: add it to INPUT_LAYERS"
+            ));
+            continue;
+        };
+        for target in edges {
+            if !graph.contains_key(target) {
+                // A name the crate root re-exports hides which module it comes from, and so the edge.
+                wrong.push(format!(
+                    "crates/input: {module} names crate::{target}, which is no module: import it from the module \
+                     that defines it"
+                ));
+                continue;
+            }
+            let Some((target_depth, _)) = input_layer_of(target) else {
+                continue; // reported above as in no layer
+            };
+            if target_depth < depth {
+                wrong.push(format!(
+                    "crates/input: {module} ({layer}) imports {target}, a layer above it"
+                ));
+            } else if target_depth == depth && INPUT_APART.contains(&layer) {
+                wrong.push(format!(
+                    "crates/input: {module} imports {target}: two {layer} must not import each other"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        graph["dispatch"].contains("sqs") && graph["spot"].contains("envelope"),
+        "{graph:?}"
+    );
+}
+
+#[test]
+fn crates_input_has_no_loop_of_imports() {
+    let graph = input_graph();
+    if let Some(cycle) = cycle_in(&graph) {
+        panic!(
+            "crates/input has a loop of imports: {}\nits graph: {graph:?}",
+            cycle.join(" -> ")
+        );
+    }
+}
+
+#[test]
+fn a_loop_is_found_and_named_along_its_way() {
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("a", &["b"][..]),
+        ("b", &["c"][..]),
+        ("c", &["a", "d"][..]),
+        ("d", &[][..]),
+    ]
+    .into_iter()
+    .map(|(m, edges)| (m.to_owned(), edges.iter().map(|e| e.to_string()).collect()))
+    .collect();
+    assert_eq!(cycle_in(&graph), Some(["a", "b", "c", "a"].map(String::from).to_vec()));
+    let mut acyclic = graph.clone();
+    acyclic.get_mut("c").unwrap().remove("a");
+    assert_eq!(cycle_in(&acyclic), None);
 }

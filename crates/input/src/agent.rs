@@ -5,8 +5,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::values::{check_account, check_region, parse_time};
-use crate::{Action, IdentityProof, InputError, InstanceId, Request, Source, Trigger};
+use crate::error::InputError;
+use crate::request::{IdentityProof, Request};
+use crate::trigger::{Action, Source, Trigger};
+use crate::values::{InstanceId, check_account, check_region, parse_time};
 
 /// `{"instance_id", "action", "time", "region", "account", "identity_document", "identity_signature"}`. Only an
 /// instance id (as `instance_id` or `instance-id`) is required; unknown fields are rejected.

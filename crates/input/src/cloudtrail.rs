@@ -4,12 +4,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::event;
+use crate::envelope::event;
+use crate::error::InputError;
+use crate::index_update::{ChangedTarget, IndexUpdate, TargetsCall, TargetsChange};
+use crate::quoted::Quoted;
 use crate::values::parse_time;
-use crate::{ChangedTarget, IndexUpdate, InputError, Quoted, TargetsCall, TargetsChange};
 
-/// A management API call recorded by CloudTrail, as EventBridge delivers it.
-pub const CLOUDTRAIL_API_CALL: &str = "AWS API Call via CloudTrail";
 /// CloudTrail's `eventSource` for ELBv2 calls.
 const ELB_EVENT_SOURCE: &str = "elasticloadbalancing.amazonaws.com";
 
@@ -58,6 +58,24 @@ pub(crate) fn parse(payload: &Value) -> Result<IndexUpdate, InputError> {
     })?;
     let parameters = TargetsParameters::deserialize(&parameters)
         .map_err(|e| InputError::malformed("detail.requestParameters", e))?;
+    check(&parameters)?;
+    let event_time = detail
+        .event_time
+        .as_deref()
+        .map(|t| parse_time("detail.eventTime", t))
+        .transpose()?
+        .or(event.time);
+    Ok(IndexUpdate::Apply(TargetsChange {
+        call,
+        target_group_arn: parameters.target_group_arn,
+        targets: parameters.targets,
+        event_id: event.id,
+        event_time,
+    }))
+}
+
+/// A call's parameters name one target group by ARN and at least one target, each with an id and a real port.
+fn check(parameters: &TargetsParameters) -> Result<(), InputError> {
     if !is_target_group_arn(&parameters.target_group_arn) {
         return Err(InputError::InvalidField {
             field: "detail.requestParameters.targetGroupArn",
@@ -89,19 +107,7 @@ pub(crate) fn parse(payload: &Value) -> Result<IndexUpdate, InputError> {
             });
         }
     }
-    let event_time = detail
-        .event_time
-        .as_deref()
-        .map(|t| parse_time("detail.eventTime", t))
-        .transpose()?
-        .or(event.time);
-    Ok(IndexUpdate::Apply(TargetsChange {
-        call,
-        target_group_arn: parameters.target_group_arn,
-        targets: parameters.targets,
-        event_id: event.id,
-        event_time,
-    }))
+    Ok(())
 }
 
 /// `arn:<partition>:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>`

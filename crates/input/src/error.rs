@@ -2,11 +2,11 @@
 
 use std::fmt;
 
-use crate::values::Quoted;
-use crate::{
+use crate::kinds::{
     AWS_HEALTH_EVENT, CLOUDTRAIL_API_CALL, REBALANCE_RECOMMENDATION, SCHEDULED_EVENT, SPOT_INTERRUPTION, STATE_CHANGE,
     TERMINATE_LIFECYCLE_ACTION,
 };
+use crate::quoted::Quoted;
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum InputError {

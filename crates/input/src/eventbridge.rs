@@ -1,21 +1,16 @@
-//! The EventBridge envelope: `source` and `detail-type` say which parser reads `detail`, and the envelope's own
-//! fields (id, time, region, account) become the trigger.
+//! The EventBridge router: an event's `source` and `detail-type` say which parser reads it, and what the parser returns
+//! becomes what the event asks for. The envelope itself is read by `envelope`.
 
-use aws_lambda_events::eventbridge::EventBridgeEvent;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::values::{check_account, check_region};
-use crate::{
-    AWS_HEALTH_EVENT, Action, CLOUDTRAIL_API_CALL, IndexUpdate, InputError, Message, Quoted, REBALANCE_RECOMMENDATION,
-    RestoreRequest, SCHEDULED_EVENT, SPOT_INTERRUPTION, STATE_CHANGE, Source, TERMINATE_LIFECYCLE_ACTION, Trigger,
-};
+use crate::envelope;
+use crate::error::InputError;
+use crate::index_update::IndexUpdate;
+use crate::kinds::{self, Kind};
+use crate::message::Message;
+use crate::quoted::Quoted;
+use crate::request::RestoreRequest;
 use crate::{cloudtrail, health, lifecycle, rebalance, scheduled, spot, state_change};
-
-/// The detail-types `aws.ec2` sends that start work here, for error messages.
-const EC2_DETAIL_TYPES: &str = "\"EC2 Spot Instance Interruption Warning\", \"EC2 Instance Rebalance Recommendation\" \
-     or \"EC2 Instance State-change Notification\"";
 
 /// What one EventBridge event asks for.
 pub(crate) enum EventBridgeRequest {
@@ -28,64 +23,16 @@ pub(crate) enum EventBridgeRequest {
     Restore(RestoreRequest),
 }
 
-pub(crate) fn is_eventbridge(object: &serde_json::Map<String, Value>) -> bool {
-    object.contains_key("detail-type") || object.contains_key("source")
-}
-
+/// What the event asks for, read by the parser of its kind.
 pub(crate) fn parse(payload: &Value) -> Result<EventBridgeRequest, InputError> {
-    let text_field = |name: &'static str| -> Result<&str, InputError> {
-        match payload.get(name) {
-            Some(Value::String(s)) => Ok(s.as_str()),
-            Some(_) => Err(InputError::InvalidField {
-                field: name,
-                reason: "must be a string".into(),
-            }),
-            None => Err(InputError::Malformed {
-                what: "EventBridge event",
-                reason: format!("missing field `{name}`"),
-            }),
-        }
+    let (source, detail_type) = envelope::source_and_detail_type(payload)?;
+    let Some(expected) = kinds::detail_types_from(source) else {
+        return Err(InputError::UnsupportedSource(Quoted::new(source)));
     };
-    let source = text_field("source")?;
-    let detail_type = text_field("detail-type")?;
-    let expected = match source {
-        "aws.ec2" => EC2_DETAIL_TYPES,
-        "aws.autoscaling" => "\"EC2 Instance-terminate Lifecycle Action\" (or the launch one, ignored)",
-        "aws.health" => "\"AWS Health Event\"",
-        "aws.events" => "\"Scheduled Event\"",
-        "aws.elasticloadbalancing" => "\"AWS API Call via CloudTrail\"",
-        _ => return Err(InputError::UnsupportedSource(Quoted::new(source))),
-    };
-    if let Some(Value::String(id)) = payload.get("id")
-        && id.len() > 128
-    {
-        return Err(InputError::InvalidField {
-            field: "id",
-            reason: "longer than 128 characters".into(),
-        });
-    }
-    let one = |request| EventBridgeRequest::Message(Message::Requests(vec![request]));
-    match (source, detail_type) {
-        ("aws.ec2", SPOT_INTERRUPTION) => spot::parse(payload).map(one),
-        ("aws.ec2", REBALANCE_RECOMMENDATION) => rebalance::parse(payload).map(one),
-        ("aws.ec2", STATE_CHANGE) if state_change::is_running_again(payload) => {
-            state_change::parse_running(payload).map(EventBridgeRequest::Restore)
-        }
-        ("aws.ec2", STATE_CHANGE) => state_change::parse(payload).map(EventBridgeRequest::Message),
-        ("aws.autoscaling", TERMINATE_LIFECYCLE_ACTION) => {
-            lifecycle::parse_event(payload).map(EventBridgeRequest::Message)
-        }
-        ("aws.autoscaling", lifecycle::LAUNCH_LIFECYCLE_ACTION) => Ok(EventBridgeRequest::Message(Message::Ignored(
-            "an EC2 Instance-launch Lifecycle Action: a launching instance needs no cleanup".into(),
-        ))),
-        ("aws.health", AWS_HEALTH_EVENT) => health::parse(payload).map(EventBridgeRequest::Message),
-        ("aws.events", SCHEDULED_EVENT) => {
-            scheduled::parse(payload).map(|event_id| EventBridgeRequest::RefreshIndex { event_id })
-        }
-        ("aws.elasticloadbalancing", CLOUDTRAIL_API_CALL) => {
-            cloudtrail::parse(payload).map(EventBridgeRequest::IndexUpdate)
-        }
-        _ => Err(InputError::UnsupportedDetailType {
+    envelope::check_id(payload)?;
+    match Kind::of(source, detail_type) {
+        Some(kind) => read(kind, payload),
+        None => Err(InputError::UnsupportedDetailType {
             event_source: Quoted::new(source),
             detail_type: Quoted::new(detail_type),
             expected,
@@ -93,37 +40,24 @@ pub(crate) fn parse(payload: &Value) -> Result<EventBridgeRequest, InputError> {
     }
 }
 
-/// Read the event with its `detail` as `T`; `what` names the event in the error when it does not fit.
-pub(crate) fn event<T>(payload: &Value, what: &'static str) -> Result<EventBridgeEvent<T>, InputError>
-where
-    T: Serialize + DeserializeOwned,
-{
-    serde_json::from_value(payload.clone()).map_err(|e| InputError::malformed(what, e))
-}
-
-/// The trigger of an EventBridge event whose `detail` names an instance: the envelope's fields, checked.
-pub(crate) fn trigger<T>(
-    event: EventBridgeEvent<T>,
-    action: Option<Action>,
-    event_code: Option<String>,
-) -> Result<(T, Trigger), InputError>
-where
-    T: Serialize + DeserializeOwned,
-{
-    let region = event.region.as_deref().map(check_region).transpose()?;
-    let account = event.account.as_deref().map(check_account).transpose()?;
-    let trigger = Trigger {
-        event_source: Some(event.source),
-        detail_type: Some(event.detail_type),
-        action,
-        event_id: event.id,
-        event_time: event.time,
-        region,
-        account,
-        event_code,
-        ..Trigger::from_source(Source::EventBridge)
-    };
-    Ok((event.detail, trigger))
+/// Hand the event to the parser of its kind.
+fn read(kind: Kind, payload: &Value) -> Result<EventBridgeRequest, InputError> {
+    let one = |request| EventBridgeRequest::Message(Message::Requests(vec![request]));
+    match kind {
+        Kind::SpotInterruption => spot::parse(payload).map(one),
+        Kind::RebalanceRecommendation => rebalance::parse(payload).map(one),
+        Kind::StateChange if state_change::is_running_again(payload) => {
+            state_change::parse_running(payload).map(EventBridgeRequest::Restore)
+        }
+        Kind::StateChange => state_change::parse(payload).map(EventBridgeRequest::Message),
+        Kind::TerminateLifecycleAction => lifecycle::parse_event(payload).map(EventBridgeRequest::Message),
+        Kind::LaunchLifecycleAction => Ok(EventBridgeRequest::Message(Message::Ignored(
+            "an EC2 Instance-launch Lifecycle Action: a launching instance needs no cleanup".into(),
+        ))),
+        Kind::HealthEvent => health::parse(payload).map(EventBridgeRequest::Message),
+        Kind::ScheduledEvent => scheduled::parse(payload).map(|event_id| EventBridgeRequest::RefreshIndex { event_id }),
+        Kind::CloudTrailApiCall => cloudtrail::parse(payload).map(EventBridgeRequest::IndexUpdate),
+    }
 }
 
 #[cfg(test)]

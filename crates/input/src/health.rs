@@ -6,12 +6,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::{event, trigger};
-use crate::values::Quoted;
-use crate::{Action, InputError, InstanceId, Message, Request};
+use crate::envelope::{event, trigger};
+use crate::error::InputError;
+use crate::message::Message;
+use crate::quoted::Quoted;
+use crate::request::Request;
+use crate::trigger::Action;
+use crate::values::InstanceId;
 
-pub const HEALTH_SOURCE: &str = "aws.health";
-pub const AWS_HEALTH_EVENT: &str = "AWS Health Event";
 /// More than this many instances in one event is not a real Health event.
 const ENTITIES_MAX: usize = 1000;
 

@@ -1,22 +1,10 @@
-//! A whole invocation payload: which wire format it is, and what it asks for.
+//! A parsed invocation: what a whole payload asks for, and for a batch what each of its messages asked for.
 
-use serde_json::Value;
-
-use crate::eventbridge::{self, EventBridgeRequest};
-use crate::sns::{self, Carrier};
-use crate::{InputError, Quoted, Request, RestoreRequest, Trigger, agent, lifecycle, restore, sqs};
-
-/// What one message asks for.
-#[derive(Debug, PartialEq)]
-pub enum Message {
-    /// Clean up these instances (an AWS Health event names several).
-    Requests(Vec<Request>),
-    /// A message that asks for nothing by design: Auto Scaling's test notification.
-    Skipped(&'static str),
-    /// A well-formed AWS event this function has nothing to do for (a state change to `pending`, a launch lifecycle
-    /// action, a Health issue), and why. Not an error: a rule or queue shared with other consumers sends such events.
-    Ignored(String),
-}
+use crate::error::InputError;
+use crate::index_update::IndexUpdate;
+use crate::message::Message;
+use crate::request::{Request, RestoreRequest};
+use crate::trigger::Trigger;
 
 /// One SQS record or SNS message: its id (for `batchItemFailures`, or naming the SNS record that failed) and what
 /// it asked for.
@@ -49,7 +37,7 @@ pub enum Invocation {
         event_id: Option<String>,
     },
     /// CloudTrail saw a RegisterTargets or DeregisterTargets call: update the registration index.
-    IndexUpdate(crate::IndexUpdate),
+    IndexUpdate(IndexUpdate),
     /// Undo a quarantine: asked for directly, or because the instance is `running` again.
     Restore(RestoreRequest),
 }
@@ -76,112 +64,15 @@ impl Invocation {
             | Invocation::IndexUpdate(_) => {}
         }
     }
-}
 
-/// Parse a whole invocation payload.
-pub fn parse_invocation(payload: &Value) -> Result<Invocation, InputError> {
-    let object = as_object(payload)?;
-    if sns::is_sns_event(object) {
-        return sns::parse(payload).map(Invocation::Notifications);
-    }
-    if object.contains_key("Records") {
-        return sqs::parse(payload).map(Invocation::Batch);
-    }
-    if eventbridge::is_eventbridge(object) {
-        return Ok(match eventbridge::parse(payload)? {
-            EventBridgeRequest::Message(message) => from_message(message),
-            EventBridgeRequest::RefreshIndex { event_id } => Invocation::RefreshIndex { event_id },
-            EventBridgeRequest::IndexUpdate(update) => Invocation::IndexUpdate(update),
-            EventBridgeRequest::Restore(restore) => Invocation::Restore(restore),
-        });
-    }
-    if restore::is_restore(object) {
-        return restore::parse(payload).map(Invocation::Restore);
-    }
-    parse_message(payload, Carrier::Direct).map(from_message)
-}
-
-/// One request is a direct invocation; an event naming several instances keeps them together.
-fn from_message(message: Message) -> Invocation {
-    match message {
-        Message::Requests(mut requests) if requests.len() == 1 => Invocation::Direct(requests.remove(0)),
-        Message::Requests(requests) => Invocation::Several(requests),
-        Message::Skipped(reason) => Invocation::Skipped { reason },
-        Message::Ignored(reason) => Invocation::Ignored { reason },
-    }
-}
-
-/// Parse one message that names instances: a node-agent payload, an EventBridge event, Auto Scaling's own lifecycle
-/// message, or an SNS envelope around any of these. `carrier` says what delivered it, for its triggers.
-pub(crate) fn parse_message(payload: &Value, carrier: Carrier) -> Result<Message, InputError> {
-    let object = as_object(payload)?;
-    let mut message = if sns::is_envelope(object) {
-        let Carrier::Sqs(id) = &carrier else {
-            return Err(InputError::Malformed {
-                what: "SNS envelope",
-                reason: "an envelope comes inside an SQS record only".into(),
-            });
-        };
-        return sns::unwrap(payload, Some(id));
-    } else if eventbridge::is_eventbridge(object) {
-        // Only batched messages get here: a direct EventBridge event is parsed whole by `parse_invocation`.
-        match eventbridge::parse(payload)? {
-            EventBridgeRequest::Message(message) => message,
-            EventBridgeRequest::RefreshIndex { .. } | EventBridgeRequest::IndexUpdate(_) => {
-                return Err(InputError::IndexEventInBatch);
-            }
-            EventBridgeRequest::Restore(_) => return Err(InputError::RestoreInBatch),
+    /// One request is a direct invocation; an event naming several instances keeps them together.
+    pub(crate) fn from_message(message: Message) -> Invocation {
+        match message {
+            Message::Requests(mut requests) if requests.len() == 1 => Invocation::Direct(requests.remove(0)),
+            Message::Requests(requests) => Invocation::Several(requests),
+            Message::Skipped(reason) => Invocation::Skipped { reason },
+            Message::Ignored(reason) => Invocation::Ignored { reason },
         }
-    } else if restore::is_restore(object) {
-        return Err(InputError::RestoreInBatch);
-    } else if lifecycle::is_auto_scaling_message(object) {
-        lifecycle::parse_message(payload)?
-    } else if agent::is_agent(object) {
-        Message::Requests(vec![agent::parse(payload)?])
-    } else if object.contains_key("Records") {
-        return Err(InputError::NestedBatch);
-    } else {
-        let mut keys: Vec<String> = object.keys().take(8).map(|k| Quoted::new(k).to_string()).collect();
-        if object.len() > keys.len() {
-            keys.push("...".into());
-        }
-        return Err(InputError::Unrecognised(keys.join(", ")));
-    };
-    if let Message::Requests(requests) = &mut message {
-        for request in requests {
-            carrier.stamp(&mut request.trigger);
-        }
-    }
-    Ok(message)
-}
-
-impl Carrier {
-    /// Note on a trigger what carried its request.
-    fn stamp(&self, trigger: &mut Trigger) {
-        match self {
-            Carrier::Direct => {}
-            Carrier::Sqs(id) => trigger.sqs_message_id = Some(id.clone()),
-            Carrier::Sns(via) => {
-                trigger.sns_topic_arn = Some(via.topic_arn.clone()).filter(|t| !t.is_empty());
-                trigger.sns_message_id = Some(via.message_id.clone()).filter(|m| !m.is_empty());
-            }
-            Carrier::SqsFromSns { message_id, via } => {
-                trigger.sqs_message_id = Some(message_id.clone());
-                trigger.sns_topic_arn = Some(via.topic_arn.clone()).filter(|t| !t.is_empty());
-                trigger.sns_message_id = Some(via.message_id.clone()).filter(|m| !m.is_empty());
-            }
-        }
-    }
-}
-
-pub(crate) fn as_object(payload: &Value) -> Result<&serde_json::Map<String, Value>, InputError> {
-    match payload {
-        Value::Object(map) => Ok(map),
-        Value::Null => Err(InputError::NotAnObject("null")),
-        Value::Bool(_) => Err(InputError::NotAnObject("a boolean")),
-        Value::Number(_) => Err(InputError::NotAnObject("a number")),
-        Value::String(_) => Err(InputError::NotAnObject("a string")),
-        Value::Array(_) => Err(InputError::NotAnObject("an array")),
     }
 }
 
@@ -189,12 +80,8 @@ pub(crate) fn as_object(payload: &Value) -> Result<&serde_json::Map<String, Valu
 mod tests {
     use super::*;
     use crate::samples::sample;
-    use crate::{SPOT_INTERRUPTION, Source};
-    use serde_json::json;
-
-    fn rejected(payload: Value) -> InputError {
-        parse_invocation(&payload).expect_err("must be rejected")
-    }
+    use crate::{Source, parse_invocation};
+    use serde_json::{Value, json};
 
     #[test]
     fn a_request_without_an_event_id_is_named_by_its_lambda_request_id() {
@@ -229,71 +116,6 @@ mod tests {
                 assert_ne!(request.trigger.event_ref(), "req-1");
                 assert!(!request.trigger.event_ref().is_empty());
             }
-        }
-    }
-
-    #[test]
-    fn bad_payloads_get_errors_that_name_the_problem() {
-        let huge = "a".repeat(1_000_000);
-        let cases = [
-            (json!(null), "JSON object"),
-            (json!([1, 2]), "JSON object"),
-            (json!({"hello": "world"}), "unrecognised payload"),
-            (json!({"instance_id": 5}), "invalid type"),
-            (json!({"instance_id": huge}), "invalid instance id"),
-            (json!({"instance_id": "i-0123abcd", "extra": 1}), "unknown field"),
-            (
-                json!({"instance_id": "i-0123abcd", "instance-id": "i-0123abcd"}),
-                "both",
-            ),
-            (
-                json!({"instance_id": "i-0123abcd", "action": "explode"}),
-                "unknown variant",
-            ),
-            (json!({"instance_id": "i-0123abcd", "time": "yesterday"}), "RFC 3339"),
-            (json!({"instance_id": "i-0123abcd", "account": "12"}), "12-digit"),
-            (
-                json!({"source": "aws.s3", "detail-type": SPOT_INTERRUPTION}),
-                "unsupported event source",
-            ),
-            (
-                json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change"}),
-                "unsupported detail-type",
-            ),
-            (
-                json!({"source": "aws.ec2", "detail-type": SPOT_INTERRUPTION, "detail": {}}),
-                "missing field",
-            ),
-            (json!({"Records": []}), "at least one record"),
-            (json!({"Records": "x"}), "malformed SQS event"),
-            (
-                json!({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "{}"}}]}),
-                "malformed SNS event",
-            ),
-            (
-                json!({"Type": "Notification", "Message": "{}"}),
-                "an envelope comes inside an SQS record only",
-            ),
-        ];
-        for (payload, expected) in cases {
-            let message = rejected(payload.clone()).to_string();
-            assert!(message.contains(expected), "{payload:.80}: {message}");
-            assert!(message.len() < 400, "error message too long: {message:.100}...");
-        }
-    }
-
-    #[test]
-    fn the_events_with_nothing_to_do_are_ignored_not_refused() {
-        for (file, why) in [
-            ("ignored/state-change-pending.json", "pending"),
-            ("ignored/lifecycle-launching.json", "EC2_INSTANCE_LAUNCHING"),
-            ("ignored/lifecycle-launch-action.json", "launch"),
-            ("ignored/health-issue.json", "issue"),
-        ] {
-            let Invocation::Ignored { reason } = parse_invocation(&sample(file)).unwrap() else {
-                panic!("{file}: expected ignored")
-            };
-            assert!(reason.contains(why), "{file}: {reason}");
         }
     }
 }

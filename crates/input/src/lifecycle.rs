@@ -5,16 +5,15 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::{event, trigger};
-use crate::values::{check_account, parse_time};
-use crate::{
-    Action, InputError, InstanceId, LifecycleAction, LifecycleDestination, Message, Quoted, Request, Source, Trigger,
-};
+use crate::envelope::{event, trigger};
+use crate::error::InputError;
+use crate::kinds::AUTOSCALING_SOURCE;
+use crate::message::Message;
+use crate::quoted::Quoted;
+use crate::request::Request;
+use crate::trigger::{Action, LifecycleAction, LifecycleDestination, Source, Trigger};
+use crate::values::{InstanceId, check_account, parse_time};
 
-pub const AUTOSCALING_SOURCE: &str = "aws.autoscaling";
-pub const TERMINATE_LIFECYCLE_ACTION: &str = "EC2 Instance-terminate Lifecycle Action";
-/// Its launch twin: a well-formed event with nothing to clean up.
-pub(crate) const LAUNCH_LIFECYCLE_ACTION: &str = "EC2 Instance-launch Lifecycle Action";
 const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
 const TEST_NOTIFICATION: &str = "autoscaling:TEST_NOTIFICATION";

@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::{event, trigger};
-use crate::{Action, InputError, InstanceId, Request};
-
-pub const REBALANCE_RECOMMENDATION: &str = "EC2 Instance Rebalance Recommendation";
+use crate::envelope::{event, trigger};
+use crate::error::InputError;
+use crate::request::Request;
+use crate::trigger::Action;
+use crate::values::InstanceId;
 
 #[derive(Serialize, Deserialize)]
 struct RebalanceDetail {
@@ -28,6 +29,7 @@ pub(crate) fn parse(payload: &Value) -> Result<Request, InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::REBALANCE_RECOMMENDATION;
     use crate::samples::sample;
     use crate::{Invocation, parse_invocation};
 

@@ -3,7 +3,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{InputError, InstanceId, RestoreRequest, Source, Trigger};
+use crate::error::InputError;
+use crate::request::RestoreRequest;
+use crate::trigger::{Source, Trigger};
+use crate::values::InstanceId;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

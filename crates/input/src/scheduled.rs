@@ -3,12 +3,9 @@
 
 use serde_json::Value;
 
-use crate::InputError;
-use crate::eventbridge::event;
+use crate::envelope::event;
+use crate::error::InputError;
 use crate::values::{check_account, check_region};
-
-/// What an EventBridge schedule sends: refresh the registration index.
-pub const SCHEDULED_EVENT: &str = "Scheduled Event";
 
 /// The event's id, once its envelope is checked.
 pub(crate) fn parse(payload: &Value) -> Result<Option<String>, InputError> {

@@ -2,14 +2,16 @@
 //! read with `aws_lambda_events`' SNS types), and the envelope a topic wraps each message in when it delivers to an
 //! SQS queue without raw message delivery (`{"Type": "Notification", "Message": "<the message>", ...}`, signed for
 //! standard topics, unsigned for FIFO ones). Either way the message is one of the other formats: an EventBridge event
-//! forwarded to a topic, a lifecycle hook's own notification, or a node-agent payload.
+//! forwarded to a topic, a lifecycle hook's own notification, or a node-agent payload. This module only opens what SNS
+//! delivered and returns the message inside; `dispatch` parses it.
 
 use aws_lambda_events::sns::SnsEvent;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::invocation::{Message, parse_message};
-use crate::{BatchRecord, InputError, Quoted};
+use crate::carrier::{Carried, Carrier, Via};
+use crate::error::InputError;
+use crate::quoted::Quoted;
 
 /// The event SNS invokes a subscribed function with.
 pub(crate) fn is_sns_event(object: &serde_json::Map<String, Value>) -> bool {
@@ -17,8 +19,8 @@ pub(crate) fn is_sns_event(object: &serde_json::Map<String, Value>) -> bool {
     first.is_some_and(|r| r.get("EventSource").and_then(Value::as_str) == Some("aws:sns") || r.get("Sns").is_some())
 }
 
-/// One record per SNS message, each parsed on its own so that one bad message fails alone.
-pub(crate) fn parse(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
+/// One message per SNS record, each returned on its own so that one bad message fails alone.
+pub(crate) fn records(payload: &Value) -> Result<Vec<Carried>, InputError> {
     let event = SnsEvent::deserialize(payload).map_err(|e| InputError::malformed("SNS event", e))?;
     if event.records.is_empty() {
         return Err(InputError::EmptyBatch);
@@ -29,45 +31,22 @@ pub(crate) fn parse(payload: &Value) -> Result<Vec<BatchRecord>, InputError> {
         .enumerate()
         .map(|(index, record)| {
             let sns = record.sns;
-            let message = serde_json::from_str::<Value>(&sns.message)
-                .map_err(|e| InputError::malformed("SNS message", e))
-                .and_then(|body| {
-                    let via = Via {
-                        topic_arn: sns.topic_arn.clone(),
-                        message_id: sns.message_id.clone(),
-                    };
-                    parse_message(&body, Carrier::Sns(via))
-                });
-            BatchRecord {
+            let body = serde_json::from_str::<Value>(&sns.message).map_err(|e| InputError::malformed("SNS message", e));
+            let carrier = Carrier::Sns(Via {
+                topic_arn: sns.topic_arn,
+                message_id: sns.message_id.clone(),
+            });
+            Carried {
                 message_id: if sns.message_id.is_empty() {
                     format!("SNS record {index}")
                 } else {
                     sns.message_id
                 },
-                message,
+                body,
+                carrier,
             }
         })
         .collect())
-}
-
-/// The topic and message that carried a request, for its trigger.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Via {
-    pub topic_arn: String,
-    pub message_id: String,
-}
-
-/// What delivered one message to `parse_message`.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Carrier {
-    /// Straight to the function.
-    Direct,
-    /// An SQS record, by its message id.
-    Sqs(String),
-    /// An SNS message, straight to the function or inside an SQS record.
-    Sns(Via),
-    /// An SNS envelope inside an SQS record.
-    SqsFromSns { message_id: String, via: Via },
 }
 
 /// The envelope an SNS topic wraps a message in for an SQS queue.
@@ -87,8 +66,14 @@ pub(crate) fn is_envelope(object: &serde_json::Map<String, Value>) -> bool {
     object.get("Type").and_then(Value::as_str).is_some() && object.get("Message").is_some()
 }
 
-/// The message inside an envelope, parsed as any other, and the topic it came through.
-pub(crate) fn unwrap(payload: &Value, sqs_message_id: Option<&str>) -> Result<Message, InputError> {
+/// The message inside an envelope that `carrier` delivered, and what carried it: the SQS record and the topic.
+pub(crate) fn open_envelope(payload: &Value, carrier: &Carrier) -> Result<(Value, Carrier), InputError> {
+    let Carrier::Sqs(sqs_message_id) = carrier else {
+        return Err(InputError::Malformed {
+            what: "SNS envelope",
+            reason: "an envelope comes inside an SQS record only".into(),
+        });
+    };
     let envelope = Envelope::deserialize(payload).map_err(|e| InputError::malformed("SNS envelope", e))?;
     if envelope.kind != "Notification" {
         return Err(InputError::Unhandled {
@@ -109,14 +94,11 @@ pub(crate) fn unwrap(payload: &Value, sqs_message_id: Option<&str>) -> Result<Me
         topic_arn: envelope.topic_arn.unwrap_or_default(),
         message_id: envelope.message_id.unwrap_or_default(),
     };
-    let carrier = match sqs_message_id {
-        Some(id) => Carrier::SqsFromSns {
-            message_id: id.to_owned(),
-            via,
-        },
-        None => Carrier::Sns(via),
+    let carrier = Carrier::SqsFromSns {
+        message_id: sqs_message_id.clone(),
+        via,
     };
-    parse_message(&inner, carrier)
+    Ok((inner, carrier))
 }
 
 #[cfg(test)]
@@ -124,6 +106,32 @@ mod tests {
     use crate::samples::sample;
     use crate::{Action, Invocation, Message, Source, parse_invocation};
     use serde_json::json;
+
+    #[test]
+    fn an_envelope_opens_to_its_message_and_the_topic_it_came_through() {
+        let envelope = json!({
+            "Type": "Notification", "MessageId": "n1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+            "Message": "{\"anything\": 1}"
+        });
+        let (inner, carrier) = super::open_envelope(&envelope, &super::Carrier::Sqs("m1".into())).unwrap();
+        assert_eq!(
+            inner,
+            json!({"anything": 1}),
+            "a transport does not parse what it carries"
+        );
+        assert_eq!(
+            carrier,
+            super::Carrier::SqsFromSns {
+                message_id: "m1".into(),
+                via: super::Via {
+                    topic_arn: "arn:aws:sns:us-east-1:123456789012:t".into(),
+                    message_id: "n1".into(),
+                },
+            }
+        );
+        let direct = super::open_envelope(&envelope, &super::Carrier::Direct).unwrap_err();
+        assert!(direct.to_string().contains("inside an SQS record only"), "{direct}");
+    }
 
     #[test]
     fn a_lifecycle_hook_delivered_by_sns_is_a_lifecycle_request() {

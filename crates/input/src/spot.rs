@@ -3,11 +3,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::{event, trigger};
-use crate::{Action, InputError, InstanceId, Request};
-
-/// The detail-type that starts a cleanup.
-pub const SPOT_INTERRUPTION: &str = "EC2 Spot Instance Interruption Warning";
+use crate::envelope::{event, trigger};
+use crate::error::InputError;
+use crate::request::Request;
+use crate::trigger::Action;
+use crate::values::InstanceId;
 
 #[derive(Serialize, Deserialize)]
 struct SpotInterruptionDetail {
@@ -52,6 +52,7 @@ pub(crate) fn parse(payload: &Value) -> Result<Request, InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::SPOT_INTERRUPTION;
     use crate::samples::sample;
     use crate::{Invocation, parse_invocation};
     use serde_json::json;

@@ -5,10 +5,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eventbridge::{event, trigger};
-use crate::{Action, InputError, InstanceId, Message, Quoted, Request, RestoreRequest};
-
-pub const STATE_CHANGE: &str = "EC2 Instance State-change Notification";
+use crate::envelope::{event, trigger};
+use crate::error::InputError;
+use crate::message::Message;
+use crate::quoted::Quoted;
+use crate::request::{Request, RestoreRequest};
+use crate::trigger::Action;
+use crate::values::InstanceId;
 
 #[derive(Serialize, Deserialize)]
 struct StateChangeDetail {
@@ -66,6 +69,7 @@ pub(crate) fn parse_running(payload: &Value) -> Result<RestoreRequest, InputErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::STATE_CHANGE;
     use crate::samples::sample;
     use crate::{Invocation, Source, parse_invocation};
 

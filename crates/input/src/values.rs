@@ -6,10 +6,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::InputError;
-
-/// Longest value we quote back in an error message; payloads can be megabytes.
-pub(crate) const QUOTE_LIMIT: usize = 64;
+use crate::error::InputError;
+use crate::quoted::Quoted;
 
 /// An EC2 instance id: `i-` and 8 or 17 lowercase hex digits.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -49,31 +47,6 @@ impl TryFrom<String> for InstanceId {
 impl From<InstanceId> for String {
     fn from(id: InstanceId) -> Self {
         id.0
-    }
-}
-
-/// A value quoted back to the caller, cut short so that a huge payload never floods a log line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Quoted(String);
-
-impl Quoted {
-    pub fn new(value: &str) -> Self {
-        let mut cut: String = value.chars().take(QUOTE_LIMIT).collect();
-        if cut.len() < value.len() {
-            cut.push_str("...");
-        }
-        Self(cut)
-    }
-
-    /// The cut text itself, without quotes.
-    pub fn into_inner(self) -> String {
-        self.0
-    }
-}
-
-impl fmt::Display for Quoted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
     }
 }
 
@@ -141,11 +114,5 @@ mod tests {
         ] {
             assert!(InstanceId::parse(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn quoted_values_are_cut_short() {
-        let q = Quoted::new(&"x".repeat(500));
-        assert!(q.to_string().len() < QUOTE_LIMIT + 10);
     }
 }
