@@ -16,6 +16,7 @@ mod monitoring;
 mod parse_properties;
 mod places_on_moto;
 mod records;
+mod replay_dlq;
 mod runtime_loop;
 mod trust_on_moto;
 mod warm_up;

@@ -198,6 +198,11 @@ impl LambdaRuntime {
         stream
     }
 
+    /// The emulator's Lambda Invoke API, for an SDK client (`AWS_ENDPOINT_URL_LAMBDA`); its function is named `_`.
+    pub fn invoke_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// The function process's id.
     pub fn pid(&self) -> u32 {
         self.function.lock().unwrap_or_else(|e| e.into_inner()).0.id()
