@@ -12,6 +12,12 @@ With --wave it runs only the wave part instead (bench/wave.py): N interruptions 
 process, against one SQS batch of the same N, and a lone interruption with this binary against an older one. That
 writes bench/out/wave.{json,md} and bench/out/wave.png, puts the section "A wave of interruptions" at the end of
 bench/RESULTS.md (a later full run keeps it) and copies the plot to bench/wave.png.
+
+With --faults it runs only the throttling and failing-dependency part (bench/faults.py, issue 18): one interruption at
+30 target groups, the instance in 5, with spurious throttling on 10/30/50 % of the ELB and EC2 calls, DynamoDB down
+or 5 s a call, ELB Describe* 2 s a call, KMS down, SNS down; --fault-runs runs per row. That writes
+bench/out/faults.json and the section "Throttles and failing dependencies" of bench/RESULTS.md (a later full or wave
+run keeps it).
 """
 import argparse
 import datetime
@@ -26,6 +32,7 @@ import time
 from pathlib import Path
 
 import cold_init
+import faults
 import fleet as fleet_module
 import report
 import wave
@@ -68,6 +75,18 @@ def parse_args():
                         help="with --wave: runs of the lone comparison per binary and index state (0: none)")
     parser.add_argument("--lone-groups", type=int, default=300,
                         help="with --wave: target groups of the lone comparison")
+    parser.add_argument("--faults", action="store_true",
+                        help="run only the throttling and failing-dependency part (bench/faults.py, issue 18)")
+    parser.add_argument("--fault-runs", type=int, default=5, help="with --faults: runs per row, seeds differing")
+    parser.add_argument("--fault-rows", default="",
+                        help=f"with --faults: rows to run, comma-separated (default all: {','.join(faults.ROW_NAMES)})")
+    parser.add_argument("--fault-seed", type=int, default=1,
+                        help="with --faults: the seed of the first run's spurious throttles (then +1 per run)")
+    parser.add_argument("--fault-index", choices=("fresh", "empty"), default="fresh",
+                        help="with --faults: the registration index filled by one refresh beforehand, or empty")
+    parser.add_argument("--fault-label", default="",
+                        help="with --faults: what the binary is, for the report (e.g. 'main at abc123, before "
+                             "issue 18')")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.batch, args.baseline_budget, args.cold_init_runs = "20,60", args.batch or 3, 10, 3
@@ -276,7 +295,9 @@ def write_outputs(info, cold, build_times, results):
     # The wave part (`--wave`) is run on its own: keep its section.
     previous = (BENCH / "RESULTS.md").read_text() if (BENCH / "RESULTS.md").exists() else ""
     kept = wave_report.section_of(previous)
-    (BENCH / "RESULTS.md").write_text(wave_report.replace_section(text, kept) if kept else text)
+    text_md = wave_report.replace_section(text, kept) if kept else text
+    kept_faults = faults.section_of(previous)
+    (BENCH / "RESULTS.md").write_text(faults.replace_section(text_md, kept_faults) if kept_faults else text_md)
     shutil.copy(OUT / "time-vs-groups.png", BENCH / "time-vs-groups.png")
     return text
 
@@ -365,8 +386,46 @@ def run_wave(args):
     return 1 if failed else 0
 
 
+def run_faults(args):
+    """The throttling and failing-dependency part alone: run it (or reload bench/out/faults.json), then write its
+    section of bench/RESULTS.md."""
+    if args.rerender:
+        data = json.loads((OUT / "faults.json").read_text())
+    else:
+        logs = fresh_log_dir("faults-logs")
+        log(f"faults part: binary {shown_path(args.binary)}, {args.fault_runs} run(s) per row; process logs in "
+            f"{logs.relative_to(ROOT)}")
+        moto = Moto(logs)
+        proxy = ThrottlingProxy(moto.port, args.latency_ms)
+        OUT.mkdir(parents=True, exist_ok=True)
+
+        def save(data):
+            data["run"]["binary"] = shown_path(args.binary)
+            (OUT / "faults.json").write_text(json.dumps(data, indent=2, default=str))
+
+        try:
+            data = faults.run_all(ROOT, moto, proxy, logs, args, save)
+        finally:
+            proxy.close()
+            moto.close()
+        save(data)
+    lines = faults.section(data)
+    results_md = BENCH / "RESULTS.md"
+    previous = results_md.read_text() if results_md.exists() else "# spot-cleanup benchmark\n"
+    results_md.write_text(faults.replace_section(previous, lines))
+    print("\n".join(lines))
+    log(f"wrote {OUT.relative_to(ROOT)}/faults.json and the section {faults.HEADING!r} of bench/RESULTS.md. "
+        f"Faults part {data['run']['run_seconds'] / 60:.1f} min.")
+    verdicts = faults.targets(data)
+    for where, target, verdict in verdicts:
+        log(f"TARGET {'pass' if verdict == 'met' else 'FAIL'}: {where}: {target} ({verdict})")
+    return 0 if all(v == "met" for _, _, v in verdicts) else 1
+
+
 def main():
     args = parse_args()
+    if args.faults:
+        return run_faults(args)
     if args.wave:
         return run_wave(args)
     info, cold, build_times, results = load_previous() if args.rerender else run_all(args)
