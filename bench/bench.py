@@ -82,8 +82,9 @@ def parse_args():
                         help=f"with --faults: rows to run, comma-separated (default all: {','.join(faults.ROW_NAMES)})")
     parser.add_argument("--fault-seed", type=int, default=1,
                         help="with --faults: the seed of the first run's spurious throttles (then +1 per run)")
-    parser.add_argument("--fault-index", choices=("fresh", "empty"), default="fresh",
-                        help="with --faults: the registration index filled by one refresh beforehand, or empty")
+    parser.add_argument("--fault-index", default="empty",
+                        help="with --faults: the registration index empty (as issue 18 measured), fresh (filled by "
+                             "one refresh beforehand), or both: empty,fresh")
     parser.add_argument("--fault-label", default="",
                         help="with --faults: what the binary is, for the report (e.g. 'main at abc123, before "
                              "issue 18')")
@@ -92,6 +93,9 @@ def parse_args():
         args.sizes, args.batch, args.baseline_budget, args.cold_init_runs = "20,60", args.batch or 3, 10, 3
         args.wave_sizes, args.lone_groups, args.lone_runs = "3@20", 20, min(args.lone_runs, 1)
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.fault_index = [i.strip() for i in args.fault_index.split(",") if i.strip()]
+    if not args.fault_index or set(args.fault_index) - {"empty", "fresh"}:
+        parser.error("--fault-index takes empty, fresh or empty,fresh")
     args.wave_sizes = wave.parse_sizes(args.wave_sizes)
     args.binary = args.binary.resolve()
     args.old_binary = args.old_binary.resolve() if args.old_binary else None
@@ -403,12 +407,26 @@ def run_faults(args):
             data["run"]["binary"] = shown_path(args.binary)
             (OUT / "faults.json").write_text(json.dumps(data, indent=2, default=str))
 
+        # Results of this same binary (path and build time) for index states not measured now are kept, so
+        # `--fault-index empty` then `--fault-index fresh` report both.
+        kept = []
+        if (OUT / "faults.json").exists():
+            old = json.loads((OUT / "faults.json").read_text())
+            if (old["run"].get("binary"), old["run"].get("binary_built")) == (
+                    shown_path(args.binary), faults.run_info(ROOT, args)["binary_built"]):
+                kept = [r for r in old["results"] if r.get("index", "fresh") not in args.fault_index]
+        save_measured = save
+
+        def save(data):
+            save_measured({**data, "results": kept + data["results"]})
+
         try:
             data = faults.run_all(ROOT, moto, proxy, logs, args, save)
         finally:
             proxy.close()
             moto.close()
         save(data)
+        data = json.loads((OUT / "faults.json").read_text())
     lines = faults.section(data)
     results_md = BENCH / "RESULTS.md"
     previous = results_md.read_text() if results_md.exists() else "# spot-cleanup benchmark\n"
