@@ -375,7 +375,12 @@ def section(data):
         + f" (seeds {info['seed']}…{info['seed'] + runs - 1}), rows interleaved run by run; {info['cpus']} shared "
         f"CPUs, load average {fmt_load(info['load_start'])} at the "
         f"start and {fmt_load(info['load_end'])} at the end (this benchmark's own processes included), so figures are "
-        f"noisy. Whole part: {info['run_seconds'] / 60:.1f} min.",
+        f"noisy. Whole part: {info['run_seconds'] / 60:.1f} min."
+        + "".join(f" The {index}-index rows come from an earlier part run on the same binary (same path and build "
+                  f"time), kept when this one measured only {', '.join(info['index'])}: "
+                  f"{max(len(rs) for _, i, rs in cases if i == index)} runs, seeds 1…"
+                  f"{max(r['seed'] for _, i, rs in cases if i == index for r in rs)}."
+                  for index in indexes if index not in info["index"]),
         "",
         f"Each run: a fresh fleet on moto, {info['groups']} target groups, the instance in {info['per_instance']} "
         "(3 `instance` groups by its id, 2 `ip` groups by a pod address), a neighbour in every group; one process "
