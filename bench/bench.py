@@ -12,6 +12,12 @@ With --wave it runs only the wave part instead (bench/wave.py): N interruptions 
 process, against one SQS batch of the same N, and a lone interruption with this binary against an older one. That
 writes bench/out/wave.{json,md} and bench/out/wave.png, puts the section "A wave of interruptions" at the end of
 bench/RESULTS.md (a later full run keeps it) and copies the plot to bench/wave.png.
+
+With --faults it runs only the throttling and failing-dependency part (bench/faults.py, issue 18): one interruption at
+30 target groups, the instance in 5, with spurious throttling on 10/30/50 % of the ELB and EC2 calls, DynamoDB down
+or 5 s a call, ELB Describe* 2 s a call, KMS down, SNS down; --fault-runs runs per row. That writes
+bench/out/faults.json and the section "Throttles and failing dependencies" of bench/RESULTS.md (a later full or wave
+run keeps it).
 """
 import argparse
 import datetime
@@ -26,6 +32,7 @@ import time
 from pathlib import Path
 
 import cold_init
+import faults
 import fleet as fleet_module
 import report
 import wave
@@ -68,11 +75,27 @@ def parse_args():
                         help="with --wave: runs of the lone comparison per binary and index state (0: none)")
     parser.add_argument("--lone-groups", type=int, default=300,
                         help="with --wave: target groups of the lone comparison")
+    parser.add_argument("--faults", action="store_true",
+                        help="run only the throttling and failing-dependency part (bench/faults.py, issue 18)")
+    parser.add_argument("--fault-runs", type=int, default=5, help="with --faults: runs per row, seeds differing")
+    parser.add_argument("--fault-rows", default="",
+                        help=f"with --faults: rows to run, comma-separated (default all: {','.join(faults.ROW_NAMES)})")
+    parser.add_argument("--fault-seed", type=int, default=1,
+                        help="with --faults: the seed of the first run's spurious throttles (then +1 per run)")
+    parser.add_argument("--fault-index", default="empty",
+                        help="with --faults: the registration index empty (as issue 18 measured), fresh (filled by "
+                             "one refresh beforehand), or both: empty,fresh")
+    parser.add_argument("--fault-label", default="",
+                        help="with --faults: what the binary is, for the report (e.g. 'main at abc123, before "
+                             "issue 18')")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.batch, args.baseline_budget, args.cold_init_runs = "20,60", args.batch or 3, 10, 3
         args.wave_sizes, args.lone_groups, args.lone_runs = "3@20", 20, min(args.lone_runs, 1)
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    args.fault_index = [i.strip() for i in args.fault_index.split(",") if i.strip()]
+    if not args.fault_index or set(args.fault_index) - {"empty", "fresh"}:
+        parser.error("--fault-index takes empty, fresh or empty,fresh")
     args.wave_sizes = wave.parse_sizes(args.wave_sizes)
     args.binary = args.binary.resolve()
     args.old_binary = args.old_binary.resolve() if args.old_binary else None
@@ -276,7 +299,9 @@ def write_outputs(info, cold, build_times, results):
     # The wave part (`--wave`) is run on its own: keep its section.
     previous = (BENCH / "RESULTS.md").read_text() if (BENCH / "RESULTS.md").exists() else ""
     kept = wave_report.section_of(previous)
-    (BENCH / "RESULTS.md").write_text(wave_report.replace_section(text, kept) if kept else text)
+    text_md = wave_report.replace_section(text, kept) if kept else text
+    kept_faults = faults.section_of(previous)
+    (BENCH / "RESULTS.md").write_text(faults.replace_section(text_md, kept_faults) if kept_faults else text_md)
     shutil.copy(OUT / "time-vs-groups.png", BENCH / "time-vs-groups.png")
     return text
 
@@ -365,8 +390,60 @@ def run_wave(args):
     return 1 if failed else 0
 
 
+def run_faults(args):
+    """The throttling and failing-dependency part alone: run it (or reload bench/out/faults.json), then write its
+    section of bench/RESULTS.md."""
+    if args.rerender:
+        data = json.loads((OUT / "faults.json").read_text())
+    else:
+        logs = fresh_log_dir("faults-logs")
+        log(f"faults part: binary {shown_path(args.binary)}, {args.fault_runs} run(s) per row; process logs in "
+            f"{logs.relative_to(ROOT)}")
+        moto = Moto(logs)
+        proxy = ThrottlingProxy(moto.port, args.latency_ms)
+        OUT.mkdir(parents=True, exist_ok=True)
+
+        def save(data):
+            data["run"]["binary"] = shown_path(args.binary)
+            (OUT / "faults.json").write_text(json.dumps(data, indent=2, default=str))
+
+        # Results of this same binary (path and build time) for index states not measured now are kept, so
+        # `--fault-index empty` then `--fault-index fresh` report both.
+        kept = []
+        if (OUT / "faults.json").exists():
+            old = json.loads((OUT / "faults.json").read_text())
+            if (old["run"].get("binary"), old["run"].get("binary_built")) == (
+                    shown_path(args.binary), faults.run_info(ROOT, args)["binary_built"]):
+                kept = [r for r in old["results"] if r.get("index", "fresh") not in args.fault_index]
+        save_measured = save
+
+        def save(data):
+            save_measured({**data, "results": kept + data["results"]})
+
+        try:
+            data = faults.run_all(ROOT, moto, proxy, logs, args, save)
+        finally:
+            proxy.close()
+            moto.close()
+        save(data)
+        data = json.loads((OUT / "faults.json").read_text())
+    lines = faults.section(data)
+    results_md = BENCH / "RESULTS.md"
+    previous = results_md.read_text() if results_md.exists() else "# spot-cleanup benchmark\n"
+    results_md.write_text(faults.replace_section(previous, lines))
+    print("\n".join(lines))
+    log(f"wrote {OUT.relative_to(ROOT)}/faults.json and the section {faults.HEADING!r} of bench/RESULTS.md. "
+        f"Faults part {data['run']['run_seconds'] / 60:.1f} min.")
+    verdicts = faults.targets(data)
+    for where, target, verdict in verdicts:
+        log(f"TARGET {'pass' if verdict == 'met' else 'FAIL'}: {where}: {target} ({verdict})")
+    return 0 if all(v == "met" for _, _, v in verdicts) else 1
+
+
 def main():
     args = parse_args()
+    if args.faults:
+        return run_faults(args)
     if args.wave:
         return run_wave(args)
     info, cold, build_times, results = load_previous() if args.rerender else run_all(args)

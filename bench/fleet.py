@@ -2,7 +2,8 @@
 
 `groups` target groups in one VPC, half `instance` (NodePort-style ports 30000+) and half `ip` (pod port 8080);
 `spot_count` Spot instances, each with a second ENI carrying a secondary address as the VPC CNI gives pods. Each Spot
-instance sits in GROUPS_PER_INSTANCE groups spread over the fleet (half by instance id, half by a pod address), and
+instance sits in GROUPS_PER_INSTANCE groups (or `per_instance`) spread over the fleet (half by instance id, half by a
+pod address; the odd one by instance id), and
 one on-demand neighbour sits in every group, so no group is empty. Plus an SNS topic read through an SQS
 subscription, and a quarantine security group.
 
@@ -23,6 +24,9 @@ POD_PORT = 8080
 # Calls in flight while building. Target groups are created one at a time: moto's duplicate-name check walks a dict
 # that a concurrent create could change under it.
 WORKERS = 8
+# One of moto's default AMIs. Asked for by id: a DescribeImages of them all lists moto's thousands of "latest" AMIs
+# too, and took 20 s of a 30 s fleet build on a loaded machine.
+IMAGE = "ami-03cf127a"
 
 
 @dataclass
@@ -58,8 +62,9 @@ def clients(endpoint):
     return {name: session.client(name, endpoint_url=endpoint) for name in ("ec2", "elbv2", "sns", "sqs", "dynamodb")}
 
 
-def build(endpoint, groups, spot_count):
-    """Create the whole fleet on a fresh moto and return what the benchmark needs to know about it."""
+def build(endpoint, groups, spot_count, per_instance=GROUPS_PER_INSTANCE):
+    """Create the whole fleet on a fresh moto and return what the benchmark needs to know about it: `groups` target
+    groups, each Spot instance registered in `per_instance` of them."""
     started = time.monotonic()
     aws = clients(endpoint)
     ec2, elb = aws["ec2"], aws["elbv2"]
@@ -68,11 +73,11 @@ def build(endpoint, groups, spot_count):
     subnet_b = create_subnet(ec2, vpc_id, "10.0.16.0/20", "us-east-1b")
     app_group = create_security_group(ec2, vpc_id, "app")
     quarantine_group = create_security_group(ec2, vpc_id, "quarantine")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
+    image = ec2.describe_images(ImageIds=[IMAGE])["Images"][0]["ImageId"]
 
     spot = launch(ec2, image, subnet_a, subnet_b, app_group, spot_count, spot=True, first=0)
     neighbour = launch(ec2, image, subnet_a, subnet_b, app_group, 1, spot=False, first=spot_count)[0]
-    registered, ports = register_fleet(elb, vpc_id, groups, spot, neighbour)
+    registered, ports = register_fleet(elb, vpc_id, groups, spot, neighbour, per_instance)
     topic_arn, queue_url = summary_queue(aws["sns"], aws["sqs"])
     return Fleet(
         groups=groups,
@@ -139,20 +144,21 @@ def attach_pod_eni(ec2, instance_id, subnet, security_group, addresses):
     return [a["PrivateIpAddress"] for a in eni["PrivateIpAddresses"]]
 
 
-def membership(groups, spot_count):
-    """For each Spot instance, the indices of its instance groups and of its ip groups: spread over the fleet, so a
-    batch touches many groups and no group holds every interrupted instance."""
+def membership(groups, spot_count, per_instance=GROUPS_PER_INSTANCE):
+    """For each Spot instance, the indices of its instance groups and of its ip groups (`per_instance` in all, the odd
+    one an instance group): spread over the fleet, so a batch touches many groups and no group holds every
+    interrupted instance."""
     half = groups // 2
-    per_kind = min(GROUPS_PER_INSTANCE // 2, half)
-    stride = max(half // per_kind, 1)
-    plan = []
-    for n in range(spot_count):
-        picks = sorted({(n * 7 + j * stride) % half for j in range(per_kind)})
-        plan.append((picks, picks))
-    return plan
+
+    def picks(n, count):
+        count = min(count, half)
+        stride = max(half // count, 1) if count else 1
+        return sorted({(n * 7 + j * stride) % half for j in range(count)})
+
+    return [(picks(n, (per_instance + 1) // 2), picks(n, per_instance // 2)) for n in range(spot_count)]
 
 
-def register_fleet(elb, vpc_id, groups, spot, neighbour):
+def register_fleet(elb, vpc_id, groups, spot, neighbour, per_instance=GROUPS_PER_INSTANCE):
     """Create the target groups and register everyone, one RegisterTargets per group."""
     half = groups // 2
     instance_groups = [create_target_group(elb, f"nodeport-{i:04d}", vpc_id, "instance", NODE_PORT_BASE + i)
@@ -160,7 +166,7 @@ def register_fleet(elb, vpc_id, groups, spot, neighbour):
     ip_groups = [create_target_group(elb, f"pods-{i:04d}", vpc_id, "ip", POD_PORT) for i in range(groups - half)]
     targets = {arn: [neighbour.id] for arn in instance_groups}
     targets.update({arn: [neighbour.pod_ips[0]] for arn in ip_groups})
-    for node, (by_id, by_ip) in zip(spot, membership(groups, len(spot))):
+    for node, (by_id, by_ip) in zip(spot, membership(groups, len(spot), per_instance)):
         for i in by_id:
             targets[instance_groups[i]].append(node.id)
         for i in by_ip:

@@ -15,13 +15,23 @@ with the service's own throttling error, as a token bucket decides:
 - Other services (SNS; Auto Scaling and DynamoDB if the function calls them): latency only. SNS Publish allows
   thousands per second.
 
-It counts forwarded and throttled calls per (service, action), and notes when each DeregisterTargets came back from
+Faults, set per run with `set_faults` (bench/faults.py), come on top:
+- `spurious` p: any ELB or EC2 call is answered, with probability p and whatever the buckets say, with that service's
+  throttling error above (what a mass Spot reclaim brings: the account's other callers draw on the same limits). The
+  draw is seeded: the n-th call of an action gets the same answer in every run with the same seed.
+- `down`: services (dynamodb, kms, sns, ...) answered with HTTP 503 and that service's "service unavailable" error
+  (DOWN_BODIES; the SDK models none of them as an error type: its retry classifier goes by the 503).
+- `slow`: extra seconds per call for (service, action prefix) pairs, e.g. ("dynamodb", "") 5 s or
+  ("elasticloadbalancing", "Describe") 2 s, slept before the call is answered, whatever the answer.
+
+It counts forwarded and throttled calls per (service, action) (injected throttles and 503s apart), and notes when each DeregisterTargets came back from
 moto (time.monotonic), and for which group, so a caller in the same process can compare with its own clock and know
 where to look. Each DescribeTargetHealth is also noted with its time, whether it was throttled, and whether it read
 a whole group (a sweep's read) or named targets (`Targets.member.N`: a check of particular targets).
 """
 import http.client
 import http.server
+import random
 import re
 import ssl
 import threading
@@ -43,6 +53,66 @@ EC2_THROTTLED = (
     "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error>"
     "</Errors><RequestID>{id}</RequestID></Response>"
 )
+
+
+# "Service unavailable" as each service says it: the code of the AWS common errors (ServiceUnavailable, HTTP 503),
+# in the service's protocol: JSON 1.0 (DynamoDB, with the message its developer guide gives for a 503), JSON 1.1
+# (KMS), the query protocol's XML (SNS, ELB, Auto Scaling), EC2's own XML (`Unavailable`, its 503 code).
+DOWN_BODIES = {
+    "dynamodb": ("application/x-amz-json-1.0",
+                 '{{"__type":"com.amazonaws.dynamodb.v20120810#ServiceUnavailable",'
+                 '"message":"DynamoDB is currently unavailable. (This should be a temporary state.)"}}'),
+    "kms": ("application/x-amz-json-1.1",
+            '{{"__type":"ServiceUnavailable","message":"The service is unavailable. Try again later."}}'),
+    "sns": ("text/xml",
+            '<ErrorResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><Error><Type>Receiver</Type>'
+            "<Code>ServiceUnavailable</Code><Message>Service is unavailable</Message></Error>"
+            "<RequestId>{id}</RequestId></ErrorResponse>"),
+    "elasticloadbalancing": ("text/xml",
+                             '<ErrorResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/">'
+                             "<Error><Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>Service is "
+                             "unavailable</Message></Error><RequestId>{id}</RequestId></ErrorResponse>"),
+    "autoscaling": ("text/xml",
+                    '<ErrorResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/"><Error><Type>Receiver'
+                    "</Type><Code>ServiceUnavailable</Code><Message>Service is unavailable</Message></Error>"
+                    "<RequestId>{id}</RequestId></ErrorResponse>"),
+    "ec2": ("text/xml",
+            "<Response><Errors><Error><Code>Unavailable</Code><Message>The server is overloaded and can't handle "
+            "the request.</Message></Error></Errors><RequestID>{id}</RequestID></Response>"),
+}
+# Services whose calls `spurious` throttles, and how.
+SPURIOUS = {
+    "elasticloadbalancing": (400, ELB_THROTTLED),
+    "ec2": (503, EC2_THROTTLED),
+}
+
+
+@dataclass
+class Faults:
+    """What a run injects: see the module's docstring."""
+
+    spurious: float = 0.0
+    seed: int = 0
+    down: frozenset = frozenset()
+    slow: tuple = ()  # ((service, action prefix, seconds), ...)
+
+    def extra_delay(self, service, action):
+        return sum(s for svc, prefix, s in self.slow if svc == service and action.startswith(prefix))
+
+    def throttles(self, service, action, n):
+        """Whether the n-th call (from 0) of (service, action) gets a spurious throttling error: a draw of its own,
+        seeded by the run's seed, so it does not depend on the order in which threads reach the proxy."""
+        if self.spurious <= 0 or service not in SPURIOUS:
+            return False
+        return random.Random(f"{self.seed}:{service}:{action}:{n}").random() < self.spurious
+
+    def describe(self):
+        parts = []
+        if self.spurious:
+            parts.append(f"spurious {self.spurious:.0%} (seed {self.seed})")
+        parts += [f"{service} down" for service in sorted(self.down)]
+        parts += [f"{service}:{prefix or ''}* +{seconds:g} s" for service, prefix, seconds in self.slow]
+        return ", ".join(parts) or "none"
 
 
 class TokenBucket:
@@ -114,7 +184,9 @@ class Stats:
     def __init__(self):
         self.lock = threading.Lock()
         self.calls = Counter()  # (service, action) -> requests received
-        self.throttled = Counter()  # (service, action) -> answered with a throttling error
+        self.throttled = Counter()  # (service, action) -> answered with a throttling error by a bucket
+        self.spurious = Counter()  # (service, action) -> answered with a throttling error by `Faults.spurious`
+        self.unavailable = Counter()  # (service, action) -> answered with 503 "service unavailable" (`Faults.down`)
         self.deregistered_at = []  # time.monotonic() when each forwarded DeregisterTargets came back
         self.errors = Counter()  # (service, action, status) -> forwarded calls that moto answered with an error
         # (time.monotonic(), named targets?, throttled?) of each DescribeTargetHealth received
@@ -131,6 +203,8 @@ class Stats:
             return {
                 "calls": dict(self.calls),
                 "throttled": dict(self.throttled),
+                "spurious": dict(self.spurious),
+                "unavailable": dict(self.unavailable),
                 "deregistered_at": list(self.deregistered_at),
                 "errors": dict(self.errors),
                 "connections": self.connections,
@@ -174,17 +248,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
         arrived = time.monotonic()
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         service, action = identify(self.headers, body)
-        limit = limit_for(service, action) if proxy.throttle else None
-        allowed = limit is None or proxy.buckets.take(limit)
+        faults = proxy.faults
         with proxy.stats.lock:
+            nth = proxy.stats.calls[(service, action)]
             proxy.stats.calls[(service, action)] += 1
-            if not allowed:
-                proxy.stats.throttled[(service, action)] += 1
+        # Which error, if any, answers this call instead of moto: (status, content type, body).
+        refusal = None
+        if service in faults.down:
+            kind = "unavailable"
+            content_type, text = DOWN_BODIES.get(service, DOWN_BODIES["sns"])
+            refusal = (503, content_type, text)
+        elif faults.throttles(service, action, nth):
+            kind = "spurious"
+            status, text = SPURIOUS[service]
+            refusal = (status, "text/xml", text)
+        else:
+            limit = limit_for(service, action) if proxy.throttle else None
+            if limit is not None and not proxy.buckets.take(limit):
+                kind = "throttled"
+                refusal = (limit.status, "text/xml", limit.body)
+        with proxy.stats.lock:
+            if refusal is not None:
+                getattr(proxy.stats, kind)[(service, action)] += 1
             if action == "DescribeTargetHealth":
-                proxy.stats.target_health.append((time.monotonic(), b"Targets.member" in body, not allowed))
-        time.sleep(proxy.latency)
-        if not allowed:
-            self.answer(limit.status, [("Content-Type", "text/xml")], limit.body.format(id=uuid.uuid4()).encode(),
+                proxy.stats.target_health.append((time.monotonic(), b"Targets.member" in body,
+                                                  refusal is not None and kind != "unavailable"))
+        time.sleep(proxy.latency + faults.extra_delay(service, action))
+        if refusal is not None:
+            status, content_type, text = refusal
+            self.answer(status, [("Content-Type", content_type)], text.format(id=uuid.uuid4()).encode(),
                         (service, action, arrived))
             return
         status, headers, payload = proxy.forward(self.command, self.path, self.headers, body)
@@ -247,9 +339,14 @@ class ThrottlingProxy:
         return f"{self.scheme}://{host}:{self.port}"
 
     def reset(self):
-        """Full buckets and empty counters: each scenario starts from the same state."""
+        """Full buckets, empty counters and no faults: each scenario starts from the same state."""
         self.buckets = Buckets()
         self.stats = Stats()
+        self.faults = Faults()
+
+    def set_faults(self, faults):
+        """Inject `faults` (a Faults) into every call from now on, until the next reset."""
+        self.faults = faults
 
     def forward(self, method, path, headers, body):
         """Send the request on to moto over this thread's connection; returns (status, headers, body)."""
