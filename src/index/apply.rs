@@ -30,6 +30,21 @@ pub struct UpdateReport {
 }
 
 /// The writes that failed, so that Lambda retries the event: the writes are idempotent.
+impl UpdateReport {
+    /// A CloudTrail event of a call that failed: it changed no registration, so neither does the index.
+    pub fn failed_call(event_id: Option<String>, call: TargetsCall, error_code: &str) -> Self {
+        UpdateReport {
+            event_id,
+            call,
+            target_group_arn: String::new(),
+            written: 0,
+            deleted: 0,
+            skipped: vec![format!("the call failed ({error_code}) and changed no registration")],
+            ms: 0,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("registration index update failed: {}", failed.iter().map(|(target, e)| format!("{target}: {e}")).collect::<Vec<_>>().join("; "))]
 pub struct UpdateError {

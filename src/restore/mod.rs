@@ -40,7 +40,7 @@ pub struct Context<'a> {
 /// instance that was never quarantined starting up is not news).
 pub async fn run(ctx: &Context<'_>, home: &Home, request: &RestoreRequest) -> Result<RestoreSummary, Refusal> {
     let (instance_id, trigger) = (&request.instance_id, &request.trigger);
-    if let Err(refusal) = ctx.config.trust.admit_restore(home, instance_id, trigger) {
+    if let Err(refusal) = ctx.config.trust.precheck_restore(home, instance_id, trigger) {
         ctx.publisher.refusal(&refusal).await;
         return Err(refusal);
     }
