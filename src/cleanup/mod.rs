@@ -475,7 +475,7 @@ mod tests {
                 &self.deregister,
             ];
             elb_rules.extend(self.delays.iter());
-            // The delivery marker's tags on the instance (src/claim.rs): nobody else claims it, so this run does the work.
+            // The delivery marker's tags on the instance (src/steps/claim/): nobody else claims it, so this run does the work.
             let marker = [
                 mock!(aws_sdk_ec2::Client::describe_tags)
                     .then_output(|| aws_sdk_ec2::operation::describe_tags::DescribeTagsOutput::builder().build()),
