@@ -37,7 +37,8 @@ pub struct Context<'a> {
 
 /// A restore end to end: the trust checks, the records read and checked, the ENIs and (optionally) the targets put
 /// back, the record and delivery marker removed, the summary published (unless there was nothing to restore: an
-/// instance that was never quarantined starting up is not news).
+/// instance that was never quarantined starting up is not news). A dry run changes nothing and publishes its plan
+/// (`planned`): each ENI with the groups it would get back, and each target it would register again.
 pub async fn run(ctx: &Context<'_>, home: &Home, request: &RestoreRequest) -> Result<RestoreSummary, Refusal> {
     let (instance_id, trigger) = (&request.instance_id, &request.trigger);
     if let Err(refusal) = ctx.config.trust.precheck_restore(home, instance_id, trigger) {
@@ -71,7 +72,7 @@ pub async fn run(ctx: &Context<'_>, home: &Home, request: &RestoreRequest) -> Re
         }
     }
     if dry_run {
-        summary.outcome = RestoreOutcome::NothingToRestore;
+        summary.outcome = RestoreOutcome::Planned;
         summary.network_interfaces = apply::plan_enis(found.enis);
     } else {
         apply::restore_enis(ec2, found.enis, &mut summary).await;
