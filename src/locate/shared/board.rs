@@ -157,7 +157,7 @@ impl Boards {
     }
 
     /// Record how the sweep ended.
-    pub async fn finish(&self, vpc: &str, token: &str, phase: Phase) -> Result<bool, CallError> {
+    pub async fn close(&self, vpc: &str, token: &str, phase: Phase) -> Result<bool, CallError> {
         let values = vec![(":state", s(phase.as_str())), (":now", s(stamp(Utc::now())))];
         self.held_update(vpc, token, "SET #state = :state, finished_at = :now", values)
             .await
