@@ -32,7 +32,7 @@ pub fn summaries(
             for registration in ledger.all().filter(|r| r.instance_id == work.instance.id) {
                 place(&mut summary, registration, ledger);
             }
-            finish(summary, clock)
+            total(summary, clock)
         })
         .collect()
 }
@@ -125,7 +125,7 @@ fn place(summary: &mut Summary, registration: &TargetRegistration, ledger: &Ledg
 }
 
 /// The ENIs' errors, the warnings, the outcome and the total time.
-pub fn finish(mut summary: Summary, clock: &Clock) -> Summary {
+pub fn total(mut summary: Summary, clock: &Clock) -> Summary {
     let failed = summary
         .network_interfaces
         .iter()

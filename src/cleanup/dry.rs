@@ -58,7 +58,7 @@ pub async fn plan(ctx: &Context<'_>, admitted: &Admitted<'_>, clock: &Clock, dea
                     change
                 })
                 .collect();
-            let mut summary = assemble::finish(summary, clock);
+            let mut summary = assemble::total(summary, clock);
             if let Some(action) = &work.request.trigger.lifecycle {
                 summary.lifecycle = Some(LifecycleReport {
                     hook_name: action.hook_name.clone(),

@@ -13,7 +13,8 @@ use crate::aws::join_all;
 use crate::changes::HostChange;
 use crate::deadline::Deadline;
 use crate::input::InstanceId;
-use crate::steps::{claim, lifecycle, reregister};
+use crate::steps::records::left_targets;
+use crate::steps::{claim, lifecycle};
 use crate::summary::Summary;
 use crate::telemetry::{metrics, steplog};
 use steplog::Tally;
@@ -36,7 +37,7 @@ pub async fn finish(
     // An Auto Scaling lifecycle action is completed once its cleanup is, so the summary can say it was.
     let step = Instant::now();
     let (autoscaling, elb) = (&ctx.clients.autoscaling, &ctx.clients.elb);
-    lifecycle::finish_all(autoscaling, elb, ctx.elb_pace, ctx.drain_wait, &mut summaries, deadline).await;
+    lifecycle::complete_all(autoscaling, elb, ctx.elb_pace, ctx.drain_wait, &mut summaries, deadline).await;
     let lifecycle_ms = elapsed_ms(step);
     for (summary, w) in summaries.iter().zip(work) {
         if let Some(report) = &summary.lifecycle {
@@ -146,11 +147,11 @@ async fn record_left_targets(
         .collect();
     let records = join_all(wanted.iter().map(|&i| {
         let (summary, instance) = (&summaries[i], &work[i].instance);
-        let signing = reregister::Signing {
+        let signing = left_targets::Signing {
             signer: ctx.signer,
             episode: episodes.get(&instance.id).map_or("", String::as_str),
         };
-        reregister::record(
+        left_targets::record(
             &ctx.clients.ec2,
             &instance.id,
             &instance.tags,

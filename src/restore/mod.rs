@@ -23,7 +23,7 @@ use crate::steps::records::Signer;
 use crate::summary::{RestoreOutcome, RestoreSummary};
 use crate::trust::scope::Home;
 use crate::trust::{Refusal, RefusalKind};
-use found::Verdict;
+use found::RecordCheck;
 
 /// What a restore needs, borrowed from the composition root.
 pub struct Context<'a> {
@@ -60,13 +60,13 @@ pub async fn run(ctx: &Context<'_>, home: &Home, request: &RestoreRequest) -> Re
         }
     };
     match found::check(ctx.signer, instance_id, &found).await {
-        Verdict::Trusted => {}
-        Verdict::Untrusted(reasons) => {
+        RecordCheck::Trusted => {}
+        RecordCheck::Untrusted(reasons) => {
             let refusal = Refusal::new(RefusalKind::RecordNotTrusted, instance_id, reasons, trigger);
             ctx.publisher.refusal(&refusal).await;
             return Err(refusal);
         }
-        Verdict::Unchecked(errors) => {
+        RecordCheck::Unchecked(errors) => {
             summary.errors.extend(errors);
             return Ok(publish(ctx, summary).await);
         }

@@ -39,7 +39,7 @@ impl Default for DrainWait {
 
 /// Finish the lifecycle action of every summary that has one. A summary that is not complete leaves its action alone
 /// and says so. A dry run never comes here.
-pub async fn finish_all(
+pub async fn complete_all(
     autoscaling: &AutoScalingClient,
     elb: &ElbClient,
     pace: &Pace,
@@ -193,7 +193,7 @@ mod semantics {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::{DrainWait, finish_all};
+    use super::{DrainWait, complete_all};
     use crate::aws::Pace;
     use crate::deadline::Deadline;
     use crate::input::{Invocation, parse_invocation};
@@ -378,7 +378,7 @@ mod semantics {
             heartbeat_every: Duration::ZERO,
         };
 
-        finish_all(
+        complete_all(
             &autoscaling.client(),
             &elb(&health),
             &Pace::new(100, 1000.0),
@@ -433,7 +433,7 @@ mod semantics {
             heartbeat_every: Duration::from_secs(3600),
         };
 
-        finish_all(
+        complete_all(
             &autoscaling.client(),
             &elb(&health),
             &Pace::new(100, 1000.0),
@@ -468,7 +468,7 @@ mod semantics {
         let autoscaling = AutoScaling::answering(&calls, true);
         let mut summaries = vec![drained_summary()];
 
-        finish_all(
+        complete_all(
             &autoscaling.client(),
             &elb(&health),
             &Pace::new(100, 1000.0),
