@@ -67,7 +67,7 @@ async fn release_claims(ctx: &Context<'_>, admitted: &Admitted<'_>, summaries: &
             );
         }
         if let Some(token) = admitted.claims.tokens.get(&summary.instance.id)
-            && let Err(e) = claim::finish(&ctx.marker, &summary.instance.id, token, summary.is_complete()).await
+            && let Err(e) = claim::close(&ctx.marker, &summary.instance.id, token, summary.is_complete()).await
         {
             tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "delivery marker not updated");
         }
