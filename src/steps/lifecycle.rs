@@ -11,6 +11,7 @@ use crate::aws::{CallError, Pace};
 use crate::changes::LifecycleReport;
 use crate::deadline::Deadline;
 use crate::input::LifecycleAction;
+use crate::registration::TargetState;
 use crate::summary::{Step, StepError, Summary, TargetChange};
 use aws_sdk_autoscaling::Client as AutoScalingClient;
 use aws_sdk_elasticloadbalancingv2::Client as ElbClient;
@@ -66,7 +67,7 @@ pub async fn complete_all(
                 let draining: Vec<&TargetChange> = summary
                     .removed
                     .iter()
-                    .filter(|t| t.state.as_deref() == Some("draining"))
+                    .filter(|t| TargetState::Draining.is(t.state.as_deref()))
                     .collect();
                 let started = Instant::now();
                 let (heartbeats, left, errors) =
