@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 
-use super::{Clock, Context, InstanceError, Report, Work, elapsed_ms};
-use crate::deadline::Deadline;
+use super::context::{Clock, Context, Work};
+use super::report::{InstanceError, Report};
+use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
 use crate::steps::claim::{self, Claim, Keeper, Lease, MarkerState, Token};

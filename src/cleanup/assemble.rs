@@ -6,9 +6,10 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use super::admit::Admitted;
+use super::context::{Clock, Work};
 use super::ledger::{Fate, Ledger};
-use super::{Clock, Work, elapsed_ms};
 use crate::changes::{EniChange, EniStatus};
+use crate::deadline::elapsed_ms;
 use crate::input::InstanceId;
 use crate::registration::{TargetRegistration, TargetState};
 use crate::steps::verify::Verdict;

@@ -8,10 +8,11 @@ use std::time::Instant;
 use tokio::task::JoinHandle;
 
 use super::admit::Admitted;
-use super::{Context, Report, Work, elapsed_ms};
+use super::context::{Context, Work};
+use super::report::Report;
 use crate::aws::join_all;
 use crate::changes::HostChange;
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::InstanceId;
 use crate::steps::records::left_targets;
 use crate::steps::{claim, lifecycle};

@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::elapsed_ms;
 use crate::aws::{CallError, bounded_all};
+use crate::deadline::elapsed_ms;
 use crate::input::{Quoted, TargetsCall, TargetsChange};
 use crate::registration::TargetKind;
 use crate::store;
@@ -30,7 +30,6 @@ pub struct UpdateReport {
     pub ms: u64,
 }
 
-/// The writes that failed, so that Lambda retries the event: the writes are idempotent.
 impl UpdateReport {
     /// A CloudTrail event of a call that failed: it changed no registration, so neither does the index.
     pub fn failed_call(event_id: Option<String>, call: TargetsCall, error_code: &str) -> Self {
@@ -46,6 +45,7 @@ impl UpdateReport {
     }
 }
 
+/// The writes that failed, so that Lambda retries the event: the writes are idempotent.
 #[derive(Debug, thiserror::Error)]
 #[error("registration index update failed: {}", failed.iter().map(|(target, e)| format!("{target}: {e}")).collect::<Vec<_>>().join("; "))]
 pub struct UpdateError {

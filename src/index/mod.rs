@@ -9,8 +9,6 @@
 mod apply;
 mod refresh;
 
-use std::time::Instant;
-
 pub use apply::{UpdateError, UpdateReport, apply};
 pub use refresh::{RefreshReport, refresh};
 
@@ -22,8 +20,4 @@ pub enum IndexError {
     NotConfigured(&'static str),
     #[error(transparent)]
     Update(#[from] UpdateError),
-}
-
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
