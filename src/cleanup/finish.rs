@@ -40,8 +40,9 @@ pub async fn finish(
     let (autoscaling, elb) = (&ctx.clients.autoscaling, &ctx.clients.elb);
     lifecycle::complete_all(autoscaling, elb, ctx.elb_pace, ctx.drain_wait, &mut summaries, deadline).await;
     let lifecycle_ms = elapsed_ms(step);
-    for (summary, w) in summaries.iter().zip(work) {
-        if let Some(report) = &summary.lifecycle {
+    let by_id = by_instance(work);
+    for summary in &summaries {
+        if let (Some(report), Some(w)) = (&summary.lifecycle, by_id.get(&summary.instance.id)) {
             let tally = Tally::one(report.result.is_some());
             steplog::request_step("lifecycle", w.request, lifecycle_ms, tally);
         }
@@ -88,8 +89,11 @@ async fn publish(ctx: &Context<'_>, work: &[Work<'_>], summaries: &mut [Summary]
     let step = Instant::now();
     let published = ctx.publisher.summaries(summaries).await;
     let ms = elapsed_ms(step);
-    for ((summary, published), w) in summaries.iter_mut().zip(published).zip(work) {
-        steplog::request_step("notify", w.request, ms, Tally::one(published));
+    let by_id = by_instance(work);
+    for (summary, published) in summaries.iter_mut().zip(published) {
+        if let Some(w) = by_id.get(&summary.instance.id) {
+            steplog::request_step("notify", w.request, ms, Tally::one(published));
+        }
         if !published {
             summary.settle_outcome();
         }
@@ -116,7 +120,8 @@ async fn monitoring_answers(work: &[Work<'_>], summaries: &mut [Summary], monito
     let mut answered = monitoring.await.unwrap_or_default();
     // How long the cleanup then waited for them.
     let waited_ms = elapsed_ms(step);
-    for (summary, w) in summaries.iter_mut().zip(work) {
+    let by_id = by_instance(work);
+    for summary in summaries.iter_mut() {
         summary.monitoring = answered.remove(&summary.instance.id).unwrap_or_default();
         for failed in summary.monitoring.iter().filter(|c| !c.ok) {
             summary.warnings.push(format!(
@@ -126,8 +131,10 @@ async fn monitoring_answers(work: &[Work<'_>], summaries: &mut [Summary], monito
                 failed.error.as_deref().unwrap_or("failed")
             ));
         }
-        let tally = summary.monitoring.iter().map(|c| c.ok).collect();
-        steplog::request_step("monitoring", w.request, waited_ms, tally);
+        if let Some(w) = by_id.get(&summary.instance.id) {
+            let tally = summary.monitoring.iter().map(|c| c.ok).collect();
+            steplog::request_step("monitoring", w.request, waited_ms, tally);
+        }
     }
 }
 
@@ -140,14 +147,18 @@ async fn record_left_targets(
     summaries: &mut [Summary],
 ) {
     let step = Instant::now();
-    let wanted: Vec<usize> = (0..summaries.len())
-        .filter(|&i| {
-            let comes_back = work[i].request.trigger.action.is_some_and(|a| a.may_come_back());
-            comes_back && !summaries[i].removed.is_empty()
+    let by_id = by_instance(work);
+    let wanted: Vec<(usize, &Work<'_>)> = summaries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, summary)| {
+            let w = *by_id.get(&summary.instance.id)?;
+            let comes_back = w.request.trigger.action.is_some_and(|a| a.may_come_back());
+            (comes_back && !summary.removed.is_empty()).then_some((i, w))
         })
         .collect();
-    let records = join_all(wanted.iter().map(|&i| {
-        let (summary, instance) = (&summaries[i], &work[i].instance);
+    let records = join_all(wanted.iter().map(|&(i, w)| {
+        let (summary, instance) = (&summaries[i], &w.instance);
         let signing = left_targets::Signing {
             signer: ctx.signer,
             episode: episodes.get(&instance.id).map_or("", String::as_str),
@@ -162,14 +173,20 @@ async fn record_left_targets(
     }))
     .await;
     let ms = elapsed_ms(step);
-    for (i, recorded) in wanted.into_iter().zip(records) {
-        steplog::request_step("record", work[i].request, ms, Tally::one(recorded.is_ok()));
+    for ((i, w), recorded) in wanted.into_iter().zip(records) {
+        steplog::request_step("record", w.request, ms, Tally::one(recorded.is_ok()));
         let warnings = match recorded {
             Ok(warnings) => warnings,
             Err(e) => vec![format!("could not record the targets it left: {}", e.reason())],
         };
         summaries[i].warnings.extend(warnings);
     }
+}
+
+/// The admitted work by instance id: a summary is matched to its work by its instance, never by its position, so a
+/// summary that assemble left out or put elsewhere cannot be paired with another instance's request.
+fn by_instance<'w, 'r>(work: &'w [Work<'r>]) -> HashMap<&'w InstanceId, &'w Work<'r>> {
+    work.iter().map(|w| (&w.instance.id, w)).collect()
 }
 
 /// The `cleanup finished` line and the metrics line, then the report.
