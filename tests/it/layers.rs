@@ -193,7 +193,12 @@ const WORKFLOW_DIRS: &[&str] = &["cleanup", "restore", "index"];
 /// The first segment of every path a file's code names after `prefix` (`super::` or `crate::cleanup::`), in the
 /// `prefix x::y` and `prefix {x, y::z}` forms.
 fn named_after(code: &str, prefix: &str) -> BTreeSet<String> {
-    let ident = |s: &str| -> String { s.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect() };
+    let ident = |s: &str| -> String {
+        s.trim()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
     let mut found = BTreeSet::new();
     let mut rest = code;
     while let Some(at) = rest.find(prefix) {
@@ -242,7 +247,9 @@ fn a_workflows_files_import_one_way_and_never_their_orchestrator() {
         let mut order: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         for (stem, path) in &files {
             let code = without_tests(&std::fs::read_to_string(path).unwrap());
-            let named = named_after(&code, "super::").into_iter().chain(named_after(&code, &own));
+            let named = named_after(&code, "super::")
+                .into_iter()
+                .chain(named_after(&code, &own));
             for name in named {
                 if files.contains_key(&name) {
                     order.entry(stem).or_default().insert(name);
