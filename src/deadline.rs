@@ -5,6 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+/// The milliseconds since `since`, as reports and step logs count them.
+pub fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Deadline(Option<Bounds>);
 

@@ -61,7 +61,7 @@ pub use telemetry::metrics;
 pub mod tags {
     pub use crate::steps::claim::{CLAIM_TAG_PREFIX, HANDLED_TAG};
     pub use crate::steps::records::ORIGINAL_GROUPS_TAG;
-    pub use crate::steps::reregister::{
+    pub use crate::steps::records::left_targets::{
         LEFT_TARGETS_EPISODE_TAG, LEFT_TARGETS_MAC_TAG, LEFT_TARGETS_PREFIX_TAG, LEFT_TARGETS_TAG,
     };
 }

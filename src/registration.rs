@@ -27,6 +27,41 @@ pub struct TargetRegistration {
     pub state: Option<String>,
 }
 
+/// The states of a target's leaving its group, the ones the function acts on, by ELB's words for them: as found in
+/// a health state, and as a summary reports a target removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetState {
+    /// The group sends it no new requests; in-flight ones may run until the deregistration delay ends.
+    Draining,
+    /// Registered in a group no load balancer uses: nothing reaches it, and deregistering it changes nothing.
+    Unused,
+    /// Gone from the group.
+    Deregistered,
+}
+
+impl TargetState {
+    /// ELB's word, as stored and published.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Draining => "draining",
+            TargetState::Unused => "unused",
+            TargetState::Deregistered => "deregistered",
+        }
+    }
+
+    /// The leaving state a health state names; None for the others (`healthy`, `initial`, ...).
+    pub fn parse(state: &str) -> Option<Self> {
+        [TargetState::Draining, TargetState::Unused, TargetState::Deregistered]
+            .into_iter()
+            .find(|known| known.as_str() == state)
+    }
+
+    /// Whether `state` is this one.
+    pub fn is(self, state: Option<&str>) -> bool {
+        state == Some(self.as_str())
+    }
+}
+
 /// A target group that could not be checked, so registrations in it may have been missed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UncheckedGroup {

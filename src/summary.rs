@@ -252,6 +252,8 @@ pub enum RestoreOutcome {
     /// Some ENIs could not be restored; see `errors`. Their records are kept for a retry.
     Partial,
     Failed,
+    /// A dry run (`DRY_RUN`): `network_interfaces` (and `targets`) say what a restore would put back; nothing changed.
+    Planned,
 }
 
 impl RestoreOutcome {
@@ -261,6 +263,7 @@ impl RestoreOutcome {
             RestoreOutcome::NothingToRestore => "nothing-to-restore",
             RestoreOutcome::Partial => "partial",
             RestoreOutcome::Failed => "failed",
+            RestoreOutcome::Planned => "planned",
         }
     }
 }
@@ -312,7 +315,7 @@ impl RestoreSummary {
     pub fn is_complete(&self) -> bool {
         matches!(
             self.outcome,
-            RestoreOutcome::Restored | RestoreOutcome::NothingToRestore
+            RestoreOutcome::Restored | RestoreOutcome::NothingToRestore | RestoreOutcome::Planned
         )
     }
 

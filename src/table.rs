@@ -40,7 +40,9 @@ pub enum ItemError {
 
 /// The table's TTL attribute.
 pub const TTL_ATTRIBUTE: &str = "expires_at";
-/// How long an item lives without being confirmed. A refresh rewrites an unchanged item once less than half is left.
+/// How long every item of the table lives unless it is written again: an index item (a refresh rewrites an unchanged
+/// one once less than half is left), a delivery marker (by then the instance is long gone or was restored), a sweep's
+/// board and reads (by then the sweep is long over).
 pub const TIME_TO_LIVE: Duration = Duration::from_secs(24 * 60 * 60);
 /// The sort key of a target group's own item.
 pub const GROUP_SK: &str = "group";
@@ -354,12 +356,14 @@ fn expires_at(item: &Item) -> Option<i64> {
 }
 
 fn stamp_item(item: &mut Item, updated_at: DateTime<Utc>, now: DateTime<Utc>) {
-    let ttl = i64::try_from(TIME_TO_LIVE.as_secs()).unwrap_or(i64::MAX);
     item.insert("updated_at".into(), s(stamp(updated_at)));
-    item.insert(
-        TTL_ATTRIBUTE.into(),
-        AttributeValue::N((now.timestamp() + ttl).to_string()),
-    );
+    item.insert(TTL_ATTRIBUTE.into(), expires_from(now));
+}
+
+/// The `expires_at` of an item written `now`: `TIME_TO_LIVE` later, in epoch seconds.
+pub fn expires_from(now: DateTime<Utc>) -> AttributeValue {
+    let ttl = i64::try_from(TIME_TO_LIVE.as_secs()).unwrap_or(i64::MAX);
+    AttributeValue::N((now.timestamp() + ttl).to_string())
 }
 
 fn kind_name(kind: TargetKind) -> &'static str {

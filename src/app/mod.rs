@@ -3,6 +3,7 @@
 //! `main` and the handler see it. It hands each workflow a small context of borrowed handles.
 
 mod places;
+mod serve;
 pub mod warm;
 
 use std::collections::BTreeMap;

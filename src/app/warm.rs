@@ -107,74 +107,20 @@ pub async fn warm_up_in_background(app: &'static App) {
 /// first invocation, as if there had been no warm-up.
 pub async fn warm_up(app: &App) -> WarmUp {
     let started = Instant::now();
-    let no_retry = RetryConfig::disabled();
-    let elb = async {
-        let config = aws_sdk_elasticloadbalancingv2::config::Builder::default()
-            .retry_config(no_retry.clone())
-            .interceptor(Ping);
-        let result = app
-            .home
-            .clients
-            .elb
-            .describe_target_groups()
-            .customize()
-            .config_override(config)
-            .send()
-            .await;
-        ("elb", answered(result))
-    };
-    let sns = async {
-        let config = aws_sdk_sns::config::Builder::default()
-            .retry_config(no_retry.clone())
-            .interceptor(Ping);
-        let result = app
-            .home
-            .clients
-            .sns
-            .list_topics()
-            .customize()
-            .config_override(config)
-            .send()
-            .await;
-        ("sns", answered(result))
-    };
-    let autoscaling = async {
-        let config = aws_sdk_autoscaling::config::Builder::default()
-            .retry_config(no_retry.clone())
-            .interceptor(Ping);
-        let result = app
-            .home
-            .clients
-            .autoscaling
-            .describe_auto_scaling_groups()
-            .customize()
-            .config_override(config)
-            .send()
-            .await;
-        ("autoscaling", answered(result))
-    };
+    let clients = &app.home.clients;
     let dynamodb = async {
         if app.home.table.is_none() {
             return ("dynamodb", Ok(false));
         }
-        let config = aws_sdk_dynamodb::config::Builder::default()
-            .retry_config(no_retry.clone())
-            .interceptor(Ping);
-        let result = app
-            .home
-            .clients
-            .dynamodb
-            .list_tables()
-            .customize()
-            .config_override(config)
-            .send()
-            .await;
-        ("dynamodb", answered(result))
+        ("dynamodb", ping_dynamodb(&clients.dynamodb).await)
     };
     let ec2 = async {
-        let looked_up = app.home.quarantine_groups.get(&app.home.clients.ec2).await;
+        let looked_up = app.home.quarantine_groups.get(&clients.ec2).await;
         ("ec2", looked_up.map(|_| true).map_err(|e| NotWarmed(e.to_string())))
     };
+    let elb = async { ("elb", ping_elb(&clients.elb).await) };
+    let sns = async { ("sns", ping_sns(&clients.sns).await) };
+    let autoscaling = async { ("autoscaling", ping_autoscaling(&clients.autoscaling).await) };
 
     let mut report = WarmUp::default();
     let all = async { tokio::join!(ec2, elb, sns, autoscaling, dynamodb) };
@@ -195,6 +141,43 @@ pub async fn warm_up(app: &App) -> WarmUp {
     }
     report.ms = started.elapsed().as_millis() as u64;
     report
+}
+
+// Each ping is one call, without retries, turned into a bare `GET /` by the `Ping` interceptor.
+
+async fn ping_elb(elb: &aws_sdk_elasticloadbalancingv2::Client) -> Result<bool, NotWarmed> {
+    let config = aws_sdk_elasticloadbalancingv2::config::Builder::default()
+        .retry_config(RetryConfig::disabled())
+        .interceptor(Ping);
+    answered(
+        elb.describe_target_groups()
+            .customize()
+            .config_override(config)
+            .send()
+            .await,
+    )
+}
+
+async fn ping_sns(sns: &aws_sdk_sns::Client) -> Result<bool, NotWarmed> {
+    let config = aws_sdk_sns::config::Builder::default()
+        .retry_config(RetryConfig::disabled())
+        .interceptor(Ping);
+    answered(sns.list_topics().customize().config_override(config).send().await)
+}
+
+async fn ping_autoscaling(autoscaling: &aws_sdk_autoscaling::Client) -> Result<bool, NotWarmed> {
+    let config = aws_sdk_autoscaling::config::Builder::default()
+        .retry_config(RetryConfig::disabled())
+        .interceptor(Ping);
+    let request = autoscaling.describe_auto_scaling_groups().customize();
+    answered(request.config_override(config).send().await)
+}
+
+async fn ping_dynamodb(dynamodb: &aws_sdk_dynamodb::Client) -> Result<bool, NotWarmed> {
+    let config = aws_sdk_dynamodb::config::Builder::default()
+        .retry_config(RetryConfig::disabled())
+        .interceptor(Ping);
+    answered(dynamodb.list_tables().customize().config_override(config).send().await)
 }
 
 /// Why an endpoint was not warmed: no answer came back (DNS, TCP, TLS, a timeout), or the quarantine groups could

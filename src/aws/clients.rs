@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use super::breaker::Breaker;
 use super::pace::Pace;
@@ -48,23 +49,40 @@ pub struct Clients {
 /// ELB Describe* calls per second when no rate is configured: AWS's refill rate for the account and region.
 pub const DEFAULT_DESCRIBE_RATE: u32 = 10;
 
+/// The HTTPS client the SDK would make for itself (hyper 1, rustls with aws-lc, the proxy from the environment), made
+/// here so that the paced connector can wrap it: the shared configuration holds no HTTP client unless one was given.
+fn default_http_client() -> SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
 /// One service's config builder from the shared configuration, with `policy`'s retries and timeouts, the deadline
-/// classifier, and the client's paced HTTP connector when `pacing` is given.
+/// classifier, and, when `pacing` is given, the paced connector over `http` with the interceptor that tags attempts.
 macro_rules! configured {
-    ($service:ident, $shared:expr, $policy:expr, $budget:expr, $pacing:expr) => {{
+    ($service:ident, $shared:expr, $http:expr, $policy:expr, $budget:expr, $pacing:expr) => {{
         let policy: Policy = $policy;
-        let mut builder = $service::config::Builder::from($shared)
+        let builder = $service::config::Builder::from($shared)
             .retry_config(policy.retry_config())
             .retry_partition(policy.partition())
             .timeout_config(policy.timeouts())
             .retry_classifier(policy.classifier($budget));
-        if let Some(pacing) = $pacing {
-            let pacing: Pacing = pacing;
-            if let Some(http) = $shared.http_client() {
-                builder = builder.http_client(PacedClient(http)).interceptor(pacing.interceptor());
-            }
+        let pacing: Option<Pacing> = $pacing;
+        match pacing {
+            Some(pacing) => builder
+                .http_client(PacedClient($http.clone()))
+                .interceptor(pacing.interceptor()),
+            None => builder,
         }
-        builder
     }};
 }
 
@@ -87,20 +105,22 @@ impl Clients {
             paced::EC2_CREATE_TAGS,
             paced::EC2_DELETE_TAGS,
         ]);
-        let none: Option<Pacing> = None;
+        let http = shared.http_client().unwrap_or_else(default_http_client);
         let elb = configured!(
             aws_sdk_elasticloadbalancingv2,
             shared,
+            http,
             Policy::ELB,
             budget,
             Some(elb_pacing)
         );
-        let ec2 = configured!(aws_sdk_ec2, shared, Policy::EC2, budget, Some(ec2_pacing));
-        let autoscaling = configured!(aws_sdk_autoscaling, shared, Policy::AUTOSCALING, budget, none.clone());
-        let sns = configured!(aws_sdk_sns, shared, Policy::SNS, budget, none.clone());
-        let dynamodb = configured!(aws_sdk_dynamodb, shared, Policy::DYNAMODB, budget, none.clone())
+        let ec2 = configured!(aws_sdk_ec2, shared, http, Policy::EC2, budget, Some(ec2_pacing));
+        let autoscaling = configured!(aws_sdk_autoscaling, shared, http, Policy::AUTOSCALING, budget, None);
+        let sns = configured!(aws_sdk_sns, shared, http, Policy::SNS, budget, None);
+        let dynamodb = configured!(aws_sdk_dynamodb, shared, http, Policy::DYNAMODB, budget, None)
             .interceptor(Breaker::new("DynamoDB", budget));
-        let kms = configured!(aws_sdk_kms, shared, Policy::KMS, budget, none).interceptor(Breaker::new("KMS", budget));
+        let kms =
+            configured!(aws_sdk_kms, shared, http, Policy::KMS, budget, None).interceptor(Breaker::new("KMS", budget));
         Clients {
             elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb.build()),
             autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling.build()),

@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 
-use super::{Clock, Context, InstanceError, Report, Work, elapsed_ms};
-use crate::deadline::Deadline;
+use super::context::{Clock, Context, Work};
+use super::report::{InstanceError, Report};
+use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
-use crate::steps::claim::{self, Claim, Keeper, Lease, Token};
+use crate::steps::claim::{self, Claim, Keeper, Lease, MarkerState, Token};
 use crate::steps::describe::describe_instances;
 use crate::summary::{InstanceInfo, Outcome, Summary, Timings};
 use crate::telemetry::steplog::{self, Tally};
@@ -153,7 +154,7 @@ async fn claim_all(ctx: &Context<'_>, admitted: &mut Admitted<'_>, clock: &Clock
                     state = %state,
                     "already handled by another delivery"
                 );
-                let summary = already_handled(w.request, &w.instance, &state, since.as_deref(), clock);
+                let summary = already_handled(w.request, &w.instance, state, since.as_deref(), clock);
                 admitted.reports.push(Report::summary(summary));
             }
         }
@@ -168,8 +169,14 @@ async fn claim_all(ctx: &Context<'_>, admitted: &mut Admitted<'_>, clock: &Clock
 }
 
 /// The answer of a delivery that found the work done or under way: nothing changed, nothing published.
-fn already_handled(request: &Request, instance: &Instance, state: &str, since: Option<&str>, clock: &Clock) -> Summary {
-    let what = if state == "done" {
+fn already_handled(
+    request: &Request,
+    instance: &Instance,
+    state: MarkerState,
+    since: Option<&str>,
+    clock: &Clock,
+) -> Summary {
+    let what = if state == MarkerState::Done {
         "another delivery of this interruption already cleaned it up"
     } else {
         "another delivery of this interruption is cleaning it up"

@@ -6,11 +6,12 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use super::admit::Admitted;
+use super::context::{Clock, Work};
 use super::ledger::{Fate, Ledger};
-use super::{Clock, Work, elapsed_ms};
 use crate::changes::{EniChange, EniStatus};
+use crate::deadline::elapsed_ms;
 use crate::input::InstanceId;
-use crate::registration::TargetRegistration;
+use crate::registration::{TargetRegistration, TargetState};
 use crate::steps::verify::Verdict;
 use crate::summary::{InstanceInfo, Outcome, Step, StepError, Summary, TargetChange, Timings};
 use crate::telemetry::steplog::Tally;
@@ -32,7 +33,7 @@ pub fn summaries(
             for registration in ledger.all().filter(|r| r.instance_id == work.instance.id) {
                 place(&mut summary, registration, ledger);
             }
-            finish(summary, clock)
+            total(summary, clock)
         })
         .collect()
 }
@@ -97,11 +98,11 @@ fn place(summary: &mut Summary, registration: &TargetRegistration, ledger: &Ledg
             summary.remaining.push(change);
         }
         Fate::Seen(Verdict::Deregistered) => {
-            change.state = Some("deregistered".into());
+            change.state = Some(TargetState::Deregistered.as_str().into());
             summary.removed.push(change);
         }
         Fate::Seen(Verdict::Draining) => {
-            change.state = Some("draining".into());
+            change.state = Some(TargetState::Draining.as_str().into());
             summary.removed.push(change);
         }
         Fate::Seen(Verdict::Remains { state, reason }) => {
@@ -125,7 +126,7 @@ fn place(summary: &mut Summary, registration: &TargetRegistration, ledger: &Ledg
 }
 
 /// The ENIs' errors, the warnings, the outcome and the total time.
-pub fn finish(mut summary: Summary, clock: &Clock) -> Summary {
+pub fn total(mut summary: Summary, clock: &Clock) -> Summary {
     let failed = summary
         .network_interfaces
         .iter()
@@ -205,7 +206,7 @@ fn warnings(summary: &Summary, now: DateTime<Utc>) -> Vec<String> {
     for target in &summary.removed {
         if let Some(delay) = target.deregistration_delay_seconds
             && i64::from(delay) > left.max(0)
-            && target.state.as_deref() == Some("draining")
+            && TargetState::Draining.is(target.state.as_deref())
             && seen.insert(&target.target_group_arn)
         {
             warnings.push(format!(

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 
-use super::{Context, Report};
+use super::context::Context;
+use super::report::Report;
 use crate::config::{Config, EventAction};
 use crate::input::{Action, Request, Trigger};
 use crate::summary::{InstanceInfo, Outcome, Summary};

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::admit::Admitted;
+use super::assemble;
+use super::context::{Clock, Context};
 use super::ledger::Ledger;
-use super::{Clock, Context, assemble, elapsed_ms};
 use crate::changes::{EniChange, LifecycleReport};
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, elapsed_ms};
 use crate::instance::Instance;
 use crate::steps::quarantine;
 use crate::summary::Summary;
@@ -58,7 +59,7 @@ pub async fn plan(ctx: &Context<'_>, admitted: &Admitted<'_>, clock: &Clock, dea
                     change
                 })
                 .collect();
-            let mut summary = assemble::finish(summary, clock);
+            let mut summary = assemble::total(summary, clock);
             if let Some(action) = &work.request.trigger.lifecycle {
                 summary.lifecycle = Some(LifecycleReport {
                     hook_name: action.hook_name.clone(),

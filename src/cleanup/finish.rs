@@ -8,13 +8,15 @@ use std::time::Instant;
 use tokio::task::JoinHandle;
 
 use super::admit::{Admitted, Unpublished};
-use super::{Context, Report, Work, elapsed_ms};
+use super::context::{Context, Work};
+use super::report::Report;
 use crate::aws::join_all;
 use crate::changes::HostChange;
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::InstanceId;
 use crate::steps::claim::{Ending, Token};
-use crate::steps::{claim, lifecycle, reregister};
+use crate::steps::records::left_targets;
+use crate::steps::{claim, lifecycle};
 use crate::summary::Summary;
 use crate::telemetry::{metrics, steplog};
 use steplog::Tally;
@@ -37,16 +39,21 @@ pub async fn finish(
     // An Auto Scaling lifecycle action is completed once its cleanup is, so the summary can say it was.
     let step = Instant::now();
     let (autoscaling, elb) = (&ctx.clients.autoscaling, &ctx.clients.elb);
-    lifecycle::finish_all(autoscaling, elb, ctx.elb_pace, ctx.drain_wait, &mut summaries, deadline).await;
+    lifecycle::complete_all(autoscaling, elb, ctx.elb_pace, ctx.drain_wait, &mut summaries, deadline).await;
     let lifecycle_ms = elapsed_ms(step);
-    for (summary, w) in summaries.iter().zip(work) {
-        if let Some(report) = &summary.lifecycle {
+    let by_id = by_instance(work);
+    for summary in &summaries {
+        if let (Some(report), Some(w)) = (&summary.lifecycle, by_id.get(&summary.instance.id)) {
             let tally = Tally::one(report.result.is_some());
             steplog::request_step("lifecycle", w.request, lifecycle_ms, tally);
         }
     }
     // What a retry would publish if SNS fails now: the summaries of work that is done.
-    let done: Vec<Option<Summary>> = summaries.iter().map(|s| s.is_complete().then(|| s.clone())).collect();
+    let done: HashMap<InstanceId, Summary> = summaries
+        .iter()
+        .filter(|s| s.is_complete())
+        .map(|s| (s.instance.id.clone(), s.clone()))
+        .collect();
     publish(ctx, work, &mut summaries).await;
     alert_untrusted_records(ctx, &summaries).await;
     release_claims(ctx, &admitted, &mut summaries, &done).await;
@@ -61,12 +68,12 @@ async fn release_claims(
     ctx: &Context<'_>,
     admitted: &Admitted<'_>,
     summaries: &mut [Summary],
-    done: &[Option<Summary>],
+    done: &HashMap<InstanceId, Summary>,
 ) {
     let keeper = admitted.claims.keeper.as_ref();
     keeper.inspect(|k| k.stop());
     let lost = keeper.map(|k| k.lost()).unwrap_or_default();
-    for (summary, done) in summaries.iter_mut().zip(done) {
+    for summary in summaries.iter_mut() {
         if lost.contains(&summary.instance.id) {
             summary.warnings.push(
                 "the delivery marker lapsed while this run worked and another delivery took it over; both did the same \
@@ -74,13 +81,13 @@ async fn release_claims(
                     .into(),
             );
         }
-        let ending = match (summary.is_complete(), done) {
+        let ending = match (summary.is_complete(), done.get(&summary.instance.id)) {
             (true, _) => Ending::Done,
             (false, Some(unpublished)) => Ending::Unpublished(unpublished),
             (false, None) => Ending::Incomplete,
         };
         if let Some(token) = admitted.claims.tokens.get(&summary.instance.id)
-            && let Err(e) = claim::finish(&ctx.marker, &summary.instance.id, token, ending).await
+            && let Err(e) = claim::close(&ctx.marker, &summary.instance.id, token, ending).await
         {
             tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "delivery marker not updated");
         }
@@ -114,7 +121,7 @@ pub async fn publish_unpublished(ctx: &Context<'_>, unpublished: Vec<Unpublished
         if !published {
             summary.settle_outcome();
         }
-        if let Err(e) = claim::finish(&ctx.marker, &summary.instance.id, token, ending).await {
+        if let Err(e) = claim::close(&ctx.marker, &summary.instance.id, token, ending).await {
             tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "delivery marker not updated");
         }
         // The run that did the work already counted it in the metrics.
@@ -142,8 +149,11 @@ async fn publish(ctx: &Context<'_>, work: &[Work<'_>], summaries: &mut [Summary]
     let step = Instant::now();
     let published = ctx.publisher.summaries(summaries).await;
     let ms = elapsed_ms(step);
-    for ((summary, published), w) in summaries.iter_mut().zip(published).zip(work) {
-        steplog::request_step("notify", w.request, ms, Tally::one(published));
+    let by_id = by_instance(work);
+    for (summary, published) in summaries.iter_mut().zip(published) {
+        if let Some(w) = by_id.get(&summary.instance.id) {
+            steplog::request_step("notify", w.request, ms, Tally::one(published));
+        }
         if !published {
             summary.settle_outcome();
         }
@@ -170,7 +180,8 @@ async fn monitoring_answers(work: &[Work<'_>], summaries: &mut [Summary], monito
     let mut answered = monitoring.await.unwrap_or_default();
     // How long the cleanup then waited for them.
     let waited_ms = elapsed_ms(step);
-    for (summary, w) in summaries.iter_mut().zip(work) {
+    let by_id = by_instance(work);
+    for summary in summaries.iter_mut() {
         summary.monitoring = answered.remove(&summary.instance.id).unwrap_or_default();
         for failed in summary.monitoring.iter().filter(|c| !c.ok) {
             summary.warnings.push(format!(
@@ -180,8 +191,10 @@ async fn monitoring_answers(work: &[Work<'_>], summaries: &mut [Summary], monito
                 failed.error.as_deref().unwrap_or("failed")
             ));
         }
-        let tally = summary.monitoring.iter().map(|c| c.ok).collect();
-        steplog::request_step("monitoring", w.request, waited_ms, tally);
+        if let Some(w) = by_id.get(&summary.instance.id) {
+            let tally = summary.monitoring.iter().map(|c| c.ok).collect();
+            steplog::request_step("monitoring", w.request, waited_ms, tally);
+        }
     }
 }
 
@@ -194,19 +207,23 @@ async fn record_left_targets(
     summaries: &mut [Summary],
 ) {
     let step = Instant::now();
-    let wanted: Vec<usize> = (0..summaries.len())
-        .filter(|&i| {
-            let comes_back = work[i].request.trigger.action.is_some_and(|a| a.may_come_back());
-            comes_back && !summaries[i].removed.is_empty()
+    let by_id = by_instance(work);
+    let wanted: Vec<(usize, &Work<'_>)> = summaries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, summary)| {
+            let w = *by_id.get(&summary.instance.id)?;
+            let comes_back = w.request.trigger.action.is_some_and(|a| a.may_come_back());
+            (comes_back && !summary.removed.is_empty()).then_some((i, w))
         })
         .collect();
-    let records = join_all(wanted.iter().map(|&i| {
-        let (summary, instance) = (&summaries[i], &work[i].instance);
-        let signing = reregister::Signing {
+    let records = join_all(wanted.iter().map(|&(i, w)| {
+        let (summary, instance) = (&summaries[i], &w.instance);
+        let signing = left_targets::Signing {
             signer: ctx.signer,
             episode: episodes.get(&instance.id).map_or("", String::as_str),
         };
-        reregister::record(
+        left_targets::record(
             &ctx.clients.ec2,
             &instance.id,
             &instance.tags,
@@ -216,14 +233,20 @@ async fn record_left_targets(
     }))
     .await;
     let ms = elapsed_ms(step);
-    for (i, recorded) in wanted.into_iter().zip(records) {
-        steplog::request_step("record", work[i].request, ms, Tally::one(recorded.is_ok()));
+    for ((i, w), recorded) in wanted.into_iter().zip(records) {
+        steplog::request_step("record", w.request, ms, Tally::one(recorded.is_ok()));
         let warnings = match recorded {
             Ok(warnings) => warnings,
             Err(e) => vec![format!("could not record the targets it left: {}", e.reason())],
         };
         summaries[i].warnings.extend(warnings);
     }
+}
+
+/// The admitted work by instance id: a summary is matched to its work by its instance, never by its position, so a
+/// summary that assemble left out or put elsewhere cannot be paired with another instance's request.
+fn by_instance<'w, 'r>(work: &'w [Work<'r>]) -> HashMap<&'w InstanceId, &'w Work<'r>> {
+    work.iter().map(|w| (&w.instance.id, w)).collect()
 }
 
 /// The `cleanup finished` line and the metrics line, then the report.

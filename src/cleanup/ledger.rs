@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::locate::Located;
-use crate::registration::{TargetRegistration, UncheckedGroup};
+use crate::registration::{TargetRegistration, TargetState, UncheckedGroup};
 use crate::steps::verify::{GroupCheck, Verdict};
 use crate::telemetry::steplog::Tally;
 
@@ -134,7 +134,9 @@ impl Ledger {
                 Some(Err(_)) => self.swept.contains(*k),
                 Some(Ok(())) => false,
             })
-            .filter(|(_, r)| !matches!(r.state.as_deref(), Some("draining" | "unused")))
+            .filter(|(_, r)| {
+                !(TargetState::Draining.is(r.state.as_deref()) || TargetState::Unused.is(r.state.as_deref()))
+            })
             .map(|(_, r)| r.clone())
             .collect()
     }
@@ -191,12 +193,12 @@ impl Ledger {
         for registration in located.registrations {
             let k = key(&registration);
             let state = registration.state.clone().unwrap_or_default();
-            if matches!(state.as_str(), "draining" | "unused") {
-                let verdict = if state == "draining" {
-                    Verdict::Draining
-                } else {
-                    Verdict::Deregistered
-                };
+            let leaving = match TargetState::parse(&state) {
+                Some(TargetState::Draining) => Some(Verdict::Draining),
+                Some(TargetState::Unused) => Some(Verdict::Deregistered),
+                _ => None,
+            };
+            if let Some(verdict) = leaving {
                 self.verdicts.insert(k.clone(), verdict);
             } else if matches!(self.sent.get(&k), Some(Ok(()))) && checked.contains(&k.0) {
                 self.verdicts

@@ -8,124 +8,32 @@
 
 mod admit;
 mod assemble;
+mod context;
 mod dispose;
 mod dry;
 mod finish;
 mod ledger;
+mod report;
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-use crate::aws::{CallError, Clients, Pace, bounded_all};
+use crate::aws::bounded_all;
 use crate::changes::EniChange;
-use crate::config::Config;
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
-use crate::locate::Locator;
-use crate::monitoring::Monitoring;
-use crate::notify::Publisher;
-use crate::steps::claim::Marker;
-use crate::steps::lifecycle::DrainWait;
-use crate::steps::quarantine::{self, QuarantineGroupCache, Recording};
-use crate::steps::records::{self, Signer};
+use crate::steps::quarantine::{self, Recording};
+use crate::steps::records;
 use crate::steps::{deregister, verify};
-use crate::summary::{Summary, Timings};
+use crate::summary::Timings;
 use crate::telemetry::steplog::{StepLog, Tally};
-use crate::trust::Refusal;
+pub use context::Context;
+use context::{Clock, Work};
 use ledger::Ledger;
-
-/// What a cleanup needs, borrowed from the composition root for one place (region and account).
-pub struct Context<'a> {
-    pub clients: &'a Clients,
-    pub publisher: &'a Publisher,
-    pub config: &'a Config,
-    /// Cheap sources of known registrations, asked first, in priority order (the registration index, the Auto
-    /// Scaling group). What they find leaves its groups before the sweep starts.
-    pub fast_locators: &'a [Box<dyn Locator>],
-    /// The full sweep: the safety net that finds the rest and checks what the fast path removed.
-    pub sweep: &'a dyn Locator,
-    /// This container's share of the account's ELB Describe* budget.
-    pub elb_pace: &'a Pace,
-    pub quarantine_groups: &'a QuarantineGroupCache,
-    pub monitoring: &'a Monitoring,
-    pub marker: Marker,
-    /// Signs the records a restore will act on; None without `RECORD_KEY_ID`.
-    pub signer: Option<&'a Signer>,
-    /// How an Auto Scaling lifecycle cleanup waits for draining targets; None completes the action at once.
-    pub drain_wait: Option<DrainWait>,
-}
-
-/// Why an instance could not be cleaned at all. Nothing was changed.
-#[derive(Clone, Debug, thiserror::Error, PartialEq)]
-pub enum InstanceError {
-    #[error("instance {0} was not found in this account and region; nothing was changed")]
-    NotFound(InstanceId),
-    #[error("could not describe instance {instance}: {error}; nothing was changed")]
-    Describe { instance: InstanceId, error: CallError },
-    #[error("instance {instance} cannot be served: {reason}")]
-    NotServed { instance: InstanceId, reason: String },
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-    /// Nothing to do for it here: an event about an instance outside `EVENT_SCOPE`. Not a failure.
-    #[error("{instance} is left alone: {reason}")]
-    Ignored { instance: InstanceId, reason: String },
-}
-
-/// The result for one instance.
-#[derive(Clone, Debug)]
-pub struct Report {
-    pub instance_id: InstanceId,
-    pub result: Result<Summary, InstanceError>,
-}
-
-impl Report {
-    pub fn summary(summary: Summary) -> Self {
-        Report {
-            instance_id: summary.instance.id.clone(),
-            result: Ok(summary),
-        }
-    }
-
-    pub fn failed(instance_id: &InstanceId, error: InstanceError) -> Self {
-        Report {
-            instance_id: instance_id.clone(),
-            result: Err(error),
-        }
-    }
-
-    /// Done, with nothing left for a retry to do (an ignored instance had nothing to do).
-    pub fn is_complete(&self) -> bool {
-        match &self.result {
-            Ok(summary) => summary.is_complete(),
-            Err(InstanceError::Ignored { .. }) => true,
-            Err(_) => false,
-        }
-    }
-}
-
-/// One admitted instance and the request that named it.
-pub(crate) struct Work<'r> {
-    pub request: &'r Request,
-    pub instance: Instance,
-}
-
-/// When the run started, for the summaries and the step logs.
-pub(crate) struct Clock {
-    pub started: Instant,
-    pub started_at: DateTime<Utc>,
-}
-
-impl Clock {
-    fn start() -> Self {
-        Clock {
-            started: Instant::now(),
-            started_at: Utc::now(),
-        }
-    }
-}
+pub use report::{InstanceError, Report};
 
 /// Run every request as its disposition says: a cleanup for most, a notice that changes nothing for warnings that
 /// do not force the instance out (`REBALANCE_ACTION`, `HEALTH_ACTION`), or nothing at all. One report per distinct
@@ -325,10 +233,6 @@ async fn quarantine_all(
         .collect()
 }
 
-pub(crate) fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
 /// A whole run against scripted AWS answers: one group refusing, and a dry run.
 #[cfg(test)]
 mod tests {
@@ -477,7 +381,7 @@ mod tests {
                 &self.deregister,
             ];
             elb_rules.extend(self.delays.iter());
-            // The delivery marker's tags on the instance (src/claim.rs): nobody else claims it, so this run does the work.
+            // The delivery marker's tags on the instance (src/steps/claim/): nobody else claims it, so this run does the work.
             let marker = [
                 mock!(aws_sdk_ec2::Client::describe_tags)
                     .then_output(|| aws_sdk_ec2::operation::describe_tags::DescribeTagsOutput::builder().build()),

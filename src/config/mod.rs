@@ -56,7 +56,7 @@ pub struct Config {
     pub home_account: String,
     /// The role assumed in another account (`CROSS_ACCOUNT_ROLE_NAME`); None refuses events for other accounts.
     pub cross_account_role_name: Option<String>,
-    /// Scope, event age and identity proof: what the guard refuses (`src/guard.rs`).
+    /// Scope, event age and identity proof: what `trust` refuses (`src/trust/`).
     pub trust: TrustConfig,
     /// Open the connections to every AWS endpoint from init (`WARM_UP`, default false); see `warm`.
     pub warm_up: bool,

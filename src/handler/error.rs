@@ -5,7 +5,7 @@ use lambda_runtime::Diagnostic;
 
 use super::RecordFailure;
 use crate::cleanup::InstanceError;
-use crate::index::UpdateError;
+use crate::index::IndexError;
 use crate::input::InputError;
 use crate::summary::{RestoreSummary, Summary};
 use crate::trust::Refusal;
@@ -22,10 +22,8 @@ pub enum HandlerError {
         outcome: &'static str,
         details: String,
     },
-    #[error("rejected input, nothing was changed: REGISTRATION_INDEX_TABLE is not set, so {0} is not handled")]
-    IndexNotConfigured(&'static str),
     #[error(transparent)]
-    IndexUpdate(#[from] UpdateError),
+    Index(#[from] IndexError),
     #[error(transparent)]
     Refused(#[from] Refusal),
     #[error("restore of {instance} is incomplete ({outcome}): {details}")]
@@ -65,8 +63,8 @@ impl HandlerError {
             HandlerError::Instance(InstanceError::NotServed { .. }) => "AccountNotAllowed",
             HandlerError::Instance(InstanceError::Ignored { .. }) => "Ignored",
             HandlerError::Incomplete { .. } => "CleanupIncomplete",
-            HandlerError::IndexNotConfigured(_) | HandlerError::RestoreEntryPoint => "InvalidInput",
-            HandlerError::IndexUpdate(_) => "IndexUpdateFailed",
+            HandlerError::Index(IndexError::NotConfigured(_)) | HandlerError::RestoreEntryPoint => "InvalidInput",
+            HandlerError::Index(IndexError::Update(_)) => "IndexUpdateFailed",
             HandlerError::Refused(refusal) | HandlerError::Instance(InstanceError::Refused(refusal)) => {
                 refusal.kind.error_type()
             }

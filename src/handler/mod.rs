@@ -12,12 +12,10 @@ use crate::app::App;
 use crate::cleanup::{InstanceError, Report};
 use crate::config::EntryPoint;
 use crate::deadline::Deadline;
-use crate::index::{self, UpdateReport};
-use crate::input::Source;
+use crate::index::IndexError;
 use crate::input::{BatchRecord, IndexUpdate, Invocation, Message, Request, RestoreRequest, parse_invocation};
 use crate::restore;
 use crate::trust::scope::Home;
-use crate::trust::{Refusal, RefusalKind};
 pub use error::HandlerError;
 
 /// Handle one invocation. A direct request answers with its summary, or fails when anything is left undone so that
@@ -51,7 +49,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
 
 /// One instance: its summary, or an error a retry can finish.
 async fn direct(app: &App, home: &Home, request: Request, deadline: Deadline) -> Result<Value, HandlerError> {
-    admit(app, home, &request).await?;
+    precheck(app, home, &request).await?;
     let report = app.clean_up(std::slice::from_ref(&request), deadline).await.remove(0);
     if let Err(InstanceError::Ignored { reason, .. }) = &report.result {
         return Ok(ignored(reason));
@@ -67,7 +65,7 @@ async fn direct(app: &App, home: &Home, request: Request, deadline: Deadline) ->
 /// One event naming several instances: any refusal refuses the whole event, before anything is changed.
 async fn several(app: &App, home: &Home, requests: Vec<Request>, deadline: Deadline) -> Result<Value, HandlerError> {
     for request in &requests {
-        admit(app, home, request).await?;
+        precheck(app, home, request).await?;
     }
     let mut summaries = Vec::new();
     for report in app.clean_up(&requests, deadline).await {
@@ -148,10 +146,9 @@ async fn run_records(
                 None
             }
             Ok(Message::Requests(wanted)) => {
-                match wanted.iter().find_map(|r| app.config.trust.admit(home, r).err()) {
+                match first_refusal(app, home, wanted).await {
                     // Refused records are done nothing for: they reach the queue's DLQ.
                     Some(refusal) => {
-                        app.publisher.refusal(&refusal).await;
                         tracing::warn!(message_id = %record.message_id, error = %refusal, "refused record");
                         Some(RecordFailure::Refused(refusal))
                     }
@@ -194,39 +191,31 @@ async fn run_records(
     failures
 }
 
+/// The first of a record's requests that the prechecks refuse (published), if any; the rest are not checked.
+async fn first_refusal(app: &App, home: &Home, requests: &[Request]) -> Option<crate::trust::Refusal> {
+    for request in requests {
+        if let Err(refusal) = app.precheck(home, request).await {
+            return Some(refusal);
+        }
+    }
+    None
+}
+
 /// The answer to an event with nothing to do, logged.
 fn ignored(reason: &str) -> Value {
     tracing::info!(reason, "ignored: nothing to do");
     json!({ "ignored": reason })
 }
 
-/// The checks that need no AWS call; a refusal is published and answered with its error type.
-async fn admit(app: &App, home: &Home, request: &Request) -> Result<(), HandlerError> {
-    if let Err(refusal) = app.config.trust.admit(home, request) {
-        app.publisher.refusal(&refusal).await;
-        return Err(refusal.into());
-    }
-    Ok(())
+/// The checks that need no AWS call; a refusal (published by the app) is answered with its error type.
+async fn precheck(app: &App, home: &Home, request: &Request) -> Result<(), HandlerError> {
+    Ok(app.precheck(home, request).await?)
 }
 
-/// A restore asked of the cleanup entry point. Every delivery path may reach this function, so none of them may undo
-/// a quarantine: an operator's request is refused as a security signal, and a `running` event (which a rule routes
-/// to the restore entry point) is ignored. Nothing is changed.
+/// A restore asked of the cleanup entry point: ignored or refused (`trust::restore_at_cleanup_entry_point`).
 async fn not_here(app: &App, request: RestoreRequest) -> Result<Value, HandlerError> {
-    if request.trigger.source == Source::EventBridge {
-        return Ok(ignored(
-            "a running instance is the restore entry point's to restore (ENTRY_POINT=restore), not this function's",
-        ));
-    }
-    let reason = "this is the cleanup entry point, which every delivery path may invoke; a restore is accepted only                   by the restore entry point (ENTRY_POINT=restore), invoked by the operator role";
-    let refusal = Refusal::new(
-        RefusalKind::RestoreNotAuthorized,
-        &request.instance_id,
-        vec![reason.into()],
-        &request.trigger,
-    );
-    app.publisher.refusal(&refusal).await;
-    Err(refusal.into())
+    let reason = app.restore_not_here(&request).await?;
+    Ok(ignored(reason))
 }
 
 async fn restore(app: &App, home: &Home, request: &RestoreRequest) -> Result<Value, HandlerError> {
@@ -239,18 +228,7 @@ async fn restore(app: &App, home: &Home, request: &RestoreRequest) -> Result<Val
 }
 
 async fn refresh_index(app: &App, event_id: Option<String>, deadline: Deadline) -> Result<Value, HandlerError> {
-    let table = index_table(app, "a Scheduled Event (registration index refresh)")?;
-    let (clients, config) = (&app.home.clients, &app.config);
-    let mut report = index::refresh(
-        &clients.elb,
-        &clients.dynamodb,
-        table,
-        config.refresh_concurrency,
-        &app.home.refresh_pace,
-        deadline,
-    )
-    .await;
-    report.event_id = event_id;
+    let report = app.refresh_index(event_id, deadline).await.inspect_err(rejected)?;
     let answer = json!({ "index_refresh": report });
     if report.errors.is_empty() {
         tracing::info!(report = %answer, "registration index refreshed");
@@ -261,39 +239,15 @@ async fn refresh_index(app: &App, event_id: Option<String>, deadline: Deadline) 
 }
 
 async fn update_index(app: &App, update: IndexUpdate) -> Result<Value, HandlerError> {
-    let table = index_table(
-        app,
-        "a RegisterTargets/DeregisterTargets event (registration index update)",
-    )?;
-    let clients = &app.home.clients;
-    let report = match update {
-        IndexUpdate::Apply(change) => index::apply(&clients.elb, &clients.dynamodb, table, &change)
-            .await
-            .inspect_err(|e| tracing::warn!(error = %e, "registration index update failed"))?,
-        IndexUpdate::FailedCall {
-            call,
-            error_code,
-            event_id,
-        } => UpdateReport {
-            event_id,
-            call,
-            target_group_arn: String::new(),
-            written: 0,
-            deleted: 0,
-            skipped: vec![format!("the call failed ({error_code}) and changed no registration")],
-            ms: 0,
-        },
-    };
+    let report = app.update_index(update).await.inspect_err(|e| match e {
+        IndexError::NotConfigured(_) => rejected(e),
+        IndexError::Update(_) => tracing::warn!(error = %e, "registration index update failed"),
+    })?;
     let answer = json!({ "index_update": report });
     tracing::info!(report = %answer, "registration index updated");
     Ok(answer)
 }
 
-/// The index's table, or the refusal of an index event when there is none: nothing is touched.
-fn index_table<'a>(app: &'a App, what: &'static str) -> Result<&'a str, HandlerError> {
-    app.home
-        .table
-        .as_deref()
-        .ok_or(HandlerError::IndexNotConfigured(what))
-        .inspect_err(|e| tracing::warn!(error = %e, "rejected input"))
+fn rejected(error: &IndexError) {
+    tracing::warn!(error = %error, "rejected input");
 }

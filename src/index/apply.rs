@@ -7,9 +7,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::elapsed_ms;
 use crate::aws::{CallError, bounded_all};
+use crate::deadline::elapsed_ms;
 use crate::input::{Quoted, TargetsCall, TargetsChange};
+use crate::registration::TargetKind;
 use crate::store;
 use crate::table::{self, Entry, GroupInfo, TargetKey};
 
@@ -27,6 +28,21 @@ pub struct UpdateReport {
     /// Targets left as they are, and why.
     pub skipped: Vec<String>,
     pub ms: u64,
+}
+
+impl UpdateReport {
+    /// A CloudTrail event of a call that failed: it changed no registration, so neither does the index.
+    pub fn failed_call(event_id: Option<String>, call: TargetsCall, error_code: &str) -> Self {
+        UpdateReport {
+            event_id,
+            call,
+            target_group_arn: String::new(),
+            written: 0,
+            deleted: 0,
+            skipped: vec![format!("the call failed ({error_code}) and changed no registration")],
+            ms: 0,
+        }
+    }
 }
 
 /// The writes that failed, so that Lambda retries the event: the writes are idempotent.
@@ -83,33 +99,7 @@ pub async fn apply(
     };
 
     let called_at = change.event_time.unwrap_or(now);
-    let mut writes = Vec::new();
-    for target in &change.targets {
-        let Some(key) = TargetKey::for_target(kind, group.vpc_id.as_deref(), &target.id) else {
-            report.skipped.push(format!(
-                "{} is not a target of an {} target group",
-                Quoted::new(&target.id),
-                group.target_type
-            ));
-            continue;
-        };
-        let Some(port) = target.port.or(group.port) else {
-            report
-                .skipped
-                .push(format!("{}: no port, and the group has none", target.id));
-            continue;
-        };
-        writes.push(Entry {
-            key,
-            target_id: target.id.clone(),
-            target_group_arn: group.arn.clone(),
-            target_group_name: group.name.clone(),
-            port,
-            availability_zone: target.availability_zone.clone(),
-            vpc_id: group.vpc_id.clone(),
-            updated_at: called_at,
-        });
-    }
+    let writes = entries(&group, kind, change, called_at, &mut report.skipped);
 
     let results = bounded_all(UPDATE_CONCURRENCY, writes.clone(), |entry| {
         let (dynamodb, table, call) = (dynamodb.clone(), table.to_owned(), change.call);
@@ -136,6 +126,43 @@ pub async fn apply(
     } else {
         Err(UpdateError { failed: errors })
     }
+}
+
+/// The items of the targets the call named, each as of the call; a target the group cannot have, or without a
+/// port, goes into `skipped` with why.
+fn entries(
+    group: &GroupInfo,
+    kind: TargetKind,
+    change: &TargetsChange,
+    called_at: DateTime<Utc>,
+    skipped: &mut Vec<String>,
+) -> Vec<Entry> {
+    let mut writes = Vec::new();
+    for target in &change.targets {
+        let Some(key) = TargetKey::for_target(kind, group.vpc_id.as_deref(), &target.id) else {
+            skipped.push(format!(
+                "{} is not a target of an {} target group",
+                Quoted::new(&target.id),
+                group.target_type
+            ));
+            continue;
+        };
+        let Some(port) = target.port.or(group.port) else {
+            skipped.push(format!("{}: no port, and the group has none", target.id));
+            continue;
+        };
+        writes.push(Entry {
+            key,
+            target_id: target.id.clone(),
+            target_group_arn: group.arn.clone(),
+            target_group_name: group.name.clone(),
+            port,
+            availability_zone: target.availability_zone.clone(),
+            vpc_id: group.vpc_id.clone(),
+            updated_at: called_at,
+        });
+    }
+    writes
 }
 
 /// Put or delete one registration's item, unless the item is newer than the call. False when it was newer.

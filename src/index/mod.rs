@@ -9,11 +9,15 @@
 mod apply;
 mod refresh;
 
-use std::time::Instant;
-
 pub use apply::{UpdateError, UpdateReport, apply};
-pub use refresh::refresh;
+pub use refresh::{RefreshReport, refresh};
 
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+/// Why an index event was not handled.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// There is no index here; nothing was touched.
+    #[error("rejected input, nothing was changed: REGISTRATION_INDEX_TABLE is not set, so {0} is not handled")]
+    NotConfigured(&'static str),
+    #[error(transparent)]
+    Update(#[from] UpdateError),
 }

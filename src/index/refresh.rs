@@ -9,9 +9,8 @@ use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeT
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::elapsed_ms;
 use crate::aws::{CallError, Pace, bounded_all};
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, elapsed_ms};
 use crate::locate::sweep;
 use crate::store;
 use crate::table::{self, Entry, GroupInfo, Item, TargetKey};

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
+use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
 
 use super::{LocateError, LocateFuture, Located, Locator, TargetKind, TargetRegistration};
 use crate::aws::CallError;
@@ -47,6 +47,7 @@ impl Locator for AutoScaling {
 }
 
 impl AutoScaling {
+    /// The instance target groups attached to the Auto Scaling groups of the instances that belong to one.
     async fn attached_target_groups(&self, instances: &[Instance], deadline: Deadline) -> Result<Located, LocateError> {
         let mut members: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
         for instance in instances {
@@ -57,8 +58,38 @@ impl AutoScaling {
         if members.is_empty() || deadline.passed() {
             return Ok(Located::default());
         }
-
         let names: Vec<&str> = members.keys().copied().collect();
+        let attached = self.attached(&names).await?;
+        let arns: BTreeSet<&String> = attached.values().flatten().collect();
+        if arns.is_empty() {
+            return Ok(Located::default());
+        }
+        let groups = self.instance_groups(&arns).await?;
+
+        let mut located = Located::default();
+        for (name, instances) in members {
+            for arn in attached.get(name).into_iter().flatten() {
+                let Some(group) = groups.get(arn) else { continue };
+                for instance in &instances {
+                    located.registrations.push(TargetRegistration {
+                        target_group_arn: arn.clone(),
+                        target_group_name: group.target_group_name().unwrap_or_default().to_owned(),
+                        instance_id: instance.id.clone(),
+                        kind: TargetKind::Instance,
+                        target_id: instance.id.as_str().to_owned(),
+                        port: group.port(),
+                        availability_zone: None,
+                        state: None,
+                    });
+                }
+            }
+        }
+        located.registrations.sort();
+        Ok(located)
+    }
+
+    /// The target group ARNs attached to each named Auto Scaling group.
+    async fn attached(&self, names: &[&str]) -> Result<BTreeMap<String, Vec<String>>, LocateError> {
         let mut attached: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for chunk in names.chunks(NAMES_PER_CALL) {
             let mut pages = self
@@ -87,12 +118,11 @@ impl AutoScaling {
                 }
             }
         }
-        let arns: BTreeSet<&String> = attached.values().flatten().collect();
-        if arns.is_empty() {
-            return Ok(Located::default());
-        }
+        Ok(attached)
+    }
 
-        // The target groups' ports and names: one Describe call for up to 400 groups.
+    /// The instance target groups among `arns`, with their ports and names: one Describe call for up to 400 groups.
+    async fn instance_groups(&self, arns: &BTreeSet<&String>) -> Result<BTreeMap<String, TargetGroup>, LocateError> {
         let mut groups = BTreeMap::new();
         let arn_list: Vec<String> = arns.iter().map(|a| a.to_string()).collect();
         for chunk in arn_list.chunks(400) {
@@ -111,26 +141,6 @@ impl AutoScaling {
                 }
             }
         }
-
-        let mut located = Located::default();
-        for (name, instances) in members {
-            for arn in attached.get(name).into_iter().flatten() {
-                let Some(group) = groups.get(arn) else { continue };
-                for instance in &instances {
-                    located.registrations.push(TargetRegistration {
-                        target_group_arn: arn.clone(),
-                        target_group_name: group.target_group_name().unwrap_or_default().to_owned(),
-                        instance_id: instance.id.clone(),
-                        kind: TargetKind::Instance,
-                        target_id: instance.id.as_str().to_owned(),
-                        port: group.port(),
-                        availability_zone: None,
-                        state: None,
-                    });
-                }
-            }
-        }
-        located.registrations.sort();
-        Ok(located)
+        Ok(groups)
     }
 }

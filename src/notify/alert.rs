@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use super::Publisher;
 use crate::aws::CallError;
-use crate::summary::{RestoreSummary, Summary};
+use crate::summary::{RestoreOutcome, RestoreSummary, Summary};
 use crate::trust::Refusal;
 
 impl Publisher {
@@ -98,15 +98,23 @@ impl Publisher {
         }
     }
 
-    /// Publish what a restore did. Attributes as for a cleanup summary: `instance_id`, `outcome` (`restored`,
-    /// `partial`, `failed`), `trigger`, plus `kind=restore`.
+    /// Publish what a restore did, or (a dry run) would do. Attributes as for a cleanup summary: `instance_id`,
+    /// `outcome` (`restored`, `partial`, `failed`, `planned`), `trigger`, plus `kind=restore`.
     pub async fn restore(&self, summary: &RestoreSummary) -> Result<String, CallError> {
         let outcome = summary.outcome.as_str();
-        let subject = format!(
-            "spot-cleanup restore: {} {outcome}, {} ENI(s) back on their groups",
-            summary.instance_id,
-            summary.network_interfaces.iter().filter(|e| e.restored).count()
-        );
+        let subject = if summary.outcome == RestoreOutcome::Planned {
+            format!(
+                "spot-cleanup restore: {} {outcome}, {} ENI(s) to go back on their groups",
+                summary.instance_id,
+                summary.network_interfaces.len()
+            )
+        } else {
+            format!(
+                "spot-cleanup restore: {} {outcome}, {} ENI(s) back on their groups",
+                summary.instance_id,
+                summary.network_interfaces.iter().filter(|e| e.restored).count()
+            )
+        };
         let message = serde_json::to_string(summary).expect("a restore summary always serializes");
         let attributes = [
             ("instance_id", summary.instance_id.as_str()),

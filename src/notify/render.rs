@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use crate::changes::EniStatus;
-use crate::summary::{Outcome, Summary};
+use crate::changes::{EniChange, EniStatus};
+use crate::summary::{Outcome, Summary, TargetChange};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NotifyFormat {
@@ -30,71 +30,29 @@ impl NotifyFormat {
 /// A person's reading of the summary: what happened first, then each list, then how long it took.
 pub fn text(summary: &Summary) -> String {
     let mut out = String::new();
-    let action = summary
-        .trigger
-        .action
-        .and_then(|a| serde_json::to_value(a).ok())
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "cleanup".into());
-    let _ = writeln!(out, "{}", super::subject(summary));
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "Instance:    {} ({})",
-        summary.instance.id,
-        summary.instance.vpc_id.as_deref().unwrap_or("no VPC")
-    );
-    let _ = writeln!(out, "Outcome:     {}", summary.outcome.as_str());
-    let _ = writeln!(out, "Notice:      {action}, via {}", summary.trigger.label());
-    if let Some(at) = summary.terminates_at {
-        let _ = writeln!(out, "Terminates:  {}", at.to_rfc3339());
-    }
-    let section = |out: &mut String, title: &str, lines: Vec<String>| {
-        let _ = writeln!(out);
-        let _ = writeln!(out, "{title} ({})", lines.len());
-        if lines.is_empty() {
-            let _ = writeln!(out, "  none");
-        }
-        for line in lines {
-            let _ = writeln!(out, "  - {line}");
-        }
-    };
-    let target = |t: &crate::summary::TargetChange| {
-        format!(
-            "{} {}{} {}{}",
-            t.target_group_name,
-            t.target_id,
-            t.port.map(|p| format!(":{p}")).unwrap_or_default(),
-            t.state.as_deref().unwrap_or("?"),
-            t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
-        )
-    };
+    header(&mut out, summary);
     section(
         &mut out,
         "Removed from target groups",
-        summary.removed.iter().map(target).collect(),
+        summary.removed.iter().map(target_line).collect(),
     );
     section(
         &mut out,
         "Still registered",
-        summary.remaining.iter().map(target).collect(),
+        summary.remaining.iter().map(target_line).collect(),
     );
     if summary.dry_run {
-        section(&mut out, "Would remove", summary.planned.iter().map(target).collect());
+        section(
+            &mut out,
+            "Would remove",
+            summary.planned.iter().map(target_line).collect(),
+        );
     }
-    let enis = summary
-        .network_interfaces
-        .iter()
-        .map(|e| {
-            let status = serde_json::to_value(e.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let original = e.original_groups.as_ref().map(|g| g.join(", ")).unwrap_or_default();
-            format!("{} {status}, original groups: {original}", e.network_interface_id)
-        })
-        .collect();
-    section(&mut out, "Network interfaces", enis);
+    section(
+        &mut out,
+        "Network interfaces",
+        summary.network_interfaces.iter().map(eni_line).collect(),
+    );
     if !summary.monitoring.is_empty() {
         let told = summary
             .monitoring
@@ -121,6 +79,61 @@ pub fn text(summary: &Summary) -> String {
         summary.trigger.event_id.as_deref().unwrap_or("none")
     );
     out
+}
+
+/// The subject, then the instance, the outcome, the notice and when the instance goes.
+fn header(out: &mut String, summary: &Summary) {
+    let action = summary
+        .trigger
+        .action
+        .and_then(|a| serde_json::to_value(a).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "cleanup".into());
+    let _ = writeln!(out, "{}", super::subject(summary));
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Instance:    {} ({})",
+        summary.instance.id,
+        summary.instance.vpc_id.as_deref().unwrap_or("no VPC")
+    );
+    let _ = writeln!(out, "Outcome:     {}", summary.outcome.as_str());
+    let _ = writeln!(out, "Notice:      {action}, via {}", summary.trigger.label());
+    if let Some(at) = summary.terminates_at {
+        let _ = writeln!(out, "Terminates:  {}", at.to_rfc3339());
+    }
+}
+
+/// A titled list with its length, `none` when empty.
+fn section(out: &mut String, title: &str, lines: Vec<String>) {
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{title} ({})", lines.len());
+    if lines.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for line in lines {
+        let _ = writeln!(out, "  - {line}");
+    }
+}
+
+fn target_line(t: &TargetChange) -> String {
+    format!(
+        "{} {}{} {}{}",
+        t.target_group_name,
+        t.target_id,
+        t.port.map(|p| format!(":{p}")).unwrap_or_default(),
+        t.state.as_deref().unwrap_or("?"),
+        t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+    )
+}
+
+fn eni_line(e: &EniChange) -> String {
+    let status = serde_json::to_value(e.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let original = e.original_groups.as_ref().map(|g| g.join(", ")).unwrap_or_default();
+    format!("{} {status}, original groups: {original}", e.network_interface_id)
 }
 
 /// AWS Chatbot's custom notification: `version`, `source: custom`, and `content` with a title and a Markdown

@@ -9,8 +9,8 @@ use crate::input::InstanceId;
 use crate::instance::Instance;
 use crate::steps::claim::{self, Marker};
 use crate::steps::describe::describe_one;
+use crate::steps::records::left_targets::StoredTargets;
 use crate::steps::records::{Signer, StoredGroups, Trust};
-use crate::steps::reregister::StoredTargets;
 use crate::steps::tags;
 
 /// One ENI's record, as found.
@@ -27,14 +27,14 @@ pub struct RecordedTargets {
 }
 
 /// Everything the restore would act on.
-pub struct Found {
+pub struct Recorded {
     pub enis: Vec<RecordedEni>,
     pub targets: Option<RecordedTargets>,
     /// The interruption the records should belong to; None when the marker keeps none.
     pub episode: Option<String>,
 }
 
-impl Found {
+impl Recorded {
     pub fn is_empty(&self) -> bool {
         self.enis.is_empty() && self.targets.is_none()
     }
@@ -57,7 +57,7 @@ pub async fn read(
     marker: &Marker,
     instance_id: &InstanceId,
     with_targets: bool,
-) -> Result<Found, ReadError> {
+) -> Result<Recorded, ReadError> {
     let enis = recorded_enis(ec2, instance_id).await.map_err(ReadError::Enis)?;
     let targets = if with_targets {
         let instance = describe_one(ec2, instance_id).await.map_err(ReadError::Targets)?;
@@ -69,7 +69,7 @@ pub async fn read(
         None
     };
     let episode = claim::episode(marker, instance_id).await.map_err(ReadError::Episode)?;
-    Ok(Found { enis, targets, episode })
+    Ok(Recorded { enis, targets, episode })
 }
 
 async fn recorded_enis(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId) -> Result<Vec<RecordedEni>, CallError> {
@@ -107,7 +107,7 @@ async fn recorded_enis(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId) -> R
 
 /// What the check of every record found.
 #[derive(Debug, PartialEq)]
-pub enum Verdict {
+pub enum RecordCheck {
     /// Every record is this function's own, for this instance and interruption.
     Trusted,
     /// At least one is not (or no key is configured to tell): why, one reason per record.
@@ -117,9 +117,9 @@ pub enum Verdict {
 }
 
 /// Check every record's MAC (each one KMS VerifyMac call).
-pub async fn check(signer: Option<&Signer>, instance_id: &InstanceId, found: &Found) -> Verdict {
+pub async fn check(signer: Option<&Signer>, instance_id: &InstanceId, found: &Recorded) -> RecordCheck {
     if signer.is_none() {
-        return Verdict::Untrusted(vec![
+        return RecordCheck::Untrusted(vec![
             "RECORD_KEY_ID is not set, so no record can be proven to be this function's own".into(),
         ]);
     }
@@ -145,11 +145,11 @@ pub async fn check(signer: Option<&Signer>, instance_id: &InstanceId, found: &Fo
         }
     }
     if !untrusted.is_empty() {
-        Verdict::Untrusted(untrusted)
+        RecordCheck::Untrusted(untrusted)
     } else if !unchecked.is_empty() {
-        Verdict::Unchecked(unchecked)
+        RecordCheck::Unchecked(unchecked)
     } else {
-        Verdict::Trusted
+        RecordCheck::Trusted
     }
 }
 
@@ -168,7 +168,7 @@ mod tests {
             episode: String::new(),
             keys: vec!["spot-cleanup:original-groups".into()],
         };
-        let found = Found {
+        let found = Recorded {
             enis: vec![RecordedEni {
                 id: "eni-0aaa0000000000001".into(),
                 groups_now: vec!["sg-0ffff000000000009".into()],
@@ -178,7 +178,7 @@ mod tests {
             episode: None,
         };
         let instance = InstanceId::parse("i-0123456789abcdef0").unwrap();
-        let Verdict::Untrusted(reasons) = check(None, &instance, &found).await else {
+        let RecordCheck::Untrusted(reasons) = check(None, &instance, &found).await else {
             panic!("untrusted")
         };
         assert!(reasons[0].contains("RECORD_KEY_ID"), "{reasons:?}");

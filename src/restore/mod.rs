@@ -23,7 +23,7 @@ use crate::steps::records::Signer;
 use crate::summary::{RestoreOutcome, RestoreSummary};
 use crate::trust::scope::Home;
 use crate::trust::{Refusal, RefusalKind};
-use found::Verdict;
+use found::RecordCheck;
 
 /// What a restore needs, borrowed from the composition root.
 pub struct Context<'a> {
@@ -37,10 +37,11 @@ pub struct Context<'a> {
 
 /// A restore end to end: the trust checks, the records read and checked, the ENIs and (optionally) the targets put
 /// back, the record and delivery marker removed, the summary published (unless there was nothing to restore: an
-/// instance that was never quarantined starting up is not news).
+/// instance that was never quarantined starting up is not news). A dry run changes nothing and publishes its plan
+/// (`planned`): each ENI with the groups it would get back, and each target it would register again.
 pub async fn run(ctx: &Context<'_>, home: &Home, request: &RestoreRequest) -> Result<RestoreSummary, Refusal> {
     let (instance_id, trigger) = (&request.instance_id, &request.trigger);
-    if let Err(refusal) = ctx.config.trust.admit_restore(home, instance_id, trigger) {
+    if let Err(refusal) = ctx.config.trust.precheck_restore(home, instance_id, trigger) {
         ctx.publisher.refusal(&refusal).await;
         return Err(refusal);
     }
@@ -59,19 +60,19 @@ pub async fn run(ctx: &Context<'_>, home: &Home, request: &RestoreRequest) -> Re
         }
     };
     match found::check(ctx.signer, instance_id, &found).await {
-        Verdict::Trusted => {}
-        Verdict::Untrusted(reasons) => {
+        RecordCheck::Trusted => {}
+        RecordCheck::Untrusted(reasons) => {
             let refusal = Refusal::new(RefusalKind::RecordNotTrusted, instance_id, reasons, trigger);
             ctx.publisher.refusal(&refusal).await;
             return Err(refusal);
         }
-        Verdict::Unchecked(errors) => {
+        RecordCheck::Unchecked(errors) => {
             summary.errors.extend(errors);
             return Ok(publish(ctx, summary).await);
         }
     }
     if dry_run {
-        summary.outcome = RestoreOutcome::NothingToRestore;
+        summary.outcome = RestoreOutcome::Planned;
         summary.network_interfaces = apply::plan_enis(found.enis);
     } else {
         apply::restore_enis(ec2, found.enis, &mut summary).await;

@@ -11,6 +11,7 @@ use crate::aws::{CallError, Pace};
 use crate::changes::LifecycleReport;
 use crate::deadline::Deadline;
 use crate::input::LifecycleAction;
+use crate::registration::TargetState;
 use crate::summary::{Step, StepError, Summary, TargetChange};
 use aws_sdk_autoscaling::Client as AutoScalingClient;
 use aws_sdk_elasticloadbalancingv2::Client as ElbClient;
@@ -39,7 +40,7 @@ impl Default for DrainWait {
 
 /// Finish the lifecycle action of every summary that has one. A summary that is not complete leaves its action alone
 /// and says so. A dry run never comes here.
-pub async fn finish_all(
+pub async fn complete_all(
     autoscaling: &AutoScalingClient,
     elb: &ElbClient,
     pace: &Pace,
@@ -66,7 +67,7 @@ pub async fn finish_all(
                 let draining: Vec<&TargetChange> = summary
                     .removed
                     .iter()
-                    .filter(|t| t.state.as_deref() == Some("draining"))
+                    .filter(|t| TargetState::Draining.is(t.state.as_deref()))
                     .collect();
                 let started = Instant::now();
                 let (heartbeats, left, errors) =
@@ -193,7 +194,7 @@ mod semantics {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::{DrainWait, finish_all};
+    use super::{DrainWait, complete_all};
     use crate::aws::Pace;
     use crate::deadline::Deadline;
     use crate::input::{Invocation, parse_invocation};
@@ -378,7 +379,7 @@ mod semantics {
             heartbeat_every: Duration::ZERO,
         };
 
-        finish_all(
+        complete_all(
             &autoscaling.client(),
             &elb(&health),
             &Pace::new(100, 1000.0),
@@ -433,7 +434,7 @@ mod semantics {
             heartbeat_every: Duration::from_secs(3600),
         };
 
-        finish_all(
+        complete_all(
             &autoscaling.client(),
             &elb(&health),
             &Pace::new(100, 1000.0),
@@ -468,7 +469,7 @@ mod semantics {
         let autoscaling = AutoScaling::answering(&calls, true);
         let mut summaries = vec![drained_summary()];
 
-        finish_all(
+        complete_all(
             &autoscaling.client(),
             &elb(&health),
             &Pace::new(100, 1000.0),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::deregister::by_target_group;
 use crate::aws::{CallError, Pace, bounded_all};
 use crate::deadline::{Deadline, Rounds};
-use crate::registration::TargetRegistration;
+use crate::registration::{TargetRegistration, TargetState};
 
 /// What the verify pass saw for one registration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,8 +112,9 @@ async fn check_group(
             let verdict = match seen.and_then(|d| d.target_health()) {
                 None => Verdict::Deregistered,
                 Some(h) => match h.state().map(|s| s.as_str()) {
-                    Some("draining") => Verdict::Draining,
-                    Some("unused") | None => Verdict::Deregistered,
+                    Some(state) if TargetState::Draining.is(Some(state)) => Verdict::Draining,
+                    Some(state) if TargetState::Unused.is(Some(state)) => Verdict::Deregistered,
+                    None => Verdict::Deregistered,
                     Some(state) => Verdict::Remains {
                         state: state.to_owned(),
                         reason: h.reason().map(|r| r.as_str().to_owned()),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::input::{InstanceId, Request, Trigger};
+use crate::input::{InstanceId, Request, RestoreRequest, Source, Trigger};
 use freshness::DEFAULT_MAX_EVENT_AGE;
 use identity::IdentityPolicy;
 use scope::{Home, Scope};
@@ -114,7 +114,7 @@ impl Refusal {
 
 impl TrustConfig {
     /// The checks that need no AWS call, in order of cost: where the event says it comes from, its age, its proof.
-    pub fn admit(&self, home: &Home, request: &Request) -> Result<(), Refusal> {
+    pub fn precheck(&self, home: &Home, request: &Request) -> Result<(), Refusal> {
         let refuse = |kind, reasons| Refusal::new(kind, &request.instance_id, reasons, &request.trigger);
         let origin = self.scope.check_origin(home, &request.trigger);
         if !origin.is_empty() {
@@ -131,7 +131,7 @@ impl TrustConfig {
 
     /// A restore's checks: where it comes from, and its age (a replayed `running` event must not undo the quarantine
     /// of a later interruption).
-    pub fn admit_restore(&self, home: &Home, instance_id: &InstanceId, trigger: &Trigger) -> Result<(), Refusal> {
+    pub fn precheck_restore(&self, home: &Home, instance_id: &InstanceId, trigger: &Trigger) -> Result<(), Refusal> {
         let origin = self.scope.check_origin(home, trigger);
         if !origin.is_empty() {
             return Err(Refusal::new(RefusalKind::OutOfScope, instance_id, origin, trigger));
@@ -154,6 +154,58 @@ impl TrustConfig {
                 reasons,
                 &request.trigger,
             ))
+        }
+    }
+}
+
+/// A restore that reached the cleanup entry point: what becomes of it.
+#[derive(Debug, PartialEq)]
+pub enum MisdirectedRestore {
+    /// A `running` event, which a rule routes to the restore entry point: nothing to do here, for this reason.
+    Dropped(&'static str),
+    /// An operator's request: refused as a security signal.
+    Refused(Refusal),
+}
+
+/// Every delivery path may reach the cleanup entry point, so none of them may undo a quarantine there: an operator's
+/// request is refused, and a `running` event is ignored. Nothing is changed either way.
+pub fn restore_at_cleanup_entry_point(request: &RestoreRequest) -> MisdirectedRestore {
+    if request.trigger.source == Source::EventBridge {
+        return MisdirectedRestore::Dropped(
+            "a running instance is the restore entry point's to restore (ENTRY_POINT=restore), not this function's",
+        );
+    }
+    let reason = "this is the cleanup entry point, which every delivery path may invoke; a restore is accepted only \
+                  by the restore entry point (ENTRY_POINT=restore), invoked by the operator role";
+    MisdirectedRestore::Refused(Refusal::new(
+        RefusalKind::RestoreNotAuthorized,
+        &request.instance_id,
+        vec![reason.into()],
+        &request.trigger,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::{Invocation, parse_invocation};
+
+    #[test]
+    fn a_restore_at_the_cleanup_entry_point_is_refused_with_a_reason_in_one_line() {
+        let payload = serde_json::json!({"action": "restore", "instance_id": "i-0123456789abcdef0"});
+        let Invocation::Restore(request) = parse_invocation(&payload).unwrap() else {
+            panic!("a restore request")
+        };
+        let MisdirectedRestore::Refused(refusal) = restore_at_cleanup_entry_point(&request) else {
+            panic!("an operator's restore is refused")
+        };
+        assert_eq!(refusal.kind, RefusalKind::RestoreNotAuthorized);
+        for reason in &refusal.reasons {
+            assert!(
+                !reason.contains("  "),
+                "a run of spaces in the published reason: {reason:?}"
+            );
+            assert!(reason.contains("accepted only by the restore entry point"), "{reason}");
         }
     }
 }

@@ -129,7 +129,7 @@ async fn a_second_delivery_is_idempotent_and_keeps_the_original_record() {
         .expect("the retry also succeeds");
     let summary: Summary = serde_json::from_value(again).unwrap();
 
-    // The second delivery finds the interruption handled (src/claim.rs): it changes nothing and publishes nothing.
+    // The second delivery finds the interruption handled (src/steps/claim/): it changes nothing and publishes nothing.
     assert_eq!(summary.outcome.as_str(), "already-handled");
     assert!(summary.removed.is_empty(), "nothing left to deregister");
     for (eni, (_, tags)) in fleet.enis(node).await {

@@ -353,3 +353,112 @@ fn a_loop_is_found_and_named_along_its_way() {
     acyclic.get_mut("c").unwrap().remove("a");
     assert_eq!(cycle_in(&acyclic), None);
 }
+
+/// The workflows whose own files are held to a one-way order: `mod.rs`, the orchestrator, imports its phases and
+/// helpers; a phase or helper imports only the files beside it that stand below it, never `mod.rs`, and no two of
+/// them reach each other in a loop.
+const WORKFLOW_DIRS: &[&str] = &["cleanup", "restore", "index"];
+
+/// The first segment of every path a file's code names after `prefix` (`super::` or `crate::cleanup::`), in the
+/// `prefix x::y` and `prefix {x, y::z}` forms.
+fn named_after(code: &str, prefix: &str) -> BTreeSet<String> {
+    let ident = |s: &str| -> String {
+        s.trim()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut found = BTreeSet::new();
+    let mut rest = code;
+    while let Some(at) = rest.find(prefix) {
+        rest = &rest[at + prefix.len()..];
+        let names: Vec<String> = match rest.strip_prefix('{') {
+            // Split at the group's own commas, not those of a nested `{...}`.
+            Some(group) => {
+                let (mut depth, mut part, mut parts) = (0, String::new(), Vec::new());
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => parts.push(std::mem::take(&mut part)),
+                        _ => {}
+                    }
+                    part.push(c);
+                }
+                parts.push(part);
+                parts.iter().map(|p| ident(p.trim_start_matches(','))).collect()
+            }
+            None => vec![ident(rest)],
+        };
+        found.extend(names.into_iter().filter(|n| !n.is_empty()));
+    }
+    found
+}
+
+#[test]
+fn a_workflows_files_import_one_way_and_never_their_orchestrator() {
+    let src = repo_root().join("src");
+    let mut wrong = Vec::new();
+    for workflow in WORKFLOW_DIRS {
+        let dir = src.join(workflow);
+        let mut files: BTreeMap<String, std::path::PathBuf> = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                files.insert(stem, path.join("mod.rs"));
+            } else if path.extension().is_some_and(|e| e == "rs") && stem != "mod" {
+                files.insert(stem, path);
+            }
+        }
+        let own = format!("crate::{workflow}::");
+        let mut order: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for (stem, path) in &files {
+            let code = without_tests(&std::fs::read_to_string(path).unwrap());
+            let named = named_after(&code, "super::")
+                .into_iter()
+                .chain(named_after(&code, &own));
+            for name in named {
+                if files.contains_key(&name) {
+                    order.entry(stem).or_default().insert(name);
+                } else {
+                    wrong.push(format!(
+                        "src/{workflow}/{stem}.rs imports {name} from src/{workflow}/mod.rs, its orchestrator: a \
+                         phase imports only the files below it; move {name} into one of them"
+                    ));
+                }
+            }
+        }
+        for start in order.keys() {
+            let mut seen = BTreeSet::new();
+            let mut next: Vec<&String> = order[start].iter().collect();
+            while let Some(file) = next.pop() {
+                if file == start {
+                    wrong.push(format!(
+                        "src/{workflow}/{start}.rs reaches itself through the files beside it: {order:?}"
+                    ));
+                    break;
+                }
+                if seen.insert(file.clone()) {
+                    next.extend(order.get(file.as_str()).into_iter().flatten());
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_workflow_reader_sees_super_and_own_crate_paths() {
+    let code = "use super::{context::{Clock, Work}, report::Report};\nuse super::ledger;\n\
+                use crate::cleanup::assemble::x;\nuse crate::steps::y;\n";
+    assert_eq!(
+        named_after(code, "super::"),
+        ["context", "ledger", "report"].map(String::from).into_iter().collect()
+    );
+    assert_eq!(
+        named_after(code, "crate::cleanup::"),
+        ["assemble"].map(String::from).into_iter().collect()
+    );
+}

@@ -494,3 +494,54 @@ async fn with_reregister_on_restore_a_stopped_instance_goes_back_into_the_groups
     assert!(!tags.iter().any(|t| t.starts_with(LEFT_TARGETS_TAG)), "{tags:?}");
     assert_eq!(attribute(&fleet.published().await[0], "outcome"), "restored");
 }
+
+#[tokio::test]
+async fn a_dry_run_restore_publishes_what_it_would_put_back_and_changes_nothing() {
+    let moto = Moto::start();
+    let fleet = Fleet::build(&moto.sdk_config().await, 1).await;
+    let config = fleet.config_with(&[("REREGISTER_ON_RESTORE", "true")]).unwrap();
+    let (app, _) = app_with(&moto, config).await;
+    let dry = fleet
+        .config_with(&[("REREGISTER_ON_RESTORE", "true"), ("DRY_RUN", "true")])
+        .unwrap();
+    let (restorer, calls) = restorer_with(&moto, dry).await;
+    let node = &fleet.spot[0];
+    let original = fleet.enis(node).await;
+    let left = fleet.registrations_of(node, &fleet.registrations().await);
+    invoke(&app, common::event_for("spot-interruption-stop.json", &node.id))
+        .await
+        .expect("cleaned");
+    fleet.published().await;
+    let quarantined = fleet.enis(node).await;
+    let tags_before = instance_tags(&fleet, node).await;
+
+    let answer = invoke(&restorer, json!({"action": "restore", "instance_id": node.id}))
+        .await
+        .expect("a plan is a complete answer");
+    let restore = &answer["restore"];
+    assert_eq!(restore["outcome"], "planned", "{answer:#}");
+    // Each ENI with the groups it would get back: exactly those it had before the quarantine.
+    let enis = restore["network_interfaces"].as_array().expect("the ENIs are listed");
+    assert_eq!(enis.len(), original.len(), "{restore:#}");
+    for eni in enis {
+        let id = eni["network_interface_id"].as_str().unwrap();
+        let after: BTreeSet<String> = serde_json::from_value(eni["groups_after"].clone()).unwrap();
+        assert_eq!(after, original[id].0, "{eni}");
+        assert_eq!(eni["restored"], false, "{eni}");
+    }
+    // Each target it left, none registered.
+    let targets = restore["targets"].as_array().expect("the targets are listed");
+    assert_eq!(targets.len(), left.len(), "{restore:#}");
+    assert!(targets.iter().all(|t| t["registered"] == false), "{restore:#}");
+
+    // Nothing changed: no write at all, the ENIs still quarantined, the records and the marker kept.
+    assert!(mutations(&calls).is_empty(), "{:?}", mutations(&calls));
+    assert_eq!(fleet.enis(node).await, quarantined);
+    assert!(fleet.registrations_of(node, &fleet.registrations().await).is_empty());
+    assert_eq!(instance_tags(&fleet, node).await, tags_before);
+    // The plan is published, labelled as one.
+    let published = fleet.published().await;
+    assert_eq!(published.len(), 1);
+    assert_eq!(attribute(&published[0], "kind"), "restore");
+    assert_eq!(attribute(&published[0], "outcome"), "planned");
+}

@@ -3,11 +3,11 @@
 use aws_sdk_dynamodb::types::ReturnValue;
 use chrono::{DateTime, Utc};
 
-use super::items::{BOARD_SK, Board, Phase, expires, groups_value, read_from_item, read_item, sweep_pk};
+use super::items::{BOARD_SK, Board, Phase, groups_value, read_from_item, read_item, sweep_pk};
 use crate::aws::CallError;
 use crate::locate::sweep::read::{Candidate, GroupRead};
 use crate::store;
-use crate::table::{Item, s, stamp};
+use crate::table::{Item, expires_from, s, stamp};
 
 /// What the board said to a cleanup that needs a sweep of a VPC.
 #[derive(Debug)]
@@ -56,7 +56,7 @@ impl Boards {
             .expression_attribute_values(":now", s(stamp(now)))
             .expression_attribute_values(":until", s(stamp(lease_until)))
             .expression_attribute_values(":since", s(stamp(since)))
-            .expression_attribute_values(":expires", expires(now))
+            .expression_attribute_values(":expires", expires_from(now))
             .send()
             .await;
         match taken.map_err(|e| CallError::new("UpdateItem", &e)) {
@@ -157,7 +157,7 @@ impl Boards {
     }
 
     /// Record how the sweep ended.
-    pub async fn finish(&self, vpc: &str, token: &str, phase: Phase) -> Result<bool, CallError> {
+    pub async fn close(&self, vpc: &str, token: &str, phase: Phase) -> Result<bool, CallError> {
         let values = vec![(":state", s(phase.as_str())), (":now", s(stamp(Utc::now())))];
         self.held_update(vpc, token, "SET #state = :state, finished_at = :now", values)
             .await

@@ -15,19 +15,13 @@ use chrono::{DateTime, Utc};
 
 use crate::locate::sweep::read::{Candidate, GroupRead, Outcome, Seen};
 use crate::registration::TargetKind;
-use crate::table::{Item, ItemError, SWEEP_PK_PREFIX, TTL_ATTRIBUTE, s, stamp, text, time};
+use crate::table::{Item, ItemError, SWEEP_PK_PREFIX, TTL_ATTRIBUTE, expires_from, s, stamp, text, time};
 
 pub const BOARD_SK: &str = "sweep";
 const GROUP_SK_PREFIX: &str = "group#";
-/// Items live a day: by then the sweep is long over.
-const TTL_SECONDS: i64 = 24 * 60 * 60;
 
 pub fn sweep_pk(vpc: &str) -> String {
     format!("{SWEEP_PK_PREFIX}{vpc}")
-}
-
-pub fn expires(now: DateTime<Utc>) -> AttributeValue {
-    AttributeValue::N((now.timestamp() + TTL_SECONDS).to_string())
 }
 
 /// How far a sweep got.
@@ -153,7 +147,7 @@ pub fn read_item(vpc: &str, read: &GroupRead, now: DateTime<Utc>) -> Item {
             item.insert("error".into(), s(error));
         }
     }
-    item.insert(TTL_ATTRIBUTE.into(), expires(now));
+    item.insert(TTL_ATTRIBUTE.into(), expires_from(now));
     item
 }
 

@@ -168,24 +168,12 @@ impl SharedSweep {
         let candidates = match listed {
             Ok(groups) => in_vpc(&groups, vpc),
             Err(error) => {
-                let _ = self.boards.finish(vpc, token, Phase::Incomplete).await;
+                let _ = self.boards.close(vpc, token, Phase::Incomplete).await;
                 return Err(error.into());
             }
         };
         let mut writes = JoinSet::new();
-        {
-            let (boards, vpc, token, candidates) = (
-                self.boards.clone(),
-                vpc.to_owned(),
-                token.to_owned(),
-                candidates.clone(),
-            );
-            writes.spawn(async move {
-                if let Err(error) = boards.listed(&vpc, &token, &candidates).await {
-                    tracing::warn!(vpc, %error, "shared sweep: the groups were not listed on the board");
-                }
-            });
-        }
+        self.list_on_board(&mut writes, vpc, token, &candidates);
         // What a sweeper that died left behind is still good if it was read after the notice.
         let mut reads: BTreeMap<String, GroupRead> = earlier
             .unwrap_or_default()
@@ -193,6 +181,57 @@ impl SharedSweep {
             .filter(|r| r.read_at >= since && !matches!(r.outcome, Outcome::Failed(_)))
             .map(|r| (r.candidate.arn.clone(), r))
             .collect();
+        let covered = self
+            .read_pending(vpc, token, &candidates, &mut reads, since, deadline)
+            .await;
+        while writes.join_next().await.is_some() {}
+        let complete = candidates.iter().all(|c| {
+            reads
+                .get(&c.arn)
+                .is_some_and(|r| r.read_at >= covered && !matches!(r.outcome, Outcome::Failed(_)))
+        });
+        let phase = if complete { Phase::Done } else { Phase::Incomplete };
+        if let Err(error) = self.boards.close(vpc, token, phase).await {
+            tracing::warn!(vpc, %error, "shared sweep: the board was not updated; it lapses with the lease");
+        }
+        tracing::info!(
+            vpc,
+            groups = candidates.len(),
+            done = complete,
+            since_start_ms = (Utc::now() - started_at).num_milliseconds(),
+            "shared sweep: swept"
+        );
+        Ok(candidates.iter().filter_map(|c| reads.remove(&c.arn)).collect())
+    }
+
+    /// List the candidates on the board, in the background: those who come to wait see what is being swept.
+    fn list_on_board(&self, writes: &mut JoinSet<()>, vpc: &str, token: &str, candidates: &[Candidate]) {
+        let (boards, vpc, token, candidates) = (
+            self.boards.clone(),
+            vpc.to_owned(),
+            token.to_owned(),
+            candidates.to_vec(),
+        );
+        writes.spawn(async move {
+            if let Err(error) = boards.listed(&vpc, &token, &candidates).await {
+                tracing::warn!(vpc, %error, "shared sweep: the groups were not listed on the board");
+            }
+        });
+    }
+
+    /// Read every candidate not read since `since`, chunk by chunk, each chunk published on the board as it comes;
+    /// then again for the notices of those that came to wait meanwhile. Returns the notice time the reads cover, once
+    /// every chunk is on the board.
+    async fn read_pending(
+        &self,
+        vpc: &str,
+        token: &str,
+        candidates: &[Candidate],
+        reads: &mut BTreeMap<String, GroupRead>,
+        since: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> DateTime<Utc> {
+        let mut writes = JoinSet::new();
         let mut covered = since;
         loop {
             let pending: Vec<Candidate> = candidates
@@ -220,23 +259,7 @@ impl SharedSweep {
             covered = wanted;
         }
         while writes.join_next().await.is_some() {}
-        let complete = candidates.iter().all(|c| {
-            reads
-                .get(&c.arn)
-                .is_some_and(|r| r.read_at >= covered && !matches!(r.outcome, Outcome::Failed(_)))
-        });
-        let phase = if complete { Phase::Done } else { Phase::Incomplete };
-        if let Err(error) = self.boards.finish(vpc, token, phase).await {
-            tracing::warn!(vpc, %error, "shared sweep: the board was not updated; it lapses with the lease");
-        }
-        tracing::info!(
-            vpc,
-            groups = candidates.len(),
-            done = complete,
-            since_start_ms = (Utc::now() - started_at).num_milliseconds(),
-            "shared sweep: swept"
-        );
-        Ok(candidates.iter().filter_map(|c| reads.remove(&c.arn)).collect())
+        covered
     }
 
     /// Renew the sweeper's lease until the returned guard is dropped.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
-use super::{IN_PROGRESS, Lease, Marker, Token, claim_key};
+use super::{Lease, Marker, MarkerState, Token, claim_key};
 use crate::aws::{CallError, join_all};
 use crate::input::InstanceId;
 use crate::steps::tags;
@@ -93,7 +93,7 @@ async fn renew(marker: &Marker, held: &[&(InstanceId, Token)], until: DateTime<U
                     .expression_attribute_names("#state", "state")
                     .expression_attribute_values(":until", s(stamp(until)))
                     .expression_attribute_values(":token", s(token.as_str()))
-                    .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+                    .expression_attribute_values(":in_progress", s(MarkerState::InProgress.as_str()))
                     .send()
                     .await;
                 match renewed.map_err(|e| CallError::new("UpdateItem", &e)) {

@@ -50,11 +50,51 @@ pub const HANDLED_TAG: &str = "spot-cleanup:handled";
 pub const SETTLE: Duration = Duration::from_millis(500);
 /// How long a claim lasts unless its holder renews it (`CLAIM_LEASE_SECONDS`).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
-/// Claim items expire after a day: by then the instance is long gone or was restored.
-pub(super) const CLAIM_TTL_SECONDS: i64 = 24 * 60 * 60;
-pub(super) const IN_PROGRESS: &str = "in-progress";
-pub(super) const INCOMPLETE: &str = "incomplete";
-pub(super) const UNPUBLISHED: &str = "unpublished";
+
+/// Where the work a marker stands for is, as its `state` says: in the table's claim item, and in the warning of a
+/// delivery that found it taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkerState {
+    /// A delivery holds the claim and is doing the work.
+    InProgress,
+    /// The work is done: later deliveries end quietly.
+    Done,
+    /// The work was left for a retry, which may claim it at once.
+    Incomplete,
+    /// The work is done and its summary was not published: the retry that claims it publishes the summary kept in
+    /// the item, and does no AWS work again.
+    Unpublished,
+}
+
+impl MarkerState {
+    /// The word stored in the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MarkerState::InProgress => "in-progress",
+            MarkerState::Done => "done",
+            MarkerState::Incomplete => "incomplete",
+            MarkerState::Unpublished => "unpublished",
+        }
+    }
+
+    /// The state a stored word names; None for a word this function does not write.
+    pub fn parse(word: &str) -> Option<Self> {
+        [
+            MarkerState::InProgress,
+            MarkerState::Done,
+            MarkerState::Incomplete,
+            MarkerState::Unpublished,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == word)
+    }
+}
+
+impl std::fmt::Display for MarkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Where the marker lives. The handles are owned, so that the task renewing the claims can keep them.
 #[derive(Clone, Debug)]
@@ -107,12 +147,12 @@ impl Lease {
 /// What the marker said.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Claim {
-    /// This invocation does the work; `finish` records how it went. `episode` names the interruption across
+    /// This invocation does the work; `close` records how it went. `episode` names the interruption across
     /// takeovers (the token of the claim that started its work) for the records the work signs; empty with tags,
     /// whose claims cannot carry one safely.
     Won { token: Token, episode: String },
     /// Another delivery did the work (`done`) or is doing it (`in-progress`).
-    Taken { state: String, since: Option<String> },
+    Taken { state: MarkerState, since: Option<String> },
     /// The marker could not be read or written. The work goes ahead (it is idempotent) with this warning: a missed
     /// cleanup costs more than a repeated one.
     Unavailable(String),
@@ -162,18 +202,13 @@ pub async fn claim_all(marker: &Marker, instances: &[InstanceId], lease: &Lease)
 }
 
 /// Record how the work went: `done`, released for a retry, or left for a retry to publish.
-pub async fn finish(
-    marker: &Marker,
-    instance: &InstanceId,
-    token: &Token,
-    ending: Ending<'_>,
-) -> Result<(), CallError> {
+pub async fn close(marker: &Marker, instance: &InstanceId, token: &Token, ending: Ending<'_>) -> Result<(), CallError> {
     match marker {
         Marker::Table { dynamodb, table } => {
             let (state, summary) = match ending {
-                Ending::Done => ("done", None),
-                Ending::Incomplete => (INCOMPLETE, None),
-                Ending::Unpublished(summary) => (UNPUBLISHED, serde_json::to_string(summary).ok()),
+                Ending::Done => (MarkerState::Done, None),
+                Ending::Incomplete => (MarkerState::Incomplete, None),
+                Ending::Unpublished(summary) => (MarkerState::Unpublished, serde_json::to_string(summary).ok()),
             };
             let update = dynamodb
                 .update_item()
@@ -183,7 +218,7 @@ pub async fn finish(
                 .condition_expression("#token = :token")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_names("#token", "token")
-                .expression_attribute_values(":state", s(state))
+                .expression_attribute_values(":state", s(state.as_str()))
                 .expression_attribute_values(":now", s(stamp(Utc::now())))
                 .expression_attribute_values(":token", s(token.as_str()));
             let update = match summary {

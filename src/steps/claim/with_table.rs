@@ -1,12 +1,11 @@
 //! The marker in the function's table: one conditional UpdateItem takes it.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 
-use super::{CLAIM_TTL_SECONDS, Claim, IN_PROGRESS, INCOMPLETE, Lease, Token, UNPUBLISHED};
+use super::{Claim, Lease, MarkerState, Token};
 use crate::aws::CallError;
 use crate::input::InstanceId;
-use crate::table::{CLAIM_SK, claim_pk, s, stamp};
+use crate::table::{CLAIM_SK, claim_pk, expires_from, s, stamp};
 
 pub(super) async fn claim_item(
     dynamodb: &aws_sdk_dynamodb::Client,
@@ -32,15 +31,12 @@ pub(super) async fn claim_item(
         .expression_attribute_names("#token", "token")
         .expression_attribute_names("#state", "state")
         .expression_attribute_values(":token", s(token.as_str()))
-        .expression_attribute_values(":in_progress", s(IN_PROGRESS))
-        .expression_attribute_values(":incomplete", s(INCOMPLETE))
-        .expression_attribute_values(":unpublished", s(UNPUBLISHED))
+        .expression_attribute_values(":in_progress", s(MarkerState::InProgress.as_str()))
+        .expression_attribute_values(":incomplete", s(MarkerState::Incomplete.as_str()))
+        .expression_attribute_values(":unpublished", s(MarkerState::Unpublished.as_str()))
         .expression_attribute_values(":now", s(stamp(now)))
         .expression_attribute_values(":until", s(stamp(lease.until())))
-        .expression_attribute_values(
-            ":expires",
-            AttributeValue::N((now.timestamp() + CLAIM_TTL_SECONDS).to_string()),
-        )
+        .expression_attribute_values(":expires", expires_from(now))
         .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
         .send()
         .await;
@@ -54,7 +50,7 @@ pub(super) async fn claim_item(
                     .cloned()
             };
             // A run before this one did the work and could not publish: its summary is all that is left.
-            let summary = (old("state").as_deref() == Some(UNPUBLISHED))
+            let summary = (old("state").as_deref() == Some(MarkerState::Unpublished.as_str()))
                 .then(|| old("summary"))
                 .flatten()
                 .and_then(|text| serde_json::from_str(&text).ok());
@@ -74,7 +70,10 @@ pub(super) async fn claim_item(
             let item = held.ok().flatten().unwrap_or_default();
             let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
             Claim::Taken {
-                state: text("state").unwrap_or_else(|| IN_PROGRESS.into()),
+                // The condition fails only on a claim in progress or done; one gone meanwhile was in progress.
+                state: text("state")
+                    .and_then(|word| MarkerState::parse(&word))
+                    .unwrap_or(MarkerState::InProgress),
                 since: text("claimed_at"),
             }
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::Filter;
 use chrono::{DateTime, Utc};
 
-use super::{CLAIM_TAG_PREFIX, Claim, HANDLED_TAG, IN_PROGRESS, Lease, SETTLE, Token};
+use super::{CLAIM_TAG_PREFIX, Claim, HANDLED_TAG, Lease, MarkerState, SETTLE, Token};
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::steps::tags;
@@ -63,7 +63,7 @@ pub(super) async fn claim_tags(ec2: &aws_sdk_ec2::Client, instances: &[InstanceI
     // Already handled: nothing to claim.
     let handled = |tags: Option<&BTreeMap<String, String>>| {
         tags.and_then(|t| t.get(HANDLED_TAG)).map(|at| Claim::Taken {
-            state: "done".into(),
+            state: MarkerState::Done,
             since: Some(at.clone()),
         })
     };
@@ -128,7 +128,7 @@ async fn decide(
     if let Some(at) = found.get(HANDLED_TAG) {
         let _ = tags::delete(ec2, instance.as_str(), vec![mine.to_owned()]).await;
         return Claim::Taken {
-            state: "done".into(),
+            state: MarkerState::Done,
             since: Some(at.clone()),
         };
     }
@@ -162,7 +162,7 @@ async fn decide(
         .and_then(DateTime::<Utc>::from_timestamp_millis)
         .map(stamp);
     Claim::Taken {
-        state: IN_PROGRESS.into(),
+        state: MarkerState::InProgress,
         since,
     }
 }

@@ -132,7 +132,49 @@ impl Intercept for CallCounter {
     }
 }
 
-/// The function's clients against moto, with every request counted.
+/// DynamoDB applies the writes to an item one at a time, so of two conditional writes racing for a claim one fails.
+/// moto evaluates conditions without a lock on a threaded server, so both can pass; its DynamoDB calls are sent one
+/// at a time here instead.
+#[derive(Debug)]
+struct OneAtATime {
+    inner: aws_smithy_runtime_api::client::http::SharedHttpClient,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl aws_smithy_runtime_api::client::http::HttpClient for OneAtATime {
+    fn http_connector(
+        &self,
+        settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+        aws_smithy_runtime_api::client::http::SharedHttpConnector::new(OneConnector {
+            inner: self.inner.http_connector(settings, components),
+            turn: self.turn.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct OneConnector {
+    inner: aws_smithy_runtime_api::client::http::SharedHttpConnector,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl aws_smithy_runtime_api::client::http::HttpConnector for OneConnector {
+    fn call(
+        &self,
+        request: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+    ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        let (inner, turn) = (self.inner.clone(), self.turn.clone());
+        aws_smithy_runtime_api::client::http::HttpConnectorFuture::new(async move {
+            let _turn = turn.lock().await;
+            inner.call(request).await
+        })
+    }
+}
+
+/// The function's clients against moto, with every request counted (and DynamoDB's sent one at a time, as DynamoDB
+/// serializes an item's writes: see `OneAtATime`).
 pub fn counted_clients(shared: &SdkConfig) -> (spot_cleanup::Clients, CallCounter) {
     let counter = CallCounter::default();
     let clients = spot_cleanup::Clients::from_shared(shared);
@@ -149,14 +191,23 @@ pub fn counted_clients(shared: &SdkConfig) -> (spot_cleanup::Clients, CallCounte
             .interceptor(counter.clone())
             .build(),
     );
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-        clients
-            .dynamodb
-            .config()
-            .to_builder()
-            .interceptor(counter.clone())
-            .build(),
-    );
+    // The ELB client's HTTP client is the paced one over the function's own: the one to send DynamoDB calls through.
+    let inner = clients
+        .elb
+        .config()
+        .http_client()
+        .expect("the function's clients name their HTTP client");
+    let dynamodb = clients
+        .dynamodb
+        .config()
+        .to_builder()
+        .interceptor(counter.clone())
+        .http_client(OneAtATime {
+            inner,
+            turn: Arc::default(),
+        })
+        .build();
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(dynamodb);
     (
         spot_cleanup::Clients {
             elb,

@@ -1,83 +1,18 @@
-//! The records a restore acts on (each ENI's original groups, and with `REREGISTER_ON_RESTORE` the targets an instance
-//! left) are signed, so that a restore acts only on records this function wrote, for this instance and this
-//! interruption. Anyone who may tag an ENI or an instance could otherwise choose what the function later applies.
-//!
-//! The signature is an HMAC made by KMS (`GenerateMac`, HMAC_SHA_256) with a key that only the function's roles may
-//! use (`RECORD_KEY_ID`; the template creates it, and its key policy grants `GenerateMac` to the cleanup's role and
-//! `VerifyMac` to both). The key never leaves KMS, and every use is in CloudTrail. What is signed names the instance,
-//! the ENI (or the instance's targets), the interruption's episode (the delivery marker's, with the table) and when it
-//! was written, so a record copied from another ENI or instance, or edited after it was written, does not verify.
+//! An ENI's original-groups record: the groups it had before the quarantine, in its tags, with the MAC, time and
+//! interruption that sign it.
 
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_ec2::types::Tag;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 
-use super::tags;
+use super::{Presented, Signer, TAG_VALUE_MAX, Trust, check};
 use crate::aws::CallError;
 use crate::instance::Instance;
+use crate::steps::tags;
 
 /// The tag that records an ENI's original groups, comma-separated. Values longer than EC2's 256-character limit
 /// continue in `spot-cleanup:original-groups:2`, `:3`, ...
 pub const ORIGINAL_GROUPS_TAG: &str = "spot-cleanup:original-groups";
-const TAG_VALUE_MAX: usize = 256;
-
-const ALGORITHM: aws_sdk_kms::types::MacAlgorithmSpec = aws_sdk_kms::types::MacAlgorithmSpec::HmacSha256;
-
-/// KMS's HMAC key for records.
-#[derive(Clone, Debug)]
-pub struct Signer {
-    kms: aws_sdk_kms::Client,
-    key_id: String,
-}
-
-impl Signer {
-    pub fn new(kms: aws_sdk_kms::Client, key_id: String) -> Self {
-        Signer { kms, key_id }
-    }
-
-    /// The record's MAC, base64, for a tag.
-    pub async fn sign(&self, message: &str) -> Result<String, CallError> {
-        let output = self
-            .kms
-            .generate_mac()
-            .key_id(&self.key_id)
-            .mac_algorithm(ALGORITHM)
-            .message(aws_smithy_types::Blob::new(message.as_bytes()))
-            .send()
-            .await
-            .map_err(|e| CallError::new("GenerateMac", &e))?;
-        let mac = output.mac().map(|m| m.as_ref()).unwrap_or_default();
-        Ok(STANDARD.encode(mac))
-    }
-
-    /// Whether `mac` is this key's MAC of `message`. False for a MAC that does not match or is not even base64; an
-    /// error only when KMS could not be asked.
-    pub async fn verify(&self, message: &str, mac: &str) -> Result<bool, CallError> {
-        let Ok(mac) = STANDARD.decode(mac.trim()) else {
-            return Ok(false);
-        };
-        if mac.is_empty() {
-            return Ok(false);
-        }
-        let answer = self
-            .kms
-            .verify_mac()
-            .key_id(&self.key_id)
-            .mac_algorithm(ALGORITHM)
-            .message(aws_smithy_types::Blob::new(message.as_bytes()))
-            .mac(aws_smithy_types::Blob::new(mac))
-            .send()
-            .await;
-        match answer {
-            Ok(output) => Ok(output.mac_valid()),
-            // KMS's answer for a MAC its key did not make.
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_kms_invalid_mac_exception()) => Ok(false),
-            Err(e) => Err(CallError::new("VerifyMac", &e)),
-        }
-    }
-}
 
 /// What an ENI's original-groups record says, signed or not.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,16 +40,17 @@ impl GroupsRecord {
     }
 }
 
-/// The text the MAC of an instance's record of left targets covers: every tag of the record, key and value, in key
-/// order, so that no part can be changed, added or dropped.
-pub fn left_targets_message(instance: &str, episode: &str, tags: &[(String, String)]) -> String {
-    let mut sorted: Vec<&(String, String)> = tags.iter().collect();
-    sorted.sort();
-    let mut message = format!("spot-cleanup left-targets v1\ninstance={instance}\nepisode={episode}");
-    for (key, value) in sorted {
-        message.push_str(&format!("\n{key}={value}"));
+impl GroupsRecord {
+    /// Check this record, as its tags hold it (with `mac`), against `episode`.
+    pub async fn check(&self, signer: Option<&Signer>, mac: Option<&str>, episode: Option<&str>) -> Trust {
+        let message = self.message();
+        let found = Presented {
+            message: &message,
+            episode: &self.episode,
+            mac,
+        };
+        check(signer, found, episode).await
     }
-    message
 }
 
 /// The keys that sign an ENI's record, beside its groups.
@@ -179,62 +115,6 @@ pub fn record_tags(record: &GroupsRecord, mac: Option<&str>) -> Vec<Tag> {
         }
     }
     written
-}
-
-/// Whether a record is this function's own.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Trust {
-    /// Its MAC verifies.
-    Ours,
-    /// No key is configured, so nothing is signed: the record is taken as it is, and a restore refuses it.
-    Unsigned,
-    /// Not written by this function, or changed since: why.
-    NotOurs(String),
-    /// KMS could not be asked.
-    Unknown(CallError),
-}
-
-/// A record as found: the text its MAC should cover, the interruption it says it was written for, and its MAC.
-#[derive(Clone, Copy, Debug)]
-pub struct Found<'a> {
-    pub message: &'a str,
-    pub episode: &'a str,
-    pub mac: Option<&'a str>,
-}
-
-impl GroupsRecord {
-    /// Check this record, as its tags hold it (with `mac`), against `episode`.
-    pub async fn check(&self, signer: Option<&Signer>, mac: Option<&str>, episode: Option<&str>) -> Trust {
-        let message = self.message();
-        let found = Found {
-            message: &message,
-            episode: &self.episode,
-            mac,
-        };
-        check(signer, found, episode).await
-    }
-}
-
-/// Check a record's MAC and, when the interruption it should belong to is known (`episode`), that it was written for
-/// that one: a valid record of an earlier interruption is not this one's.
-pub async fn check(signer: Option<&Signer>, found: Found<'_>, episode: Option<&str>) -> Trust {
-    let Some(signer) = signer else {
-        return Trust::Unsigned;
-    };
-    let Some(mac) = found.mac else {
-        return Trust::NotOurs("it carries no MAC".into());
-    };
-    match signer.verify(found.message, mac).await {
-        Ok(false) => Trust::NotOurs("its MAC does not verify: it was written by someone else, or changed".into()),
-        Err(error) => Trust::Unknown(error),
-        Ok(true) => match episode {
-            Some(now) if !now.is_empty() && found.episode != now => Trust::NotOurs(format!(
-                "it was written for another interruption ({:.40}, not {now:.40})",
-                found.episode
-            )),
-            _ => Trust::Ours,
-        },
-    }
 }
 
 /// The original-groups records already on the instances' ENIs, by ENI id, from one DescribeNetworkInterfaces.
@@ -419,29 +299,6 @@ mod tests {
         for other in changed {
             assert_ne!(other.message(), base, "{other:?}");
         }
-    }
-
-    #[test]
-    fn the_left_targets_message_covers_every_tag_in_key_order() {
-        let tags = vec![
-            ("spot-cleanup:left-targets".to_owned(), "web/1,i-0123abcd,80".to_owned()),
-            (
-                "spot-cleanup:left-targets-in".to_owned(),
-                "arn:aws:x:targetgroup/".to_owned(),
-            ),
-        ];
-        let mut reversed = tags.clone();
-        reversed.reverse();
-        assert_eq!(
-            left_targets_message("i-0123abcd", "e", &tags),
-            left_targets_message("i-0123abcd", "e", &reversed)
-        );
-        let mut edited = tags.clone();
-        edited[0].1.push_str(" web/2,i-0123abcd,81");
-        assert_ne!(
-            left_targets_message("i-0123abcd", "e", &tags),
-            left_targets_message("i-0123abcd", "e", &edited)
-        );
     }
 
     #[test]

@@ -5,147 +5,22 @@
 //! ENI, so that a later restore can put them back even if the summary is lost. No tag, no change.
 //!
 //! A security group change does not cut connections the VPC is already tracking; see docs/how-it-works.md.
+//!
+//! `groups` finds the quarantine group of each VPC; `record` decides what becomes of the record an ENI carries, and
+//! writes a new one.
+
+mod groups;
+mod record;
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use chrono::Utc;
-
-use super::records::{self, GroupsRecord, Signer, StoredGroups, Trust};
-use super::tags;
 use crate::aws::{CallError, bounded_all};
 use crate::changes::{EniChange, EniStatus};
 use crate::instance::{Instance, NetworkInterface};
-use crate::table::stamp;
-
-/// A security group id: `sg-` and 8 or 17 lowercase hex digits.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SecurityGroupId(String);
-
-impl SecurityGroupId {
-    pub fn parse(value: &str) -> Option<Self> {
-        let hex = value.strip_prefix("sg-")?;
-        let ok = matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        ok.then(|| Self(value.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SecurityGroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Quarantine groups by VPC, resolved from the configured ids.
-pub type QuarantineGroups = HashMap<String, String>;
-
-/// How long a lookup of the quarantine groups is trusted. Init looks them up so that the first invocation need not;
-/// after this a warm container looks again, so a replaced group is picked up.
-pub const QUARANTINE_GROUPS_TTL: Duration = Duration::from_secs(300);
-
-/// The last successful lookup of the quarantine groups. A failed lookup is not kept.
-#[derive(Debug, Default)]
-pub struct QuarantineGroupCache {
-    configured: Vec<SecurityGroupId>,
-    resolved: Mutex<Option<(Instant, Arc<QuarantineGroups>)>>,
-}
-
-impl QuarantineGroupCache {
-    pub fn new(configured: Vec<SecurityGroupId>) -> Self {
-        Self {
-            configured,
-            resolved: Mutex::new(None),
-        }
-    }
-
-    /// The groups by VPC: the kept lookup while it is fresh, else a new one.
-    pub async fn get(&self, ec2: &aws_sdk_ec2::Client) -> Result<Arc<QuarantineGroups>, ResolveError> {
-        let fresh = |kept: &Option<(Instant, Arc<QuarantineGroups>)>| {
-            kept.as_ref()
-                .filter(|(at, _)| at.elapsed() < QUARANTINE_GROUPS_TTL)
-                .map(|(_, groups)| Arc::clone(groups))
-        };
-        if let Some(groups) = fresh(&self.resolved.lock().expect("never poisoned: no panics under the lock")) {
-            return Ok(groups);
-        }
-        let groups = Arc::new(resolve_quarantine_groups(ec2, &self.configured).await?);
-        *self.resolved.lock().expect("never poisoned: no panics under the lock") =
-            Some((Instant::now(), Arc::clone(&groups)));
-        Ok(groups)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("could not look up the quarantine security groups {ids}: {error}")]
-pub struct ResolveError {
-    pub ids: String,
-    pub error: CallError,
-}
-
-/// Find the VPC of each configured quarantine group. Groups of other regions or accounts (one deployment can serve
-/// several) are not found here: EC2 then fails the whole call, so it is asked again with a filter, which skips them.
-pub async fn resolve_quarantine_groups(
-    ec2: &aws_sdk_ec2::Client,
-    configured: &[SecurityGroupId],
-) -> Result<QuarantineGroups, ResolveError> {
-    let ids: Vec<String> = configured.iter().map(|g| g.as_str().to_owned()).collect();
-    let failed = |e| ResolveError {
-        ids: ids.join(","),
-        error: CallError::new("DescribeSecurityGroups", &e),
-    };
-    let output = match ec2
-        .describe_security_groups()
-        .set_group_ids(Some(ids.clone()))
-        .send()
-        .await
-        .map_err(failed)
-    {
-        Ok(output) => output,
-        Err(e) if e.error.is("InvalidGroup.NotFound") => {
-            let filter = aws_sdk_ec2::types::Filter::builder()
-                .name("group-id")
-                .set_values(Some(ids.clone()))
-                .build();
-            ec2.describe_security_groups()
-                .filters(filter)
-                .send()
-                .await
-                .map_err(failed)?
-        }
-        Err(e) => return Err(e),
-    };
-    Ok(output
-        .security_groups()
-        .iter()
-        .filter_map(|g| Some((g.vpc_id()?.to_owned(), g.group_id()?.to_owned())))
-        .collect())
-}
-
-/// What an earlier run recorded about one ENI.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Record {
-    /// A record an earlier run wrote to the ENI's tags (or someone else did: `quarantine_one` checks).
-    Known(StoredGroups),
-    /// The ENI has no record.
-    Absent,
-    /// The records could not be read.
-    Unreadable,
-}
-
-/// How this run signs the records it writes, and checks the ones it finds.
-#[derive(Clone, Debug, Default)]
-pub struct Recording {
-    /// None when no key is configured (`RECORD_KEY_ID`): records are written unsigned, and a restore refuses them.
-    pub signer: Option<Signer>,
-    /// The interruption the records are written for; empty when the marker keeps none.
-    pub episode: String,
-}
+use crate::steps::records::{StoredGroups, Trust};
+pub use groups::{QuarantineGroupCache, QuarantineGroups, SecurityGroupId};
+pub use record::Recording;
+use record::{Plan, Record, plan_record, write_record};
 
 /// Quarantine every ENI of the instance, all at once. ENIs are independent: one failing does not stop the others.
 /// `records` is what `records::recorded_groups` returned.
@@ -273,88 +148,6 @@ impl Target {
     }
 }
 
-/// What to do about the record an ENI carries before changing its groups.
-enum Plan {
-    /// Keep it: it is this function's own (or nothing is signed). Its groups are what a restore puts back.
-    Keep(Vec<String>),
-    /// Write a new record of the ENI's groups, removing the keys of an older one (`stale`) it does not overwrite.
-    Write { stale: Vec<String>, note: Option<String> },
-    /// Leave the ENI as it is, for this reason.
-    Leave { error: String, note: Option<String> },
-}
-
-/// Decide from the record, as checked, and from whether the ENI is already partly walled off. A record is kept only
-/// when it is this function's own: a planted or edited one is replaced when the ENI's groups are still its own, and
-/// left when they are not, since its true groups are then unknown. Either way its note goes to the security alert.
-async fn plan_record(
-    target: &Target,
-    eni: &NetworkInterface,
-    quarantine: &str,
-    recording: &Recording,
-    instance: &str,
-) -> Plan {
-    let partly = eni.groups.iter().any(|g| g == quarantine);
-    let stored = match &target.record {
-        Record::Known(stored) => stored,
-        Record::Absent => {
-            return Plan::Write {
-                stale: Vec::new(),
-                note: None,
-            };
-        }
-        // Partly quarantined already, and the record an earlier run may have left cannot be read: writing a new one
-        // could replace the true original groups with the quarantine group, so leave this ENI for the retry.
-        Record::Unreadable if partly => {
-            let error = "its recorded original groups could not be read and it is already partly on the quarantine \
-                         group, so it was not changed";
-            return Plan::Leave {
-                error: error.to_owned(),
-                note: None,
-            };
-        }
-        // Never quarantined, so there is no earlier record to lose.
-        Record::Unreadable => {
-            return Plan::Write {
-                stale: Vec::new(),
-                note: None,
-            };
-        }
-    };
-    let record = stored.record(instance, &eni.id);
-    let episode = Some(recording.episode.as_str());
-    match record
-        .check(recording.signer.as_ref(), stored.mac.as_deref(), episode)
-        .await
-    {
-        Trust::Ours | Trust::Unsigned => Plan::Keep(stored.groups.clone()),
-        Trust::NotOurs(why) if partly => {
-            let note = format!("its original-groups record is not this function's: {why}");
-            let error = format!(
-                "{note}; it is already partly on the quarantine group, so its true groups are unknown \
-                                 and it was left as it is: restore it by hand"
-            );
-            Plan::Leave {
-                error,
-                note: Some(note),
-            }
-        }
-        Trust::NotOurs(why) => Plan::Write {
-            stale: stored.keys.clone(),
-            note: Some(format!(
-                "an original-groups record that was not this function's ({why}) was replaced"
-            )),
-        },
-        Trust::Unknown(error) if partly => Plan::Leave {
-            error: format!("its record could not be checked ({error}), so it was not changed"),
-            note: None,
-        },
-        Trust::Unknown(_) => Plan::Write {
-            stale: stored.keys.clone(),
-            note: None,
-        },
-    }
-}
-
 async fn quarantine_one(
     ec2: &aws_sdk_ec2::Client,
     eni: NetworkInterface,
@@ -424,44 +217,6 @@ async fn quarantine_one(
     }
     change
 }
-
-/// Write the ENI's groups as its record, signed when a key is configured, and remove what is left of an older one.
-/// No record, no change: an error here leaves the ENI as it is. A signature KMS could not make is a warning, not an
-/// error: the ENI is still walled off, and a restore will refuse the unsigned record.
-async fn write_record(
-    ec2: &aws_sdk_ec2::Client,
-    eni: &NetworkInterface,
-    recording: &Recording,
-    instance: &str,
-    stale: Vec<String>,
-) -> Result<Option<String>, CallError> {
-    let record = GroupsRecord {
-        instance: instance.to_owned(),
-        eni: eni.id.clone(),
-        episode: recording.episode.clone(),
-        at: stamp(Utc::now()),
-        groups: eni.groups.clone(),
-    };
-    let (mac, warning) = match &recording.signer {
-        None => (None, None),
-        Some(signer) => match signer.sign(&record.message()).await {
-            Ok(mac) => (Some(mac), None),
-            Err(e) => (
-                None,
-                Some(format!("its record is unsigned ({e}): a restore will refuse it")),
-            ),
-        },
-    };
-    let written = records::record_tags(&record, mac.as_deref());
-    let kept: Vec<&str> = written.iter().filter_map(|t| t.key()).collect();
-    let stale: Vec<String> = stale.into_iter().filter(|k| !kept.contains(&k.as_str())).collect();
-    tags::write(ec2, &eni.id, written).await?;
-    if !stale.is_empty() {
-        tags::delete(ec2, &eni.id, stale).await?;
-    }
-    Ok(warning)
-}
-
 /// EC2's answer for an ENI deleted with its instance, between DescribeInstances and our call.
 fn is_gone(error: &CallError) -> bool {
     error.is("InvalidNetworkInterfaceID.NotFound")

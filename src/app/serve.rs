@@ -1,0 +1,73 @@
+//! What the handler asks of the app besides a cleanup: the checks that need no AWS call (a refusal published before
+//! it is returned), a restore sent to the wrong entry point, and the registration index's two workflows wired to this
+//! function's own table, clients and pace.
+
+use super::App;
+use crate::deadline::Deadline;
+use crate::index::{self, IndexError, RefreshReport, UpdateReport};
+use crate::input::{IndexUpdate, Request, RestoreRequest};
+use crate::trust::scope::Home;
+use crate::trust::{self, MisdirectedRestore, Refusal};
+
+impl App {
+    /// The trust checks that need no AWS call; a refusal is published, then returned.
+    pub(crate) async fn precheck(&self, home: &Home, request: &Request) -> Result<(), Refusal> {
+        if let Err(refusal) = self.config.trust.precheck(home, request) {
+            self.publisher.refusal(&refusal).await;
+            return Err(refusal);
+        }
+        Ok(())
+    }
+
+    /// A restore asked of the cleanup entry point: ignored (a `running` event, for this reason) or refused and
+    /// published. Nothing is changed.
+    pub(crate) async fn restore_not_here(&self, request: &RestoreRequest) -> Result<&'static str, Refusal> {
+        match trust::restore_at_cleanup_entry_point(request) {
+            MisdirectedRestore::Dropped(reason) => Ok(reason),
+            MisdirectedRestore::Refused(refusal) => {
+                self.publisher.refusal(&refusal).await;
+                Err(refusal)
+            }
+        }
+    }
+
+    /// The scheduled refresh of the registration index, over the home place at the refresh's own pace.
+    pub(crate) async fn refresh_index(
+        &self,
+        event_id: Option<String>,
+        deadline: Deadline,
+    ) -> Result<RefreshReport, IndexError> {
+        let table = self.index_table("a Scheduled Event (registration index refresh)")?;
+        let clients = &self.home.clients;
+        let mut report = index::refresh(
+            &clients.elb,
+            &clients.dynamodb,
+            table,
+            self.config.refresh_concurrency,
+            &self.home.refresh_pace,
+            deadline,
+        )
+        .await;
+        report.event_id = event_id;
+        Ok(report)
+    }
+
+    /// One CloudTrail RegisterTargets/DeregisterTargets event applied to the registration index.
+    pub(crate) async fn update_index(&self, update: IndexUpdate) -> Result<UpdateReport, IndexError> {
+        let table = self.index_table("a RegisterTargets/DeregisterTargets event (registration index update)")?;
+        let clients = &self.home.clients;
+        match update {
+            IndexUpdate::Apply(change) => Ok(index::apply(&clients.elb, &clients.dynamodb, table, &change).await?),
+            IndexUpdate::FailedCall {
+                call,
+                error_code,
+                event_id,
+            } => Ok(UpdateReport::failed_call(event_id, call, &error_code)),
+        }
+    }
+
+    /// The index's table, or the refusal of an index event when there is none: nothing is touched.
+    fn index_table(&self, what: &'static str) -> Result<&str, IndexError> {
+        self.home.table.as_deref().ok_or(IndexError::NotConfigured(what))
+    }
+}
