@@ -214,6 +214,13 @@ class Stats:
             }
 
 
+class Server(http.server.ThreadingHTTPServer):
+    """socketserver listens with a backlog of 5: a client opening more connections at once than that (a sweep of 30
+    groups in flight) has the rest of its SYNs dropped and resent a second later, which no AWS endpoint does."""
+
+    request_queue_size = 256
+
+
 def identify(headers, body):
     """(service, action) of a signed AWS request."""
     scope = CREDENTIAL_SCOPE.search(headers.get("Authorization", ""))
@@ -320,7 +327,7 @@ class ThrottlingProxy:
         self.latency = latency_ms / 1000
         self.local = threading.local()
         self.reset()
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.server.proxy = self
         self.port = self.server.server_address[1]
