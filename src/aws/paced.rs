@@ -29,11 +29,28 @@ use super::pace::Pace;
 pub struct Class {
     pub name: &'static str,
     /// Which operations draw on it.
-    pub matches: fn(&str) -> bool,
+    pub operations: Operations,
     pub burst: u32,
     pub per_second: f64,
     /// The first attempt this class paces: 1 for every attempt, 2 when the caller paced the first one.
     pub from_attempt: u32,
+}
+
+/// The operations a class covers.
+#[derive(Clone, Copy, Debug)]
+pub enum Operations {
+    /// Every operation whose name starts so (`Describe`).
+    Prefix(&'static str),
+    Named(&'static [&'static str]),
+}
+
+impl Operations {
+    fn cover(&self, operation: &str) -> bool {
+        match self {
+            Operations::Prefix(prefix) => operation.starts_with(prefix),
+            Operations::Named(names) => names.contains(&operation),
+        }
+    }
 }
 
 /// ELB's Describe* calls share one bucket per account and region: 40 burst, then 10 per second (`ELB_DESCRIBE_RATE`
@@ -41,7 +58,7 @@ pub struct Class {
 pub fn elb_describe(rate: u32) -> Class {
     Class {
         name: "elb-describe",
-        matches: |op| op.starts_with("Describe"),
+        operations: Operations::Prefix("Describe"),
         burst: rate * 4,
         per_second: f64::from(rate),
         from_attempt: 2,
@@ -51,37 +68,28 @@ pub fn elb_describe(rate: u32) -> Class {
 /// ELB's RegisterTargets and DeregisterTargets, which a batch sends once per target group.
 pub const ELB_REGISTRATION: Class = Class {
     name: "elb-registration",
-    matches: |op| op == "DeregisterTargets" || op == "RegisterTargets",
+    operations: Operations::Named(&["DeregisterTargets", "RegisterTargets"]),
     burst: 40,
     per_second: 10.0,
     from_attempt: 1,
 };
 
 /// EC2 evaluates each mutating action on a bucket of its own: 50 burst, then 5 per second.
-pub const EC2_MODIFY_NETWORK_INTERFACE: Class = Class {
-    name: "ec2-modify-network-interface",
-    matches: |op| op == "ModifyNetworkInterfaceAttribute",
-    burst: 50,
-    per_second: 5.0,
-    from_attempt: 1,
-};
+const fn ec2_mutating(name: &'static str, operations: &'static [&'static str]) -> Class {
+    Class {
+        name,
+        operations: Operations::Named(operations),
+        burst: 50,
+        per_second: 5.0,
+        from_attempt: 1,
+    }
+}
 
-/// The records and the tag marker: CreateTags and DeleteTags, a bucket each as above.
-pub const EC2_CREATE_TAGS: Class = Class {
-    name: "ec2-create-tags",
-    matches: |op| op == "CreateTags",
-    burst: 50,
-    per_second: 5.0,
-    from_attempt: 1,
-};
-
-pub const EC2_DELETE_TAGS: Class = Class {
-    name: "ec2-delete-tags",
-    matches: |op| op == "DeleteTags",
-    burst: 50,
-    per_second: 5.0,
-    from_attempt: 1,
-};
+pub const EC2_MODIFY_NETWORK_INTERFACE: Class =
+    ec2_mutating("ec2-modify-network-interface", &["ModifyNetworkInterfaceAttribute"]);
+/// The records and the tag marker.
+pub const EC2_CREATE_TAGS: Class = ec2_mutating("ec2-create-tags", &["CreateTags"]);
+pub const EC2_DELETE_TAGS: Class = ec2_mutating("ec2-delete-tags", &["DeleteTags"]);
 
 /// The buckets of one client (one service, one account and region).
 #[derive(Clone, Debug)]
@@ -99,7 +107,7 @@ impl Pacing {
     pub fn for_attempt(&self, operation: &str, attempt: u32) -> Option<&Pace> {
         self.0
             .iter()
-            .find(|(class, _)| (class.matches)(operation))
+            .find(|(class, _)| class.operations.cover(operation))
             .filter(|(class, _)| attempt >= class.from_attempt)
             .map(|(_, pace)| pace)
     }

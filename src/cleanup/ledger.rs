@@ -37,7 +37,7 @@ pub struct Ledger {
     verdicts: HashMap<Key, Verdict>,
     /// Each touched group's `deregistration_delay.timeout_seconds`, where it could be read.
     pub delays: HashMap<String, u32>,
-    /// Registrations the sweep saw in their group, after the fast path's calls.
+    /// Registrations the sweep saw in their group, after the fast path's calls, and not sent since.
     swept: HashSet<Key>,
     pub unchecked: Vec<UncheckedGroup>,
     /// Why a locator failed as a whole (the sweep could not list the target groups).
@@ -48,6 +48,12 @@ pub struct Ledger {
     pub target_groups_checked: usize,
     /// Whose sweep it was (`sweep` or `shared-sweep`).
     pub swept_by: Option<&'static str>,
+}
+
+/// Already leaving its group: a call would change nothing.
+fn leaving(registration: &TargetRegistration) -> bool {
+    let state = registration.state.as_deref();
+    TargetState::Draining.is(state) || TargetState::Unused.is(state)
 }
 
 /// What became of one registration, for its summary.
@@ -134,14 +140,19 @@ impl Ledger {
                 Some(Err(_)) => self.swept.contains(*k),
                 Some(Ok(())) => false,
             })
-            .filter(|(_, r)| {
-                !(TargetState::Draining.is(r.state.as_deref()) || TargetState::Unused.is(r.state.as_deref()))
-            })
+            .filter(|(_, r)| !leaving(r))
             .map(|(_, r)| r.clone())
             .collect()
     }
 
-    /// DeregisterTargets' answers, by target group, for the registrations they carried.
+    /// Whether a registration seen now still needs a DeregisterTargets: none accepted it yet, and it is not already
+    /// draining or unused.
+    pub fn needs_call(&self, registration: &TargetRegistration) -> bool {
+        !matches!(self.sent.get(&key(registration)), Some(Ok(()))) && !leaving(registration)
+    }
+
+    /// DeregisterTargets' answers, by target group, for the registrations they carried. A call sent after the sweep
+    /// saw its registration is that registration's last.
     pub fn record_sent(
         &mut self,
         registrations: &[TargetRegistration],
@@ -150,6 +161,7 @@ impl Ledger {
         let now = Utc::now();
         for registration in registrations {
             if let Some(result) = results.get(&registration.target_group_arn) {
+                self.swept.remove(&key(registration));
                 self.sent.insert(key(registration), result.clone());
                 self.sent_at.insert(registration.target_group_arn.clone(), now);
             }

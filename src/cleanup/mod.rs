@@ -7,6 +7,7 @@
 //! through `dry` and makes no write.
 
 mod admit;
+mod as_found;
 mod assemble;
 mod context;
 mod dispose;
@@ -25,6 +26,7 @@ use crate::changes::EniChange;
 use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
+use crate::locate::Found;
 use crate::steps::quarantine::{self, Recording};
 use crate::steps::records;
 use crate::steps::{deregister, verify};
@@ -111,8 +113,8 @@ async fn fast_path(
 }
 
 /// Phase 2: wall the nodes off while the sweep, the slow part, runs. EC2 and ELB budgets are separate, so neither
-/// waits for the other. The sweep finds the rest, and its fresh view of each group tells whether the fast path's
-/// targets left.
+/// waits for the other. The sweep finds the rest, each group's share leaving it as soon as that group is read, and
+/// its fresh view of each group tells whether the fast path's targets left.
 async fn quarantine_while_sweeping(
     ctx: &Context<'_>,
     work: &[Work<'_>],
@@ -131,17 +133,21 @@ async fn quarantine_while_sweeping(
         .map(|w| w.instance.clone())
         .collect();
     let sweep_since = Utc::now();
-    let ((enis, quarantine_ms), (swept, locate_ms)) = tokio::join!(
+    // What the sweep finds leaves its group as soon as that group is read: the sweep's other reads, the board and the
+    // quarantine are not waited for.
+    let (found, batches) = Found::channel(&instances);
+    let (elb, concurrency, before_sweep) = (&ctx.clients.elb, ctx.config.concurrency, &*ledger);
+    let ((enis, quarantine_ms), ((swept, locate_ms), early)) = tokio::join!(
         async {
             let changes = quarantine_all(ctx, &to_quarantine, episodes).await;
             (changes, elapsed_ms(step))
         },
-        async {
+        as_found::deregister_as_found(elb, concurrency, before_sweep, batches, async {
             // Every notice of the batch came before now, and so did the fast path's deregistrations: a view of a group
             // read after now shows both.
-            let swept = ctx.sweep.locate(&instances, sweep_since, deadline).await;
+            let swept = ctx.sweep.locate_handing(&instances, sweep_since, deadline, found).await;
             (swept, elapsed_ms(step))
-        },
+        }),
     );
     (timings.quarantine, timings.locate) = (quarantine_ms, locate_ms);
     log.step("quarantine", quarantine_ms, |id| assemble::eni_tally(enis.get(id)));
@@ -149,13 +155,19 @@ async fn quarantine_while_sweeping(
         Ok(located) => ledger.absorb_sweep(located, ctx.sweep.name()),
         Err(e) => ledger.locate_errors.push(e.to_string()),
     }
+    // Recorded after the sweep's view is taken in: that view was read before these calls, so it checks none of them.
+    for batch in &early.sent {
+        ledger.record_sent(&batch.registrations, &batch.results);
+    }
+    timings.deregister += early.ms;
     // Groups the sweep could not read may hold any instance's registrations: each instance's line counts them.
     let unread = ledger.unread();
     log.step("locate", locate_ms, |id| Tally::new(ledger.found_for(id), unread));
     enis
 }
 
-/// Phase 3: deregister what the sweep found that the fast path did not.
+/// Phase 3: deregister what the sweep found that neither the fast path nor phase 2 sent (a locator that hands
+/// nothing over early, a batch whose call's task died).
 async fn deregister_rest(ctx: &Context<'_>, ledger: &mut Ledger, timings: &mut Timings, log: &StepLog) {
     let step = Instant::now();
     let found = ledger.not_yet_sent();

@@ -24,6 +24,7 @@ pub use auto_scaling::AutoScaling;
 pub use index::Index;
 pub use shared::SharedSweep;
 pub use sweep::Sweep;
+pub use sweep::found::Found;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Located {
@@ -65,4 +66,20 @@ pub trait Locator: Send + Sync {
     /// `since`: a view of a group read after it is as good as one read now. The cleanup passes the moment its sweep
     /// starts: after every notice of its batch, and after its fast path's deregistrations.
     fn locate<'a>(&'a self, instances: &'a [Instance], since: DateTime<Utc>, deadline: Deadline) -> LocateFuture<'a>;
+
+    /// As `locate`, and hand each registration to `found` as soon as it is known, so that it can leave its group
+    /// before the whole answer is in. A locator that reads no group itself hands its answer over when it has it.
+    fn locate_handing<'a>(
+        &'a self,
+        instances: &'a [Instance],
+        since: DateTime<Utc>,
+        deadline: Deadline,
+        found: Found,
+    ) -> LocateFuture<'a> {
+        Box::pin(async move {
+            let located = self.locate(instances, since, deadline).await?;
+            found.registrations(located.registrations.clone());
+            Ok(located)
+        })
+    }
 }

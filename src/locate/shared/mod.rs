@@ -25,6 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::sweep::found::Found;
 use super::sweep::read::{Candidate, GroupRead, Outcome, Reader};
 use super::sweep::{Wanted, list_target_groups};
 use super::{LocateError, LocateFuture, Located, Locator};
@@ -63,7 +64,17 @@ impl Locator for SharedSweep {
     }
 
     fn locate<'a>(&'a self, instances: &'a [Instance], since: DateTime<Utc>, deadline: Deadline) -> LocateFuture<'a> {
-        Box::pin(self.locate_all(instances, since, deadline))
+        self.locate_handing(instances, since, deadline, Found::nowhere())
+    }
+
+    fn locate_handing<'a>(
+        &'a self,
+        instances: &'a [Instance],
+        since: DateTime<Utc>,
+        deadline: Deadline,
+        found: Found,
+    ) -> LocateFuture<'a> {
+        Box::pin(async move { self.locate_all(instances, since, deadline, &found).await })
     }
 }
 
@@ -80,19 +91,23 @@ impl SharedSweep {
         instances: &[Instance],
         since: DateTime<Utc>,
         deadline: Deadline,
+        found: &Found,
     ) -> Result<Located, LocateError> {
         let wanted = Wanted::new(instances);
         if wanted.any_vpc {
             // Groups cannot be told apart by VPC: no board covers them.
             let groups = list_target_groups(&self.reader.elb).await?;
-            let reads = self.reader.read(wanted.candidates(&groups), deadline).await;
+            let reads = self
+                .reader
+                .read(wanted.candidates(&groups), deadline, found.hand())
+                .await;
             let mut located = wanted.located(&reads, true);
             located.found_by = Some("sweep");
             return Ok(located);
         }
         let mut vpcs: Vec<&String> = wanted.vpcs().collect();
         vpcs.sort();
-        let per_vpc = join_all(vpcs.iter().map(|vpc| self.vpc(vpc, since, deadline))).await;
+        let per_vpc = join_all(vpcs.iter().map(|vpc| self.vpc(vpc, since, deadline, found))).await;
         let mut reads = Vec::new();
         let mut whose = Whose::Own;
         for answer in per_vpc {
@@ -113,19 +128,21 @@ impl SharedSweep {
         vpc: &str,
         since: DateTime<Utc>,
         deadline: Deadline,
+        found: &Found,
     ) -> Result<(Vec<GroupRead>, Whose), LocateError> {
         loop {
             let turn = match self.boards.take(vpc, since, lease_until(self.lease, deadline)).await {
                 Ok(turn) => turn,
                 Err(error) => {
                     tracing::warn!(vpc, %error, "shared sweep: the board could not be used, sweeping alone");
-                    return Ok((self.alone(vpc, deadline).await?, Whose::Own));
+                    return Ok((self.alone(vpc, deadline, found).await?, Whose::Own));
                 }
             };
             let board = match turn {
                 Turn::Sweep { token, started_at } => {
                     tracing::info!(vpc, "shared sweep: sweeping");
-                    return Ok((self.sweep(vpc, &token, started_at, since, deadline).await?, Whose::Own));
+                    let reads = self.sweep(vpc, &token, started_at, since, deadline, found).await?;
+                    return Ok((reads, Whose::Own));
                 }
                 Turn::Use(board) => board,
                 Turn::Wait => {
@@ -138,20 +155,20 @@ impl SharedSweep {
                         Waited::Lapsed if !deadline.passed() => continue,
                         Waited::Lapsed | Waited::Deadline => match self.boards.get(vpc).await {
                             Ok(Some(board)) => board,
-                            _ => return Ok((self.alone(vpc, deadline).await?, Whose::Own)),
+                            _ => return Ok((self.alone(vpc, deadline, found).await?, Whose::Own)),
                         },
-                        Waited::Failed => return Ok((self.alone(vpc, deadline).await?, Whose::Own)),
+                        Waited::Failed => return Ok((self.alone(vpc, deadline, found).await?, Whose::Own)),
                     }
                 }
             };
-            return Ok((self.use_board(vpc, board, since, deadline).await?, Whose::Shared));
+            return Ok((self.use_board(vpc, board, since, deadline, found).await?, Whose::Shared));
         }
     }
 
     /// Without the board: this VPC's groups, read by this cleanup alone.
-    async fn alone(&self, vpc: &str, deadline: Deadline) -> Result<Vec<GroupRead>, LocateError> {
+    async fn alone(&self, vpc: &str, deadline: Deadline, found: &Found) -> Result<Vec<GroupRead>, LocateError> {
         let groups = list_target_groups(&self.reader.elb).await?;
-        Ok(self.reader.read(in_vpc(&groups, vpc), deadline).await)
+        Ok(self.reader.read(in_vpc(&groups, vpc), deadline, found.hand()).await)
     }
 
     /// Sweep the VPC for everyone: every group read after the latest notice waiting on it.
@@ -162,6 +179,7 @@ impl SharedSweep {
         started_at: DateTime<Utc>,
         since: DateTime<Utc>,
         deadline: Deadline,
+        found: &Found,
     ) -> Result<Vec<GroupRead>, LocateError> {
         let _renewing = self.keep(vpc, token, deadline);
         let (listed, earlier) = tokio::join!(list_target_groups(&self.reader.elb), self.boards.reads(vpc));
@@ -181,8 +199,9 @@ impl SharedSweep {
             .filter(|r| r.read_at >= since && !matches!(r.outcome, Outcome::Failed(_)))
             .map(|r| (r.candidate.arn.clone(), r))
             .collect();
+        reads.values().for_each(|read| found.read(read));
         let covered = self
-            .read_pending(vpc, token, &candidates, &mut reads, since, deadline)
+            .read_pending(vpc, token, &candidates, &mut reads, Ask { since, deadline, found })
             .await;
         while writes.join_next().await.is_some() {}
         let complete = candidates.iter().all(|c| {
@@ -228,9 +247,9 @@ impl SharedSweep {
         token: &str,
         candidates: &[Candidate],
         reads: &mut BTreeMap<String, GroupRead>,
-        since: DateTime<Utc>,
-        deadline: Deadline,
+        ask: Ask<'_>,
     ) -> DateTime<Utc> {
+        let Ask { since, deadline, found } = ask;
         let mut writes = JoinSet::new();
         let mut covered = since;
         loop {
@@ -243,7 +262,7 @@ impl SharedSweep {
                 break;
             }
             for chunk in pending.chunks(CHUNK) {
-                let read = self.reader.read(chunk.to_vec(), deadline).await;
+                let read = self.reader.read(chunk.to_vec(), deadline, found.hand()).await;
                 let (boards, vpc, published) = (self.boards.clone(), vpc.to_owned(), read.clone());
                 writes.spawn(async move { boards.publish(&vpc, &published).await });
                 reads.extend(read.into_iter().map(|r| (r.candidate.arn.clone(), r)));
@@ -307,11 +326,12 @@ impl SharedSweep {
         board: Board,
         since: DateTime<Utc>,
         deadline: Deadline,
+        found: &Found,
     ) -> Result<Vec<GroupRead>, LocateError> {
         let Some(listed) = board.groups else {
-            return self.alone(vpc, deadline).await;
+            return self.alone(vpc, deadline, found).await;
         };
-        let mut found: BTreeMap<String, GroupRead> = match self.boards.reads(vpc).await {
+        let mut on_board: BTreeMap<String, GroupRead> = match self.boards.reads(vpc).await {
             Ok(reads) => reads.into_iter().map(|r| (r.candidate.arn.clone(), r)).collect(),
             Err(error) => {
                 tracing::warn!(vpc, %error, "shared sweep: its reads could not be fetched");
@@ -322,8 +342,11 @@ impl SharedSweep {
         let mut stale = Vec::new();
         for mut candidate in listed {
             candidate.vpc_id = Some(vpc.to_owned());
-            match found.remove(&candidate.arn) {
-                Some(read) if read.read_at >= since && !matches!(read.outcome, Outcome::Failed(_)) => fresh.push(read),
+            match on_board.remove(&candidate.arn) {
+                Some(read) if read.read_at >= since && !matches!(read.outcome, Outcome::Failed(_)) => {
+                    found.read(&read);
+                    fresh.push(read);
+                }
                 _ => stale.push(candidate),
             }
         }
@@ -333,12 +356,20 @@ impl SharedSweep {
                 groups = stale.len(),
                 "shared sweep: reading again what was read before this notice"
             );
-            let again = self.reader.read(stale, deadline).await;
+            let again = self.reader.read(stale, deadline, found.hand()).await;
             self.boards.publish(vpc, &again).await;
             fresh.extend(again);
         }
         Ok(fresh)
     }
+}
+
+/// What the sweeping cleanup asks of its reads: fresh for its notice at `since`, by `deadline`, each registration of
+/// its instances handed to `found` as it is read.
+struct Ask<'f> {
+    since: DateTime<Utc>,
+    deadline: Deadline,
+    found: &'f Found,
 }
 
 enum Waited {

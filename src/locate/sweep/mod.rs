@@ -3,6 +3,7 @@
 //! It costs one DescribeTargetHealth per target group, from the account's shared Describe* budget (see `read`). With
 //! the function's table, cleanups running at the same time share one sweep instead (`locate::shared`).
 
+pub mod found;
 pub mod read;
 
 use std::collections::{HashMap, HashSet};
@@ -16,6 +17,7 @@ use crate::aws::Pace;
 use crate::deadline::Deadline;
 use crate::input::InstanceId;
 use crate::instance::Instance;
+use found::Found;
 use read::{Candidate, GroupRead, Outcome, Reader};
 
 pub use read::list_target_groups;
@@ -51,12 +53,22 @@ impl Locator for Sweep {
         "sweep"
     }
 
-    fn locate<'a>(&'a self, instances: &'a [Instance], _since: DateTime<Utc>, deadline: Deadline) -> LocateFuture<'a> {
+    fn locate<'a>(&'a self, instances: &'a [Instance], since: DateTime<Utc>, deadline: Deadline) -> LocateFuture<'a> {
+        self.locate_handing(instances, since, deadline, Found::nowhere())
+    }
+
+    fn locate_handing<'a>(
+        &'a self,
+        instances: &'a [Instance],
+        _since: DateTime<Utc>,
+        deadline: Deadline,
+        found: Found,
+    ) -> LocateFuture<'a> {
         Box::pin(async move {
             let wanted = Wanted::new(instances);
             let groups = list_target_groups(&self.reader.elb).await?;
             let candidates = wanted.candidates(&groups);
-            let reads = self.reader.read(candidates, deadline).await;
+            let reads = self.reader.read(candidates, deadline, found.hand()).await;
             Ok(wanted.located(&reads, false))
         })
     }

@@ -79,16 +79,24 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Read every candidate; one answer each, in order.
-    pub async fn read(&self, candidates: Vec<Candidate>, deadline: Deadline) -> Vec<GroupRead> {
+    /// Read every candidate; one answer each, in order. Each read is also given to `hand` as soon as it comes back,
+    /// before the others have (a sweep hands its registrations over as they are found: `found::Found`).
+    pub async fn read<H>(&self, candidates: Vec<Candidate>, deadline: Deadline, hand: H) -> Vec<GroupRead>
+    where
+        H: Fn(&GroupRead) + Clone + Send + 'static,
+    {
         let mut answers: Vec<Option<GroupRead>> = vec![None; candidates.len()];
         let mut pending: Vec<(usize, Candidate)> = candidates.into_iter().enumerate().collect();
         let mut rounds = Rounds::new(deadline);
         loop {
             let again = rounds.start();
             let round = bounded_all(self.concurrency.max(1), pending.clone(), |(index, candidate)| {
-                let (elb, pace) = (self.elb.clone(), self.pace.clone());
-                async move { (index, read_one(&elb, &pace, candidate, deadline).await) }
+                let (elb, pace, hand) = (self.elb.clone(), self.pace.clone(), hand.clone());
+                async move {
+                    let answer = read_one(&elb, &pace, candidate, deadline).await;
+                    hand(&answer.0);
+                    (index, answer)
+                }
             })
             .await;
             let mut throttled = Vec::new();
