@@ -155,7 +155,8 @@ async fn quarantine_while_sweeping(
         Ok(located) => ledger.absorb_sweep(located, ctx.sweep.name()),
         Err(e) => ledger.locate_errors.push(e.to_string()),
     }
-    // Recorded after the sweep's view is taken in: that view was read before these calls, so it checks none of them.
+    // Recorded after the sweep's view is taken in, so that view is not taken as these calls' check (most of it was
+    // read before them); the verify phase checks them.
     for batch in &early.sent {
         ledger.record_sent(&batch.registrations, &batch.results);
     }
