@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import budget
 import cold_init
 import faults
 import fleet as fleet_module
@@ -75,6 +76,16 @@ def parse_args():
                         help="with --wave: runs of the lone comparison per binary and index state (0: none)")
     parser.add_argument("--lone-groups", type=int, default=300,
                         help="with --wave: target groups of the lone comparison")
+    parser.add_argument("--budget", action="store_true",
+                        help="run only the ELB budget part (bench/budget.py, issue 24): NodePort waves, the lone "
+                             "interruption at 300 groups, issue 14's wave, behind AWS's documented ELB buckets")
+    parser.add_argument("--budget-sizes", default="10,20,50",
+                        help="with --budget: NodePort wave sizes (nodes), comma-separated")
+    parser.add_argument("--budget-rows", default="lone,issue14",
+                        help="with --budget: the other rows to run, comma-separated (lone, issue14)")
+    parser.add_argument("--bucket-model", default="aws", choices=["aws", "describe"],
+                        help="the ELB buckets the proxy meters: AWS's documented ones (account-level plus category; "
+                             "the default), or the older Describe*-only bucket")
     parser.add_argument("--faults", action="store_true",
                         help="run only the throttling and failing-dependency part (bench/faults.py, issue 18)")
     parser.add_argument("--fault-runs", type=int, default=5, help="with --faults: runs per row, seeds differing")
@@ -97,6 +108,8 @@ def parse_args():
     if not args.fault_index or set(args.fault_index) - {"empty", "fresh"}:
         parser.error("--fault-index takes empty, fresh or empty,fresh")
     args.wave_sizes = wave.parse_sizes(args.wave_sizes)
+    args.budget_sizes = budget.parse_sizes(args.budget_sizes)
+    args.budget_rows = [r.strip() for r in args.budget_rows.split(",") if r.strip()]
     args.binary = args.binary.resolve()
     args.old_binary = args.old_binary.resolve() if args.old_binary else None
     for binary in (args.binary, args.old_binary):
@@ -321,7 +334,7 @@ def run_all(args):
     logs = fresh_log_dir()
     log(f"process logs in {logs.relative_to(ROOT)}")
     moto = Moto(logs)
-    proxy = ThrottlingProxy(moto.port, args.latency_ms)
+    proxy = ThrottlingProxy(moto.port, args.latency_ms, model=args.bucket_model)
     bench = Bench(ROOT, args.binary, moto, proxy, logs)
     results, build_times = [], {}
     try:
@@ -363,7 +376,7 @@ def run_wave(args):
         log(f"wave part: binary {shown_path(args.binary)}, old binary {args.old_binary}, sizes {args.wave_sizes}; "
             f"process logs in {logs.relative_to(ROOT)}")
         moto = Moto(logs)
-        proxy = ThrottlingProxy(moto.port, args.latency_ms)
+        proxy = ThrottlingProxy(moto.port, args.latency_ms, model=args.bucket_model)
         try:
             data = wave.run_all(ROOT, moto, proxy, logs, args)
         finally:
@@ -390,6 +403,37 @@ def run_wave(args):
     return 1 if failed else 0
 
 
+def run_budget(args):
+    """The ELB budget part alone (issue 24): run it (or reload bench/out/budget.json), then write its section and plot."""
+    if args.rerender:
+        data = json.loads((OUT / "budget.json").read_text())
+    else:
+        logs = fresh_log_dir("budget-logs")
+        log(f"budget part: binary {shown_path(args.binary)}, old binary {args.old_binary}, NodePort sizes "
+            f"{args.budget_sizes}, rows {args.budget_rows}; process logs in {logs.relative_to(ROOT)}")
+        moto = Moto(logs)
+        proxy = ThrottlingProxy(moto.port, args.latency_ms, model=args.bucket_model)
+        try:
+            data = budget.run_all(ROOT, moto, proxy, logs, args)
+        finally:
+            proxy.close()
+            moto.close()
+        data["run"]["binary"] = shown_path(args.binary)
+        data["run"]["old_binary"] = shown_path(args.old_binary) if args.old_binary else None
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "budget.json").write_text(json.dumps(data, indent=2, default=str))
+    lines = budget.section(data)
+    budget.plot(data, BENCH / "budget.png")
+    results_md = BENCH / "RESULTS.md"
+    previous = results_md.read_text() if results_md.exists() else "# spot-cleanup benchmark\n"
+    results_md.write_text(budget.replace_section(previous, lines))
+    print("\n".join(lines))
+    checks = budget.targets(data)
+    for where, target, ok, figure in checks:
+        log(f"TARGET {'pass' if ok else 'FAIL'}: {where}: {target} ({figure})")
+    return 0 if all(ok for _, _, ok, _ in checks) else 1
+
+
 def run_faults(args):
     """The throttling and failing-dependency part alone: run it (or reload bench/out/faults.json), then write its
     section of bench/RESULTS.md."""
@@ -400,7 +444,7 @@ def run_faults(args):
         log(f"faults part: binary {shown_path(args.binary)}, {args.fault_runs} run(s) per row; process logs in "
             f"{logs.relative_to(ROOT)}")
         moto = Moto(logs)
-        proxy = ThrottlingProxy(moto.port, args.latency_ms)
+        proxy = ThrottlingProxy(moto.port, args.latency_ms, model=args.bucket_model)
         OUT.mkdir(parents=True, exist_ok=True)
 
         def save(data):
@@ -442,6 +486,8 @@ def run_faults(args):
 
 def main():
     args = parse_args()
+    if args.budget:
+        return run_budget(args)
     if args.faults:
         return run_faults(args)
     if args.wave:

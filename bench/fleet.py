@@ -62,9 +62,17 @@ def clients(endpoint):
     return {name: session.client(name, endpoint_url=endpoint) for name in ("ec2", "elbv2", "sns", "sqs", "dynamodb")}
 
 
-def build(endpoint, groups, spot_count, per_instance=GROUPS_PER_INSTANCE):
+# The topologies a fleet can have: `spread` (each Spot instance in `per_instance` groups spread over the fleet) or
+# `nodeport` (the seed system's: ALB to NodePort, one instance target group per service, every node in every one of
+# them, a third of the groups IP groups that hold only the neighbour's pods).
+TOPOLOGIES = ("spread", "nodeport")
+
+
+def build(endpoint, groups, spot_count, per_instance=GROUPS_PER_INSTANCE, topology="spread"):
     """Create the whole fleet on a fresh moto and return what the benchmark needs to know about it: `groups` target
-    groups, each Spot instance registered in `per_instance` of them."""
+    groups, each Spot instance registered in `per_instance` of them (`spread`) or in every instance group
+    (`nodeport`)."""
+    assert topology in TOPOLOGIES, topology
     started = time.monotonic()
     aws = clients(endpoint)
     ec2, elb = aws["ec2"], aws["elbv2"]
@@ -77,7 +85,10 @@ def build(endpoint, groups, spot_count, per_instance=GROUPS_PER_INSTANCE):
 
     spot = launch(ec2, image, subnet_a, subnet_b, app_group, spot_count, spot=True, first=0)
     neighbour = launch(ec2, image, subnet_a, subnet_b, app_group, 1, spot=False, first=spot_count)[0]
-    registered, ports = register_fleet(elb, vpc_id, groups, spot, neighbour, per_instance)
+    if topology == "nodeport":
+        registered, ports = register_nodeport(elb, vpc_id, groups, spot, neighbour)
+    else:
+        registered, ports = register_fleet(elb, vpc_id, groups, spot, neighbour, per_instance)
     topic_arn, queue_url = summary_queue(aws["sns"], aws["sqs"])
     return Fleet(
         groups=groups,
@@ -171,6 +182,22 @@ def register_fleet(elb, vpc_id, groups, spot, neighbour, per_instance=GROUPS_PER
             targets[instance_groups[i]].append(node.id)
         for i in by_ip:
             targets[ip_groups[i]].append(node.pod_ips[i % len(node.pod_ips)])
+    ports = {arn: NODE_PORT_BASE + i for i, arn in enumerate(instance_groups)}
+    ports.update({arn: POD_PORT for arn in ip_groups})
+    register(elb, {arn: (ports[arn], ids) for arn, ids in targets.items()})
+    return targets, ports
+
+
+def register_nodeport(elb, vpc_id, groups, spot, neighbour):
+    """The seed's topology: two thirds of the groups are NodePort instance groups holding every node (the Spot ones
+    and the neighbour), the rest IP groups holding only the neighbour's first pod address."""
+    instance_count = groups * 2 // 3
+    instance_groups = [create_target_group(elb, f"nodeport-{i:04d}", vpc_id, "instance", NODE_PORT_BASE + i)
+                       for i in range(instance_count)]
+    ip_groups = [create_target_group(elb, f"pods-{i:04d}", vpc_id, "ip", POD_PORT)
+                 for i in range(groups - instance_count)]
+    targets = {arn: [neighbour.id, *(node.id for node in spot)] for arn in instance_groups}
+    targets.update({arn: [neighbour.pod_ips[0]] for arn in ip_groups})
     ports = {arn: NODE_PORT_BASE + i for i, arn in enumerate(instance_groups)}
     ports.update({arn: POD_PORT for arn in ip_groups})
     register(elb, {arn: (ports[arn], ids) for arn, ids in targets.items()})

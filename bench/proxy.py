@@ -5,13 +5,16 @@ credential scope in the Authorization header) and the action (the query protocol
 JSON protocol's X-Amz-Target), sleeps the configured latency, and then either forwards the request to moto or answers
 with the service's own throttling error, as a token bucket decides:
 
-- ELB: every Describe* action draws on one shared bucket of 40 tokens refilled at 10 per second (ELB's documented
-  per-account, per-region limit for Describe* calls); other ELB actions are not limited here. Throttled calls get
-  HTTP 400 with ELB's `Throttling` error body.
+- ELB, as the ELB user guide's "Request throttling for the ELB API" documents it: every ELB call draws on the
+  account-level bucket that all ELB actions share (40 tokens, 10 per second) and on its category's bucket:
+  RegisterTargets and DeregisterTargets 20 tokens, 4 per second; Describe* 40, 10 per second; every other action
+  20, 3 per second. A call goes through only if both buckets have a token. Throttled calls get HTTP 400 with ELB's
+  `Throttling` error body. `model="describe"` keeps the older, looser model for comparison: one Describe* bucket
+  (40, 10 per second) and nothing else limited.
 - EC2: request-rate buckets. EC2 evaluates each API action on its own bucket, sized by the action's category, so
-  here every action gets its own: Describe* ("non-mutating") 100 tokens, 20 per second; everything else ("mutating",
-  e.g. CreateTags, ModifyNetworkInterfaceAttribute) 50 tokens, 5 per second. Throttled calls get HTTP 503 with
-  `RequestLimitExceeded`.
+  here every action gets its own: Describe* ("non-mutating") 100 tokens, 20 per second; CreateTags 100, 10 per
+  second; ModifyNetworkInterfaceAttribute 100, 5 per second; everything else ("mutating", e.g. DeleteTags) 50 tokens,
+  5 per second (EC2 API reference, "Request throttling"). Throttled calls get HTTP 503 with `RequestLimitExceeded`.
 - Other services (SNS; Auto Scaling and DynamoDB if the function calls them): latency only. SNS Publish allows
   thousands per second.
 
@@ -123,11 +126,19 @@ class TokenBucket:
         self.tokens, self.updated = float(capacity), time.monotonic()
         self.lock = threading.Lock()
 
+    def refill(self):
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def has_token(self):
+        with self.lock:
+            self.refill()
+            return self.tokens >= 1
+
     def take(self):
         with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
+            self.refill()
             if self.tokens >= 1:
                 self.tokens -= 1
                 return True
@@ -145,22 +156,41 @@ class Limit:
 
 
 # (capacity, refill per second) of each kind of bucket.
-SIZES = {"elb-describe": (40, 10), "ec2-describe": (100, 20), "ec2-mutating": (50, 5)}
+SIZES = {
+    "elb-account": (40, 10), "elb-registration": (20, 4), "elb-describe": (40, 10), "elb-mutating": (20, 3),
+    "ec2-describe": (100, 20), "ec2-mutating": (50, 5), "ec2-create-tags": (100, 10),
+    "ec2-modify-network-interface": (100, 5),
+}
 BUCKETS_DOC = {
+    "elb-account": "ELB, every action (one bucket per account and region): 40 burst, 10/s",
+    "elb-registration": "ELB RegisterTargets and DeregisterTargets (one bucket): 20 burst, 4/s",
     "elb-describe": "ELB Describe* (one bucket shared by all of them): 40 burst, 10/s",
+    "elb-mutating": "ELB other actions (one bucket): 20 burst, 3/s",
     "ec2-describe": "EC2 Describe* (a bucket per action): 100 burst, 20/s",
+    "ec2-create-tags": "EC2 CreateTags: 100 burst, 10/s",
+    "ec2-modify-network-interface": "EC2 ModifyNetworkInterfaceAttribute: 100 burst, 5/s",
     "ec2-mutating": "EC2 other actions (a bucket per action): 50 burst, 5/s",
 }
+# The ELB models: AWS's documented buckets, or the older Describe*-only one.
+MODELS = ("aws", "describe")
+EC2_ACTION_SIZES = {"CreateTags": "ec2-create-tags", "ModifyNetworkInterfaceAttribute": "ec2-modify-network-interface"}
 
 
-def limit_for(service, action):
-    """The limit a call falls under, or None for an unlimited one."""
+def limits_for(service, action, model="aws"):
+    """The limits a call falls under: it goes through only if every one has a token. Empty for an unlimited call."""
     describe = action.startswith("Describe")
-    if service == "elasticloadbalancing" and describe:
-        return Limit("elb-describe", "elb-describe", 400, ELB_THROTTLED)
+    if service == "elasticloadbalancing":
+        if model == "describe":
+            return [Limit("elb-describe", "elb-describe", 400, ELB_THROTTLED)] if describe else []
+        if action in ("RegisterTargets", "DeregisterTargets"):
+            category = "elb-registration"
+        else:
+            category = "elb-describe" if describe else "elb-mutating"
+        return [Limit("elb-account", "elb-account", 400, ELB_THROTTLED), Limit(category, category, 400, ELB_THROTTLED)]
     if service == "ec2":
-        return Limit(f"ec2:{action}", "ec2-describe" if describe else "ec2-mutating", 503, EC2_THROTTLED)
-    return None
+        size = "ec2-describe" if describe else EC2_ACTION_SIZES.get(action, "ec2-mutating")
+        return [Limit(f"ec2:{action}", size, 503, EC2_THROTTLED)]
+    return []
 
 
 class Buckets:
@@ -170,12 +200,21 @@ class Buckets:
         self.lock = threading.Lock()
         self.buckets = {}
 
-    def take(self, limit):
+    def take_all(self, limits):
+        """A token from every limit's bucket, or from none: the first limit without one, or None when taken."""
         with self.lock:
-            bucket = self.buckets.get(limit.bucket)
-            if bucket is None:
-                bucket = self.buckets[limit.bucket] = TokenBucket(*SIZES[limit.size])
-        return bucket.take()
+            buckets = []
+            for limit in limits:
+                bucket = self.buckets.get(limit.bucket)
+                if bucket is None:
+                    bucket = self.buckets[limit.bucket] = TokenBucket(*SIZES[limit.size])
+                buckets.append(bucket)
+            for limit, bucket in zip(limits, buckets):
+                if not bucket.has_token():
+                    return limit
+            for bucket in buckets:
+                bucket.take()
+            return None
 
 
 class Stats:
@@ -270,8 +309,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             status, text = SPURIOUS[service]
             refusal = (status, "text/xml", text)
         else:
-            limit = limit_for(service, action) if proxy.throttle else None
-            if limit is not None and not proxy.buckets.take(limit):
+            limits = limits_for(service, action, proxy.model) if proxy.throttle else []
+            limit = proxy.buckets.take_all(limits)
+            if limit is not None:
                 kind = "throttled"
                 refusal = (limit.status, "text/xml", limit.body)
         with proxy.stats.lock:
@@ -319,11 +359,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class ThrottlingProxy:
     """The proxy server, on a free loopback port, in daemon threads of this process."""
 
-    def __init__(self, upstream_port, latency_ms, tls=None, throttle=True):
+    def __init__(self, upstream_port, latency_ms, tls=None, throttle=True, model="aws"):
         """`tls`, a (certificate chain, key) pair of files, makes it an HTTPS endpoint; the handshake then happens in
-        each connection's own thread, so a slow client never holds up the others."""
+        each connection's own thread, so a slow client never holds up the others. `model`: which ELB buckets it
+        meters (MODELS)."""
+        assert model in MODELS, model
         self.upstream_port = upstream_port
         self.throttle = throttle
+        self.model = model
         self.latency = latency_ms / 1000
         self.local = threading.local()
         self.reset()

@@ -136,6 +136,12 @@ class WaveBench:
             plan = [([node], interruption_event(self.root, node.id)) for node in nodes]
         elif kind == "batch":
             plan = [(list(nodes), sqs_batch(self.root, [node.id for node in nodes]))]
+        elif kind.startswith("batches"):
+            # `batches4`: the instances split over 4 SQS batches, each its own process at once, as an SQS event
+            # source's concurrent pollers deliver a queue's backlog.
+            count = int(kind[len("batches"):])
+            chunks = [list(nodes[i::count]) for i in range(count) if nodes[i::count]]
+            plan = [(chunk, sqs_batch(self.root, [node.id for node in chunk])) for chunk in chunks]
         else:
             plan = [([nodes[0]], interruption_event(self.root, nodes[0].id))]
         self.proxy.reset()

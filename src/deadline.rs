@@ -1,7 +1,6 @@
 //! The invocation's deadline. No new locate or verify call starts after `stop`, which keeps back a reserve for
 //! building and publishing the summaries; `end` is when Lambda ends the invocation, which no claim outlives. A run
-//! without one (a test calling the handler directly) is never cut short. `Rounds` paces the rounds in which calls that
-//! are still throttled after the SDK's own retries are made again, for as long as the deadline allows.
+//! without one (a test calling the handler directly) is never cut short.
 
 use std::time::{Duration, Instant};
 
@@ -40,17 +39,11 @@ impl Deadline {
         }))
     }
 
-    /// Whether there is a deadline at all.
-    pub fn is_set(self) -> bool {
-        self.0.is_some()
-    }
-
     pub fn passed(self) -> bool {
         self.0.is_some_and(|d| Instant::now() >= d.stop)
     }
 
     /// Time left before new work stops; None without a deadline.
-    #[cfg(test)]
     pub fn left(self) -> Option<Duration> {
         self.0.map(|d| d.stop.saturating_duration_since(Instant::now()))
     }
@@ -63,49 +56,6 @@ impl Deadline {
     /// Whether `wait` from now still ends before new work stops.
     pub fn within(self, wait: Duration) -> bool {
         self.0.is_none_or(|d| Instant::now() + wait < d.stop)
-    }
-}
-
-/// Rounds of calls that are made again while they come back throttled. The pause before each new round doubles, up to
-/// `MAX_PAUSE`; a round is followed by another only if its pause still ends before the deadline. Giving a throttled
-/// read up would leave an instance registered, or reported as such, while there was time to look again.
-#[derive(Debug)]
-pub struct Rounds {
-    deadline: Deadline,
-    pause: Duration,
-    started: usize,
-}
-
-impl Rounds {
-    const FIRST_PAUSE: Duration = Duration::from_millis(500);
-    const MAX_PAUSE: Duration = Duration::from_secs(4);
-    /// Without a deadline (a direct call, a test) a throttled call gets this many rounds.
-    const WITHOUT_DEADLINE: usize = 3;
-
-    pub fn new(deadline: Deadline) -> Self {
-        Rounds {
-            deadline,
-            pause: Self::FIRST_PAUSE,
-            started: 0,
-        }
-    }
-
-    /// Start a round; true when what is throttled in it may be tried again in another.
-    pub fn start(&mut self) -> bool {
-        self.started += 1;
-        self.deadline.within(self.pause) && (self.deadline.is_set() || self.started < Self::WITHOUT_DEADLINE)
-    }
-
-    /// Wait before the next round.
-    pub async fn pause(&mut self, what: &'static str, throttled: usize) {
-        tracing::info!(
-            what,
-            throttled,
-            pause_ms = self.pause.as_millis() as u64,
-            "throttled calls made again"
-        );
-        tokio::time::sleep(self.pause).await;
-        self.pause = (self.pause * 2).min(Self::MAX_PAUSE);
     }
 }
 
@@ -129,18 +79,5 @@ mod tests {
         let deadline = Deadline::ending(Duration::from_secs(60), Duration::from_secs(5));
         assert!((Duration::from_secs(54)..=Duration::from_secs(55)).contains(&deadline.left().unwrap()));
         assert!((Duration::from_secs(59)..=Duration::from_secs(60)).contains(&deadline.end_left().unwrap()));
-    }
-
-    #[test]
-    fn rounds_go_on_while_the_deadline_allows_and_three_times_without_one() {
-        let mut without = Rounds::new(Deadline::none());
-        assert_eq!([without.start(), without.start(), without.start()], [true, true, false]);
-        let mut long = Rounds::new(Deadline::after(Duration::from_secs(60)));
-        assert!((0..10).all(|_| long.start()));
-        let mut short = Rounds::new(Deadline::after(Duration::from_millis(100)));
-        assert!(
-            !short.start(),
-            "a pause of 500 ms does not end before a deadline 100 ms away"
-        );
     }
 }

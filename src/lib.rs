@@ -9,18 +9,20 @@
 //! ```text
 //! handler      parse the payload (crate spot-cleanup-input) -> route each part to one workflow -> shape the answer
 //!   app        the composition root: App, the clients of each place (region, account), the warm-up
-//!     cleanup  run(): admit -> fast path -> quarantine while sweeping -> deregister the rest -> verify
-//!                     -> assemble the summaries -> finish (record, monitoring, lifecycle, publish, release claims)
+//!     cleanup  run(): admit -> the wave, while the ENIs are quarantined -> assemble the summaries
+//!                     -> finish (record, monitoring, lifecycle, publish, release claims)
 //!     restore  the undo workflow;  index  refresh (schedule) and apply (CloudTrail)
 //!       config     the environment, read once, into each concern's settings type
+//!       wave       the one deregistration path, shared by the cleanups running at the same time: one driver finds,
+//!                  deregisters (one call per group for all of them) and checks, under the account's ELB budget
 //!       trust      what is refused before anything changes (scope, freshness, identity): pure, no I/O
-//!       locate     where an instance is registered: index, Auto Scaling group, full sweep (one trait)
+//!       locate     where an instance is registered: index, Auto Scaling group (one trait); the full sweep's parts
 //!       steps      the AWS calls, one concern each: describe, claim, deregister, verify, quarantine, lifecycle, ...
 //!       notify     everything sent to SNS, through one Publisher
 //!       monitoring Datadog, Mackerel, webhook at notice time;  telemetry  step logs and EMF metrics
 //!       store      the DynamoDB table's calls
 //!         summary, changes, registration, instance, table, deadline     plain data
-//!           aws    clients, retry modes, the typed CallError, pacing, bounded concurrency
+//!           aws    clients, retry modes, the typed CallError, the ELB and EC2 budgets, bounded concurrency
 //! ```
 
 pub(crate) mod app;
@@ -45,6 +47,7 @@ pub(crate) mod telemetry;
 #[cfg(test)]
 mod testing;
 pub(crate) mod trust;
+pub(crate) mod wave;
 
 pub use app::warm::{WarmUp, warm_up};
 pub use app::{App, InitError};

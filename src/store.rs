@@ -1,6 +1,6 @@
 //! The few calls the function makes on its DynamoDB table (see `table` for what the items hold): a query by partition
-//! key, a whole scan, one item read consistently, one group's item, and batched writes that retry what DynamoDB leaves
-//! unprocessed.
+//! key (and sort key prefix), a whole scan, items read consistently, one group's item, and batched writes that retry
+//! what DynamoDB leaves unprocessed.
 
 use std::time::Duration;
 
@@ -29,6 +29,74 @@ pub async fn query(dynamodb: &aws_sdk_dynamodb::Client, table: &str, pk: &str) -
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| CallError::new("Query", &e))?;
         items.extend(page.items().iter().cloned());
+    }
+    Ok(items)
+}
+
+/// The items of one partition whose sort key starts with `prefix`, read consistently.
+pub async fn query_prefix(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    prefix: &str,
+) -> Result<Vec<Item>, CallError> {
+    let mut pages = dynamodb
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+        .expression_attribute_values(":pk", s(pk))
+        .expression_attribute_values(":prefix", s(prefix))
+        .consistent_read(true)
+        .into_paginator()
+        .send();
+    let mut items = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| CallError::new("Query", &e))?;
+        items.extend(page.items().iter().cloned());
+    }
+    Ok(items)
+}
+
+/// The items of one partition with these sort keys (at most 100), read consistently; the ones the table has.
+pub async fn get_many(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    sks: &[String],
+) -> Result<Vec<Item>, CallError> {
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+    let mut pending: Vec<Item> = sks
+        .iter()
+        .map(|sk| Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))]))
+        .collect();
+    let mut items = Vec::new();
+    for _ in 0..UNPROCESSED_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
+        let keys = KeysAndAttributes::builder()
+            .set_keys(Some(std::mem::take(&mut pending)))
+            .consistent_read(true)
+            .build()
+            .expect("keys are set");
+        let output = dynamodb
+            .batch_get_item()
+            .request_items(table, keys)
+            .send()
+            .await
+            .map_err(|e| CallError::new("BatchGetItem", &e))?;
+        items.extend(
+            output
+                .responses()
+                .and_then(|r| r.get(table))
+                .cloned()
+                .unwrap_or_default(),
+        );
+        pending = output
+            .unprocessed_keys()
+            .and_then(|u| u.get(table))
+            .map(|k| k.keys().to_vec())
+            .unwrap_or_default();
     }
     Ok(items)
 }

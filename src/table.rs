@@ -41,8 +41,8 @@ pub enum ItemError {
 /// The table's TTL attribute.
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 /// How long every item of the table lives unless it is written again: an index item (a refresh rewrites an unchanged
-/// one once less than half is left), a delivery marker (by then the instance is long gone or was restored), a sweep's
-/// board and reads (by then the sweep is long over).
+/// one once less than half is left), a delivery marker (by then the instance is long gone or was restored), the wave's
+/// items (by then the wave is long over).
 pub const TIME_TO_LIVE: Duration = Duration::from_secs(24 * 60 * 60);
 /// The sort key of a target group's own item.
 pub const GROUP_SK: &str = "group";
@@ -281,14 +281,14 @@ pub fn is_claim(item: &Item) -> bool {
     key_of(item).is_some_and(|(pk, _)| pk.starts_with(CLAIM_PK_PREFIX))
 }
 
-/// Shared sweeps share the table too (`locate::shared`): under pk `sweep#<vpc id>`, one item (sk `sweep`) says who
-/// sweeps the VPC and how far it got, and one per target group (sk `group#<ARN>`) holds what the group held when it
-/// was read. They are not the index's to keep or delete either.
-pub const SWEEP_PK_PREFIX: &str = "sweep#";
+/// The wave shares the table too (see the `wave` module): under pk `wave`, who drives it (sk `driver`), the instances waiting
+/// for it (sk `member#<instance id>`) and what it answered them (sk `answer#<instance id>`). They are not the index's
+/// to keep or delete either.
+pub const WAVE_PK: &str = "wave";
 
-/// Whether an item belongs to a shared sweep rather than to the index.
-pub fn is_sweep(item: &Item) -> bool {
-    key_of(item).is_some_and(|(pk, _)| pk.starts_with(SWEEP_PK_PREFIX))
+/// Whether an item belongs to the wave rather than to the index.
+pub fn is_wave(item: &Item) -> bool {
+    key_of(item).is_some_and(|(pk, _)| pk == WAVE_PK)
 }
 
 pub fn group_pk(arn: &str) -> String {

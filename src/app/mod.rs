@@ -8,12 +8,12 @@ pub mod warm;
 
 use std::collections::BTreeMap;
 
-use crate::aws::{CallBudget, Clients, Pace};
+use crate::aws::{Bucket, CallBudget, Clients};
 use crate::cleanup::{self, InstanceError, Report};
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::input::Request;
-use crate::locate::{AutoScaling, Index, Locator, SharedSweep, Sweep};
+use crate::locate::{AutoScaling, Index, Locator};
 use crate::monitoring::Monitoring;
 use crate::monitoring::secrets::SecretClients;
 use crate::notify::Publisher;
@@ -22,6 +22,7 @@ use crate::steps::claim::Marker;
 use crate::steps::lifecycle::DrainWait;
 use crate::steps::quarantine::QuarantineGroupCache;
 use crate::steps::records::Signer;
+use crate::wave::{Roster, Wave};
 use places::{PlaceKey, Places};
 
 /// Everything an invocation needs, built once at init.
@@ -43,19 +44,17 @@ pub(crate) struct Place {
     /// The registration index's table; the home place's only (the index covers the home region and account).
     pub table: Option<String>,
     fast_locators: Vec<Box<dyn Locator>>,
-    /// The full sweep: shared with the cleanups running at the same time when there is a table, else its own.
-    sweep: Box<dyn Locator>,
-    /// This place's share of its account's ELB Describe* budget, for every Describe call a cleanup makes.
-    pub elb_pace: Pace,
-    /// A slower share for the index refresh, which is background work.
-    pub refresh_pace: Pace,
+    /// The wave: shared with the cleanups running at the same time when there is a table, else this cleanup's own.
+    wave: Wave,
+    /// A slower pace for the index refresh, which is background work, on top of the ELB budget.
+    pub refresh_pace: Bucket,
     /// The quarantine groups by VPC, looked up during init (see `warm`) and again when stale.
     pub quarantine_groups: QuarantineGroupCache,
 }
 
 impl Place {
     /// The wiring of one place: the registration index when it has one (it knows exact ports and zones), the Auto
-    /// Scaling fast path, then the full sweep.
+    /// Scaling fast path, and the wave, shared through the table when there is one.
     fn new(config: &Config, clients: Clients, table: Option<String>) -> Self {
         let mut fast_locators: Vec<Box<dyn Locator>> = Vec::new();
         if let Some(table) = &table {
@@ -65,24 +64,16 @@ impl Place {
             clients.autoscaling.clone(),
             clients.elb.clone(),
         )));
-        let elb_pace = clients.elb_describe.clone();
         let refresh_rate = config.refresh_concurrency as u32;
-        let own = Sweep::new(clients.elb.clone(), config.concurrency).paced(elb_pace.clone());
-        let sweep: Box<dyn Locator> = match &table {
-            Some(table) => Box::new(SharedSweep::new(
-                own.reader().clone(),
-                clients.dynamodb.clone(),
-                table.clone(),
-                config.claim_lease,
-            )),
-            None => Box::new(own),
-        };
+        let roster = table.as_ref().map(|table| Roster {
+            dynamodb: clients.dynamodb.clone(),
+            table: table.clone(),
+        });
         Place {
             table,
             fast_locators,
-            sweep,
-            elb_pace,
-            refresh_pace: Pace::new(refresh_rate, f64::from(refresh_rate)),
+            wave: Wave::new(roster, config.claim_lease),
+            refresh_pace: Bucket::new(refresh_rate, f64::from(refresh_rate)),
             quarantine_groups: QuarantineGroupCache::new(config.quarantine_groups.clone()),
             clients,
         }
@@ -163,8 +154,7 @@ impl App {
             publisher: &self.publisher,
             config: &self.config,
             fast_locators: &place.fast_locators,
-            sweep: place.sweep.as_ref(),
-            elb_pace: &place.elb_pace,
+            wave: &place.wave,
             quarantine_groups: &place.quarantine_groups,
             monitoring: &self.monitoring,
             marker: place.marker(),

@@ -9,8 +9,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use super::breaker::Breaker;
-use super::pace::Pace;
-use super::paced::{self, PacedClient, Pacing};
+use super::paced::{Ec2Budget, ElbBudget, Meter, PacedClient};
 use super::retry::{CallBudget, Policy};
 
 /// One attempt that hangs longer than this is abandoned, for the clients without a policy of their own (the secret
@@ -41,13 +40,13 @@ pub struct Clients {
     pub kms: aws_sdk_kms::Client,
     /// The invocation every client's retries and breakers go by; the handler begins each one.
     pub budget: CallBudget,
-    /// This place's share of its account's ELB Describe* budget: every Describe call a cleanup makes takes a token
-    /// before it is sent, and each of its retries another at the connector.
-    pub elb_describe: Pace,
+    /// This place's ELB budget, as every ELB attempt spends it at the connector: the wave asks it when a call could
+    /// go before it composes one.
+    pub elb_budget: ElbBudget,
 }
 
-/// ELB Describe* calls per second when no rate is configured: AWS's refill rate for the account and region.
-pub const DEFAULT_DESCRIBE_RATE: u32 = 10;
+/// ELB Describe* calls per second when no rate is configured: the reads' share of the account's 10 a second.
+pub const DEFAULT_DESCRIBE_RATE: u32 = 8;
 
 /// The HTTPS client the SDK would make for itself (hyper 1, rustls with aws-lc, the proxy from the environment), made
 /// here so that the paced connector can wrap it: the shared configuration holds no HTTP client unless one was given.
@@ -76,11 +75,11 @@ macro_rules! configured {
             .retry_partition(policy.partition())
             .timeout_config(policy.timeouts())
             .retry_classifier(policy.classifier($budget));
-        let pacing: Option<Pacing> = $pacing;
-        match pacing {
-            Some(pacing) => builder
+        let meter: Option<Meter> = $pacing;
+        match meter {
+            Some(meter) => builder
                 .http_client(PacedClient($http.clone()))
-                .interceptor(pacing.interceptor()),
+                .interceptor(meter.interceptor()),
             None => builder,
         }
     }};
@@ -95,16 +94,7 @@ impl Clients {
     /// Clients of one place (region and account) over `shared`, going by the process's `budget`, allowing themselves
     /// `describe_rate` ELB Describe* calls per second (`ELB_DESCRIBE_RATE`).
     pub fn going_by(shared: &SdkConfig, budget: &CallBudget, describe_rate: u32) -> Self {
-        let elb_pacing = Pacing::new(&[paced::elb_describe(describe_rate.max(1)), paced::ELB_REGISTRATION]);
-        let elb_describe = elb_pacing
-            .bucket("elb-describe")
-            .cloned()
-            .expect("the ELB pacing has a Describe* class");
-        let ec2_pacing = Pacing::new(&[
-            paced::EC2_MODIFY_NETWORK_INTERFACE,
-            paced::EC2_CREATE_TAGS,
-            paced::EC2_DELETE_TAGS,
-        ]);
+        let elb_budget = ElbBudget::new(describe_rate);
         let http = shared.http_client().unwrap_or_else(default_http_client);
         let elb = configured!(
             aws_sdk_elasticloadbalancingv2,
@@ -112,9 +102,16 @@ impl Clients {
             http,
             Policy::ELB,
             budget,
-            Some(elb_pacing)
+            Some(Meter::Elb(elb_budget.clone()))
         );
-        let ec2 = configured!(aws_sdk_ec2, shared, http, Policy::EC2, budget, Some(ec2_pacing));
+        let ec2 = configured!(
+            aws_sdk_ec2,
+            shared,
+            http,
+            Policy::EC2,
+            budget,
+            Some(Meter::Ec2(Ec2Budget::new()))
+        );
         let autoscaling = configured!(aws_sdk_autoscaling, shared, http, Policy::AUTOSCALING, budget, None);
         let sns = configured!(aws_sdk_sns, shared, http, Policy::SNS, budget, None);
         let dynamodb = configured!(aws_sdk_dynamodb, shared, http, Policy::DYNAMODB, budget, None)
@@ -129,7 +126,7 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
             kms: aws_sdk_kms::Client::from_conf(kms.build()),
             budget: budget.clone(),
-            elb_describe,
+            elb_budget,
         }
     }
 }

@@ -4,14 +4,15 @@
 
 pub mod bounded;
 mod breaker;
+pub mod bucket;
 mod clients;
 pub mod error;
-pub mod pace;
-mod paced;
+pub mod paced;
 pub mod retry;
 
 pub use bounded::{bounded_all, join_all};
+pub use bucket::{Bucket, Priority};
 pub use clients::{Clients, load_shared};
 pub use error::CallError;
-pub use pace::Pace;
+pub use paced::{ElbBudget, ElbKind};
 pub use retry::CallBudget;

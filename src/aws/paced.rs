@@ -1,15 +1,22 @@
-//! Every attempt of a paced action waits for a token of its class's bucket before it is sent, retries included.
+//! Every attempt of a metered AWS call waits for its tokens before it is sent, retries included, so that the function
+//! never sends faster than AWS answers.
 //!
-//! AWS throttles by action class, per account and region, so the function keeps a bucket of its own per class
-//! (`Class`), sized as AWS sizes the class: a throttle of one class never slows another, and nothing one invocation
-//! learns slows the next (the buckets only count our own sends). An interceptor tags each attempt's request with the
-//! bucket of its operation; the HTTP connector, which sends every attempt, waits for a token first.
+//! ELB meters every call twice, per account and region (ELB user guide, "Request throttling for the ELB API"): on one
+//! account-level bucket shared by every ELB action and every caller in the account (40 tokens, 10 a second), and on
+//! its category's bucket: registration (RegisterTargets, DeregisterTargets: 20, 4 a second), non-mutating (Describe*:
+//! 40, 10 a second) and mutating (the rest: 20, 3 a second). `ElbBudget` keeps the same buckets, and splits the
+//! account bucket: a deregistration takes its token first (`Priority::Urgent`); a read takes one only while
+//! `READ_RESERVE` tokens are left and no deregistration waits, and no more than its share a second
+//! (`ELB_DESCRIBE_RATE`), so the rest is kept for deregistrations and for the other tools of the account.
 //!
-//! ELB Describe* calls take the token of their first attempt where they are made (the sweep, the checks and the
-//! lifecycle's drain wait pace themselves with the place's bucket, `Clients::elb_describe`), so the connector paces
-//! only their retries, from the same bucket.
+//! EC2 meters each action on a bucket of its own (EC2 API reference, "Request throttling"): ModifyNetworkInterface-
+//! Attribute 100 tokens, 5 a second; CreateTags 100, 10 a second; other mutating actions (DeleteTags) 50, 5 a second.
+//!
+//! An interceptor tags each attempt with the client's meter and its operation; the HTTP connector, which sends every
+//! attempt, takes the tokens first. The buckets count only this process's own sends: nothing one invocation learns
+//! slows the next.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::{
@@ -18,120 +25,212 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, Metadata};
-use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use super::pace::Pace;
+use super::bucket::{Bucket, Priority};
 
-/// An action class and its bucket: a burst, then a steady rate per second.
-#[derive(Clone, Copy, Debug)]
-pub struct Class {
-    pub name: &'static str,
-    /// Which operations draw on it.
-    pub operations: Operations,
-    pub burst: u32,
+/// A bucket's size as AWS documents it: its capacity, and the tokens it gets back each second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Size {
+    pub capacity: u32,
     pub per_second: f64,
-    /// The first attempt this class paces: 1 for every attempt, 2 when the caller paced the first one.
-    pub from_attempt: u32,
 }
 
-/// The operations a class covers.
-#[derive(Clone, Copy, Debug)]
-pub enum Operations {
-    /// Every operation whose name starts so (`Describe`).
-    Prefix(&'static str),
-    Named(&'static [&'static str]),
+impl Size {
+    fn bucket(self) -> Bucket {
+        Bucket::new(self.capacity, self.per_second)
+    }
 }
 
-impl Operations {
-    fn cover(&self, operation: &str) -> bool {
-        match self {
-            Operations::Prefix(prefix) => operation.starts_with(prefix),
-            Operations::Named(names) => names.contains(&operation),
+/// Every ELB call of the account and region.
+pub const ELB_ACCOUNT: Size = Size {
+    capacity: 40,
+    per_second: 10.0,
+};
+/// RegisterTargets and DeregisterTargets.
+pub const ELB_REGISTRATION: Size = Size {
+    capacity: 20,
+    per_second: 4.0,
+};
+/// Describe*.
+pub const ELB_DESCRIBE: Size = Size {
+    capacity: 40,
+    per_second: 10.0,
+};
+/// Every other ELB action.
+pub const ELB_MUTATING: Size = Size {
+    capacity: 20,
+    per_second: 3.0,
+};
+/// The account-level tokens a read leaves for the deregistrations and the account's other tools.
+pub const READ_RESERVE: f64 = 10.0;
+
+pub const EC2_MODIFY_NETWORK_INTERFACE: Size = Size {
+    capacity: 100,
+    per_second: 5.0,
+};
+pub const EC2_CREATE_TAGS: Size = Size {
+    capacity: 100,
+    per_second: 10.0,
+};
+/// EC2's other mutating actions (DeleteTags, the marker's).
+pub const EC2_MUTATING: Size = Size {
+    capacity: 50,
+    per_second: 5.0,
+};
+
+/// What an ELB call is, for its budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElbKind {
+    /// RegisterTargets, DeregisterTargets: the safety work, first.
+    Registration,
+    /// Describe*: what can wait.
+    Read,
+    /// Any other action.
+    Mutation,
+}
+
+impl ElbKind {
+    pub fn of(operation: &str) -> Self {
+        match operation {
+            "RegisterTargets" | "DeregisterTargets" => ElbKind::Registration,
+            read if read.starts_with("Describe") => ElbKind::Read,
+            _ => ElbKind::Mutation,
         }
     }
 }
 
-/// ELB's Describe* calls share one bucket per account and region: 40 burst, then 10 per second (`ELB_DESCRIBE_RATE`
-/// takes a share of it).
-pub fn elb_describe(rate: u32) -> Class {
-    Class {
-        name: "elb-describe",
-        operations: Operations::Prefix("Describe"),
-        burst: rate * 4,
-        per_second: f64::from(rate),
-        from_attempt: 2,
-    }
-}
-
-/// ELB's RegisterTargets and DeregisterTargets, which a batch sends once per target group.
-pub const ELB_REGISTRATION: Class = Class {
-    name: "elb-registration",
-    operations: Operations::Named(&["DeregisterTargets", "RegisterTargets"]),
-    burst: 40,
-    per_second: 10.0,
-    from_attempt: 1,
-};
-
-/// EC2 evaluates each mutating action on a bucket of its own: 50 burst, then 5 per second.
-const fn ec2_mutating(name: &'static str, operations: &'static [&'static str]) -> Class {
-    Class {
-        name,
-        operations: Operations::Named(operations),
-        burst: 50,
-        per_second: 5.0,
-        from_attempt: 1,
-    }
-}
-
-pub const EC2_MODIFY_NETWORK_INTERFACE: Class =
-    ec2_mutating("ec2-modify-network-interface", &["ModifyNetworkInterfaceAttribute"]);
-/// The records and the tag marker.
-pub const EC2_CREATE_TAGS: Class = ec2_mutating("ec2-create-tags", &["CreateTags"]);
-pub const EC2_DELETE_TAGS: Class = ec2_mutating("ec2-delete-tags", &["DeleteTags"]);
-
-/// The buckets of one client (one service, one account and region).
+/// One account and region's ELB budget, as this process spends it.
 #[derive(Clone, Debug)]
-pub struct Pacing(Arc<Vec<(Class, Pace)>>);
+pub struct ElbBudget {
+    account: Bucket,
+    registration: Bucket,
+    describe: Bucket,
+    mutating: Bucket,
+    /// The reads' share of the account bucket: `ELB_DESCRIBE_RATE` a second.
+    share: Bucket,
+}
 
-impl Pacing {
-    /// A full bucket per class.
-    pub fn new(classes: &[Class]) -> Self {
-        Pacing(Arc::new(
-            classes.iter().map(|c| (*c, Pace::new(c.burst, c.per_second))).collect(),
-        ))
+impl ElbBudget {
+    /// AWS's buckets, full, with reads allowed `share` a second.
+    pub fn new(share: u32) -> Self {
+        let share = share.max(1);
+        ElbBudget {
+            account: ELB_ACCOUNT.bucket(),
+            registration: ELB_REGISTRATION.bucket(),
+            describe: ELB_DESCRIBE.bucket(),
+            mutating: ELB_MUTATING.bucket(),
+            share: Bucket::new(share * 4, f64::from(share)),
+        }
     }
 
-    /// The bucket an operation's attempt draws on (attempts count from 1); None for one that is not paced.
-    pub fn for_attempt(&self, operation: &str, attempt: u32) -> Option<&Pace> {
-        self.0
-            .iter()
-            .find(|(class, _)| class.operations.cover(operation))
-            .filter(|(class, _)| attempt >= class.from_attempt)
-            .map(|(_, pace)| pace)
+    /// No limit (tests that script every answer).
+    pub fn unlimited() -> Self {
+        ElbBudget {
+            account: Bucket::unlimited(),
+            registration: Bucket::unlimited(),
+            describe: Bucket::unlimited(),
+            mutating: Bucket::unlimited(),
+            share: Bucket::unlimited(),
+        }
     }
 
-    /// The bucket of a class, by name.
-    pub fn bucket(&self, name: &str) -> Option<&Pace> {
-        self.0
-            .iter()
-            .find(|(class, _)| class.name == name)
-            .map(|(_, pace)| pace)
+    /// The buckets a call of `kind` draws on, in the order it takes them.
+    fn draws(&self, kind: ElbKind) -> Vec<(&Bucket, Priority)> {
+        match kind {
+            ElbKind::Registration => vec![
+                (&self.registration, Priority::Urgent),
+                (&self.account, Priority::Urgent),
+            ],
+            ElbKind::Read => vec![
+                (&self.share, Priority::Urgent),
+                (&self.describe, Priority::Urgent),
+                (&self.account, Priority::Patient { reserve: READ_RESERVE }),
+            ],
+            ElbKind::Mutation => vec![(&self.mutating, Priority::Urgent), (&self.account, Priority::Urgent)],
+        }
     }
 
-    /// The interceptor that tags each attempt with its bucket.
+    /// How long until a call of `kind` could go without waiting (zero: now).
+    pub fn ready_in(&self, kind: ElbKind) -> Duration {
+        self.draws(kind)
+            .into_iter()
+            .map(|(bucket, priority)| bucket.ready_in(priority))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Wait for, and take, every token a call of `kind` needs.
+    pub async fn take(&self, kind: ElbKind) {
+        for (bucket, priority) in self.draws(kind) {
+            bucket.take(priority).await;
+        }
+    }
+}
+
+/// EC2's per-action buckets, for the actions a cleanup sends many of.
+#[derive(Clone, Debug)]
+pub struct Ec2Budget {
+    modify_network_interface: Bucket,
+    create_tags: Bucket,
+    delete_tags: Bucket,
+}
+
+impl Ec2Budget {
+    pub fn new() -> Self {
+        Ec2Budget {
+            modify_network_interface: EC2_MODIFY_NETWORK_INTERFACE.bucket(),
+            create_tags: EC2_CREATE_TAGS.bucket(),
+            delete_tags: EC2_MUTATING.bucket(),
+        }
+    }
+
+    fn bucket(&self, operation: &str) -> Option<&Bucket> {
+        match operation {
+            "ModifyNetworkInterfaceAttribute" => Some(&self.modify_network_interface),
+            "CreateTags" => Some(&self.create_tags),
+            "DeleteTags" => Some(&self.delete_tags),
+            _ => None,
+        }
+    }
+}
+
+/// What a client's attempts are metered by.
+#[derive(Clone, Debug)]
+pub enum Meter {
+    Elb(ElbBudget),
+    Ec2(Ec2Budget),
+}
+
+impl Meter {
+    /// Take what an attempt of `operation` needs.
+    async fn take(&self, operation: &str) {
+        match self {
+            Meter::Elb(budget) => budget.take(ElbKind::of(operation)).await,
+            Meter::Ec2(budget) => {
+                if let Some(bucket) = budget.bucket(operation) {
+                    bucket.take(Priority::Urgent).await;
+                }
+            }
+        }
+    }
+
+    /// The interceptor that tags each attempt with this meter.
     pub fn interceptor(&self) -> Tagger {
         Tagger(self.clone())
     }
 }
 
-/// The bucket an attempt must take a token from, carried on its request.
+/// What an attempt must take before it is sent, carried on its request.
 #[derive(Clone, Debug)]
-struct Ticket(Pace);
+struct Ticket {
+    meter: Meter,
+    operation: String,
+}
 
 #[derive(Debug)]
-pub struct Tagger(Pacing);
+pub struct Tagger(Meter);
 
 impl Intercept for Tagger {
     fn name(&self) -> &'static str {
@@ -144,18 +243,18 @@ impl Intercept for Tagger {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
-        let pace = cfg
-            .load::<Metadata>()
-            .and_then(|metadata| self.0.for_attempt(metadata.name(), attempt));
-        if let Some(pace) = pace {
-            context.request_mut().add_extension(Ticket(pace.clone()));
+        if let Some(metadata) = cfg.load::<Metadata>() {
+            let ticket = Ticket {
+                meter: self.0.clone(),
+                operation: metadata.name().to_owned(),
+            };
+            context.request_mut().add_extension(ticket);
         }
         Ok(())
     }
 }
 
-/// The HTTP client every attempt goes through: it waits for the attempt's token, then sends.
+/// The HTTP client every attempt goes through: it takes the attempt's tokens, then sends.
 #[derive(Debug)]
 pub struct PacedClient(pub SharedHttpClient);
 
@@ -174,11 +273,11 @@ struct PacedConnector(SharedHttpConnector);
 
 impl HttpConnector for PacedConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let pace = request.extension::<Ticket>().map(|t| t.0.clone());
+        let ticket = request.extension::<Ticket>().cloned();
         let inner = self.0.clone();
         HttpConnectorFuture::new(async move {
-            if let Some(pace) = pace {
-                pace.acquire().await;
+            if let Some(ticket) = ticket {
+                ticket.meter.take(&ticket.operation).await;
             }
             inner.call(request).await
         })
@@ -190,27 +289,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_operation_draws_on_its_own_class_only() {
-        let elb = Pacing::new(&[elb_describe(10), ELB_REGISTRATION]);
-        // A Describe's first attempt was paced where it was made; its retries are paced here, from the same bucket.
-        assert!(elb.for_attempt("DescribeTargetHealth", 1).is_none());
-        let describe = elb.for_attempt("DescribeTargetHealth", 2).unwrap() as *const Pace;
-        assert_eq!(elb.bucket("elb-describe").unwrap() as *const Pace, describe);
-        assert_eq!(
-            elb.for_attempt("DescribeTargetGroups", 3).unwrap() as *const Pace,
-            describe
+    fn each_operation_draws_on_its_category() {
+        assert_eq!(ElbKind::of("DeregisterTargets"), ElbKind::Registration);
+        assert_eq!(ElbKind::of("RegisterTargets"), ElbKind::Registration);
+        assert_eq!(ElbKind::of("DescribeTargetHealth"), ElbKind::Read);
+        assert_eq!(ElbKind::of("DescribeTargetGroupAttributes"), ElbKind::Read);
+        assert_eq!(ElbKind::of("AddTags"), ElbKind::Mutation);
+        let ec2 = Ec2Budget::new();
+        assert!(
+            ec2.bucket("DescribeInstances").is_none(),
+            "EC2's reads are not ours to pace"
         );
-        let deregister = elb.for_attempt("DeregisterTargets", 1).unwrap() as *const Pace;
-        assert_ne!(describe, deregister, "a throttled read never holds up a deregistration");
-        assert_eq!(
-            elb.for_attempt("RegisterTargets", 2).unwrap() as *const Pace,
-            deregister
-        );
-        assert!(elb.for_attempt("AddTags", 1).is_none());
+        assert!(ec2.bucket("ModifyNetworkInterfaceAttribute").is_some());
+    }
 
-        let ec2 = Pacing::new(&[EC2_MODIFY_NETWORK_INTERFACE, EC2_CREATE_TAGS, EC2_DELETE_TAGS]);
-        let modify = ec2.for_attempt("ModifyNetworkInterfaceAttribute", 1).unwrap() as *const Pace;
-        assert_ne!(modify, ec2.for_attempt("CreateTags", 1).unwrap() as *const Pace);
-        assert!(ec2.for_attempt("DescribeInstances", 1).is_none());
+    /// The account bucket is shared: twenty deregistrations go at once, then four a second (their category); reads
+    /// take what the deregistrations and the reserve leave, at most the share a second.
+    #[tokio::test(start_paused = true)]
+    async fn deregistrations_go_first_and_reads_take_their_share_of_the_rest() {
+        let budget = ElbBudget::new(8);
+        for _ in 0..20 {
+            assert_eq!(budget.ready_in(ElbKind::Registration), Duration::ZERO);
+            budget.take(ElbKind::Registration).await;
+        }
+        assert_eq!(budget.ready_in(ElbKind::Registration), Duration::from_millis(250));
+        // Twenty of the account's forty are left: reads may take ten, leaving the reserve.
+        for _ in 0..10 {
+            assert_eq!(budget.ready_in(ElbKind::Read), Duration::ZERO);
+            budget.take(ElbKind::Read).await;
+        }
+        assert!(budget.ready_in(ElbKind::Read) > Duration::ZERO);
+        // Over the next ten seconds: every deregistration the category allows (4 a second), and reads in what is
+        // left of the account's 10 a second, above the reserve.
+        let start = tokio::time::Instant::now();
+        let (reads, deregistrations) = tokio::join!(
+            count_until(&budget, ElbKind::Read, start + Duration::from_secs(10)),
+            count_until(&budget, ElbKind::Registration, start + Duration::from_secs(10)),
+        );
+        assert_eq!(
+            deregistrations, 40,
+            "the category's four a second, never held up by a read"
+        );
+        assert!(
+            (55..=62).contains(&reads),
+            "{reads}: the account's 100 less the 40 deregistrations"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn alone_the_reads_go_at_their_share() {
+        let budget = ElbBudget::new(8);
+        let start = tokio::time::Instant::now();
+        let reads = count_until(&budget, ElbKind::Read, start + Duration::from_secs(10)).await;
+        // Thirty at once (the account's 40 less the reserve), then the share: the 2 of its 32 left, and 8 a second.
+        assert!((111..=112).contains(&reads), "{reads}");
+    }
+
+    async fn count_until(budget: &ElbBudget, kind: ElbKind, end: tokio::time::Instant) -> usize {
+        let mut taken = 0;
+        while tokio::time::timeout_at(end, budget.take(kind)).await.is_ok() {
+            taken += 1;
+        }
+        taken
     }
 }

@@ -1,25 +1,25 @@
-//! One summary per instance, from what the phases recorded: where each registration went, what each ENI became, what
-//! went wrong, and what a person should know that is not a failure.
+//! One summary per instance, from what the wave answered and the quarantine did: where each registration went, what
+//! each ENI became, what went wrong, and what a person should know that is not a failure.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
 use super::admit::Admitted;
-use super::context::{Clock, Work};
-use super::ledger::{Fate, Ledger};
+use super::context::{Clock, Deregistrations, Work};
 use crate::changes::{EniChange, EniStatus};
 use crate::deadline::elapsed_ms;
 use crate::input::InstanceId;
 use crate::registration::{TargetRegistration, TargetState};
 use crate::steps::verify::Verdict;
 use crate::summary::{InstanceInfo, Outcome, Step, StepError, Summary, TargetChange, Timings};
-use crate::telemetry::steplog::Tally;
+use crate::telemetry::steplog::{StepLog, Tally};
+use crate::wave::{Deregistration, Fate, Target};
 
 /// The summaries of a run that changed things.
 pub fn summaries(
     admitted: &Admitted<'_>,
-    ledger: &Ledger,
+    deregistrations: &Deregistrations,
     mut enis: HashMap<InstanceId, Vec<EniChange>>,
     timings: Timings,
     clock: &Clock,
@@ -28,21 +28,30 @@ pub fn summaries(
         .work
         .iter()
         .map(|work| {
-            let mut summary = start(work, ledger, &admitted.claims.warnings, &timings, clock);
+            let deregistration = answer_for(deregistrations, &work.instance.id);
+            let mut summary = start(work, &deregistration, &admitted.claims.warnings, &timings, clock);
             summary.network_interfaces = enis.remove(&work.instance.id).unwrap_or_default();
-            for registration in ledger.all().filter(|r| r.instance_id == work.instance.id) {
-                place(&mut summary, registration, ledger);
+            for target in &deregistration.targets {
+                place(&mut summary, target);
             }
             total(summary, clock)
         })
         .collect()
 }
 
-/// The summary before its targets: the instance, its trigger, what the locators could not read, and the warnings
-/// that are known from the start.
+/// The wave's answer for an instance; one it did not answer (its task died) is reported as not done.
+pub fn answer_for(deregistrations: &Deregistrations, id: &InstanceId) -> Deregistration {
+    deregistrations
+        .get(id)
+        .cloned()
+        .unwrap_or_else(Deregistration::unanswered)
+}
+
+/// The summary before its targets: the instance, its trigger, what could not be read, and the warnings that are known
+/// from the start.
 pub fn start(
     work: &Work<'_>,
-    ledger: &Ledger,
+    deregistration: &Deregistration,
     claim_warnings: &HashMap<InstanceId, String>,
     timings: &Timings,
     clock: &Clock,
@@ -54,24 +63,32 @@ pub fn start(
         Outcome::Failed,
         clock.started_at,
     );
-    summary.target_groups_checked = ledger.target_groups_checked;
-    summary.swept_by = ledger.swept_by.map(str::to_owned);
-    summary.timings_ms = timings.clone();
-    summary.warnings.extend(ledger.fast_path_warnings.iter().cloned());
+    summary.target_groups_checked = deregistration.target_groups_checked;
+    summary.swept_by = Some(deregistration.swept_by.clone());
+    let wave = &deregistration.timings;
+    summary.timings_ms = Timings {
+        fast_locate: wave.fast_locate,
+        locate: wave.locate,
+        deregister: wave.deregister,
+        verify: wave.verify,
+        ..timings.clone()
+    };
+    summary
+        .warnings
+        .extend(deregistration.fast_path_warnings.iter().cloned());
     summary.warnings.extend(claim_warnings.get(&instance.id).cloned());
     if request.trigger.keeps_network() {
         summary
             .warnings
             .push("returns to a warm pool: its network interfaces were left as they are".into());
     }
-    for error in &ledger.locate_errors {
+    for error in &deregistration.locate_errors {
         summary.errors.push(StepError {
             step: Step::Locate,
             message: format!("{error}; registrations may remain"),
         });
     }
-    let unchecked = ledger.unchecked.iter();
-    for group in unchecked.filter(|g| g.vpc_id.is_none() || g.vpc_id == instance.vpc_id) {
+    for group in &deregistration.unchecked {
         summary.errors.push(StepError {
             step: Step::Locate,
             message: format!(
@@ -84,12 +101,16 @@ pub fn start(
 }
 
 /// File one registration under removed or remaining, with why.
-fn place(summary: &mut Summary, registration: &TargetRegistration, ledger: &Ledger) {
+fn place(summary: &mut Summary, target: &Target) {
+    let registration = &target.registration;
     let mut change = target_change(registration);
-    change.deregistration_delay_seconds = ledger.delays.get(&registration.target_group_arn).copied();
-    change.found_by = ledger.found_by(registration).map(str::to_owned);
-    match ledger.fate(registration) {
-        Fate::Refused(error) => {
+    change.deregistration_delay_seconds = target.delay_seconds;
+    change.found_by = Some(target.found_by.clone());
+    match &target.fate {
+        // A dry run lists its plan itself (`dry`).
+        Fate::Planned => summary.planned.push(change),
+        Fate::Refused { .. } => {
+            let error = target.fate.refusal().expect("a refusal");
             change.reason = Some(error.to_string());
             summary.errors.push(StepError {
                 step: Step::Deregister,
@@ -97,32 +118,81 @@ fn place(summary: &mut Summary, registration: &TargetRegistration, ledger: &Ledg
             });
             summary.remaining.push(change);
         }
-        Fate::Seen(Verdict::Deregistered) => {
-            change.state = Some(TargetState::Deregistered.as_str().into());
-            summary.removed.push(change);
-        }
-        Fate::Seen(Verdict::Draining) => {
-            change.state = Some(TargetState::Draining.as_str().into());
-            summary.removed.push(change);
-        }
-        Fate::Seen(Verdict::Remains { state, reason }) => {
-            change.state = Some(state.clone());
-            change.reason = reason.clone();
-            summary.remaining.push(change);
-        }
-        Fate::Seen(Verdict::Unknown { error }) => {
-            change.reason = Some(format!("could not verify: {error}"));
-            summary.errors.push(StepError {
-                step: Step::Verify,
-                message: format!("{}: {error}", registration.target_group_name),
-            });
-            summary.remaining.push(change);
-        }
+        Fate::Seen { verdict } => match verdict {
+            Verdict::Deregistered => {
+                change.state = Some(TargetState::Deregistered.as_str().into());
+                summary.removed.push(change);
+            }
+            Verdict::Draining => {
+                change.state = Some(TargetState::Draining.as_str().into());
+                summary.removed.push(change);
+            }
+            Verdict::Remains { state, reason } => {
+                change.state = Some(state.clone());
+                change.reason = reason.clone();
+                summary.remaining.push(change);
+            }
+            Verdict::Unknown { error } => {
+                change.reason = Some(format!("could not verify: {error}"));
+                summary.errors.push(StepError {
+                    step: Step::Verify,
+                    message: format!("{}: {error}", registration.target_group_name),
+                });
+                summary.remaining.push(change);
+            }
+        },
         Fate::NotVerified => {
             change.reason = Some("not verified before the deadline".into());
             summary.remaining.push(change);
         }
     }
+}
+
+/// One log line per step and instance: what the fast locators found and what left, what was walled off, what the
+/// sweep found, what the calls carried, and what the checks saw.
+pub fn log_steps(
+    log: &StepLog,
+    deregistrations: &Deregistrations,
+    enis: &HashMap<InstanceId, Vec<EniChange>>,
+    quarantine_ms: u64,
+) {
+    let of = |id: &InstanceId| answer_for(deregistrations, id);
+    let ms = |f: fn(&Deregistration) -> u64| deregistrations.values().map(f).max().unwrap_or_default();
+    let sent = |d: &Deregistration, fast: bool| -> Tally {
+        d.targets
+            .iter()
+            .filter(|t| (t.found_by == "index" || t.found_by == "auto-scaling") == fast)
+            .filter_map(|t| match &t.fate {
+                Fate::Refused { .. } => Some(false),
+                Fate::Seen { .. } | Fate::NotVerified
+                    if t.registration.state.as_deref().and_then(TargetState::parse).is_none() =>
+                {
+                    Some(true)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    log.step("fast-path", ms(|d| d.timings.fast_locate), |id| sent(&of(id), true));
+    log.step("quarantine", quarantine_ms, |id| eni_tally(enis.get(id)));
+    log.step("locate", ms(|d| d.timings.locate), |id| {
+        let d = of(id);
+        Tally::new(d.targets.len(), d.unchecked.len() + d.locate_errors.len())
+    });
+    log.step("deregister", ms(|d| d.timings.deregister), |id| sent(&of(id), false));
+    log.step("verify", ms(|d| d.timings.verify), |id| {
+        of(id)
+            .targets
+            .iter()
+            .filter_map(|t| match &t.fate {
+                Fate::Seen {
+                    verdict: Verdict::Deregistered | Verdict::Draining,
+                } => Some(true),
+                Fate::Seen { .. } | Fate::NotVerified => Some(false),
+                _ => None,
+            })
+            .collect()
+    });
 }
 
 /// The ENIs' errors, the warnings, the outcome and the total time.

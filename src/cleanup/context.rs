@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use crate::aws::{Clients, Pace};
+use crate::aws::Clients;
 use crate::config::Config;
 use crate::input::Request;
 use crate::instance::Instance;
@@ -16,19 +16,17 @@ use crate::steps::claim::Marker;
 use crate::steps::lifecycle::DrainWait;
 use crate::steps::quarantine::QuarantineGroupCache;
 use crate::steps::records::Signer;
+use crate::wave::{Tools, Wave};
 
 /// What a cleanup needs, borrowed from the composition root for one place (region and account).
 pub struct Context<'a> {
     pub clients: &'a Clients,
     pub publisher: &'a Publisher,
     pub config: &'a Config,
-    /// Cheap sources of known registrations, asked first, in priority order (the registration index, the Auto
-    /// Scaling group). What they find leaves its groups before the sweep starts.
+    /// Cheap sources of known registrations, asked first (the registration index, the Auto Scaling group).
     pub fast_locators: &'a [Box<dyn Locator>],
-    /// The full sweep: the safety net that finds the rest and checks what the fast path removed.
-    pub sweep: &'a dyn Locator,
-    /// This container's share of the account's ELB Describe* budget.
-    pub elb_pace: &'a Pace,
+    /// The one path by which registrations leave their groups, shared with the cleanups running at the same time.
+    pub wave: &'a Wave,
     pub quarantine_groups: &'a QuarantineGroupCache,
     pub monitoring: &'a Monitoring,
     pub marker: Marker,
@@ -36,6 +34,18 @@ pub struct Context<'a> {
     pub signer: Option<&'a Signer>,
     /// How an Auto Scaling lifecycle cleanup waits for draining targets; None completes the action at once.
     pub drain_wait: Option<DrainWait>,
+}
+
+impl Context<'_> {
+    /// What the wave's driver calls with, in this place.
+    pub fn wave_tools(&self) -> Tools<'_> {
+        Tools {
+            elb: &self.clients.elb,
+            budget: &self.clients.elb_budget,
+            fast_locators: self.fast_locators,
+            concurrency: self.config.concurrency,
+        }
+    }
 }
 
 /// One admitted instance and the request that named it.
@@ -58,3 +68,6 @@ impl Clock {
         }
     }
 }
+
+/// The wave's answers for this run's instances.
+pub(crate) type Deregistrations = std::collections::HashMap<crate::input::InstanceId, crate::wave::Deregistration>;

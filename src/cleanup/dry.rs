@@ -8,7 +8,6 @@ use std::time::Instant;
 use super::admit::Admitted;
 use super::assemble;
 use super::context::{Clock, Context};
-use super::ledger::Ledger;
 use crate::changes::{EniChange, LifecycleReport};
 use crate::deadline::{Deadline, elapsed_ms};
 use crate::instance::Instance;
@@ -18,23 +17,10 @@ use crate::summary::Summary;
 pub async fn plan(ctx: &Context<'_>, admitted: &Admitted<'_>, clock: &Clock, deadline: Deadline) -> Vec<Summary> {
     let instances: Vec<Instance> = admitted.work.iter().map(|w| w.instance.clone()).collect();
     let mut timings = admitted.timings.clone();
-    let mut ledger = Ledger::default();
-    let step = Instant::now();
-    for locator in ctx.fast_locators {
-        match locator.locate(&instances, chrono::Utc::now(), deadline).await {
-            Ok(located) => ledger.add_located(located, locator.name()),
-            Err(e) => ledger
-                .fast_path_warnings
-                .push(format!("{} locator failed, the sweep covers it: {e}", locator.name())),
-        }
-    }
-    timings.fast_locate = elapsed_ms(step);
-    let step = Instant::now();
-    match ctx.sweep.locate(&instances, chrono::Utc::now(), deadline).await {
-        Ok(located) => ledger.absorb_sweep(located, ctx.sweep.name()),
-        Err(e) => ledger.locate_errors.push(e.to_string()),
-    }
-    timings.locate = elapsed_ms(step);
+    // The wave's reads, without its writes: every registration found is planned, nothing is sent.
+    let tools = ctx.wave_tools();
+    let (driving, answers) = ctx.wave.serve(&tools, instances.clone(), true, deadline);
+    let ((), deregistrations) = tokio::join!(driving, answers);
     let step = Instant::now();
     let enis = would_quarantine(ctx, &instances).await;
     timings.quarantine = elapsed_ms(step);
@@ -43,19 +29,21 @@ pub async fn plan(ctx: &Context<'_>, admitted: &Admitted<'_>, clock: &Clock, dea
         .iter()
         .zip(enis)
         .map(|(work, enis)| {
-            let mut summary = assemble::start(work, &ledger, &admitted.claims.warnings, &timings, clock);
+            let deregistration = assemble::answer_for(&deregistrations, &work.instance.id);
+            let mut summary = assemble::start(work, &deregistration, &admitted.claims.warnings, &timings, clock);
             summary.dry_run = true;
             summary.network_interfaces = if work.request.trigger.keeps_network() {
                 Vec::new()
             } else {
                 enis
             };
-            let mine = ledger.all().filter(|r| r.instance_id == work.instance.id);
-            summary.planned = mine
-                .map(|r| {
-                    let mut change = assemble::target_change(r);
-                    change.found_by = ledger.found_by(r).map(str::to_owned);
-                    change.deregistration_delay_seconds = ledger.delays.get(&r.target_group_arn).copied();
+            summary.planned = deregistration
+                .targets
+                .iter()
+                .map(|target| {
+                    let mut change = assemble::target_change(&target.registration);
+                    change.found_by = Some(target.found_by.clone());
+                    change.deregistration_delay_seconds = target.delay_seconds;
                     change
                 })
                 .collect();

@@ -39,7 +39,7 @@ pub async fn finish(
     // An Auto Scaling lifecycle action is completed once its cleanup is, so the summary can say it was.
     let step = Instant::now();
     let (autoscaling, elb) = (&ctx.clients.autoscaling, &ctx.clients.elb);
-    lifecycle::complete_all(autoscaling, elb, ctx.elb_pace, ctx.drain_wait, &mut summaries, deadline).await;
+    lifecycle::complete_all(autoscaling, elb, ctx.drain_wait, &mut summaries, deadline).await;
     let lifecycle_ms = elapsed_ms(step);
     let by_id = by_instance(work);
     for summary in &summaries {

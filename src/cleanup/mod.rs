@@ -1,40 +1,32 @@
 //! The cleanup workflow: one pass over a batch of interrupted instances, in the order that puts the most valuable
-//! change first. Known traffic stops within a few calls (the fast path), the nodes are walled off while the slow
-//! sweep runs, and checking comes last, since it changes nothing.
+//! change first. The instances join the wave (`crate::wave`), which takes their registrations out of every target
+//! group under the account's ELB budget, one call per group for every cleanup running at the same time; meanwhile
+//! their ENIs are walled off. Checking comes last, since it changes nothing.
 //!
-//! `run` lists the phases; each phase is a function below, the bookkeeping is `ledger`, the claim and the scope are
-//! `admit`, the summaries `assemble`, and the end of the run `finish`. A dry run is decided once, in `run`: it goes
-//! through `dry` and makes no write.
+//! `run` lists the phases; the claim and the scope are `admit`, the summaries `assemble`, and the end of the run
+//! `finish`. A dry run is decided once, in `clean_up`: it goes through `dry` and makes no write.
 
 mod admit;
-mod as_found;
 mod assemble;
 mod context;
 mod dispose;
 mod dry;
 mod finish;
-mod ledger;
 mod report;
 
 use std::collections::HashMap;
 use std::time::Instant;
-
-use chrono::Utc;
 
 use crate::aws::bounded_all;
 use crate::changes::EniChange;
 use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
-use crate::locate::Found;
 use crate::steps::quarantine::{self, Recording};
 use crate::steps::records;
-use crate::steps::{deregister, verify};
-use crate::summary::Timings;
-use crate::telemetry::steplog::{StepLog, Tally};
+use crate::telemetry::steplog::StepLog;
 pub use context::Context;
 use context::{Clock, Work};
-use ledger::Ledger;
 pub use report::{InstanceError, Report};
 
 /// Run every request as its disposition says: a cleanup for most, a notice that changes nothing for warnings that
@@ -48,9 +40,10 @@ pub async fn run(ctx: &Context<'_>, requests: &[Request], deadline: Deadline) ->
     reports
 }
 
-/// Clean up every instance named by `requests` in one pass: one DescribeInstances, one sweep, and DeregisterTargets
-/// calls per target group for the whole batch. A request for an instance already seen is folded into the first.
-/// No new locate or verify call starts after `deadline`; what was not done by then is reported as such.
+/// Clean up every instance named by `requests` in one pass: one DescribeInstances, then the wave, which deregisters
+/// with one DeregisterTargets per target group for this batch and every other cleanup running at the same time. A
+/// request for an instance already seen is folded into the first. No new ELB call starts after `deadline`; what was
+/// not done by then is reported as such.
 async fn clean_up(ctx: &Context<'_>, requests: &[Request], deadline: Deadline) -> Vec<Report> {
     let clock = Clock::start();
     let requests = dispose::distinct(requests);
@@ -65,151 +58,49 @@ async fn clean_up(ctx: &Context<'_>, requests: &[Request], deadline: Deadline) -
     if admitted.work.is_empty() {
         return admitted.reports;
     }
-    let work = &admitted.work;
     // As soon as the instances are known to be this run's, beside everything else: nothing below waits for the
     // monitoring systems until the summaries. An instance refused, ignored or already handled is not told about.
-    let notices = work.iter().map(|w| w.request.clone()).collect();
+    let notices = admitted.work.iter().map(|w| w.request.clone()).collect();
     let monitoring = tokio::spawn(ctx.monitoring.clone().disable_hosts(notices));
-    let log = StepLog::new(work.iter().map(|w| w.request));
-    let mut timings = admitted.timings.clone();
-    let mut ledger = Ledger::default();
-    fast_path(ctx, work, &mut ledger, &mut timings, &log, deadline).await;
-    let episodes = &admitted.claims.episodes;
-    let enis = quarantine_while_sweeping(ctx, work, episodes, &mut ledger, &mut timings, &log, deadline).await;
-    deregister_rest(ctx, &mut ledger, &mut timings, &log).await;
-    verify(ctx, &mut ledger, &mut timings, &log, deadline).await;
-    let summaries = assemble::summaries(&admitted, &ledger, enis, timings, &clock);
-    finish::finish(ctx, admitted, summaries, monitoring, deadline).await
-}
-
-/// Phase 1: what the fast locators know (the index, the Auto Scaling group) leaves its groups first.
-async fn fast_path(
-    ctx: &Context<'_>,
-    work: &[Work<'_>],
-    ledger: &mut Ledger,
-    timings: &mut Timings,
-    log: &StepLog,
-    deadline: Deadline,
-) {
-    let step = Instant::now();
-    let instances: Vec<Instance> = work.iter().map(|w| w.instance.clone()).collect();
-    for locator in ctx.fast_locators {
-        match locator.locate(&instances, Utc::now(), deadline).await {
-            Ok(located) => ledger.add_located(located, locator.name()),
-            // Not fatal: the sweep still covers everything in the VPC.
-            Err(e) => ledger
-                .fast_path_warnings
-                .push(format!("{} locator failed, the sweep covers it: {e}", locator.name())),
-        }
-    }
-    timings.fast_locate = elapsed_ms(step);
-    let step = Instant::now();
-    let known: Vec<_> = ledger.all().cloned().collect();
-    deregister(ctx, ledger, &known).await;
-    timings.deregister = elapsed_ms(step);
-    log.step("fast-path", timings.fast_locate + timings.deregister, |id| {
-        ledger.sent_for(id)
-    });
-}
-
-/// Phase 2: wall the nodes off while the sweep, the slow part, runs. EC2 and ELB budgets are separate, so neither
-/// waits for the other. The sweep finds the rest, each group's share leaving it as soon as that group is read, and
-/// its fresh view of each group tells whether the fast path's targets left.
-async fn quarantine_while_sweeping(
-    ctx: &Context<'_>,
-    work: &[Work<'_>],
-    episodes: &HashMap<InstanceId, String>,
-    ledger: &mut Ledger,
-    timings: &mut Timings,
-    log: &StepLog,
-    deadline: Deadline,
-) -> HashMap<InstanceId, Vec<EniChange>> {
-    let step = Instant::now();
-    let instances: Vec<Instance> = work.iter().map(|w| w.instance.clone()).collect();
-    // An instance going back to a warm pool will serve again: it leaves its groups but keeps its network.
-    let to_quarantine: Vec<Instance> = work
-        .iter()
-        .filter(|w| !w.request.trigger.keeps_network())
-        .map(|w| w.instance.clone())
-        .collect();
-    let sweep_since = Utc::now();
-    // What the sweep finds leaves its group as soon as that group is read: the sweep's other reads, the board and the
-    // quarantine are not waited for.
-    let (found, batches) = Found::channel(&instances);
-    let (elb, concurrency, before_sweep) = (&ctx.clients.elb, ctx.config.concurrency, &*ledger);
-    let ((enis, quarantine_ms), ((swept, locate_ms), early)) = tokio::join!(
-        async {
-            let changes = quarantine_all(ctx, &to_quarantine, episodes).await;
-            (changes, elapsed_ms(step))
-        },
-        as_found::deregister_as_found(elb, concurrency, before_sweep, batches, async {
-            // Every notice of the batch came before now, and so did the fast path's deregistrations: a view of a group
-            // read after now shows both.
-            let swept = ctx.sweep.locate_handing(&instances, sweep_since, deadline, found).await;
-            (swept, elapsed_ms(step))
-        }),
-    );
-    (timings.quarantine, timings.locate) = (quarantine_ms, locate_ms);
-    log.step("quarantine", quarantine_ms, |id| assemble::eni_tally(enis.get(id)));
-    match swept {
-        Ok(located) => ledger.absorb_sweep(located, ctx.sweep.name()),
-        Err(e) => ledger.locate_errors.push(e.to_string()),
-    }
-    // Recorded after the sweep's view is taken in, so that view is not taken as these calls' check (most of it was
-    // read before them); the verify phase checks them.
-    for batch in &early.sent {
-        ledger.record_sent(&batch.registrations, &batch.results);
-    }
-    timings.deregister += early.ms;
-    // Groups the sweep could not read may hold any instance's registrations: each instance's line counts them.
-    let unread = ledger.unread();
-    log.step("locate", locate_ms, |id| Tally::new(ledger.found_for(id), unread));
-    enis
-}
-
-/// Phase 3: deregister what the sweep found that neither the fast path nor phase 2 sent (a locator that hands
-/// nothing over early, a batch whose call's task died).
-async fn deregister_rest(ctx: &Context<'_>, ledger: &mut Ledger, timings: &mut Timings, log: &StepLog) {
-    let step = Instant::now();
-    let found = ledger.not_yet_sent();
-    deregister(ctx, ledger, &found).await;
-    let ms = elapsed_ms(step);
-    timings.deregister += ms;
-    log.step("deregister", ms, |id| ledger.sent_for(id));
-}
-
-/// Phase 4: check what the sweep could not, and read each touched group's deregistration delay for the warnings.
-async fn verify(ctx: &Context<'_>, ledger: &mut Ledger, timings: &mut Timings, log: &StepLog, deadline: Deadline) {
-    let step = Instant::now();
-    let (elb, pace, concurrency) = (&ctx.clients.elb, ctx.elb_pace, ctx.config.concurrency);
-    let unverified = ledger.unverified();
-    if !unverified.is_empty() && !deadline.passed() {
-        ledger.record_checks(verify::verify_removed(elb, pace, &unverified, concurrency, deadline).await);
-    }
-    let touched = ledger.touched_groups();
-    if !touched.is_empty() && !deadline.passed() {
-        ledger.delays = verify::deregistration_delays(elb, pace, touched, concurrency).await;
-    }
-    timings.verify = elapsed_ms(step);
-    log.step("verify", timings.verify, |id| ledger.verified_for(id));
-}
-
-async fn deregister(ctx: &Context<'_>, ledger: &mut Ledger, registrations: &[crate::registration::TargetRegistration]) {
-    if registrations.is_empty() {
-        return;
-    }
-    let results = deregister::deregister_all(&ctx.clients.elb, registrations, ctx.config.concurrency).await;
-    ledger.record_sent(registrations, &results);
+    let instances: Vec<Instance> = admitted.work.iter().map(|w| w.instance.clone()).collect();
+    let tools = ctx.wave_tools();
+    let (driving, answers) = ctx.wave.serve(&tools, instances, false, deadline);
+    // The wave goes on serving the other cleanups after this one's answers are in: the summaries are published
+    // meanwhile.
+    let this_run = async move {
+        let log = StepLog::new(admitted.work.iter().map(|w| w.request));
+        let mut timings = admitted.timings.clone();
+        let ((enis, quarantine_ms), deregistrations) = tokio::join!(
+            async {
+                let step = Instant::now();
+                let changes = quarantine_all(ctx, &admitted.work, &admitted.claims.episodes).await;
+                (changes, elapsed_ms(step))
+            },
+            answers,
+        );
+        timings.quarantine = quarantine_ms;
+        assemble::log_steps(&log, &deregistrations, &enis, quarantine_ms);
+        let summaries = assemble::summaries(&admitted, &deregistrations, enis, timings, &clock);
+        finish::finish(ctx, admitted, summaries, monitoring, deadline).await
+    };
+    let ((), reports) = tokio::join!(driving, this_run);
+    reports
 }
 
 /// Quarantine every instance's ENIs, instances side by side. One DescribeSecurityGroups resolves the quarantine group
 /// of each VPC for the whole batch.
+/// An instance going back to a warm pool will serve again: it leaves its groups but keeps its network.
 async fn quarantine_all(
     ctx: &Context<'_>,
-    instances: &[Instance],
+    work: &[Work<'_>],
     episodes: &HashMap<InstanceId, String>,
 ) -> HashMap<InstanceId, Vec<EniChange>> {
-    let with_enis: Vec<&Instance> = instances.iter().filter(|i| !i.network_interfaces.is_empty()).collect();
+    let with_enis: Vec<&Instance> = work
+        .iter()
+        .filter(|w| !w.request.trigger.keeps_network())
+        .map(|w| &w.instance)
+        .filter(|i| !i.network_interfaces.is_empty())
+        .collect();
     if with_enis.is_empty() {
         return HashMap::new();
     }
@@ -257,7 +148,7 @@ mod tests {
     use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 
     use crate::app::App;
-    use crate::aws::{Clients, Pace};
+    use crate::aws::{Clients, ElbBudget};
     use crate::changes::EniStatus;
     use crate::config::Config;
     use crate::deadline::Deadline;
@@ -422,7 +313,7 @@ mod tests {
                 // No record key is configured here, so nothing is signed.
                 kms: mock_client!(aws_sdk_kms, RuleMode::MatchAny, Vec::<&Rule>::new()),
                 budget: Default::default(),
-                elb_describe: Pace::unlimited(),
+                elb_budget: ElbBudget::unlimited(),
             };
             App::new(config, clients)
         }

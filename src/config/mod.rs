@@ -14,11 +14,11 @@ use crate::steps::quarantine::SecurityGroupId;
 use crate::trust::TrustConfig;
 use vars::Vars;
 
-/// Default number of ELB calls in flight at once (DescribeTargetHealth, DeregisterTargets). The rate is the action
-/// classes' buckets' business (`aws::paced`: 40 Describe* at once, then 10 a second); this only bounds how many calls
-/// wait at once on a slow answer. With 10, an ELB answering in 2 s read 5 groups a second, half the budget.
+/// Default number of ELB reads in flight at once. The rate is the ELB budget's business (`aws::paced`); this only
+/// bounds how many reads wait at once on a slow answer. With 10, an ELB answering in 2 s read 5 groups a second.
 pub const DEFAULT_CONCURRENCY: usize = 40;
-pub const DEFAULT_ELB_DESCRIBE_RATE: usize = 10;
+/// The reads' share of the account's ELB refill of 10 a second: the rest is kept for other tools (`aws::paced`).
+pub const DEFAULT_ELB_DESCRIBE_RATE: usize = 8;
 
 /// Default number of concurrent DescribeTargetHealth calls of a registration index refresh. Deliberately low: the
 /// refresh is background work and must leave most of the shared Describe* budget to everything else in the account.

@@ -9,7 +9,7 @@ use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeT
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::aws::{CallError, Pace, bounded_all};
+use crate::aws::{Bucket, CallError, Priority, bounded_all};
 use crate::deadline::{Deadline, elapsed_ms};
 use crate::locate::sweep;
 use crate::store;
@@ -46,7 +46,7 @@ pub async fn refresh(
     dynamodb: &aws_sdk_dynamodb::Client,
     table_name: &str,
     concurrency: usize,
-    pace: &Pace,
+    pace: &Bucket,
     deadline: Deadline,
 ) -> RefreshReport {
     let clock = Instant::now();
@@ -76,7 +76,7 @@ pub async fn refresh(
         let request = elb.describe_target_health().target_group_arn(&group.arn).send();
         let pace = pace.clone();
         async move {
-            pace.acquire().await;
+            pace.take(Priority::Urgent).await;
             if deadline.passed() { None } else { Some(request.await) }
         }
     })
@@ -119,7 +119,7 @@ async fn existing_items(
         Ok(items) => items
             .into_iter()
             // Delivery markers and shared sweeps share the table; they are not the index's to keep or delete.
-            .filter(|item| !table::is_claim(item) && !table::is_sweep(item))
+            .filter(|item| !table::is_claim(item) && !table::is_wave(item))
             .filter_map(|item| Some((table::key_of(&item)?, item)))
             .collect(),
         Err(error) => {

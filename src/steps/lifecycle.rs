@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::aws::{CallError, Pace};
+use crate::aws::CallError;
 use crate::changes::LifecycleReport;
 use crate::deadline::Deadline;
 use crate::input::LifecycleAction;
@@ -43,7 +43,6 @@ impl Default for DrainWait {
 pub async fn complete_all(
     autoscaling: &AutoScalingClient,
     elb: &ElbClient,
-    pace: &Pace,
     wait: Option<DrainWait>,
     summaries: &mut [Summary],
     deadline: Deadline,
@@ -71,7 +70,7 @@ pub async fn complete_all(
                     .collect();
                 let started = Instant::now();
                 let (heartbeats, left, errors) =
-                    wait_for_drain(autoscaling, elb, pace, &action, &instance, &draining, wait, deadline).await;
+                    wait_for_drain(autoscaling, elb, &action, &instance, &draining, wait, deadline).await;
                 report.heartbeats = heartbeats;
                 report.still_draining = left;
                 report.waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -101,7 +100,6 @@ pub async fn complete_all(
 async fn wait_for_drain(
     autoscaling: &AutoScalingClient,
     elb: &ElbClient,
-    pace: &Pace,
     action: &LifecycleAction,
     instance: &str,
     draining: &[&TargetChange],
@@ -126,7 +124,6 @@ async fn wait_for_drain(
         tokio::time::sleep(wait.poll).await;
         let mut still = Vec::new();
         for target in left {
-            pace.acquire().await;
             let health = elb
                 .describe_target_health()
                 .target_group_arn(&target.target_group_arn)
@@ -195,7 +192,6 @@ mod semantics {
     use std::time::Duration;
 
     use super::{DrainWait, complete_all};
-    use crate::aws::Pace;
     use crate::deadline::Deadline;
     use crate::input::{Invocation, parse_invocation};
     use crate::summary::{Step, Summary};
@@ -382,7 +378,6 @@ mod semantics {
         complete_all(
             &autoscaling.client(),
             &elb(&health),
-            &Pace::new(100, 1000.0),
             Some(wait),
             &mut summaries,
             Deadline::none(),
@@ -437,7 +432,6 @@ mod semantics {
         complete_all(
             &autoscaling.client(),
             &elb(&health),
-            &Pace::new(100, 1000.0),
             Some(wait),
             &mut summaries,
             Deadline::after(Duration::from_millis(60)),
@@ -472,7 +466,6 @@ mod semantics {
         complete_all(
             &autoscaling.client(),
             &elb(&health),
-            &Pace::new(100, 1000.0),
             None,
             &mut summaries,
             Deadline::none(),

@@ -1,7 +1,8 @@
-//! A wave of interruptions costs about one sweep. Several cleanups, each its own `App` as separate execution
-//! environments would be, start at the same moment against moto through the recording proxy, which holds each
-//! DescribeTargetHealth a while so that the sweep takes long enough for the others to arrive. With the function's
-//! table, one of them sweeps and the others wait for its reads; each summary says how its registrations were found.
+//! A wave of interruptions is driven as one: several cleanups, each its own `App` as separate execution environments
+//! would be, start at the same moment against moto through the recording proxy, which holds each DescribeTargetHealth
+//! a while so that the sweep takes long enough for the others to arrive. With the function's table, one of them drives
+//! (it finds, deregisters with one call per group for everyone, and checks) and the others wait for their answers;
+//! each summary says how its registrations were found.
 
 use std::time::Duration;
 
@@ -23,6 +24,20 @@ fn sweep_reads(calls: &[crate::common::proxy::Call]) -> usize {
 }
 
 async fn wave(spot: usize, table: Option<&str>) -> (Vec<Summary>, usize, usize) {
+    let (summaries, calls, groups) = wave_with(spot, table, false).await;
+    (summaries, sweep_reads(&calls), groups)
+}
+
+/// A wave with the table and the index refreshed, behind AWS's documented buckets.
+async fn wave_metered(spot: usize) -> (Vec<Summary>, Vec<crate::common::proxy::Call>, usize) {
+    wave_with(spot, Some(TABLE), true).await
+}
+
+async fn wave_with(
+    spot: usize,
+    table: Option<&str>,
+    metered: bool,
+) -> (Vec<Summary>, Vec<crate::common::proxy::Call>, usize) {
     let moto = Moto::start();
     let direct = moto.sdk_config().await;
     if let Some(table) = table {
@@ -47,6 +62,9 @@ async fn wave(spot: usize, table: Option<&str>) -> (Vec<Summary>, usize, usize) 
     }
     let before = fleet.registrations().await;
     proxy.calls.clear();
+    if metered {
+        proxy.meter_aws_buckets();
+    }
 
     let answers = futures_join(apps.iter().zip(&fleet.spot).map(|(app, node)| {
         let event = common::event_for("spot-interruption-terminate.json", &node.id);
@@ -65,7 +83,7 @@ async fn wave(spot: usize, table: Option<&str>) -> (Vec<Summary>, usize, usize) 
     for node in &fleet.spot {
         assert!(fleet.registrations_of(node, &fleet.registrations().await).is_empty());
     }
-    (summaries, sweep_reads(&proxy.calls.calls()), groups)
+    (summaries, proxy.calls.calls(), groups)
 }
 
 /// Poll every future to the end side by side, in this task (the handler's future borrows its `App`).
@@ -97,14 +115,14 @@ fn found_by(summary: &Summary) -> Vec<&str> {
     by
 }
 
-/// Four cleanups at once with the table (and the index the template's schedule keeps filled): one sweep's reads serve
-/// all four. Each group is read once, plus at most a few read again because they were read before the last of the
-/// four was ready for them; their reads come after the fast path's deregistrations, so they are the check too.
+/// Four cleanups at once with the table (and the index the template's schedule keeps filled): one driver serves all
+/// four. Each group is read about once: a group the index named is read after its call, so that read is the check
+/// too, and a few are read again because they were read before the last of the four was ready for them.
 #[tokio::test]
-async fn four_interruptions_at_once_share_one_sweep() {
+async fn four_interruptions_at_once_share_one_wave() {
     let (summaries, reads, groups) = wave(4, Some(TABLE)).await;
     assert!(
-        reads <= groups + 2,
+        reads <= groups + 3,
         "{reads} reads of {groups} groups: about one sweep for all four"
     );
     let ways: Vec<Vec<&str>> = summaries.iter().map(found_by).collect();
@@ -115,10 +133,10 @@ async fn four_interruptions_at_once_share_one_sweep() {
     assert_eq!(swept_by, ["shared-sweep", "shared-sweep", "shared-sweep", "sweep"]);
 }
 
-/// The same wave without a table: each cleanup sweeps alone, and then checks the three groups it left: seven reads
-/// each.
+/// The same wave without a table: each cleanup drives its own wave, sweeps alone, and then checks the three groups it
+/// left: seven reads each.
 #[tokio::test]
-async fn without_the_table_each_interruption_sweeps_alone() {
+async fn without_the_table_each_interruption_drives_alone() {
     let (summaries, reads, groups) = wave(4, None).await;
     assert_eq!(reads, 4 * (groups + 3));
     assert!(
@@ -126,4 +144,25 @@ async fn without_the_table_each_interruption_sweeps_alone() {
             .iter()
             .all(|s| found_by(s) == ["sweep"] && s.swept_by.as_deref() == Some("sweep"))
     );
+}
+
+/// The same wave behind a proxy that meters AWS's documented ELB and EC2 buckets, shared by the six cleanups as an
+/// account shares them: one call per group for all of them, so nothing is throttled.
+#[tokio::test]
+async fn six_interruptions_at_once_stay_inside_the_accounts_buckets() {
+    let (summaries, calls, groups) = wave_metered(6).await;
+    let throttled: Vec<&crate::common::proxy::Call> = calls.iter().filter(|c| c.failed).collect();
+    assert!(
+        throttled.is_empty(),
+        "{:?}",
+        throttled.iter().map(|c| &c.action).collect::<Vec<_>>()
+    );
+    let deregistrations = calls.iter().filter(|c| c.action == "DeregisterTargets").count();
+    assert!(
+        deregistrations <= 2 * 3,
+        "{deregistrations} DeregisterTargets for 6 nodes in 3 groups each"
+    );
+    let reads = sweep_reads(&calls);
+    assert!(reads <= 2 * groups, "{reads} reads of {groups} groups");
+    assert_eq!(summaries.len(), 6);
 }

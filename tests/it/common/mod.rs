@@ -217,7 +217,7 @@ pub fn counted_clients(shared: &SdkConfig) -> (spot_cleanup::Clients, CallCounte
             dynamodb,
             kms: clients.kms.clone(),
             budget: clients.budget.clone(),
-            elb_describe: clients.elb_describe.clone(),
+            elb_budget: clients.elb_budget.clone(),
         },
         counter,
     )

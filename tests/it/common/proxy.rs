@@ -151,6 +151,67 @@ struct Kill {
     killed: bool,
 }
 
+/// AWS's documented request buckets, shared by every caller of the proxy as AWS shares them between the callers of an
+/// account: ELB's account-level bucket (40, 10 a second) and its category's (RegisterTargets and DeregisterTargets
+/// 20 and 4, Describe* 40 and 10, the rest 20 and 3), a call going through only if both have a token (ELB user
+/// guide, "Request throttling for the ELB API"); EC2's per action (CreateTags 100 and 10,
+/// ModifyNetworkInterfaceAttribute 100 and 5, other mutating actions 50 and 5, Describe* 100 and 20).
+#[derive(Default)]
+struct Meter {
+    /// (tokens, capacity, per second, last refill) by bucket name.
+    buckets: BTreeMap<String, (f64, f64, f64, Instant)>,
+}
+
+impl Meter {
+    fn buckets_of(service: &str, action: &str) -> Vec<(String, f64, f64)> {
+        let describe = action.starts_with("Describe");
+        match service {
+            "elasticloadbalancing" => {
+                let category = match action {
+                    "RegisterTargets" | "DeregisterTargets" => ("elb-registration", 20.0, 4.0),
+                    _ if describe => ("elb-describe", 40.0, 10.0),
+                    _ => ("elb-mutating", 20.0, 3.0),
+                };
+                vec![
+                    ("elb-account".into(), 40.0, 10.0),
+                    (category.0.into(), category.1, category.2),
+                ]
+            }
+            "ec2" => {
+                let (capacity, rate) = match action {
+                    _ if describe => (100.0, 20.0),
+                    "CreateTags" => (100.0, 10.0),
+                    "ModifyNetworkInterfaceAttribute" => (100.0, 5.0),
+                    _ => (50.0, 5.0),
+                };
+                vec![(format!("ec2:{action}"), capacity, rate)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the call finds a token in every bucket it draws on; it takes them only if so.
+    fn admits(&mut self, service: &str, action: &str) -> bool {
+        let now = Instant::now();
+        let wanted = Meter::buckets_of(service, action);
+        for (name, capacity, rate) in &wanted {
+            let bucket = self
+                .buckets
+                .entry(name.clone())
+                .or_insert((*capacity, *capacity, *rate, now));
+            bucket.0 = (bucket.0 + now.duration_since(bucket.3).as_secs_f64() * bucket.2).min(bucket.1);
+            bucket.3 = now;
+        }
+        if wanted.iter().any(|(name, ..)| self.buckets[name].0 < 1.0) {
+            return false;
+        }
+        for (name, ..) in &wanted {
+            self.buckets.get_mut(name).expect("made above").0 -= 1.0;
+        }
+        true
+    }
+}
+
 /// How AWS misbehaves behind the proxy.
 #[derive(Default)]
 struct Faults {
@@ -161,11 +222,18 @@ struct Faults {
     down: BTreeSet<String>,
     /// Extra time before each call of a service is forwarded, by signing name.
     slow_services: BTreeMap<String, Duration>,
+    /// AWS's request buckets, when metered.
+    meter: Option<Meter>,
 }
 
 impl Faults {
-    /// Whether this call is to be throttled: only ELB and EC2 calls are, each with the set probability.
-    fn throttles(&mut self, service: &str) -> bool {
+    /// Whether this call is to be throttled: by AWS's buckets when metered, and by the set share of ELB and EC2 calls.
+    fn throttles(&mut self, service: &str, action: &str) -> bool {
+        if let Some(meter) = &mut self.meter
+            && !meter.admits(service, action)
+        {
+            return true;
+        }
         let Some((share, state)) = &mut self.throttle else {
             return false;
         };
@@ -222,6 +290,11 @@ impl Proxy {
     /// Answer every call of `service` (its signing name: `dynamodb`, `kms`, `sns`) with HTTP 503.
     pub fn take_down(&self, service: &str) {
         self.faults.lock().unwrap().down.insert(service.to_owned());
+    }
+
+    /// Meter AWS's documented request buckets (see `Meter`) from now on, full.
+    pub fn meter_aws_buckets(&self) {
+        self.faults.lock().unwrap().meter = Some(Meter::default());
     }
 
     /// Bring every service back and stop throttling.
@@ -344,7 +417,7 @@ fn relay(client: TcpStream, upstream: &str, proxy: &Proxy) -> std::io::Result<()
     });
     let (failed, service_pause) = {
         let mut faults = proxy.faults.lock().unwrap();
-        let throttled = faults.throttles(&service);
+        let throttled = faults.throttles(&service, action.as_deref().unwrap_or("?"));
         let down = faults.down.contains(&service);
         let failure = (throttled || down).then(|| error_answer(&service, throttled));
         (failure, faults.slow_services.get(&service).copied())
