@@ -31,7 +31,12 @@ struct IdentityDocument {
 
 /// Check the signature with the certificate of the region the request is for (the request's own, else this
 /// function's), then that the document is about this request's instance, account and region.
-pub fn verify(certificates: &Certificates, proof: &IdentityProof, request: &Request, home: &Home) -> Result<(), ProofError> {
+pub fn verify(
+    certificates: &Certificates,
+    proof: &IdentityProof,
+    request: &Request,
+    home: &Home,
+) -> Result<(), ProofError> {
     if proof.document.len() > DOCUMENT_MAX || proof.signature.len() > SIGNATURE_MAX {
         return Err(ProofError::TooLarge);
     }
@@ -112,7 +117,9 @@ impl IdentityPolicy {
             return None;
         }
         match &request.identity {
-            Some(proof) => verify(&self.certificates, proof, request, home).err().map(|e| e.to_string()),
+            Some(proof) => verify(&self.certificates, proof, request, home)
+                .err()
+                .map(|e| e.to_string()),
             None if self.required => Some(
                 "an identity proof is required (REQUIRE_IDENTITY_PROOF, on by default at the agent entry point) and \
                  the request carries no identity_document and identity_signature"
@@ -120,5 +127,127 @@ impl IdentityPolicy {
             ),
             None => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::*;
+    use crate::input::{AgentPayload, Invocation, parse_invocation};
+
+    /// A key and self-signed certificate made with the openssl CLI (scripts/setup installs it), standing in for one
+    /// region's: no test can sign with AWS's keys.
+    struct RegionKey {
+        dir: std::path::PathBuf,
+        pem: &'static str,
+    }
+
+    impl RegionKey {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("spot-cleanup-region-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let made = Command::new("openssl")
+                .current_dir(&dir)
+                .args([
+                    "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", "key.pem", "-out", "cert.pem",
+                ])
+                .args(["-days", "1", "-subj", &format!("/O=test {name}")])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(made.success());
+            let pem = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+            RegionKey {
+                dir,
+                pem: Box::leak(pem.into_boxed_str()),
+            }
+        }
+
+        fn sign(&self, document: &str) -> String {
+            let file = self.dir.join("document");
+            std::fs::write(&file, document).unwrap();
+            let out = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(Path::new(&self.dir).join("key.pem"))
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            base64::engine::general_purpose::STANDARD.encode(out.stdout)
+        }
+    }
+
+    fn request(instance: &str, region: &str, document: &str, signature: &str) -> Request {
+        let payload = AgentPayload {
+            instance_id: Some(instance.into()),
+            region: Some(region.into()),
+            account: Some("123456789012".into()),
+            identity_document: Some(document.into()),
+            identity_signature: Some(signature.into()),
+            ..AgentPayload::default()
+        };
+        let Ok(Invocation::Direct(request)) = parse_invocation(&serde_json::to_value(payload).unwrap()) else {
+            panic!("an agent request")
+        };
+        request
+    }
+
+    fn document(instance: &str, region: &str) -> String {
+        format!(r#"{{"accountId": "123456789012", "instanceId": "{instance}", "region": "{region}"}}"#)
+    }
+
+    /// The certificate is chosen by the region the request is for: a proof signed with one region's key fails in
+    /// another, whatever its document says, and a document naming another region fails even where its key is valid.
+    #[test]
+    fn a_proof_signed_for_one_region_fails_in_another() {
+        let (east, west) = (RegionKey::new("east"), RegionKey::new("west"));
+        let table: &'static [(&'static str, &'static str)] =
+            Box::leak(vec![("us-east-1", east.pem), ("eu-west-1", west.pem)].into_boxed_slice());
+        let certificates = Certificates::ByRegion(table);
+        let home = |region: &str| Home {
+            account: Some("123456789012".into()),
+            region: Some(region.into()),
+        };
+        let id = "i-0123456789abcdef0";
+
+        let in_east = document(id, "us-east-1");
+        let proof = east.sign(&in_east);
+        let genuine = request(id, "us-east-1", &in_east, &proof);
+        let checked = |request: &Request, region: &str| {
+            let proof = request.identity.as_ref().unwrap();
+            verify(&certificates, proof, request, &home(region))
+        };
+        assert_eq!(checked(&genuine, "us-east-1"), Ok(()));
+
+        // The same proof presented in eu-west-1: checked against eu-west-1's certificate, it does not verify.
+        let moved = request(id, "eu-west-1", &in_east, &proof);
+        assert_eq!(
+            checked(&moved, "eu-west-1"),
+            Err(ProofError::BadSignature("AWS's RSA certificate for eu-west-1".into()))
+        );
+        // A document for eu-west-1 signed with us-east-1's key does not verify there either.
+        let in_west = document(id, "eu-west-1");
+        let forged = request(id, "eu-west-1", &in_west, &east.sign(&in_west));
+        assert!(matches!(
+            checked(&forged, "eu-west-1"),
+            Err(ProofError::BadSignature(_))
+        ));
+        // Signed with the right key, but for another region than the request's: the document is checked too.
+        let elsewhere = request(id, "eu-west-1", &in_east, &west.sign(&in_east));
+        assert_eq!(
+            checked(&elsewhere, "eu-west-1"),
+            Err(ProofError::Mismatch("region us-east-1".into()))
+        );
+        // A region with no certificate at all: refused, saying how to supply one.
+        let unknown = request(id, "ap-east-9", &document(id, "ap-east-9"), &proof);
+        assert!(matches!(
+            checked(&unknown, "ap-east-9"),
+            Err(ProofError::UnknownRegion(_))
+        ));
+        let _ = std::fs::remove_dir_all(&east.dir);
+        let _ = std::fs::remove_dir_all(&west.dir);
     }
 }
