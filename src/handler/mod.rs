@@ -13,9 +13,7 @@ use crate::cleanup::{InstanceError, Report};
 use crate::config::EntryPoint;
 use crate::deadline::Deadline;
 use crate::index::IndexError;
-use crate::input::{
-    BatchRecord, IndexUpdate, Invocation, Message, Request, RestoreRequest, Source, parse_invocation,
-};
+use crate::input::{BatchRecord, IndexUpdate, Invocation, Message, Request, RestoreRequest, Source, parse_invocation};
 use crate::restore;
 use crate::trust::scope::Home;
 use crate::trust::{self, Refusal};
@@ -175,7 +173,10 @@ async fn batch(
     refusals: &mut Vec<Refusal>,
 ) -> Result<Value, HandlerError> {
     let mut response = SqsBatchResponse::default();
-    for (record, failed) in records.iter().zip(run_records(app, home, &records, deadline, refusals).await) {
+    for (record, failed) in records
+        .iter()
+        .zip(run_records(app, home, &records, deadline, refusals).await)
+    {
         if failed.is_some() {
             response.add_failure(record.message_id.clone());
         }

@@ -232,7 +232,10 @@ fn sender(trigger: &Trigger) -> String {
         ""
     };
     let what = match trigger.source {
-        Source::EventBridge => format!("an EventBridge event ({:.64})", trigger.detail_type.as_deref().unwrap_or("?")),
+        Source::EventBridge => format!(
+            "an EventBridge event ({:.64})",
+            trigger.detail_type.as_deref().unwrap_or("?")
+        ),
         Source::AutoScaling => "an Auto Scaling lifecycle message".to_owned(),
         Source::NodeAgent => "a node-agent payload".to_owned(),
         Source::Operator => "a restore request".to_owned(),
@@ -259,7 +262,11 @@ mod tests {
         ]});
         let restore = serde_json::json!({"action": "restore", "instance_id": id});
         for (payload, expected, words) in [
-            (spot.clone(), 1, "an EventBridge event (EC2 Spot Instance Interruption Warning)"),
+            (
+                spot.clone(),
+                1,
+                "an EventBridge event (EC2 Spot Instance Interruption Warning)",
+            ),
             (sqs, 2, "inside an SQS record"),
             (restore, 1, "a restore request"),
         ] {
@@ -268,10 +275,17 @@ mod tests {
             for refusal in &refused {
                 assert_eq!(refusal.kind, RefusalKind::IdentityNotProven);
                 assert!(refusal.kind.is_security_signal());
-                assert!(refusal.reasons[0].contains("agent entry point"), "{:?}", refusal.reasons);
+                assert!(
+                    refusal.reasons[0].contains("agent entry point"),
+                    "{:?}",
+                    refusal.reasons
+                );
                 assert!(!refusal.reasons[0].contains("  "), "{:?}", refusal.reasons);
             }
-            assert!(refused.iter().any(|r| r.reasons[0].contains(words)), "{words}: {refused:?}");
+            assert!(
+                refused.iter().any(|r| r.reasons[0].contains(words)),
+                "{words}: {refused:?}"
+            );
         }
         let refresh = serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
         assert!(at_agent_entry_point(&parse_invocation(&refresh).unwrap()).is_empty());

@@ -42,11 +42,17 @@ async fn agent_function(moto: &Moto, fleet: &Fleet, extra: &[(&str, &str)]) -> (
 
 fn mutations(calls: &CallCounter) -> Vec<String> {
     let sequence = calls.sequence();
-    sequence.into_iter().filter(|op| MUTATIONS.contains(&op.as_str())).collect()
+    sequence
+        .into_iter()
+        .filter(|op| MUTATIONS.contains(&op.as_str()))
+        .collect()
 }
 
 fn attribute(note: &Value, name: &str) -> String {
-    note["MessageAttributes"][name]["Value"].as_str().unwrap_or_default().to_owned()
+    note["MessageAttributes"][name]["Value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn with_proof(mut payload: Value, document: &str, signature: &str) -> Value {
@@ -93,18 +99,34 @@ async fn an_attacker_on_a_node_changes_nothing_and_each_try_raises_one_alert() {
     let fleet = Fleet::build(&moto.sdk_config().await, 2).await;
     let (node, victim) = (&fleet.spot[0], &fleet.spot[1]);
     let (app, calls) = agent_function(&moto, &fleet, &[]).await;
-    let before = (fleet.registrations().await, fleet.enis(node).await, fleet.enis(victim).await);
+    let before = (
+        fleet.registrations().await,
+        fleet.enis(node).await,
+        fleet.enis(victim).await,
+    );
     let warning = |id: &str| common::event_for("spot-interruption-terminate.json", id);
     let forged = document(&victim.id, ACCOUNT, "us-east-1");
     let attempts = [
-        ("an agent payload with no proof", common::event_for("node-agent.json", &victim.id), 1),
+        (
+            "an agent payload with no proof",
+            common::event_for("node-agent.json", &victim.id),
+            1,
+        ),
         (
             "an agent payload with a proof signed by anyone but AWS",
-            with_proof(common::event_for("node-agent.json", &victim.id), &forged, &Signer::new().sign(&forged)),
+            with_proof(
+                common::event_for("node-agent.json", &victim.id),
+                &forged,
+                &Signer::new().sign(&forged),
+            ),
             1,
         ),
         ("an EventBridge Spot warning", warning(&victim.id), 1),
-        ("an SQS batch naming two instances", sqs(&[warning(&victim.id), warning(&node.id)]), 2),
+        (
+            "an SQS batch naming two instances",
+            sqs(&[warning(&victim.id), warning(&node.id)]),
+            2,
+        ),
         ("an SNS delivery", sns(&warning(&victim.id)), 1),
         (
             "agent payloads inside an SNS delivery",
@@ -132,12 +154,18 @@ async fn an_attacker_on_a_node_changes_nothing_and_each_try_raises_one_alert() {
     }
     assert_eq!(mutations(&calls), Vec::<String>::new(), "{:?}", calls.sequence());
     assert_eq!(
-        (fleet.registrations().await, fleet.enis(node).await, fleet.enis(victim).await),
+        (
+            fleet.registrations().await,
+            fleet.enis(node).await,
+            fleet.enis(victim).await
+        ),
         before,
         "nothing moved"
     );
     // A payload naming no instance (an index refresh) is rejected as invalid input; there is nothing to alert about.
-    let error = invoke(&app, common::event_for("scheduled-refresh.json", &victim.id)).await.unwrap_err();
+    let error = invoke(&app, common::event_for("scheduled-refresh.json", &victim.id))
+        .await
+        .unwrap_err();
     assert_eq!(error.error_type(), "InvalidInput", "{error}");
     assert!(error.to_string().contains("agent entry point"), "{error}");
     assert!(fleet.published().await.is_empty());
@@ -156,7 +184,11 @@ async fn a_nodes_genuine_proof_names_its_own_instance_and_no_other() {
     let own = document(&node.id, ACCOUNT, "us-east-1");
     let before = fleet.registrations().await;
 
-    let stolen = with_proof(common::event_for("node-agent.json", &victim.id), &own, &signer.sign(&own));
+    let stolen = with_proof(
+        common::event_for("node-agent.json", &victim.id),
+        &own,
+        &signer.sign(&own),
+    );
     let error = invoke(&app, stolen).await.expect_err("another instance");
     assert_eq!(error.error_type(), "IdentityNotProven");
     assert!(error.to_string().contains("instanceId"), "{error}");
@@ -164,11 +196,17 @@ async fn a_nodes_genuine_proof_names_its_own_instance_and_no_other() {
     assert_eq!(mutations(&calls), Vec::<String>::new());
     assert_eq!(fleet.registrations().await, before);
 
-    let answer = invoke(&app, with_proof(common::event_for("node-agent.json", &node.id), &own, &signer.sign(&own)))
-        .await
-        .expect("its own instance, proven");
+    let answer = invoke(
+        &app,
+        with_proof(common::event_for("node-agent.json", &node.id), &own, &signer.sign(&own)),
+    )
+    .await
+    .expect("its own instance, proven");
     assert_eq!(answer["outcome"], "cleaned", "{answer:#}");
     let after = fleet.registrations().await;
     assert!(fleet.registrations_of(node, &after).is_empty());
-    assert_eq!(fleet.registrations_of(victim, &after), fleet.registrations_of(victim, &before));
+    assert_eq!(
+        fleet.registrations_of(victim, &after),
+        fleet.registrations_of(victim, &before)
+    );
 }

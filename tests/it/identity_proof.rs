@@ -153,7 +153,10 @@ fn requiring_a_proof_needs_no_certificate_and_a_bad_certificate_fails_init() {
     assert!(required.trust.identity.required);
     let agent = lookup(&[("ENTRY_POINT", "agent")]).unwrap();
     assert!(agent.trust.identity.required, "on by default at the agent entry point");
-    assert!(!lookup(&[]).unwrap().trust.identity.required, "off by default at the cleanup entry point");
+    assert!(
+        !lookup(&[]).unwrap().trust.identity.required,
+        "off by default at the cleanup entry point"
+    );
     let message = lookup(&[("IDENTITY_CERT_PEM", "/nonexistent/cert.pem")])
         .unwrap_err()
         .to_string();

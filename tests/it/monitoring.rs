@@ -272,7 +272,10 @@ fn configuration_errors_name_the_variable() {
     );
     // Keys travel with every call: plain HTTP only to this host's loopback.
     assert_eq!(
-        name(config(&[("MONITORING_WEBHOOK_URL", "http://hooks.example.com/h".into())])),
+        name(config(&[(
+            "MONITORING_WEBHOOK_URL",
+            "http://hooks.example.com/h".into()
+        )])),
         "MONITORING_WEBHOOK_URL"
     );
     assert_eq!(

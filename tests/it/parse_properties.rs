@@ -150,7 +150,10 @@ proptest! {
 /// A time anywhere in chrono's range, its extremes and the instants around now most often.
 fn any_time() -> impl Strategy<Value = DateTime<Utc>> {
     let now = Utc::now().timestamp();
-    let (first, last) = (DateTime::<Utc>::MIN_UTC.timestamp(), DateTime::<Utc>::MAX_UTC.timestamp());
+    let (first, last) = (
+        DateTime::<Utc>::MIN_UTC.timestamp(),
+        DateTime::<Utc>::MAX_UTC.timestamp(),
+    );
     prop_oneof![
         Just(DateTime::<Utc>::MIN_UTC),
         Just(DateTime::<Utc>::MAX_UTC),
@@ -185,8 +188,14 @@ const TIMED: [(&str, &[&[&str]]); 14] = [
     ("health-scheduled-change.json", &[&["time"], &["detail", "startTime"]]),
     ("asg-terminate-lifecycle.json", &[&["time"]]),
     ("asg-terminate-lifecycle-direct.json", &[&["Time"]]),
-    ("cloudtrail-register-targets.json", &[&["time"], &["detail", "eventTime"]]),
-    ("cloudtrail-deregister-targets.json", &[&["time"], &["detail", "eventTime"]]),
+    (
+        "cloudtrail-register-targets.json",
+        &[&["time"], &["detail", "eventTime"]],
+    ),
+    (
+        "cloudtrail-deregister-targets.json",
+        &[&["time"], &["detail", "eventTime"]],
+    ),
     ("scheduled-refresh.json", &[&["time"]]),
 ];
 
@@ -247,7 +256,11 @@ fn check_times(value: &Value) {
             let _ = (now - at).num_seconds();
         }
         if let Some(at) = trigger.action_time {
-            let bound = if trigger.action == Some(Action::ScheduledChange) { now + chrono::Duration::days(367) } else { ahead };
+            let bound = if trigger.action == Some(Action::ScheduledChange) {
+                now + chrono::Duration::days(367)
+            } else {
+                ahead
+            };
             assert!(at <= bound, "an action time {at} ahead of {now} was accepted");
             let _ = (now - at).num_seconds();
         }

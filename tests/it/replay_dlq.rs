@@ -275,20 +275,29 @@ async fn a_replay_invokes_only_the_stacks_own_functions() {
     let node = &fleet.spot[0];
     let (body, attributes) = dlq_sample("lambda-on-failure.json", &node.id, &now);
     let mut foreign: Value = serde_json::from_str(&body).unwrap();
-    foreign["requestContext"]["functionArn"] = "arn:aws:lambda:us-east-1:123456789012:function:someone-elses:$LATEST".into();
+    foreign["requestContext"]["functionArn"] =
+        "arn:aws:lambda:us-east-1:123456789012:function:someone-elses:$LATEST".into();
     send(&fleet, &queue, (foreign.to_string(), attributes.clone())).await;
     send(&fleet, &queue, (body, attributes)).await;
 
     let run = replay(&moto, &runtime, &queue, &["--restore-function", "spot-cleanup-restore"]);
     let out = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(run.status.code(), Some(1), "{out}{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(
         out.lines()
             .any(|l| l.starts_with("left") && l.contains("'someone-elses'") && l.contains("not invoked")),
         "{out}"
     );
     assert!(out.contains("replayed 1, left 1"), "{out}");
-    assert!(fleet.registrations_of(node, &fleet.registrations().await).is_empty(), "the stack's own was replayed");
+    assert!(
+        fleet.registrations_of(node, &fleet.registrations().await).is_empty(),
+        "the stack's own was replayed"
+    );
     assert_eq!(counts(&fleet, &queue).await, (1, 0), "the foreign one stays");
 
     // Which functions are the stack's must be said: without --function nothing runs.

@@ -578,8 +578,14 @@ async fn far_future_times_are_invalid_input_and_change_nothing() {
     }
     let far = with("spot-interruption-terminate.json", "time", "+262142-12-31T23:59:00Z");
     let batch = json!({"Records": [{"messageId": "far", "body": far.to_string()}]});
-    let answer = invoke(&app, batch).await.expect("a batch answers with its failed records");
-    assert_eq!(answer["batchItemFailures"], json!([{"itemIdentifier": "far"}]), "{answer:#}");
+    let answer = invoke(&app, batch)
+        .await
+        .expect("a batch answers with its failed records");
+    assert_eq!(
+        answer["batchItemFailures"],
+        json!([{"itemIdentifier": "far"}]),
+        "{answer:#}"
+    );
 
     assert_eq!(calls.sequence(), Vec::<String>::new(), "not a single AWS call");
     assert_eq!(mutations(&calls), Vec::<String>::new());
@@ -655,7 +661,10 @@ async fn expire_items_as_of(moto: &Moto, table: &str, at: chrono::DateTime<chron
     let items = dynamodb.scan().table_name(table).send().await.unwrap();
     let mut expired = 0;
     for item in items.items() {
-        let expires = item.get("expires_at").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<i64>().ok());
+        let expires = item
+            .get("expires_at")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok());
         if expires.is_some_and(|e| e <= at.timestamp()) {
             dynamodb
                 .delete_item()
@@ -689,16 +698,26 @@ async fn an_earlier_interruptions_record_cannot_be_replayed_past_the_tables_ttl(
     };
 
     // The first interruption: a stop, its records signed for its episode, then restored.
-    invoke(&app, common::event_for("spot-interruption-stop.json", &node.id)).await.expect("cleaned");
+    invoke(&app, common::event_for("spot-interruption-stop.json", &node.id))
+        .await
+        .expect("cleaned");
     let enis = fleet.enis(node).await;
     let (eni, (_, tags)) = enis.iter().next().expect("an ENI");
     let old_record = record_of(tags);
-    assert!(old_record.iter().any(|(k, _)| k.ends_with(":episode")), "{old_record:?}");
+    assert!(
+        old_record.iter().any(|(k, _)| k.ends_with(":episode")),
+        "{old_record:?}"
+    );
     let restore = json!({"action": "restore", "instance_id": node.id});
-    assert_eq!(invoke(&restorer, restore.clone()).await.unwrap()["restore"]["outcome"], "restored");
+    assert_eq!(
+        invoke(&restorer, restore.clone()).await.unwrap()["restore"]["outcome"],
+        "restored"
+    );
 
     // The second: another stop, another episode. A day and more passes; the table's TTL runs.
-    invoke(&app, common::event_for("spot-interruption-stop.json", &node.id)).await.expect("cleaned");
+    invoke(&app, common::event_for("spot-interruption-stop.json", &node.id))
+        .await
+        .expect("cleaned");
     let quarantined = fleet.enis(node).await;
     let new_record = record_of(&quarantined[eni].1);
     assert_ne!(new_record, old_record, "a new interruption signs a new record");
@@ -710,7 +729,14 @@ async fn an_earlier_interruptions_record_cannot_be_replayed_past_the_tables_ttl(
         .iter()
         .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
         .collect();
-    fleet.ec2.create_tags().resources(eni).set_tags(Some(tags)).send().await.unwrap();
+    fleet
+        .ec2
+        .create_tags()
+        .resources(eni)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .unwrap();
     let error = invoke(&restorer, restore.clone()).await.expect_err("a replayed record");
     assert_eq!(error.error_type(), "RecordNotTrusted", "{error}");
     let mut replayed = quarantined.clone();
@@ -725,6 +751,16 @@ async fn an_earlier_interruptions_record_cannot_be_replayed_past_the_tables_ttl(
         .iter()
         .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
         .collect();
-    fleet.ec2.create_tags().resources(eni).set_tags(Some(tags)).send().await.unwrap();
-    assert_eq!(invoke(&restorer, restore).await.unwrap()["restore"]["outcome"], "restored");
+    fleet
+        .ec2
+        .create_tags()
+        .resources(eni)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        invoke(&restorer, restore).await.unwrap()["restore"]["outcome"],
+        "restored"
+    );
 }

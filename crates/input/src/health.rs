@@ -145,8 +145,14 @@ mod tests {
                 "invalid instance id",
             ),
             (with("startTime", "soon".into()), "neither an RFC 2822"),
-            (with("startTime", "Fri, 31 Dec 9999 23:59:59 GMT".into()), "more than 366 days ahead"),
-            (with("startTime", "+262142-12-31T23:59:00Z".into()), "neither an RFC 2822"),
+            (
+                with("startTime", "Fri, 31 Dec 9999 23:59:59 GMT".into()),
+                "more than 366 days ahead",
+            ),
+            (
+                with("startTime", "+262142-12-31T23:59:00Z".into()),
+                "neither an RFC 2822",
+            ),
         ];
         for (payload, expected) in cases {
             let message = parse_invocation(&payload).unwrap_err().to_string();

@@ -83,7 +83,11 @@ mod tests {
 
     #[test]
     fn a_warning_from_the_future_is_rejected_before_anything_reads_it() {
-        for time in ["+262142-12-31T23:59:00Z", "9999-12-31T23:59:59Z", "2999-01-01T00:00:00Z"] {
+        for time in [
+            "+262142-12-31T23:59:00Z",
+            "9999-12-31T23:59:59Z",
+            "2999-01-01T00:00:00Z",
+        ] {
             let mut event = sample("spot-interruption-terminate.json");
             event["time"] = json!(time);
             let error = parse_invocation(&event).unwrap_err();

@@ -205,10 +205,17 @@ mod tests {
     #[test]
     fn the_end_of_time_has_no_two_minutes_later() {
         let last = DateTime::<Utc>::MAX_UTC;
-        assert_eq!(trigger(Some(Action::Terminate), Some(last)).terminates_at(Utc::now()), None);
+        assert_eq!(
+            trigger(Some(Action::Terminate), Some(last)).terminates_at(Utc::now()),
+            None
+        );
         assert_eq!(trigger(Some(Action::Terminate), None).terminates_at(last), None);
         let first = DateTime::<Utc>::MIN_UTC;
-        assert!(trigger(Some(Action::Stop), Some(first)).terminates_at(Utc::now()).is_some());
+        assert!(
+            trigger(Some(Action::Stop), Some(first))
+                .terminates_at(Utc::now())
+                .is_some()
+        );
     }
 
     #[test]

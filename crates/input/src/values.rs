@@ -132,7 +132,10 @@ mod tests {
     fn a_time_more_than_five_minutes_ahead_is_refused_whatever_it_is() {
         let now = Utc::now();
         assert!(not_ahead("time", now + TimeDelta::minutes(4), MAX_AHEAD, now).is_ok());
-        assert!(not_ahead("time", now - TimeDelta::days(400), MAX_AHEAD, now).is_ok(), "old is stale, not invalid");
+        assert!(
+            not_ahead("time", now - TimeDelta::days(400), MAX_AHEAD, now).is_ok(),
+            "old is stale, not invalid"
+        );
         for ahead in [
             now + TimeDelta::minutes(6),
             DateTime::<Utc>::MAX_UTC,

@@ -36,11 +36,11 @@ use chrono::{DateTime, Utc};
 
 use super::tags;
 use crate::aws::{CallError, join_all};
+use crate::changes::EniStatus;
 use crate::deadline::Deadline;
+use crate::input::Action;
 use crate::input::InstanceId;
 use crate::summary::Summary;
-use crate::changes::EniStatus;
-use crate::input::Action;
 use crate::table::{CLAIM_SK, TTL_ATTRIBUTE, claim_pk, s, stamp};
 pub use keeper::{Keeper, keep};
 use with_table::claim_item;

@@ -146,11 +146,39 @@ mod tests {
 
     /// Every commercial region AWS had opened when the certificates were last taken from its page.
     const COMMERCIAL_REGIONS: [&str; 33] = [
-        "af-south-1", "ap-east-1", "ap-east-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1",
-        "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5",
-        "ap-southeast-7", "ca-central-1", "ca-west-1", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1",
-        "eu-south-2", "eu-west-1", "eu-west-2", "eu-west-3", "il-central-1", "me-central-1", "me-south-1",
-        "mx-central-1", "sa-east-1", "us-east-1", "us-east-2", "us-west-1", "us-west-2",
+        "af-south-1",
+        "ap-east-1",
+        "ap-east-2",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-northeast-3",
+        "ap-south-1",
+        "ap-south-2",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ap-southeast-3",
+        "ap-southeast-4",
+        "ap-southeast-5",
+        "ap-southeast-7",
+        "ca-central-1",
+        "ca-west-1",
+        "eu-central-1",
+        "eu-central-2",
+        "eu-north-1",
+        "eu-south-1",
+        "eu-south-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "il-central-1",
+        "me-central-1",
+        "me-south-1",
+        "mx-central-1",
+        "sa-east-1",
+        "us-east-1",
+        "us-east-2",
+        "us-west-1",
+        "us-west-2",
     ];
 
     /// What would have caught the documented RSA-2048 certificate: each shipped certificate is an AWS one, valid
@@ -171,12 +199,19 @@ mod tests {
             );
             assert!(subject.contains("L=Seattle"), "{region}: {subject}");
             assert_eq!(tbs.subject, tbs.issuer, "{region}: AWS's certificates are self-issued");
-            let (from, until) = (tbs.validity.not_before.to_unix_duration(), tbs.validity.not_after.to_unix_duration());
+            let (from, until) = (
+                tbs.validity.not_before.to_unix_duration(),
+                tbs.validity.not_after.to_unix_duration(),
+            );
             assert!(from <= now && now <= until, "{region}: valid {from:?} to {until:?}");
             assert_eq!(tbs.subject_public_key_info.algorithm.oid, RSA_ENCRYPTION, "{region}");
             let spki = tbs.subject_public_key_info.to_der().unwrap();
             let key = RsaPublicKey::from_public_key_der(&spki).unwrap();
-            assert_eq!(key.size() * 8, 1024, "{region}: the RSA certificate, not the RSA-2048 one");
+            assert_eq!(
+                key.size() * 8,
+                1024,
+                "{region}: the RSA certificate, not the RSA-2048 one"
+            );
             assert!(Certificates::default().key(region).is_ok(), "{region}");
         }
         assert_eq!(
