@@ -1,5 +1,5 @@
-//! What the handler asks of the app besides a cleanup: the checks that need no AWS call (a refusal published before
-//! it is returned), a restore sent to the wrong entry point, and the registration index's two workflows wired to this
+//! What the handler asks of the app besides a cleanup: the checks that need no AWS call, the one alert of an
+//! invocation's refusals, a restore sent to the wrong entry point, and the registration index's two workflows wired to this
 //! function's own table, clients and pace.
 
 use super::App;
@@ -10,24 +10,26 @@ use crate::trust::scope::Home;
 use crate::trust::{self, MisdirectedRestore, Refusal};
 
 impl App {
-    /// The trust checks that need no AWS call; a refusal is published, then returned.
-    pub(crate) async fn precheck(&self, home: &Home, request: &Request) -> Result<(), Refusal> {
-        if let Err(refusal) = self.config.trust.precheck(home, request) {
-            self.publisher.refusal(&refusal).await;
-            return Err(refusal);
-        }
-        Ok(())
+    /// The trust checks that need no AWS call. A refusal is returned for the invocation's one alert
+    /// (`publish_refusals`).
+    pub(crate) fn precheck(&self, home: &Home, request: &Request) -> Result<(), Refusal> {
+        self.config.trust.precheck(home, request)
     }
 
-    /// A restore asked of the cleanup entry point: ignored (a `running` event, for this reason) or refused and
-    /// published. Nothing is changed.
-    pub(crate) async fn restore_not_here(&self, request: &RestoreRequest) -> Result<&'static str, Refusal> {
+    /// A restore asked of the cleanup entry point: ignored (a `running` event, for this reason) or refused. Nothing is
+    /// changed.
+    pub(crate) fn restore_not_here(&self, request: &RestoreRequest) -> Result<&'static str, Refusal> {
         match trust::restore_at_cleanup_entry_point(request) {
             MisdirectedRestore::Dropped(reason) => Ok(reason),
-            MisdirectedRestore::Refused(refusal) => {
-                self.publisher.refusal(&refusal).await;
-                Err(refusal)
-            }
+            MisdirectedRestore::Refused(refusal) => Err(refusal),
+        }
+    }
+
+    /// Every refusal of one invocation, published as one alert: a batch of refused records, or a hostile payload
+    /// naming many instances, costs one SNS message, not one per instance.
+    pub(crate) async fn publish_refusals(&self, refusals: &[Refusal]) {
+        if !refusals.is_empty() {
+            self.publisher.refusals(refusals).await;
         }
     }
 

@@ -1,5 +1,5 @@
 //! Admission: which instances of the batch this run may act on. Each is described (an unknown one is reported and
-//! left), checked against the scope (an instance the function may not touch is refused and the refusal published),
+//! left), checked against the scope (an instance the function may not touch is refused; the handler publishes it),
 //! then claimed, so that one delivery per interruption acts and a later or concurrent one ends quietly, before any
 //! change. A dry run claims nothing: it changes nothing either.
 
@@ -104,8 +104,8 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
         // The scope guard: nothing below runs for an instance this function may not touch.
         match ctx.config.trust.check_instance(request, &instance) {
             Ok(()) => admitted.work.push(Work { request, instance }),
+            // Published by the handler, with the invocation's other refusals, in one alert.
             Err(refusal) => {
-                ctx.publisher.refusal(&refusal).await;
                 admitted
                     .reports
                     .push(Report::failed(&request.instance_id, InstanceError::Refused(refusal)));

@@ -82,7 +82,7 @@ async fn release_claims(
             );
         }
         let ending = match (summary.is_complete(), done.get(&summary.instance.id)) {
-            (true, _) => Ending::Done,
+            (true, _) => Ending::done(summary),
             (false, Some(unpublished)) => Ending::Unpublished(unpublished),
             (false, None) => Ending::Incomplete,
         };
@@ -114,7 +114,7 @@ pub async fn publish_unpublished(ctx: &Context<'_>, unpublished: Vec<Unpublished
     let published = ctx.publisher.summaries(&mut summaries).await;
     for (((summary, kept), token), published) in summaries.iter_mut().zip(&kept).zip(&tokens).zip(published) {
         let ending = if published {
-            Ending::Done
+            Ending::done(summary)
         } else {
             Ending::Unpublished(kept)
         };

@@ -69,19 +69,30 @@ pub struct Config {
     /// The KMS HMAC key that signs the records a restore acts on (`RECORD_KEY_ID`: a key id, key ARN or alias). Without
     /// it records are unsigned and a restore refuses them.
     pub record_key_id: Option<String>,
-    /// Which requests this function serves (`ENTRY_POINT`: cleanup, the default, or restore). A restore is accepted
-    /// only by a function deployed as the restore entry point, so whoever may ask for a cleanup cannot undo one.
+    /// Which requests this function serves (`ENTRY_POINT`: cleanup, the default, restore or agent). A restore is
+    /// accepted only by a function deployed as the restore entry point, so whoever may ask for a cleanup cannot undo
+    /// one; node agents get the agent entry point, which serves their own proven requests and nothing else.
     pub entry_point: EntryPoint,
+    /// The most records one invocation may carry (`MAX_BATCH_RECORDS`, 1 to 10,000, default 100): a batch beyond it
+    /// is rejected whole, before any work. SQS delivers at most the event source's batch size, SNS one.
+    pub max_batch_records: usize,
 }
 
-/// The two deployments of the one binary.
+/// `MAX_BATCH_RECORDS` when unset: ten times the template's SQS batch size.
+pub const DEFAULT_MAX_BATCH_RECORDS: usize = 100;
+
+/// The three deployments of the one binary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EntryPoint {
-    /// Cleanups from every delivery path; a restore asked here is refused as a security signal.
+    /// Cleanups from AWS's delivery paths (rules, queues, topics); a restore asked here is refused as a security
+    /// signal.
     #[default]
     Cleanup,
     /// Restores only: an operator's request, or EventBridge's `running` event.
     Restore,
+    /// Node agents only: a node-agent payload for the sender's own instance, proven by its identity document
+    /// (`REQUIRE_IDENTITY_PROOF` defaults to on here). Anything else is refused with a security alert.
+    Agent,
 }
 
 /// What to do with a warning that does not force the instance out (rebalance, scheduled change).
@@ -129,6 +140,13 @@ impl Config {
             Some(v) if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) => v,
             Some(v) => return Err(vars.invalid("HOME_ACCOUNT_ID", &v, "expected a 12-digit account id")),
         };
+        let entry_point = match vars.set("ENTRY_POINT") {
+            None => EntryPoint::Cleanup,
+            Some(v) if v.eq_ignore_ascii_case("cleanup") => EntryPoint::Cleanup,
+            Some(v) if v.eq_ignore_ascii_case("restore") => EntryPoint::Restore,
+            Some(v) if v.eq_ignore_ascii_case("agent") => EntryPoint::Agent,
+            Some(v) => return Err(vars.invalid("ENTRY_POINT", &v, "expected cleanup, restore or agent")),
+        };
         Ok(Config {
             quarantine_groups: quarantine_groups(&vars)?,
             dry_run: vars.flag("DRY_RUN", false)?,
@@ -159,18 +177,14 @@ impl Config {
                 is_key_id,
                 "expected a KMS key id, key ARN, alias/<name> or alias ARN",
             )?,
-            entry_point: match vars.set("ENTRY_POINT") {
-                None => EntryPoint::Cleanup,
-                Some(v) if v.eq_ignore_ascii_case("cleanup") => EntryPoint::Cleanup,
-                Some(v) if v.eq_ignore_ascii_case("restore") => EntryPoint::Restore,
-                Some(v) => return Err(vars.invalid("ENTRY_POINT", &v, "expected cleanup or restore")),
-            },
+            entry_point,
             cross_account_role_name: vars.checked(
                 "CROSS_ACCOUNT_ROLE_NAME",
                 is_role_name,
                 "expected an IAM role name: 1 to 64 characters of A-Z, a-z, 0-9 and +=,.@_-",
             )?,
-            trust: trust::trust(&vars)?,
+            trust: trust::trust(&vars, entry_point)?,
+            max_batch_records: vars.count("MAX_BATCH_RECORDS", DEFAULT_MAX_BATCH_RECORDS, 1..=10_000)?,
             sns_topic_arn,
             home_account,
         })

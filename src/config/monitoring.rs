@@ -1,4 +1,6 @@
 //! The monitoring systems: `DATADOG_*`, `MACKEREL_*`, `MONITORING_WEBHOOK_*`. Each is on when its key or URL is set.
+//! Their URLs are HTTPS: the keys go with every call. Plain HTTP is accepted only to the loopback address, where
+//! nothing leaves the host (a local proxy or agent, and the tests).
 
 use std::collections::BTreeMap;
 
@@ -15,10 +17,14 @@ pub(super) fn monitoring(vars: &Vars<'_>) -> Result<MonitoringConfig, ConfigErro
     let invalid = |name: &'static str, value: &str, reason: &'static str| vars.invalid(name, value, reason);
     let url = |name: &'static str, default: &str| -> Result<String, ConfigError> {
         let value = set(name).unwrap_or_else(|| default.to_owned());
-        if value.starts_with("https://") || value.starts_with("http://") {
+        if is_https_or_loopback(&value) {
             Ok(value)
         } else {
-            Err(invalid(name, &value, "expected an http:// or https:// URL"))
+            Err(invalid(
+                name,
+                &value,
+                "expected an https:// URL (keys travel with every call; http:// only to this host's loopback)",
+            ))
         }
     };
 
@@ -82,4 +88,54 @@ pub(super) fn monitoring(vars: &Vars<'_>) -> Result<MonitoringConfig, ConfigErro
         mackerel,
         webhook,
     })
+}
+
+/// `https://...`, or `http://` to 127.0.0.1, `[::1]` or localhost (with or without a port), and nothing else.
+fn is_https_or_loopback(url: &str) -> bool {
+    if url.starts_with("https://") && url.len() > "https://".len() {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // No user info: `http://127.0.0.1@evil.example` names evil.example.
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    matches!(host, "127.0.0.1" | "::1" | "localhost")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_https_or_loopback;
+
+    #[test]
+    fn monitoring_urls_are_https_or_loopback_only() {
+        for good in [
+            "https://api.datadoghq.com",
+            "https://hooks.example.com/x?y=1",
+            "http://127.0.0.1:8080/hooks",
+            "http://localhost",
+            "http://[::1]:9/",
+        ] {
+            assert!(is_https_or_loopback(good), "{good}");
+        }
+        for bad in [
+            "http://api.datadoghq.com",
+            "http://127.0.0.1@evil.example/",
+            "http://127.0.0.1.evil.example/",
+            "http://localhost.evil.example",
+            "ftp://x",
+            "https://",
+            "api.datadoghq.com",
+            "HTTP://example.com",
+        ] {
+            assert!(!is_https_or_loopback(bad), "{bad}");
+        }
+    }
 }

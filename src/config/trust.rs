@@ -1,13 +1,14 @@
-//! The trust settings: `REQUIRED_TAGS`, `MAX_EVENT_AGE`, `IDENTITY_CERT_PEM`, `REQUIRE_IDENTITY_PROOF`, and what the
-//! scope needs of `CROSS_ACCOUNT_ROLE_NAME` and `AWS_REGION`.
+//! The trust settings: `REQUIRED_TAGS`, `MAX_EVENT_AGE`, `IDENTITY_CERT_PEM` (else AWS's shipped certificates),
+//! `REQUIRE_IDENTITY_PROOF` (on by default at the agent entry point), and what the scope needs of
+//! `CROSS_ACCOUNT_ROLE_NAME` and `AWS_REGION`.
 
-use super::{ConfigError, Vars, is_topic_arn};
+use super::{ConfigError, EntryPoint, Vars, is_topic_arn};
 use crate::trust::TrustConfig;
 use crate::trust::freshness::{self, DEFAULT_MAX_EVENT_AGE};
-use crate::trust::identity::{IdentityPolicy, IdentityVerifier};
+use crate::trust::identity::{Certificates, IdentityPolicy, IdentityVerifier};
 use crate::trust::scope::{EventScope, Scope, parse_required_tags};
 
-pub(super) fn trust(vars: &Vars<'_>) -> Result<TrustConfig, ConfigError> {
+pub(super) fn trust(vars: &Vars<'_>, entry_point: EntryPoint) -> Result<TrustConfig, ConfigError> {
     // Values that may be long (a PEM) are quoted back cut short.
     let invalid = |name: &'static str, value: &str, reason: &'static str| ConfigError::Invalid {
         name,
@@ -22,17 +23,14 @@ pub(super) fn trust(vars: &Vars<'_>) -> Result<TrustConfig, ConfigError> {
         None => DEFAULT_MAX_EVENT_AGE,
         Some(v) => freshness::parse_max_age(&v).map_err(|reason| invalid("MAX_EVENT_AGE", &v, reason))?,
     };
-    let verifier = match vars.raw("IDENTITY_CERT_PEM").filter(|v| !v.trim().is_empty()) {
-        None => None,
-        Some(v) => Some(IdentityVerifier::load(&v).map_err(|reason| invalid("IDENTITY_CERT_PEM", &v, reason))?),
+    let certificates = match vars.raw("IDENTITY_CERT_PEM").filter(|v| !v.trim().is_empty()) {
+        None => Certificates::default(),
+        Some(v) => {
+            Certificates::One(IdentityVerifier::load(&v).map_err(|reason| invalid("IDENTITY_CERT_PEM", &v, reason))?)
+        }
     };
-    let required = vars.flag("REQUIRE_IDENTITY_PROOF", false)?;
-    if required && verifier.is_none() {
-        return Err(ConfigError::Missing {
-            name: "IDENTITY_CERT_PEM",
-            hint: "REQUIRE_IDENTITY_PROOF=true needs the certificate that signs identity documents",
-        });
-    }
+    // The agent entry point exists for node agents, whose requests must prove where they come from.
+    let required = vars.flag("REQUIRE_IDENTITY_PROOF", entry_point == EntryPoint::Agent)?;
     let event_scope = match vars.set("EVENT_SCOPE") {
         None => EventScope::default(),
         Some(v) => EventScope::parse(&v).ok_or_else(|| invalid("EVENT_SCOPE", &v, "expected spot or all"))?,
@@ -65,6 +63,6 @@ pub(super) fn trust(vars: &Vars<'_>) -> Result<TrustConfig, ConfigError> {
             fallback_region: vars.raw("AWS_REGION").filter(|v| !v.trim().is_empty()),
         },
         max_event_age,
-        identity: IdentityPolicy { verifier, required },
+        identity: IdentityPolicy { certificates, required },
     })
 }

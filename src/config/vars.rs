@@ -59,6 +59,22 @@ impl<'a> Vars<'a> {
         }
     }
 
+    /// A whole number in `range`; `default` when unset.
+    pub fn count(
+        &self,
+        name: &'static str,
+        default: usize,
+        range: RangeInclusive<usize>,
+    ) -> Result<usize, ConfigError> {
+        match self.set(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(self.invalid(name, &v, "expected a whole number in the allowed range (see the docs)")),
+            },
+        }
+    }
+
     /// Whole seconds in `range`; `default` when unset.
     pub fn seconds(
         &self,

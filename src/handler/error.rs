@@ -37,6 +37,15 @@ pub enum HandlerError {
          only restores; send cleanups to the cleanup function"
     )]
     RestoreEntryPoint,
+    #[error(
+        "rejected input, nothing was changed: this is the agent entry point (ENTRY_POINT=agent), which serves only a \
+         node agent's request for its own instance"
+    )]
+    AgentEntryPoint,
+    #[error(
+        "rejected input, nothing was changed: {count} records in one invocation, more than MAX_BATCH_RECORDS ({max})"
+    )]
+    TooManyRecords { count: usize, max: usize },
     #[error("{} of the SNS records failed, the others are done: {}", failed.len(), sns_failures(failed))]
     SnsRecords { failed: Vec<(String, RecordFailure)> },
 }
@@ -63,7 +72,10 @@ impl HandlerError {
             HandlerError::Instance(InstanceError::NotServed { .. }) => "AccountNotAllowed",
             HandlerError::Instance(InstanceError::Ignored { .. }) => "Ignored",
             HandlerError::Incomplete { .. } => "CleanupIncomplete",
-            HandlerError::Index(IndexError::NotConfigured(_)) | HandlerError::RestoreEntryPoint => "InvalidInput",
+            HandlerError::Index(IndexError::NotConfigured(_))
+            | HandlerError::RestoreEntryPoint
+            | HandlerError::AgentEntryPoint
+            | HandlerError::TooManyRecords { .. } => "InvalidInput",
             HandlerError::Index(IndexError::Update(_)) => "IndexUpdateFailed",
             HandlerError::Refused(refusal) | HandlerError::Instance(InstanceError::Refused(refusal)) => {
                 refusal.kind.error_type()

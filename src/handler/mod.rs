@@ -13,13 +13,15 @@ use crate::cleanup::{InstanceError, Report};
 use crate::config::EntryPoint;
 use crate::deadline::Deadline;
 use crate::index::IndexError;
-use crate::input::{BatchRecord, IndexUpdate, Invocation, Message, Request, RestoreRequest, parse_invocation};
+use crate::input::{BatchRecord, IndexUpdate, Invocation, Message, Request, RestoreRequest, Source, parse_invocation};
 use crate::restore;
 use crate::trust::scope::Home;
+use crate::trust::{self, Refusal};
 pub use error::HandlerError;
 
 /// Handle one invocation. A direct request answers with its summary, or fails when anything is left undone so that
-/// Lambda's async retry tries again; an SQS batch answers with the records that failed.
+/// Lambda's async retry tries again; an SQS batch answers with the records that failed. Whatever was refused is
+/// published once, in one alert for the whole invocation, however many records it carried.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
     let deadline = deadline::of(&event.context);
     // Every client retries until this invocation's end, and forgets what a breaker learned in the last one.
@@ -28,29 +30,98 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
         parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
     invocation.name_events(&event.context.request_id);
     let home = Home::from_function_arn(&event.context.invoked_function_arn, &app.config.trust.scope);
-    if app.config.entry_point == EntryPoint::Restore {
-        return match invocation {
+    let mut refusals = Vec::new();
+    let answer = match app.config.entry_point {
+        EntryPoint::Restore => match invocation {
             Invocation::Restore(request) => restore(app, &home, &request).await,
             _ => Err(HandlerError::RestoreEntryPoint).inspect_err(|e| tracing::warn!(error = %e, "rejected input")),
-        };
-    }
+        },
+        EntryPoint::Agent => agent(app, &home, invocation, deadline, &mut refusals).await,
+        EntryPoint::Cleanup => cleanup(app, &home, invocation, deadline, &mut refusals).await,
+    };
+    app.publish_refusals(&refusals).await;
+    answer
+}
+
+/// The cleanup entry point: every input AWS delivers (rules, queues, topics), each routed to its workflow.
+async fn cleanup(
+    app: &App,
+    home: &Home,
+    invocation: Invocation,
+    deadline: Deadline,
+    refusals: &mut Vec<Refusal>,
+) -> Result<Value, HandlerError> {
     match invocation {
-        Invocation::Direct(request) => direct(app, &home, request, deadline).await,
-        Invocation::Several(requests) => several(app, &home, requests, deadline).await,
+        Invocation::Direct(request) => direct(app, home, request, deadline, refusals).await,
+        Invocation::Several(requests) => several(app, home, requests, deadline, refusals).await,
         Invocation::Skipped { reason } => Ok(json!({ "skipped": reason })),
         Invocation::Ignored { reason } => Ok(ignored(&reason)),
-        Invocation::Batch(records) => batch(app, &home, records, deadline).await,
-        Invocation::Notifications(records) => notifications(app, &home, records, deadline).await,
-        Invocation::Restore(request) => not_here(app, request).await,
+        Invocation::Batch(records) => {
+            within_cap(app, &records)?;
+            batch(app, home, records, deadline, refusals).await
+        }
+        Invocation::Notifications(records) => {
+            within_cap(app, &records)?;
+            notifications(app, home, records, deadline, refusals).await
+        }
+        Invocation::Restore(request) => not_here(app, request, refusals),
         Invocation::RefreshIndex { event_id } => refresh_index(app, event_id, deadline).await,
         Invocation::IndexUpdate(update) => update_index(app, update).await,
     }
 }
 
+/// The agent entry point: a node agent's request for its own instance, which the precheck makes it prove. Any other
+/// shape (an EventBridge event, SQS or SNS records, a restore) is no node agent's to send: refused, in one alert
+/// naming every instance it named, and nothing is changed.
+async fn agent(
+    app: &App,
+    home: &Home,
+    invocation: Invocation,
+    deadline: Deadline,
+    refusals: &mut Vec<Refusal>,
+) -> Result<Value, HandlerError> {
+    match invocation {
+        Invocation::Direct(request) if request.trigger.source == Source::NodeAgent => {
+            direct(app, home, request, deadline, refusals).await
+        }
+        other => {
+            let refused = trust::at_agent_entry_point(&other);
+            let Some(first) = refused.first().cloned() else {
+                let error = HandlerError::AgentEntryPoint;
+                tracing::warn!(error = %error, "rejected input");
+                return Err(error);
+            };
+            refusals.extend(refused);
+            Err(HandlerError::Refused(first))
+        }
+    }
+}
+
+/// A batch larger than `MAX_BATCH_RECORDS` is rejected whole, before any work: no event source sends one.
+fn within_cap(app: &App, records: &[BatchRecord]) -> Result<(), HandlerError> {
+    let max = app.config.max_batch_records;
+    if records.len() > max {
+        let error = HandlerError::TooManyRecords {
+            count: records.len(),
+            max,
+        };
+        tracing::warn!(error = %error, "rejected input");
+        return Err(error);
+    }
+    Ok(())
+}
+
 /// One instance: its summary, or an error a retry can finish.
-async fn direct(app: &App, home: &Home, request: Request, deadline: Deadline) -> Result<Value, HandlerError> {
-    precheck(app, home, &request).await?;
+async fn direct(
+    app: &App,
+    home: &Home,
+    request: Request,
+    deadline: Deadline,
+    refusals: &mut Vec<Refusal>,
+) -> Result<Value, HandlerError> {
+    precheck(app, home, &request, refusals)?;
     let report = app.clean_up(std::slice::from_ref(&request), deadline).await.remove(0);
+    refusals.extend(refused(std::slice::from_ref(&report)));
     if let Err(InstanceError::Ignored { reason, .. }) = &report.result {
         return Ok(ignored(reason));
     }
@@ -63,12 +134,24 @@ async fn direct(app: &App, home: &Home, request: Request, deadline: Deadline) ->
 }
 
 /// One event naming several instances: any refusal refuses the whole event, before anything is changed.
-async fn several(app: &App, home: &Home, requests: Vec<Request>, deadline: Deadline) -> Result<Value, HandlerError> {
+async fn several(
+    app: &App,
+    home: &Home,
+    requests: Vec<Request>,
+    deadline: Deadline,
+    refusals: &mut Vec<Refusal>,
+) -> Result<Value, HandlerError> {
+    let before = refusals.len();
     for request in &requests {
-        precheck(app, home, request).await?;
+        let _ = precheck(app, home, request, refusals);
+    }
+    if let Some(first) = refusals.get(before) {
+        return Err(HandlerError::Refused(first.clone()));
     }
     let mut summaries = Vec::new();
-    for report in app.clean_up(&requests, deadline).await {
+    let reports = app.clean_up(&requests, deadline).await;
+    refusals.extend(refused(&reports));
+    for report in reports {
         if matches!(report.result, Err(InstanceError::Ignored { .. })) {
             continue;
         }
@@ -82,9 +165,18 @@ async fn several(app: &App, home: &Home, requests: Vec<Request>, deadline: Deadl
 }
 
 /// An SQS batch, cleaned in one pass; the answer lists exactly the records that failed, so only they come back.
-async fn batch(app: &App, home: &Home, records: Vec<BatchRecord>, deadline: Deadline) -> Result<Value, HandlerError> {
+async fn batch(
+    app: &App,
+    home: &Home,
+    records: Vec<BatchRecord>,
+    deadline: Deadline,
+    refusals: &mut Vec<Refusal>,
+) -> Result<Value, HandlerError> {
     let mut response = SqsBatchResponse::default();
-    for (record, failed) in records.iter().zip(run_records(app, home, &records, deadline).await) {
+    for (record, failed) in records
+        .iter()
+        .zip(run_records(app, home, &records, deadline, refusals).await)
+    {
         if failed.is_some() {
             response.add_failure(record.message_id.clone());
         }
@@ -100,8 +192,9 @@ async fn notifications(
     home: &Home,
     records: Vec<BatchRecord>,
     deadline: Deadline,
+    refusals: &mut Vec<Refusal>,
 ) -> Result<Value, HandlerError> {
-    let outcomes = run_records(app, home, &records, deadline).await;
+    let outcomes = run_records(app, home, &records, deadline, refusals).await;
     let failed: Vec<(String, RecordFailure)> = records
         .iter()
         .zip(outcomes)
@@ -117,7 +210,7 @@ async fn notifications(
 #[derive(Debug)]
 pub enum RecordFailure {
     Rejected(crate::input::InputError),
-    Refused(crate::trust::Refusal),
+    Refused(Refusal),
     Incomplete(String),
 }
 
@@ -128,6 +221,7 @@ async fn run_records(
     home: &Home,
     records: &[BatchRecord],
     deadline: Deadline,
+    refusals: &mut Vec<Refusal>,
 ) -> Vec<Option<RecordFailure>> {
     let mut failures: Vec<Option<RecordFailure>> = Vec::with_capacity(records.len());
     let mut requests: Vec<Request> = Vec::new();
@@ -146,10 +240,11 @@ async fn run_records(
                 None
             }
             Ok(Message::Requests(wanted)) => {
-                match first_refusal(app, home, wanted).await {
+                match first_refusal(app, home, wanted) {
                     // Refused records are done nothing for: they reach the queue's DLQ.
                     Some(refusal) => {
                         tracing::warn!(message_id = %record.message_id, error = %refusal, "refused record");
+                        refusals.push(refusal.clone());
                         Some(RecordFailure::Refused(refusal))
                     }
                     None => {
@@ -166,6 +261,7 @@ async fn run_records(
     } else {
         app.clean_up(&requests, deadline).await
     };
+    refusals.extend(refused(&reports));
     for (record, failure) in records.iter().zip(failures.iter_mut()) {
         let (None, Ok(Message::Requests(wanted))) = (&failure, &record.message) else {
             continue;
@@ -191,14 +287,17 @@ async fn run_records(
     failures
 }
 
-/// The first of a record's requests that the prechecks refuse (published), if any; the rest are not checked.
-async fn first_refusal(app: &App, home: &Home, requests: &[Request]) -> Option<crate::trust::Refusal> {
-    for request in requests {
-        if let Err(refusal) = app.precheck(home, request).await {
-            return Some(refusal);
-        }
-    }
-    None
+/// The first of a record's requests that the prechecks refuse, if any; the rest are not checked.
+fn first_refusal(app: &App, home: &Home, requests: &[Request]) -> Option<Refusal> {
+    requests.iter().find_map(|request| app.precheck(home, request).err())
+}
+
+/// The refusals among a cleanup's reports: instances refused once described (out of scope).
+fn refused(reports: &[Report]) -> impl Iterator<Item = Refusal> + '_ {
+    reports.iter().filter_map(|report| match &report.result {
+        Err(InstanceError::Refused(refusal)) => Some(refusal.clone()),
+        _ => None,
+    })
 }
 
 /// The answer to an event with nothing to do, logged.
@@ -207,15 +306,23 @@ fn ignored(reason: &str) -> Value {
     json!({ "ignored": reason })
 }
 
-/// The checks that need no AWS call; a refusal (published by the app) is answered with its error type.
-async fn precheck(app: &App, home: &Home, request: &Request) -> Result<(), HandlerError> {
-    Ok(app.precheck(home, request).await?)
+/// The checks that need no AWS call; a refusal is kept for the invocation's alert and answered with its error type.
+fn precheck(app: &App, home: &Home, request: &Request, refusals: &mut Vec<Refusal>) -> Result<(), HandlerError> {
+    app.precheck(home, request).map_err(|refusal| {
+        refusals.push(refusal.clone());
+        HandlerError::Refused(refusal)
+    })
 }
 
 /// A restore asked of the cleanup entry point: ignored or refused (`trust::restore_at_cleanup_entry_point`).
-async fn not_here(app: &App, request: RestoreRequest) -> Result<Value, HandlerError> {
-    let reason = app.restore_not_here(&request).await?;
-    Ok(ignored(reason))
+fn not_here(app: &App, request: RestoreRequest, refusals: &mut Vec<Refusal>) -> Result<Value, HandlerError> {
+    match app.restore_not_here(&request) {
+        Ok(reason) => Ok(ignored(reason)),
+        Err(refusal) => {
+            refusals.push(refusal.clone());
+            Err(HandlerError::Refused(refusal))
+        }
+    }
 }
 
 async fn restore(app: &App, home: &Home, request: &RestoreRequest) -> Result<Value, HandlerError> {

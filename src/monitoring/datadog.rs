@@ -12,6 +12,14 @@ pub const DEFAULT_API_URL: &str = "https://api.datadoghq.com";
 /// reused host name is not silenced forever.
 const MUTE_AFTER_TERMINATION: TimeDelta = TimeDelta::hours(1);
 
+/// When the mute ends, as epoch seconds. Checked: a time at the end of chrono's range mutes until then.
+fn mute_end(terminates_at: DateTime<Utc>) -> i64 {
+    terminates_at
+        .checked_add_signed(MUTE_AFTER_TERMINATION)
+        .unwrap_or(terminates_at)
+        .timestamp()
+}
+
 pub struct Keys {
     pub api: String,
     pub application: String,
@@ -28,7 +36,7 @@ pub async fn mute(
     let url = format!("{}/api/v1/host/{host}/mute", api_url.trim_end_matches('/'));
     let body = json!({
         "message": format!("spot-cleanup: {action} notice for {host}"),
-        "end": (terminates_at + MUTE_AFTER_TERMINATION).timestamp(),
+        "end": mute_end(terminates_at),
         "override": true,
     });
     let headers = [
@@ -39,4 +47,16 @@ pub async fn mute(
         .send(http::Method::POST, &url, &headers, Some(body.to_string()))
         .await;
     HostChange::new(System::Datadog, host, "muted", answer_error(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mute_ends_an_hour_after_the_instance_even_at_the_end_of_time() {
+        let at = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z").unwrap().to_utc();
+        assert_eq!(mute_end(at), at.timestamp() + 3600);
+        assert_eq!(mute_end(DateTime::<Utc>::MAX_UTC), DateTime::<Utc>::MAX_UTC.timestamp());
+    }
 }

@@ -11,6 +11,10 @@ use crate::aws::CallError;
 use crate::summary::{RestoreOutcome, RestoreSummary, Summary};
 use crate::trust::Refusal;
 
+/// How many refusals one alert tells in full (reasons and trigger); the rest are named by instance id. Keeps the
+/// message far below SNS's 256 KB whatever an invocation carried.
+const LISTED: usize = 20;
+
 impl Publisher {
     /// Log the refusal and publish it. A failed publish is logged: the refusal itself stands either way.
     pub async fn refusal(&self, refusal: &Refusal) {
@@ -26,6 +30,84 @@ impl Publisher {
         if let Err(e) = self.send_refusal(refusal).await {
             tracing::error!(error = %e, "the refusal could not be published to SNS");
         }
+    }
+
+    /// Every refusal of one invocation in one message: one refusal as `refusal` publishes it, several as a list. The
+    /// attributes are those of the first security signal among them (else the first), with `refusals` the count, so
+    /// that a filter on `security=true` sees a batch that mixes stale and hostile records. At most `LISTED` are told in
+    /// full; the message names every instance.
+    pub async fn refusals(&self, refusals: &[Refusal]) {
+        let [first, ..] = refusals else {
+            return;
+        };
+        if refusals.len() == 1 {
+            return self.refusal(first).await;
+        }
+        for refusal in refusals {
+            tracing::warn!(
+                step = "scope",
+                instance_id = refusal.instance_id.as_str(),
+                event_id = refusal.trigger.event_ref(),
+                error_type = refusal.kind.error_type(),
+                security = refusal.kind.is_security_signal(),
+                reasons = %refusal.reasons.join("; "),
+                "request refused, nothing was changed"
+            );
+        }
+        if let Err(e) = self.send_refusals(refusals).await {
+            tracing::error!(error = %e, count = refusals.len(), "the refusals could not be published to SNS");
+        }
+    }
+
+    async fn send_refusals(&self, refusals: &[Refusal]) -> Result<String, CallError> {
+        let lead = refusals
+            .iter()
+            .find(|r| r.kind.is_security_signal())
+            .unwrap_or(&refusals[0]);
+        let kind = lead.kind;
+        let listed: Vec<serde_json::Value> = refusals
+            .iter()
+            .take(LISTED)
+            .map(|r| {
+                serde_json::json!({
+                    "error_type": r.kind.error_type(),
+                    "security": r.kind.is_security_signal(),
+                    "instance_id": r.instance_id,
+                    "reasons": r.reasons,
+                    "trigger": r.trigger,
+                })
+            })
+            .collect();
+        let instances: Vec<&str> = refusals.iter().map(|r| r.instance_id.as_str()).collect();
+        let message = serde_json::json!({
+            "version": 1,
+            "outcome": kind.outcome(),
+            "error_type": kind.error_type(),
+            "security": kind.is_security_signal(),
+            "instance_id": lead.instance_id,
+            "count": refusals.len(),
+            "instances": instances,
+            "refusals": listed,
+            "at": Utc::now(),
+            "changed": "nothing",
+        });
+        let label = if kind.is_security_signal() { "SECURITY" } else { "STALE" };
+        let subject = format!(
+            "spot-cleanup {label}: refused {} requests ({kind}, {}, ...), nothing changed",
+            refusals.len(),
+            lead.instance_id
+        );
+        let security = kind.is_security_signal().to_string();
+        let count = refusals.len().to_string();
+        let attributes = [
+            ("instance_id", lead.instance_id.as_str()),
+            ("outcome", kind.outcome()),
+            ("security", security.as_str()),
+            ("error_type", kind.error_type()),
+            ("trigger", lead.trigger.label()),
+            ("refusals", count.as_str()),
+        ];
+        self.send(&subject, message.to_string(), &attributes).await
     }
 
     async fn send_refusal(&self, refusal: &Refusal) -> Result<String, CallError> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::input::{InstanceId, Request, RestoreRequest, Source, Trigger};
+use crate::input::{InstanceId, Invocation, Message, Request, RestoreRequest, Source, Trigger};
 use freshness::DEFAULT_MAX_EVENT_AGE;
 use identity::IdentityPolicy;
 use scope::{Home, Scope};
@@ -185,10 +185,111 @@ pub fn restore_at_cleanup_entry_point(request: &RestoreRequest) -> MisdirectedRe
     ))
 }
 
+/// What the agent entry point refuses: anything but a node agent's own request. Node agents are its only callers
+/// (the node role may invoke nothing else), so an EventBridge event, SQS or SNS records, or a restore sent there were
+/// sent by something on a node pretending to be AWS. One refusal per instance the payload names, each a security
+/// signal (`IdentityNotProven`: no such payload can prove it comes from the instance it names). Empty when it names
+/// none; the handler rejects that as invalid input.
+pub fn at_agent_entry_point(invocation: &Invocation) -> Vec<Refusal> {
+    let refuse = |instance_id: &InstanceId, trigger: &Trigger| {
+        let reason = format!(
+            "{} was sent to the agent entry point (ENTRY_POINT=agent), which serves only a node agent's request for \
+             its own instance, proven by its identity document; events, queues and topics are the cleanup entry \
+             point's",
+            sender(trigger)
+        );
+        Refusal::new(RefusalKind::IdentityNotProven, instance_id, vec![reason], trigger)
+    };
+    let each = |requests: &[Request]| -> Vec<Refusal> {
+        requests.iter().map(|r| refuse(&r.instance_id, &r.trigger)).collect()
+    };
+    match invocation {
+        Invocation::Direct(request) => each(std::slice::from_ref(request)),
+        Invocation::Several(requests) => each(requests),
+        Invocation::Batch(records) | Invocation::Notifications(records) => records
+            .iter()
+            .filter_map(|record| match &record.message {
+                Ok(Message::Requests(requests)) => Some(each(requests)),
+                _ => None,
+            })
+            .flatten()
+            .collect(),
+        Invocation::Restore(restore) => vec![refuse(&restore.instance_id, &restore.trigger)],
+        Invocation::Skipped { .. }
+        | Invocation::Ignored { .. }
+        | Invocation::RefreshIndex { .. }
+        | Invocation::IndexUpdate(_) => Vec::new(),
+    }
+}
+
+/// What a misdirected request claimed to be, in words.
+fn sender(trigger: &Trigger) -> String {
+    let inside = if trigger.sqs_message_id.is_some() {
+        " inside an SQS record"
+    } else if trigger.sns_message_id.is_some() || trigger.sns_topic_arn.is_some() {
+        " inside an SNS message"
+    } else {
+        ""
+    };
+    let what = match trigger.source {
+        Source::EventBridge => format!(
+            "an EventBridge event ({:.64})",
+            trigger.detail_type.as_deref().unwrap_or("?")
+        ),
+        Source::AutoScaling => "an Auto Scaling lifecycle message".to_owned(),
+        Source::NodeAgent => "a node-agent payload".to_owned(),
+        Source::Operator => "a restore request".to_owned(),
+    };
+    format!("{what}{inside}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::input::{Invocation, parse_invocation};
+
+    #[test]
+    fn the_agent_entry_point_refuses_every_instance_a_foreign_shape_names() {
+        let id = "i-0123456789abcdef0";
+        let spot = serde_json::json!({
+            "source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption Warning", "time": Utc::now(),
+            "detail": {"instance-id": id, "instance-action": "terminate"}
+        });
+        let sqs = serde_json::json!({"Records": [
+            {"messageId": "m1", "body": spot.to_string()},
+            {"messageId": "m2", "body": serde_json::json!({"instance_id": "i-0fedcba9876543210"}).to_string()},
+            {"messageId": "m3", "body": "not json"},
+        ]});
+        let restore = serde_json::json!({"action": "restore", "instance_id": id});
+        for (payload, expected, words) in [
+            (
+                spot.clone(),
+                1,
+                "an EventBridge event (EC2 Spot Instance Interruption Warning)",
+            ),
+            (sqs, 2, "inside an SQS record"),
+            (restore, 1, "a restore request"),
+        ] {
+            let refused = at_agent_entry_point(&parse_invocation(&payload).unwrap());
+            assert_eq!(refused.len(), expected, "{payload}");
+            for refusal in &refused {
+                assert_eq!(refusal.kind, RefusalKind::IdentityNotProven);
+                assert!(refusal.kind.is_security_signal());
+                assert!(
+                    refusal.reasons[0].contains("agent entry point"),
+                    "{:?}",
+                    refusal.reasons
+                );
+                assert!(!refusal.reasons[0].contains("  "), "{:?}", refusal.reasons);
+            }
+            assert!(
+                refused.iter().any(|r| r.reasons[0].contains(words)),
+                "{words}: {refused:?}"
+            );
+        }
+        let refresh = serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+        assert!(at_agent_entry_point(&parse_invocation(&refresh).unwrap()).is_empty());
+    }
 
     #[test]
     fn a_restore_at_the_cleanup_entry_point_is_refused_with_a_reason_in_one_line() {

@@ -133,8 +133,10 @@ async fn without_require_a_missing_proof_is_fine_but_a_bad_one_is_not() {
     assert_eq!(answer["outcome"], "cleaned");
 }
 
+/// AWS's certificates ship with the function, so requiring a proof needs no certificate; one that is given must be
+/// a readable PEM certificate, or init fails naming the variable.
 #[test]
-fn require_without_a_certificate_and_a_bad_certificate_fail_init() {
+fn requiring_a_proof_needs_no_certificate_and_a_bad_certificate_fails_init() {
     let lookup = |vars: &'static [(&'static str, &'static str)]| {
         spot_cleanup::Config::from_lookup(move |name| {
             vars.iter()
@@ -147,8 +149,14 @@ fn require_without_a_certificate_and_a_bad_certificate_fail_init() {
                 })
         })
     };
-    let message = lookup(&[("REQUIRE_IDENTITY_PROOF", "true")]).unwrap_err().to_string();
-    assert!(message.starts_with("IDENTITY_CERT_PEM is not set"), "{message}");
+    let required = lookup(&[("REQUIRE_IDENTITY_PROOF", "true")]).expect("AWS's certificates are shipped");
+    assert!(required.trust.identity.required);
+    let agent = lookup(&[("ENTRY_POINT", "agent")]).unwrap();
+    assert!(agent.trust.identity.required, "on by default at the agent entry point");
+    assert!(
+        !lookup(&[]).unwrap().trust.identity.required,
+        "off by default at the cleanup entry point"
+    );
     let message = lookup(&[("IDENTITY_CERT_PEM", "/nonexistent/cert.pem")])
         .unwrap_err()
         .to_string();

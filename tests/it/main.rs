@@ -3,6 +3,7 @@
 
 mod common;
 
+mod agent_door;
 mod cleanup_on_moto;
 mod crash;
 mod deliveries;

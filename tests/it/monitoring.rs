@@ -270,6 +270,26 @@ fn configuration_errors_name_the_variable() {
         name(config(&[("MONITORING_WEBHOOK_URL", "example.com/h".into())])),
         "MONITORING_WEBHOOK_URL"
     );
+    // Keys travel with every call: plain HTTP only to this host's loopback.
+    assert_eq!(
+        name(config(&[(
+            "MONITORING_WEBHOOK_URL",
+            "http://hooks.example.com/h".into()
+        )])),
+        "MONITORING_WEBHOOK_URL"
+    );
+    assert_eq!(
+        name(config(&[
+            ("DATADOG_API_KEY", "ssm:/spot-cleanup/dd".into()),
+            ("DATADOG_APP_KEY", "ssm:/spot-cleanup/app".into()),
+            ("DATADOG_API_URL", "http://api.datadoghq.com".into()),
+        ])),
+        "DATADOG_API_URL"
+    );
+    assert_eq!(
+        name(config(&[("MONITORING_WEBHOOK_URL", "http://127.0.0.1:9/h".into())])),
+        "accepted"
+    );
 }
 
 /// Longer than a cleanup of one instance against moto takes, shorter than the monitoring step's 10 s timeout.

@@ -2,9 +2,10 @@
 //! anything either parse into a valid invocation or are rejected with a short typed error. Nothing panics. The fuzz
 //! target's seed corpus (fuzz/corpus/) is replayed here too, so CI covers it without a nightly toolchain.
 
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use proptest::prelude::*;
 use serde_json::Value;
-use spot_cleanup::input::{InstanceId, Invocation, Message, parse_invocation};
+use spot_cleanup::input::{Action, InstanceId, Invocation, Message, Request, parse_invocation};
 
 /// What a caller may rely on after parsing.
 fn check(value: &Value) {
@@ -143,6 +144,174 @@ proptest! {
         let mut sample = samples[which.index(samples.len())].clone();
         replace_nth(&mut sample, &mut pick, &with);
         check(&sample);
+    }
+}
+
+/// A time anywhere in chrono's range, its extremes and the instants around now most often.
+fn any_time() -> impl Strategy<Value = DateTime<Utc>> {
+    let now = Utc::now().timestamp();
+    let (first, last) = (
+        DateTime::<Utc>::MIN_UTC.timestamp(),
+        DateTime::<Utc>::MAX_UTC.timestamp(),
+    );
+    prop_oneof![
+        Just(DateTime::<Utc>::MIN_UTC),
+        Just(DateTime::<Utc>::MAX_UTC),
+        Just(DateTime::<Utc>::UNIX_EPOCH),
+        (now - 86_400..now + 86_400).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap()),
+        (first..=last).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap()),
+        (-1_000_000_000_000i64..1_000_000_000_000).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap()),
+    ]
+}
+
+/// The ways a time is written: RFC 3339 (with years past 9999 signed, as chrono writes them), whole seconds, and for
+/// AWS Health the RFC 2822 form where a four-digit year allows it.
+fn written(time: DateTime<Utc>, form: usize) -> String {
+    match form % 3 {
+        0 => time.to_rfc3339(),
+        1 => time.to_rfc3339_opts(SecondsFormat::Secs, true),
+        _ if (0..=9999).contains(&time.year()) => time.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        _ => time.to_rfc3339(),
+    }
+}
+
+/// Every sample that carries a time, with the paths of its time fields.
+const TIMED: [(&str, &[&[&str]]); 14] = [
+    ("node-agent.json", &[&["time"]]),
+    ("spot-interruption-terminate.json", &[&["time"]]),
+    ("spot-interruption-stop.json", &[&["time"]]),
+    ("spot-interruption-hibernate.json", &[&["time"]]),
+    ("rebalance-recommendation.json", &[&["time"]]),
+    ("state-change-stopping.json", &[&["time"]]),
+    ("state-change-terminated.json", &[&["time"]]),
+    ("ec2-state-change-running.json", &[&["time"]]),
+    ("health-scheduled-change.json", &[&["time"], &["detail", "startTime"]]),
+    ("asg-terminate-lifecycle.json", &[&["time"]]),
+    ("asg-terminate-lifecycle-direct.json", &[&["Time"]]),
+    (
+        "cloudtrail-register-targets.json",
+        &[&["time"], &["detail", "eventTime"]],
+    ),
+    (
+        "cloudtrail-deregister-targets.json",
+        &[&["time"], &["detail", "eventTime"]],
+    ),
+    ("scheduled-refresh.json", &[&["time"]]),
+];
+
+fn sample(file: &str) -> Value {
+    let path = format!("{}/events/{file}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The shape a message travels in: as itself, in an SQS record, in an SNS delivery, or in an SNS envelope inside an
+/// SQS record.
+fn carried(message: Value, carrier: usize) -> Value {
+    let sns_record = |message: &Value| {
+        serde_json::json!({"EventSource": "aws:sns", "Sns": {
+            "Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+            "Message": message.to_string(), "Timestamp": "2026-11-21T10:00:00Z"}})
+    };
+    match carrier % 4 {
+        0 => message,
+        1 => serde_json::json!({"Records": [{"messageId": "m-1", "body": message.to_string()}]}),
+        2 => serde_json::json!({"Records": [sns_record(&message)]}),
+        _ => {
+            let envelope = serde_json::json!({"Type": "Notification", "MessageId": "e-1",
+                "TopicArn": "arn:aws:sns:us-east-1:123456789012:t", "Message": message.to_string(),
+                "Timestamp": "2026-11-21T10:00:00Z"});
+            serde_json::json!({"Records": [{"messageId": "m-1", "body": envelope.to_string()}]})
+        }
+    }
+}
+
+/// Every request an accepted payload asks for: its times lie where a real notice's can, and what is computed from
+/// them (when the instance goes, how old the notice is) is computed without a panic.
+fn check_times(value: &Value) {
+    check(value);
+    let now = Utc::now();
+    let requests: Vec<Request> = match parse_invocation(value) {
+        Ok(Invocation::Direct(request)) => vec![request],
+        Ok(Invocation::Several(requests)) => requests,
+        Ok(Invocation::Batch(records) | Invocation::Notifications(records)) => records
+            .into_iter()
+            .filter_map(|r| match r.message {
+                Ok(Message::Requests(requests)) => Some(requests),
+                _ => None,
+            })
+            .flatten()
+            .collect(),
+        Ok(_) => Vec::new(),
+        Err(error) => {
+            assert!(!error.to_string().is_empty());
+            return;
+        }
+    };
+    // A little slack for the clock between parsing and here.
+    let ahead = now + chrono::Duration::minutes(6);
+    for request in requests {
+        let trigger = &request.trigger;
+        if let Some(at) = trigger.event_time {
+            assert!(at <= ahead, "an event time {at} ahead of {now} was accepted");
+            let _ = (now - at).num_seconds();
+        }
+        if let Some(at) = trigger.action_time {
+            let bound = if trigger.action == Some(Action::ScheduledChange) {
+                now + chrono::Duration::days(367)
+            } else {
+                ahead
+            };
+            assert!(at <= bound, "an action time {at} ahead of {now} was accepted");
+            let _ = (now - at).num_seconds();
+        }
+        let _ = trigger.terminates_at(now);
+        let _ = trigger.terminates_at(DateTime::<Utc>::MAX_UTC);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// chrono's extremes, and any time between, in every time field of every shape, carried every way: accepted
+    /// within bounds, or rejected with a typed error. Nothing panics.
+    #[test]
+    fn any_time_in_any_shape_parses_within_bounds_or_is_rejected(
+        which in 0usize..TIMED.len(),
+        time in any_time(),
+        form in 0usize..3,
+        field in 0usize..2,
+        carrier in 0usize..4,
+    ) {
+        let (file, fields) = TIMED[which];
+        let mut message = sample(file);
+        let path = fields[field % fields.len()];
+        let slot = path.iter().fold(&mut message, |v, key| &mut v[*key]);
+        *slot = Value::String(written(time, form));
+        check_times(&carried(message, carrier));
+    }
+}
+
+#[test]
+fn the_extremes_are_rejected_in_every_shape() {
+    for time in [
+        "+262142-12-31T23:59:00Z",
+        "9999-12-31T23:59:59Z",
+        &DateTime::<Utc>::MAX_UTC.to_rfc3339(),
+    ] {
+        for (file, fields) in TIMED {
+            for path in fields {
+                let mut message = sample(file);
+                let slot = path.iter().fold(&mut message, |v, key| &mut v[*key]);
+                *slot = Value::String(time.to_owned());
+                let Err(error) = parse_invocation(&message) else {
+                    panic!("{file} {path:?} = {time}: accepted")
+                };
+                assert!(error.to_string().len() < 1024);
+                for carrier in 1..4 {
+                    check_times(&carried(message.clone(), carrier));
+                }
+            }
+        }
     }
 }
 

@@ -250,3 +250,63 @@ async fn a_replay_puts_each_dead_letter_through_the_function_and_leaves_what_it_
         "{left:?}"
     );
 }
+
+/// A record in the queue that names a function other than the stack's (planted there, say) is left and named, never
+/// invoked with the operator's credentials; the stack's own are replayed as usual.
+#[tokio::test]
+async fn a_replay_invokes_only_the_stacks_own_functions() {
+    let moto = Moto::start();
+    let fleet = Fleet::build(&moto.sdk_config().await, 1).await;
+    let runtime = LambdaRuntime::start(
+        Path::new(env!("CARGO_BIN_EXE_spot-cleanup")),
+        &function_env(&moto, &fleet, false),
+    );
+    let queue = fleet
+        .sqs
+        .create_queue()
+        .queue_name("spot-cleanup-dlq")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let node = &fleet.spot[0];
+    let (body, attributes) = dlq_sample("lambda-on-failure.json", &node.id, &now);
+    let mut foreign: Value = serde_json::from_str(&body).unwrap();
+    foreign["requestContext"]["functionArn"] =
+        "arn:aws:lambda:us-east-1:123456789012:function:someone-elses:$LATEST".into();
+    send(&fleet, &queue, (foreign.to_string(), attributes.clone())).await;
+    send(&fleet, &queue, (body, attributes)).await;
+
+    let run = replay(&moto, &runtime, &queue, &["--restore-function", "spot-cleanup-restore"]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("left") && l.contains("'someone-elses'") && l.contains("not invoked")),
+        "{out}"
+    );
+    assert!(out.contains("replayed 1, left 1"), "{out}");
+    assert!(
+        fleet.registrations_of(node, &fleet.registrations().await).is_empty(),
+        "the stack's own was replayed"
+    );
+    assert_eq!(counts(&fleet, &queue).await, (1, 0), "the foreign one stays");
+
+    // Which functions are the stack's must be said: without --function nothing runs.
+    let bare = Command::new(common::venv_bin("python"))
+        .arg(common::repo_root().join("scripts/replay-dlq"))
+        .args(["--queue-url", &queue])
+        .env_clear()
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(2), "{}", String::from_utf8_lossy(&bare.stderr));
+}

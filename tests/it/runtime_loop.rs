@@ -238,6 +238,22 @@ async fn hostile_payloads_are_refused_without_a_single_aws_change_and_the_runtim
             "StaleEvent",
         ),
         (
+            // Once passed every check, changed AWS, then aborted the process in terminates_at (issue 25).
+            "a Spot warning from the year 262142",
+            with(spot_event(), "time", json!("+262142-12-31T23:59:00Z")),
+            "InvalidInput",
+        ),
+        (
+            "a Spot warning from the year 9999",
+            with(spot_event(), "time", json!("9999-12-31T23:59:59Z")),
+            "InvalidInput",
+        ),
+        (
+            "an agent action time in the year 9999",
+            with(agent(), "time", json!("9999-12-31T23:59:59Z")),
+            "InvalidInput",
+        ),
+        (
             "an agent proof signed by someone else's key",
             with(
                 with(agent(), "identity_document", json!(own_document)),

@@ -545,3 +545,222 @@ async fn a_dry_run_restore_publishes_what_it_would_put_back_and_changes_nothing(
     assert_eq!(attribute(&published[0], "kind"), "restore");
     assert_eq!(attribute(&published[0], "outcome"), "planned");
 }
+
+/// Times no notice can carry: the year 262142 (which once passed every check, changed AWS and then aborted the
+/// process) and the year 9999, in every shape that carries a time. Each is rejected as invalid input before any AWS
+/// call; in a batch, the record fails alone.
+#[tokio::test]
+async fn far_future_times_are_invalid_input_and_change_nothing() {
+    let moto = Moto::start();
+    let fleet = Fleet::build(&moto.sdk_config().await, 1).await;
+    let (app, calls) = app_with(&moto, fleet.config(false)).await;
+    let before = fleet_state(&fleet).await;
+    let node = &fleet.spot[0];
+    let with = |file: &str, key: &str, value: &str| {
+        let mut event = common::event_for(file, &node.id);
+        event[key] = json!(value);
+        event
+    };
+    let mut health = common::event_for("health-scheduled-change.json", &node.id);
+    health["detail"]["startTime"] = json!("Fri, 31 Dec 9999 23:59:59 GMT");
+    let payloads = [
+        with("spot-interruption-terminate.json", "time", "+262142-12-31T23:59:00Z"),
+        with("spot-interruption-stop.json", "time", "9999-12-31T23:59:59Z"),
+        with("state-change-terminated.json", "time", "9999-12-31T23:59:59Z"),
+        with("node-agent.json", "time", "9999-12-31T23:59:59Z"),
+        with("asg-terminate-lifecycle-direct.json", "Time", "9999-12-31T23:59:59Z"),
+        health,
+    ];
+    for payload in payloads {
+        let error = invoke(&app, payload.clone()).await.expect_err("a time from the future");
+        assert_eq!(error.error_type(), "InvalidInput", "{payload:.120}: {error}");
+        assert!(error.to_string().contains("ahead of this function's clock"), "{error}");
+    }
+    let far = with("spot-interruption-terminate.json", "time", "+262142-12-31T23:59:00Z");
+    let batch = json!({"Records": [{"messageId": "far", "body": far.to_string()}]});
+    let answer = invoke(&app, batch)
+        .await
+        .expect("a batch answers with its failed records");
+    assert_eq!(
+        answer["batchItemFailures"],
+        json!([{"itemIdentifier": "far"}]),
+        "{answer:#}"
+    );
+
+    assert_eq!(calls.sequence(), Vec::<String>::new(), "not a single AWS call");
+    assert_eq!(mutations(&calls), Vec::<String>::new());
+    assert_eq!(fleet_state(&fleet).await, before);
+    assert!(fleet.published().await.is_empty(), "bad input is not news");
+}
+
+/// A batch whose records are refused for several reasons (stale, another region, an on-demand instance found once
+/// described) costs one SNS message, naming each refusal, not one per record.
+#[tokio::test]
+async fn an_invocation_raises_one_alert_however_many_records_it_refuses() {
+    let moto = Moto::start();
+    let fleet = Fleet::build(&moto.sdk_config().await, 2).await;
+    let (app, calls) = app_with(&moto, fleet.config(false)).await;
+    let before = fleet_state(&fleet).await;
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let warning = |id: &str| common::event_for("spot-interruption-terminate.json", id);
+    let mut stale = warning(&fleet.spot[0].id);
+    stale["time"] = json!(hour_ago);
+    let mut elsewhere = warning(&fleet.spot[1].id);
+    elsewhere["region"] = json!("eu-west-1");
+    let bodies = [stale, elsewhere, warning(&fleet.neighbour.id)];
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| json!({"messageId": format!("m{i}"), "body": body.to_string()}))
+        .collect();
+    let answer = invoke(&app, json!({ "Records": records })).await.unwrap();
+    assert_eq!(answer["batchItemFailures"].as_array().unwrap().len(), 3, "{answer:#}");
+
+    let published = fleet.published().await;
+    assert_eq!(published.len(), 1, "one alert: {published:#?}");
+    let alert = &published[0];
+    assert_eq!(attribute(alert, "refusals"), "3");
+    assert_eq!(attribute(alert, "security"), "true", "the batch holds security signals");
+    let message: Value = serde_json::from_str(alert["Message"].as_str().unwrap()).unwrap();
+    let kinds: BTreeSet<&str> = message["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["error_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, BTreeSet::from(["StaleEvent", "OutOfScope"]), "{message:#}");
+    assert_eq!(message["instances"].as_array().unwrap().len(), 3, "{message:#}");
+    assert_eq!(fleet_state(&fleet).await, before);
+    assert_eq!(mutations(&calls), Vec::<String>::new());
+}
+
+/// More records than `MAX_BATCH_RECORDS` in one invocation: rejected whole before any AWS call.
+#[tokio::test]
+async fn an_invocation_with_more_records_than_allowed_is_rejected_whole() {
+    let moto = Moto::start();
+    let fleet = Fleet::build(&moto.sdk_config().await, 2).await;
+    let config = fleet.config_with(&[("MAX_BATCH_RECORDS", "3")]).unwrap();
+    let (app, calls) = app_with(&moto, config).await;
+    let before = fleet_state(&fleet).await;
+    let records: Vec<Value> = (0..4)
+        .map(|i| {
+            let body = common::event_for("spot-interruption-terminate.json", &fleet.spot[i % 2].id);
+            json!({"messageId": format!("m{i}"), "body": body.to_string()})
+        })
+        .collect();
+    let error = invoke(&app, json!({ "Records": records })).await.unwrap_err();
+    assert_eq!(error.error_type(), "InvalidInput");
+    assert!(error.to_string().contains("more than MAX_BATCH_RECORDS (3)"), "{error}");
+    assert_eq!(calls.sequence(), Vec::<String>::new());
+    assert_eq!(fleet_state(&fleet).await, before);
+}
+
+/// Delete what DynamoDB's TTL would have deleted by `at`: every item whose `expires_at` lies before it.
+async fn expire_items_as_of(moto: &Moto, table: &str, at: chrono::DateTime<chrono::Utc>) -> usize {
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let items = dynamodb.scan().table_name(table).send().await.unwrap();
+    let mut expired = 0;
+    for item in items.items() {
+        let expires = item
+            .get("expires_at")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok());
+        if expires.is_some_and(|e| e <= at.timestamp()) {
+            dynamodb
+                .delete_item()
+                .table_name(table)
+                .key("pk", item["pk"].clone())
+                .key("sk", item["sk"].clone())
+                .send()
+                .await
+                .unwrap();
+            expired += 1;
+        }
+    }
+    expired
+}
+
+/// A validly signed record of an earlier interruption, put back on the ENI once the table's TTL has run (a day),
+/// is refused: the marker of a quarantined instance that may come back does not expire, so the restore still knows
+/// which interruption its records must belong to. The genuine record of the current one is restored.
+#[tokio::test]
+async fn an_earlier_interruptions_record_cannot_be_replayed_past_the_tables_ttl() {
+    let moto = Moto::start();
+    let fleet = Fleet::build(&moto.sdk_config().await, 1).await;
+    let table = "spot-cleanup-replay";
+    common::create_index_table(&moto.sdk_config().await, table).await;
+    let (app, _) = app_with(&moto, fleet.config_with_index(table)).await;
+    let (restorer, _) = restorer_with(&moto, fleet.config_with_index(table)).await;
+    let node = &fleet.spot[0];
+    let record_of = |tags: &std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
+        let keys = tags.keys().filter(|k| k.starts_with(ORIGINAL_GROUPS_TAG));
+        keys.map(|k| (k.clone(), tags[k].clone())).collect()
+    };
+
+    // The first interruption: a stop, its records signed for its episode, then restored.
+    invoke(&app, common::event_for("spot-interruption-stop.json", &node.id))
+        .await
+        .expect("cleaned");
+    let enis = fleet.enis(node).await;
+    let (eni, (_, tags)) = enis.iter().next().expect("an ENI");
+    let old_record = record_of(tags);
+    assert!(
+        old_record.iter().any(|(k, _)| k.ends_with(":episode")),
+        "{old_record:?}"
+    );
+    let restore = json!({"action": "restore", "instance_id": node.id});
+    assert_eq!(
+        invoke(&restorer, restore.clone()).await.unwrap()["restore"]["outcome"],
+        "restored"
+    );
+
+    // The second: another stop, another episode. A day and more passes; the table's TTL runs.
+    invoke(&app, common::event_for("spot-interruption-stop.json", &node.id))
+        .await
+        .expect("cleaned");
+    let quarantined = fleet.enis(node).await;
+    let new_record = record_of(&quarantined[eni].1);
+    assert_ne!(new_record, old_record, "a new interruption signs a new record");
+    expire_items_as_of(&moto, table, chrono::Utc::now() + chrono::Duration::hours(25)).await;
+    fleet.published().await;
+
+    // Someone who may tag ENIs puts the first interruption's genuine record back.
+    let tags: Vec<aws_sdk_ec2::types::Tag> = old_record
+        .iter()
+        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+        .collect();
+    fleet
+        .ec2
+        .create_tags()
+        .resources(eni)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .unwrap();
+    let error = invoke(&restorer, restore.clone()).await.expect_err("a replayed record");
+    assert_eq!(error.error_type(), "RecordNotTrusted", "{error}");
+    let mut replayed = quarantined.clone();
+    replayed.get_mut(eni).unwrap().1.extend(old_record.iter().cloned());
+    assert_eq!(fleet.enis(node).await, replayed, "nothing was restored");
+    let alerts = fleet.published().await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(attribute(&alerts[0], "error_type"), "RecordNotTrusted");
+
+    // The current interruption's own record still restores, past the TTL.
+    let tags: Vec<aws_sdk_ec2::types::Tag> = new_record
+        .iter()
+        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+        .collect();
+    fleet
+        .ec2
+        .create_tags()
+        .resources(eni)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        invoke(&restorer, restore).await.unwrap()["restore"]["outcome"],
+        "restored"
+    );
+}

@@ -22,7 +22,8 @@ pub const POLL_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=5;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentConfig {
-    /// The cleanup function: a name, a partial ARN or a full ARN, as Lambda's Invoke accepts it.
+    /// The agent function (the stack's `AgentFunctionArn`): a name, a partial ARN or a full ARN, as Lambda's Invoke
+    /// accepts it.
     pub function: String,
     /// Time between two rounds of metadata reads (`SPOT_AGENT_POLL_INTERVAL`, whole seconds, 1 to 5, default 2).
     pub poll_interval: Duration,
@@ -40,7 +41,7 @@ impl AgentConfig {
             .filter(|v| !v.is_empty())
             .ok_or(ConfigError::Missing {
                 name: "SPOT_CLEANUP_FUNCTION",
-                hint: "the name or ARN of the spot-cleanup function to invoke",
+                hint: "the name or ARN of the spot-cleanup agent function to invoke (the stack's AgentFunctionArn)",
             })?;
         if function.chars().any(char::is_whitespace) {
             return Err(ConfigError::Invalid {

@@ -1,5 +1,6 @@
-//! Hands a notice to the cleanup function: one asynchronous Invoke (`InvocationType=Event`), retried with bounded
-//! backoff until the notice's deadline, after which the instance is gone and retrying has no point.
+//! Hands a notice to the agent function (spot-cleanup deployed with `ENTRY_POINT=agent`, the only one a node's role
+//! may invoke): one asynchronous Invoke (`InvocationType=Event`), retried with bounded backoff until the notice's
+//! deadline, after which the instance is gone and retrying has no point.
 
 use std::time::Duration;
 

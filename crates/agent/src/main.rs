@@ -1,5 +1,6 @@
 //! `spot-agent`: runs on every Spot node, watches instance metadata for a notice (Spot interruption, rebalance
-//! recommendation, Auto Scaling termination) and hands each notice, once, to the cleanup function.
+//! recommendation, Auto Scaling termination) and hands each notice, once, to the agent function (spot-cleanup's
+//! `ENTRY_POINT=agent`, which checks the identity document sent with it).
 //!
 //! Data goes one way: `imds` (read the paths) -> `notice` (their formats -> `Notice`) -> dedupe in `watch` ->
 //! `invoke`. `identity` is read once at start: it names the instance and carries the signed document the function

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::InputError;
 use crate::trigger::{Action, Source, Trigger};
-use crate::values::{check_account, check_region};
+use crate::values::{MAX_AHEAD, check_account, check_region, not_ahead};
 
 /// Longest event id accepted; EventBridge's are UUIDs.
 const ID_MAX: usize = 128;
@@ -44,6 +44,20 @@ pub(crate) fn check_id(payload: &Value) -> Result<(), InputError> {
             field: "id",
             reason: "longer than 128 characters".into(),
         }),
+        _ => Ok(()),
+    }
+}
+
+/// The envelope's `time` (when the event happened) may not lie ahead of this function's clock by more than
+/// `MAX_AHEAD`, whatever the event: such an event would pass every staleness check for ever. Read as the envelope's
+/// deserializer reads it (chrono's `FromStr`, which also takes years beyond 9999 such as `+262142`); a `time` it
+/// cannot read is left for the event's own parser to report.
+pub(crate) fn check_time(payload: &Value) -> Result<(), InputError> {
+    match payload.get("time") {
+        Some(Value::String(text)) => match text.parse::<chrono::DateTime<chrono::Utc>>() {
+            Ok(time) => not_ahead("time", time, MAX_AHEAD, chrono::Utc::now()).map(drop),
+            Err(_) => Ok(()),
+        },
         _ => Ok(()),
     }
 }

@@ -30,6 +30,7 @@ pub(crate) fn parse(payload: &Value) -> Result<EventBridgeRequest, InputError> {
         return Err(InputError::UnsupportedSource(Quoted::new(source)));
     };
     envelope::check_id(payload)?;
+    envelope::check_time(payload)?;
     match Kind::of(source, detail_type) {
         Some(kind) => read(kind, payload),
         None => Err(InputError::UnsupportedDetailType {

@@ -2,7 +2,7 @@
 //! `startTime`. What to do about it is the operator's choice (`HEALTH_ACTION`), decided after parsing. Other Health
 //! events (issues, account notifications, other services) are refused by name.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -12,7 +12,7 @@ use crate::message::Message;
 use crate::quoted::Quoted;
 use crate::request::Request;
 use crate::trigger::Action;
-use crate::values::InstanceId;
+use crate::values::{InstanceId, not_ahead};
 
 /// More than this many instances in one event is not a real Health event.
 const ENTITIES_MAX: usize = 1000;
@@ -74,15 +74,19 @@ pub(crate) fn parse(payload: &Value) -> Result<Message, InputError> {
     Ok(Message::Requests(requests))
 }
 
-/// Health writes `Fri, 27 Jan 2023 06:00:00 GMT`; accept RFC 3339 too.
+/// How far ahead a scheduled change may start: Health announces them days or weeks ahead, never years.
+const START_AHEAD_MAX: TimeDelta = TimeDelta::days(366);
+
+/// Health writes `Fri, 27 Jan 2023 06:00:00 GMT`; accept RFC 3339 too. At most `START_AHEAD_MAX` ahead.
 fn health_time(value: &str) -> Result<DateTime<Utc>, InputError> {
-    DateTime::parse_from_rfc2822(value)
+    let start = DateTime::parse_from_rfc2822(value)
         .or_else(|_| DateTime::parse_from_rfc3339(value))
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| InputError::InvalidField {
             field: "detail.startTime",
             reason: format!("{} is neither an RFC 2822 nor an RFC 3339 time", Quoted::new(value)),
-        })
+        })?;
+    not_ahead("detail.startTime", start, START_AHEAD_MAX, Utc::now())
 }
 
 #[cfg(test)]
@@ -141,6 +145,14 @@ mod tests {
                 "invalid instance id",
             ),
             (with("startTime", "soon".into()), "neither an RFC 2822"),
+            (
+                with("startTime", "Fri, 31 Dec 9999 23:59:59 GMT".into()),
+                "more than 366 days ahead",
+            ),
+            (
+                with("startTime", "+262142-12-31T23:59:00Z".into()),
+                "neither an RFC 2822",
+            ),
         ];
         for (payload, expected) in cases {
             let message = parse_invocation(&payload).unwrap_err().to_string();

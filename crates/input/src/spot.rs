@@ -82,6 +82,24 @@ mod tests {
     }
 
     #[test]
+    fn a_warning_from_the_future_is_rejected_before_anything_reads_it() {
+        for time in [
+            "+262142-12-31T23:59:00Z",
+            "9999-12-31T23:59:59Z",
+            "2999-01-01T00:00:00Z",
+        ] {
+            let mut event = sample("spot-interruption-terminate.json");
+            event["time"] = json!(time);
+            let error = parse_invocation(&event).unwrap_err();
+            assert!(
+                matches!(error, crate::InputError::InvalidField { field: "time", .. }),
+                "{time}: {error}"
+            );
+            assert!(error.to_string().contains("ahead of this function's clock"), "{error}");
+        }
+    }
+
+    #[test]
     fn every_sample_warning_parses_with_its_action() {
         for (file, action) in [
             ("spot-interruption-terminate.json", Action::Terminate),

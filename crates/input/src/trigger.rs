@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Spot's notice: the instance goes two minutes after the warning.
@@ -140,14 +140,17 @@ impl Trigger {
             .unwrap_or("")
     }
 
-    /// When the instance goes: what the sender said, else Spot's two minutes from the event (or from `now`).
+    /// When the instance goes: what the sender said, else Spot's two minutes from the event (or from `now`). Checked
+    /// arithmetic: a time at the end of chrono's range has no "two minutes later", and is answered None, not a panic.
     pub fn terminates_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if self.action_time.is_some() {
             return self.action_time;
         }
-        let spot = self.action.is_some_and(Action::is_spot_interruption);
-        let notice = chrono::Duration::from_std(SPOT_NOTICE).expect("two minutes fit");
-        spot.then(|| self.event_time.unwrap_or(now) + notice)
+        if !self.action.is_some_and(Action::is_spot_interruption) {
+            return None;
+        }
+        let notice = TimeDelta::from_std(SPOT_NOTICE).ok()?;
+        self.event_time.unwrap_or(now).checked_add_signed(notice)
     }
 }
 
@@ -197,6 +200,22 @@ mod tests {
         let mut agent = trigger(Some(Action::Terminate), None);
         agent.action_time = Some(event);
         assert_eq!(agent.terminates_at(Utc::now()), Some(event));
+    }
+
+    #[test]
+    fn the_end_of_time_has_no_two_minutes_later() {
+        let last = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(
+            trigger(Some(Action::Terminate), Some(last)).terminates_at(Utc::now()),
+            None
+        );
+        assert_eq!(trigger(Some(Action::Terminate), None).terminates_at(last), None);
+        let first = DateTime::<Utc>::MIN_UTC;
+        assert!(
+            trigger(Some(Action::Stop), Some(first))
+                .terminates_at(Utc::now())
+                .is_some()
+        );
     }
 
     #[test]

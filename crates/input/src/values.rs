@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
@@ -50,13 +50,46 @@ impl From<InstanceId> for String {
     }
 }
 
+/// How far ahead of this function's clock a `time` may lie: clock skew, plus the node agent's `time`, which is when
+/// the action happens (Spot's, two minutes after its notice). A time further ahead is not a real notice; it would
+/// also pass every staleness check, for ever.
+pub const MAX_AHEAD: TimeDelta = TimeDelta::minutes(5);
+
+/// An RFC 3339 time no more than `MAX_AHEAD` ahead of now.
 pub(crate) fn parse_time(field: &'static str, value: &str) -> Result<DateTime<Utc>, InputError> {
-    DateTime::parse_from_rfc3339(value)
+    let time = DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| InputError::InvalidField {
             field,
             reason: format!("{} is not an RFC 3339 time: {e}", Quoted::new(value)),
-        })
+        })?;
+    not_ahead(field, time, MAX_AHEAD, Utc::now())
+}
+
+/// `time`, unless it lies more than `max` ahead of `now`. Checked arithmetic: `now` plus `max` saturates at chrono's
+/// last instant, so any time at all is compared without a panic.
+pub(crate) fn not_ahead(
+    field: &'static str,
+    time: DateTime<Utc>,
+    max: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, InputError> {
+    let latest = now.checked_add_signed(max).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    if time <= latest {
+        return Ok(time);
+    }
+    let span = match max.num_days() {
+        0 => format!("{} minutes", max.num_minutes()),
+        days => format!("{days} days"),
+    };
+    Err(InputError::InvalidField {
+        field,
+        reason: format!(
+            "{} lies more than {span} ahead of this function's clock ({})",
+            Quoted::new(&time.to_rfc3339()),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    })
 }
 
 /// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`, ...
@@ -94,6 +127,29 @@ pub(crate) fn check_account(value: &str) -> Result<String, InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_more_than_five_minutes_ahead_is_refused_whatever_it_is() {
+        let now = Utc::now();
+        assert!(not_ahead("time", now + TimeDelta::minutes(4), MAX_AHEAD, now).is_ok());
+        assert!(
+            not_ahead("time", now - TimeDelta::days(400), MAX_AHEAD, now).is_ok(),
+            "old is stale, not invalid"
+        );
+        for ahead in [
+            now + TimeDelta::minutes(6),
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z").unwrap().to_utc(),
+        ] {
+            let error = not_ahead("time", ahead, MAX_AHEAD, now).unwrap_err().to_string();
+            assert!(error.contains("more than 5 minutes ahead"), "{error}");
+        }
+        // Even a `now` at the end of time compares without overflowing.
+        assert!(not_ahead("time", DateTime::<Utc>::MAX_UTC, MAX_AHEAD, DateTime::<Utc>::MAX_UTC).is_ok());
+        for text in ["+262142-12-31T23:59:00Z", "9999-12-31T23:59:59Z"] {
+            assert!(parse_time("time", text).is_err(), "{text}");
+        }
+    }
 
     #[test]
     fn instance_ids_are_checked() {

@@ -36,10 +36,12 @@ use chrono::{DateTime, Utc};
 
 use super::tags;
 use crate::aws::{CallError, join_all};
+use crate::changes::EniStatus;
 use crate::deadline::Deadline;
+use crate::input::Action;
 use crate::input::InstanceId;
 use crate::summary::Summary;
-use crate::table::{CLAIM_SK, claim_pk, s, stamp};
+use crate::table::{CLAIM_SK, TTL_ATTRIBUTE, claim_pk, s, stamp};
 pub use keeper::{Keeper, keep};
 use with_table::claim_item;
 use with_tags::{claim_key, claim_tags, is_marker_tag};
@@ -164,12 +166,29 @@ pub enum Claim {
 /// How a run that held the claim ended.
 #[derive(Clone, Copy, Debug)]
 pub enum Ending<'a> {
-    /// Nothing left to do: later deliveries end quietly.
-    Done,
+    /// Nothing left to do: later deliveries end quietly. `quarantined`: an instance that may come back (a stop, a
+    /// hibernation) stands quarantined, so the table's marker keeps this interruption (its `episode`) without expiry
+    /// until a restore clears it. A record signed for an earlier interruption can then never be replayed, however
+    /// long the instance stays stopped.
+    Done { quarantined: bool },
     /// Released for a retry, which does the work again.
     Incomplete,
     /// The work is done, its summary not published: a retry publishes this one.
     Unpublished(&'a Summary),
+}
+
+impl Ending<'_> {
+    /// The ending of a cleanup that left nothing to do.
+    pub fn done(summary: &Summary) -> Ending<'static> {
+        let may_come_back = summary.trigger.action.is_some_and(Action::may_come_back);
+        let walled_off = summary
+            .network_interfaces
+            .iter()
+            .any(|eni| matches!(eni.status, EniStatus::Quarantined | EniStatus::AlreadyQuarantined));
+        Ending::Done {
+            quarantined: may_come_back && walled_off,
+        }
+    }
 }
 
 /// This invocation's claim.
@@ -206,10 +225,12 @@ pub async fn close(marker: &Marker, instance: &InstanceId, token: &Token, ending
     match marker {
         Marker::Table { dynamodb, table } => {
             let (state, summary) = match ending {
-                Ending::Done => (MarkerState::Done, None),
+                Ending::Done { .. } => (MarkerState::Done, None),
                 Ending::Incomplete => (MarkerState::Incomplete, None),
                 Ending::Unpublished(summary) => (MarkerState::Unpublished, serde_json::to_string(summary).ok()),
             };
+            // The quarantine stands: the marker (and the interruption it names) outlives the table's TTL.
+            let keep = matches!(ending, Ending::Done { quarantined: true });
             let update = dynamodb
                 .update_item()
                 .table_name(table)
@@ -225,13 +246,16 @@ pub async fn close(marker: &Marker, instance: &InstanceId, token: &Token, ending
                 Some(summary) => update
                     .update_expression("SET #state = :state, finished_at = :now, summary = :summary")
                     .expression_attribute_values(":summary", s(summary)),
+                None if keep => update.update_expression(format!(
+                    "SET #state = :state, finished_at = :now REMOVE summary, {TTL_ATTRIBUTE}"
+                )),
                 None => update.update_expression("SET #state = :state, finished_at = :now REMOVE summary"),
             };
             update.send().await.map_err(|e| CallError::new("UpdateItem", &e))?;
             Ok(())
         }
         Marker::Tags { ec2 } => {
-            if matches!(ending, Ending::Done) {
+            if matches!(ending, Ending::Done { .. }) {
                 let handled = tags::tag(HANDLED_TAG, &stamp(Utc::now()));
                 tags::write(ec2, instance.as_str(), vec![handled]).await?;
             }
