@@ -81,6 +81,8 @@ def parse_args():
                              "interruption at 300 groups, issue 14's wave, behind AWS's documented ELB buckets")
     parser.add_argument("--budget-sizes", default="10,20,50",
                         help="with --budget: NodePort wave sizes (nodes), comma-separated")
+    parser.add_argument("--no-budget-batches", dest="budget_batches", action="store_false",
+                        help="with --budget: leave out the 20-node wave delivered as SQS batches")
     parser.add_argument("--budget-rows", default="lone,issue14",
                         help="with --budget: the other rows to run, comma-separated (lone, issue14)")
     parser.add_argument("--bucket-model", default="aws", choices=["aws", "describe"],

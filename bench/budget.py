@@ -51,7 +51,7 @@ def plan(args):
     for nodes in args.budget_sizes:
         for index in ("fresh", "empty"):
             rows.append(("nodeport", "nodeport", NODEPORT_GROUPS, nodes, None, "wave", index))
-        if nodes == 20:
+        if nodes == 20 and args.budget_batches:
             for kind in ("batch", "batches4"):
                 rows.append(("nodeport", "nodeport", NODEPORT_GROUPS, nodes, None, kind, "fresh"))
             rows.append(("nodeport", "nodeport", NODEPORT_GROUPS, nodes, None, "batch", "empty"))
