@@ -27,7 +27,7 @@ use crate::locate::{Located, Locator};
 use crate::steps::{deregister, verify};
 
 /// How often a driver with a table looks for members that joined.
-pub const INTAKE_EVERY: Duration = Duration::from_millis(200);
+pub const INTAKE_EVERY: Duration = Duration::from_millis(250);
 
 /// What the driver calls with.
 pub struct Tools<'a> {
@@ -121,6 +121,7 @@ pub async fn drive(tools: &Tools<'_>, state: &mut State, own: &mut Own, wheel: O
         reads: 0,
         next_intake: now,
         intake_running: false,
+        looked: false,
         last_answer: now,
         nobody_new: false,
         next_renewal: now + wheel.map_or(Duration::from_secs(3600), |w| w.lease / 3),
@@ -130,7 +131,9 @@ pub async fn drive(tools: &Tools<'_>, state: &mut State, own: &mut Own, wheel: O
     loop {
         let now = Instant::now();
         let out_of_time = deadline.passed();
-        if fast.is_none() && !out_of_time {
+        // With the table, the members already on the roster are taken in first, so the first calls carry them too.
+        let ready = wheel.is_none() || driver.looked;
+        if fast.is_none() && !out_of_time && ready {
             let instances = state.take_fast_path();
             if !instances.is_empty() {
                 fast = Some(Box::pin(fast_path(tools.fast_locators, instances, deadline)));
@@ -171,6 +174,8 @@ struct Driver<'t, 'w> {
     reads: usize,
     next_intake: Instant,
     intake_running: bool,
+    /// The roster was looked at once since the wheel was taken.
+    looked: bool,
     /// When the last answer was given: a look at the roster that started after it and found nobody new ends the wave.
     last_answer: Instant,
     nobody_new: bool,
@@ -245,6 +250,7 @@ impl Driver<'_, '_> {
             Event::Answered(call, result, at) => state.answered(&call, result, at, Instant::now()),
             Event::Joined(joined, started) => {
                 self.intake_running = false;
+                self.looked = true;
                 self.next_intake = Instant::now() + INTAKE_EVERY;
                 match joined {
                     Ok(members) => {
