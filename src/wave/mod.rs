@@ -41,8 +41,6 @@ use crate::instance::Instance;
 
 /// How often a member waiting for another cleanup's driver looks for its answer.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
-/// Looks that fail in a row (DynamoDB unreachable, or its breaker open) before a waiting member drives alone.
-const FAILED_LOOKS: usize = 2;
 
 /// One place's wave: shared through the table when there is one.
 pub struct Wave {
@@ -129,11 +127,9 @@ impl Wave {
                 }
             }
             // Somebody drives: wait for the answers, and take the wheel over if the driver stops.
-            let mut failed = 0;
             loop {
                 match roster.look(&own.waiting()).await {
                     Ok(look) => {
-                        failed = 0;
                         for (id, deregistration) in look.answers {
                             own.take(id, deregistration.into_shared());
                         }
@@ -144,16 +140,8 @@ impl Wave {
                             break;
                         }
                     }
-                    Err(error) => {
-                        failed += 1;
-                        tracing::warn!(%error, "wave: the answers could not be read");
-                        if failed >= FAILED_LOOKS {
-                            tracing::warn!("wave: the table cannot be read, driving alone");
-                            let waiting: Vec<Member> =
-                                members.into_iter().filter(|m| !own.is_answered_for(m)).collect();
-                            return alone(tools, waiting, own, false, deadline).await;
-                        }
-                    }
+                    // Not driving alone: twenty cleanups each on its own are the storm the wave exists to prevent.
+                    Err(error) => tracing::warn!(%error, "wave: the answers could not be read"),
                 }
                 if !deadline.within(LOOK_EVERY) {
                     for (id, _) in own.waiting() {
