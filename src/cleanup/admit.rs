@@ -10,7 +10,9 @@ use super::report::{InstanceError, Report};
 use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
+use crate::aws::CallError;
 use crate::steps::claim::{self, Claim, Keeper, Lease, MarkerState, Token};
+use crate::steps::lifecycle;
 use crate::steps::describe::describe_instances;
 use crate::summary::{InstanceInfo, Outcome, Summary, Timings};
 use crate::telemetry::steplog::{self, Tally};
@@ -85,7 +87,8 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
             admitted.reports.push(Report::failed(&request.instance_id, error));
             continue;
         };
-        // An account-wide event about an instance outside EVENT_SCOPE: one DescribeInstances, and nothing else.
+        // An account-wide event about an instance outside EVENT_SCOPE: one DescribeInstances, and nothing else but
+        // letting the instance go when it is held by our own lifecycle hook.
         if let Some(reason) = ctx.config.trust.scope.leaves_alone(request, &instance) {
             tracing::info!(
                 step = "scope",
@@ -94,9 +97,16 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
                 reason,
                 "left alone: outside EVENT_SCOPE"
             );
-            let error = InstanceError::Ignored {
-                instance: instance.id.clone(),
-                reason,
+            let error = match let_go(ctx, request).await {
+                Ok(()) => InstanceError::Ignored {
+                    instance: instance.id.clone(),
+                    reason,
+                },
+                Err(error) => InstanceError::NotLetGo {
+                    instance: instance.id.clone(),
+                    reason,
+                    error,
+                },
             };
             admitted.reports.push(Report::failed(&request.instance_id, error));
             continue;
@@ -106,6 +116,8 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
             Ok(()) => admitted.work.push(Work { request, instance }),
             Err(refusal) => {
                 ctx.publisher.refusal(&refusal).await;
+                // Refused, so the failed report brings the retry that completes the action if this could not.
+                let _ = let_go(ctx, request).await;
                 admitted
                     .reports
                     .push(Report::failed(&request.instance_id, InstanceError::Refused(refusal)));
@@ -116,6 +128,30 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
         claim_all(ctx, &mut admitted, clock, deadline).await;
     }
     admitted
+}
+
+/// An instance left alone or refused is cleaned up by nobody, but when our own lifecycle hook holds it, it must still
+/// go: complete the action with CONTINUE. Nothing else is done for it, and a dry run does not even that.
+async fn let_go(ctx: &Context<'_>, request: &Request) -> Result<(), CallError> {
+    let Some(action) = request.trigger.lifecycle.as_deref() else {
+        return Ok(());
+    };
+    if ctx.config.dry_run {
+        return Ok(());
+    }
+    let completed = lifecycle::let_go(&ctx.clients.autoscaling, action, &request.instance_id).await;
+    steplog::request_step("lifecycle", request, 0, Tally::one(completed.is_ok()));
+    if let Err(error) = &completed {
+        tracing::warn!(
+            step = "lifecycle",
+            instance_id = request.instance_id.as_str(),
+            event_id = request.trigger.event_ref(),
+            hook = action.hook_name.as_str(),
+            error = %error,
+            "lifecycle action not completed"
+        );
+    }
+    completed
 }
 
 /// Claim every admitted instance at once, and keep the claims won alive until the run finishes.

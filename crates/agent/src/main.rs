@@ -3,12 +3,15 @@
 //!
 //! Data goes one way: `imds` (read the paths) -> `notice` (their formats -> `Notice`) -> dedupe in `watch` ->
 //! `invoke`. `identity` is read once at start: it names the instance and carries the signed document the function
-//! checks. The payload is `spot_cleanup_input::AgentPayload`, the type the function parses it with.
+//! checks. The payload is `spot_cleanup_input::AgentPayload`, the type the function parses it with. On Kubernetes
+//! (`NODE_NAME` set), `node` labels the agent's own Node out of the external load balancers on a notice, and removes
+//! that label when the node comes back.
 
 mod config;
 mod identity;
 mod imds;
 mod invoke;
+mod node;
 mod notice;
 mod watch;
 
