@@ -47,7 +47,12 @@ impl NetworkInterface {
             id: eni.network_interface_id()?.to_owned(),
             vpc_id: eni.vpc_id().map(str::to_owned),
             device_index: None,
-            groups: eni.groups().iter().filter_map(|g| g.group_id()).map(str::to_owned).collect(),
+            groups: eni
+                .groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .map(str::to_owned)
+                .collect(),
             addresses: unique_addresses(addresses),
             branches_unlisted: None,
         })

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 
 use super::context::{Clock, Context, Work};
 use super::report::{InstanceError, Report};
+use crate::aws::CallError;
 use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
-use crate::aws::CallError;
 use crate::steps::claim::{self, Claim, Keeper, Lease, MarkerState, Token};
-use crate::steps::lifecycle;
 use crate::steps::describe::describe_instances;
+use crate::steps::lifecycle;
 use crate::summary::{InstanceInfo, Outcome, Summary, Timings};
 use crate::telemetry::steplog::{self, Tally};
 

@@ -35,7 +35,8 @@ pub async fn of_trunks(
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| CallError::new("DescribeTrunkInterfaceAssociations", &e))?;
             for association in page.interface_associations() {
-                if let (Some(branch), Some(trunk)) = (association.branch_interface_id(), association.trunk_interface_id())
+                if let (Some(branch), Some(trunk)) =
+                    (association.branch_interface_id(), association.trunk_interface_id())
                     && chunk.iter().any(|t| t == trunk)
                 {
                     trunk_of.insert(branch.to_owned(), trunk.to_owned());

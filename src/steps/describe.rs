@@ -54,7 +54,11 @@ pub async fn describe_instances(
 
 /// Give each instance the branch ENIs of its trunk ENIs. When they cannot be listed, the cleanup goes on with the ENIs
 /// the instance has, and each trunk says why its branches are missing.
-async fn add_branches(ec2: &aws_sdk_ec2::Client, trunks: &[(String, InstanceId)], found: &mut HashMap<InstanceId, Instance>) {
+async fn add_branches(
+    ec2: &aws_sdk_ec2::Client,
+    trunks: &[(String, InstanceId)],
+    found: &mut HashMap<InstanceId, Instance>,
+) {
     let ids: Vec<String> = trunks.iter().map(|(trunk, _)| trunk.clone()).collect();
     let owner: HashMap<&str, &InstanceId> = trunks.iter().map(|(trunk, id)| (trunk.as_str(), id)).collect();
     match branches::of_trunks(ec2, &ids).await {
@@ -70,7 +74,12 @@ async fn add_branches(ec2: &aws_sdk_ec2::Client, trunks: &[(String, InstanceId)]
                     instance.network_interfaces.push(branch);
                 }
             }
-            tracing::info!(step = "describe", trunks = ids.len(), branches = listed.len(), "branch ENIs found");
+            tracing::info!(
+                step = "describe",
+                trunks = ids.len(),
+                branches = listed.len(),
+                "branch ENIs found"
+            );
         }
         Err(error) => {
             let why = format!(
@@ -79,7 +88,11 @@ async fn add_branches(ec2: &aws_sdk_ec2::Client, trunks: &[(String, InstanceId)]
             );
             tracing::warn!(step = "describe", error = %error, "branch ENIs not listed");
             for instance in found.values_mut() {
-                for eni in instance.network_interfaces.iter_mut().filter(|e| owner.contains_key(e.id.as_str())) {
+                for eni in instance
+                    .network_interfaces
+                    .iter_mut()
+                    .filter(|e| owner.contains_key(e.id.as_str()))
+                {
                     eni.branches_unlisted = Some(why.clone());
                 }
             }
@@ -112,7 +125,8 @@ mod branches_of_a_trunk {
     };
     use aws_sdk_ec2::types::{
         GroupIdentifier, Instance, InstanceLifecycleType, InstanceNetworkInterface, InstanceNetworkInterfaceAttachment,
-        NetworkInterface, NetworkInterfacePrivateIpAddress, NetworkInterfaceType, Reservation, TrunkInterfaceAssociation,
+        NetworkInterface, NetworkInterfacePrivateIpAddress, NetworkInterfaceType, Reservation,
+        TrunkInterfaceAssociation,
     };
     use aws_smithy_mocks::{Rule, mock};
 
@@ -129,7 +143,11 @@ mod branches_of_a_trunk {
                 .network_interface_id(id)
                 .vpc_id(VPC)
                 .interface_type(kind)
-                .attachment(InstanceNetworkInterfaceAttachment::builder().device_index(index).build())
+                .attachment(
+                    InstanceNetworkInterfaceAttachment::builder()
+                        .device_index(index)
+                        .build(),
+                )
                 .groups(GroupIdentifier::builder().group_id(WEB_SG).build())
                 .private_ip_address(ip)
                 .build()
@@ -153,7 +171,12 @@ mod branches_of_a_trunk {
             .interface_type(NetworkInterfaceType::Branch)
             .groups(GroupIdentifier::builder().group_id(POD_SG).build())
             .private_ip_address(ip)
-            .private_ip_addresses(NetworkInterfacePrivateIpAddress::builder().private_ip_address(ip).primary(true).build())
+            .private_ip_addresses(
+                NetworkInterfacePrivateIpAddress::builder()
+                    .private_ip_address(ip)
+                    .primary(true)
+                    .build(),
+            )
             .build()
     }
 
@@ -235,7 +258,10 @@ mod branches_of_a_trunk {
         let ids: Vec<&str> = node.network_interfaces.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, [PRIMARY, TRUNK, BRANCH_A, BRANCH_B]);
         let branch = &node.network_interfaces[2];
-        assert_eq!((branch.device_index, branch.groups.clone()), (None, vec![POD_SG.to_owned()]));
+        assert_eq!(
+            (branch.device_index, branch.groups.clone()),
+            (None, vec![POD_SG.to_owned()])
+        );
         let addresses: Vec<IpAddr> = node.addresses().collect();
         for pod in ["10.0.1.61", "10.0.1.62"] {
             assert!(addresses.contains(&pod.parse().unwrap()), "{pod} in {addresses:?}");
@@ -243,7 +269,10 @@ mod branches_of_a_trunk {
         // Asked about this node's trunk only, then about exactly its two branches.
         let asked = ec2.associations.all();
         assert_eq!(asked.len(), 1);
-        assert_eq!(asked[0].filters()[0].name(), Some("trunk-interface-association.trunk-interface-id"));
+        assert_eq!(
+            asked[0].filters()[0].name(),
+            Some("trunk-interface-association.trunk-interface-id")
+        );
         assert_eq!(asked[0].filters()[0].values(), [TRUNK]);
         let described = ec2.described.all();
         assert_eq!(described.len(), 1);
@@ -260,7 +289,10 @@ mod branches_of_a_trunk {
             .map(|m| m.network_interface_id().unwrap_or_default().to_owned())
             .collect();
         for branch in [BRANCH_A, BRANCH_B] {
-            assert!(modified.iter().any(|m| m == branch), "{branch} quarantined: {modified:?}");
+            assert!(
+                modified.iter().any(|m| m == branch),
+                "{branch} quarantined: {modified:?}"
+            );
             let change = changes.iter().find(|c| c.network_interface_id == branch).unwrap();
             assert_eq!(change.original_groups.as_deref(), Some(&[POD_SG.to_owned()][..]));
         }
@@ -272,13 +304,20 @@ mod branches_of_a_trunk {
     /// says, for the summary's warnings, that its branches were neither looked for nor quarantined.
     #[tokio::test]
     async fn branches_that_cannot_be_listed_are_reported_with_the_trunk() {
-        let denied = ec2_error("UnauthorizedOperation", "You are not authorized to perform this operation.");
+        let denied = ec2_error(
+            "UnauthorizedOperation",
+            "You are not authorized to perform this operation.",
+        );
         let ec2 = ec2(Some(denied));
         let writes = Ec2Writes::succeeding();
         let client = client(&ec2, &writes.rules());
         let id = InstanceId::parse(INSTANCE).unwrap();
 
-        let node = describe_instances(&client, std::slice::from_ref(&id)).await.unwrap().remove(&id).unwrap();
+        let node = describe_instances(&client, std::slice::from_ref(&id))
+            .await
+            .unwrap()
+            .remove(&id)
+            .unwrap();
 
         let ids: Vec<&str> = node.network_interfaces.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, [PRIMARY, TRUNK]);
@@ -293,8 +332,22 @@ mod branches_of_a_trunk {
         .await;
         let trunk = changes.iter().find(|c| c.network_interface_id == TRUNK).unwrap();
         let warning = trunk.warning.as_deref().unwrap_or_default();
-        assert!(warning.contains("branch ENIs") && warning.contains("UnauthorizedOperation"), "{warning}");
-        assert!(changes.iter().find(|c| c.network_interface_id == PRIMARY).unwrap().warning.is_none());
-        assert_eq!(writes.modifications.all().len(), 2, "both attached ENIs are still quarantined");
+        assert!(
+            warning.contains("branch ENIs") && warning.contains("UnauthorizedOperation"),
+            "{warning}"
+        );
+        assert!(
+            changes
+                .iter()
+                .find(|c| c.network_interface_id == PRIMARY)
+                .unwrap()
+                .warning
+                .is_none()
+        );
+        assert_eq!(
+            writes.modifications.all().len(),
+            2,
+            "both attached ENIs are still quarantined"
+        );
     }
 }

@@ -81,7 +81,9 @@ pub fn parse_hook_names(raw: &str) -> Result<Vec<String>, &'static str> {
     for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/');
         if name.len() > HOOK_NAME_MAX || !name.chars().all(allowed) {
-            return Err("expected comma-separated lifecycle hook names of 1 to 255 characters of A-Z, a-z, 0-9, -, _ and /");
+            return Err(
+                "expected comma-separated lifecycle hook names of 1 to 255 characters of A-Z, a-z, 0-9, -, _ and /",
+            );
         }
         if !names.iter().any(|n| n == name) {
             names.push(name.to_owned());
@@ -452,7 +454,11 @@ mod tests {
             assert!(reason.contains("spot-cleanup,drain"), "{reason}");
         }
         // Names are compared exactly, as Auto Scaling does.
-        assert!(scope.not_our_hook(&lifecycle_trigger("Spot-Cleanup", Source::EventBridge)).is_some());
+        assert!(
+            scope
+                .not_our_hook(&lifecycle_trigger("Spot-Cleanup", Source::EventBridge))
+                .is_some()
+        );
     }
 
     /// Under EVENT_SCOPE=spot a lifecycle action, whichever way it came, acts on Spot instances only; under all, on any.

@@ -12,9 +12,9 @@ use aws_sdk_autoscaling::operation::complete_lifecycle_action::{
     CompleteLifecycleActionInput, CompleteLifecycleActionOutput,
 };
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use common::{Moto, live_sample};
 use common::fleet::Fleet;
 use common::proxy::start_proxy;
+use common::{Moto, live_sample};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use spot_cleanup::{App, Clients, Config, HandlerError, handle};

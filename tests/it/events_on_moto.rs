@@ -123,6 +123,7 @@ async fn an_incomplete_cleanup_leaves_the_lifecycle_action_for_the_retry() {
     let config = Config::from_lookup(|name| match name {
         "SNS_TOPIC_ARN" => Some(fleet.topic_arn.clone()),
         "QUARANTINE_SECURITY_GROUP_ID" => Some(fleet.other_vpc_quarantine_group.clone()),
+        "LIFECYCLE_HOOK_NAMES" => Some("spot-cleanup".into()),
         _ => None,
     })
     .unwrap();

@@ -84,11 +84,20 @@ impl Deployed {
     /// registration where it was.
     async fn assert_untouched(&self, before: &std::collections::BTreeSet<common::fleet::Registration>) {
         assert_eq!(self.proxy.calls.sequence(), Vec::<String>::new(), "no AWS call at all");
-        assert!(self.completed().is_empty(), "no CompleteLifecycleAction: {:?}", self.completed());
+        assert!(
+            self.completed().is_empty(),
+            "no CompleteLifecycleAction: {:?}",
+            self.completed()
+        );
         assert_eq!(&self.fleet.registrations().await, before);
         assert!(self.fleet.published().await.is_empty(), "no summary, no alert");
         for node in self.fleet.spot.iter().chain([&self.fleet.neighbour]) {
-            assert!(self.fleet.enis_in_group(node, &self.fleet.quarantine_group).await.is_empty());
+            assert!(
+                self.fleet
+                    .enis_in_group(node, &self.fleet.quarantine_group)
+                    .await
+                    .is_empty()
+            );
         }
     }
 }
@@ -131,7 +140,11 @@ fn assert_ignored(path: &str, answer: &Value, why: &str) {
 #[tokio::test]
 async fn with_the_template_defaults_no_lifecycle_action_is_handled() {
     let deployed = Deployed::with(&[]).await;
-    assert_eq!(deployed.env.get("LIFECYCLE_HOOK_NAMES"), Some(""), "the default names no hook");
+    assert_eq!(
+        deployed.env.get("LIFECYCLE_HOOK_NAMES"),
+        Some(""),
+        "the default names no hook"
+    );
     assert_eq!(deployed.env.get("EVENT_SCOPE"), Some("spot"));
     let before = deployed.fleet.registrations().await;
     deployed.proxy.calls.clear();
@@ -171,9 +184,17 @@ async fn our_hook_is_cleaned_up_and_completed_with_continue_on_every_delivery_pa
             "EventBridge" => {
                 assert_eq!(answer["outcome"], "cleaned", "{answer:#}");
                 assert_eq!(answer["lifecycle"]["result"], "CONTINUE");
-                assert!(deployed.fleet.registrations_of(node, &deployed.fleet.registrations().await).is_empty());
+                assert!(
+                    deployed
+                        .fleet
+                        .registrations_of(node, &deployed.fleet.registrations().await)
+                        .is_empty()
+                );
                 assert_eq!(
-                    deployed.fleet.enis_in_group(node, &deployed.fleet.quarantine_group).await,
+                    deployed
+                        .fleet
+                        .enis_in_group(node, &deployed.fleet.quarantine_group)
+                        .await,
                     node.enis.iter().cloned().collect()
                 );
             }
@@ -189,7 +210,11 @@ async fn our_hook_is_cleaned_up_and_completed_with_continue_on_every_delivery_pa
             assert_eq!(completed[0].lifecycle_action_result(), Some("CONTINUE"));
         }
     }
-    assert_eq!(deployed.fleet.published().await.len(), 1, "one summary for the one action");
+    assert_eq!(
+        deployed.fleet.published().await.len(),
+        1,
+        "one summary for the one action"
+    );
 }
 
 #[tokio::test]
@@ -201,7 +226,12 @@ async fn with_event_scope_all_an_on_demand_instance_on_our_hook_is_cleaned_up_as
     let answer = deployed.invoke(event).await.expect("cleaned");
 
     assert_eq!(answer["outcome"], "cleaned", "{answer:#}");
-    assert!(deployed.fleet.registrations_of(neighbour, &deployed.fleet.registrations().await).is_empty());
+    assert!(
+        deployed
+            .fleet
+            .registrations_of(neighbour, &deployed.fleet.registrations().await)
+            .is_empty()
+    );
     let completed = deployed.completed();
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0].instance_id(), Some(neighbour.id.as_str()));
@@ -255,7 +285,13 @@ async fn an_instance_without_the_scope_tag_is_refused_and_let_go() {
 
     assert_eq!(error.error_type(), "OutOfScope", "{error}");
     assert_eq!(deployed.fleet.registrations().await, before);
-    assert!(deployed.fleet.enis_in_group(node, &deployed.fleet.quarantine_group).await.is_empty());
+    assert!(
+        deployed
+            .fleet
+            .enis_in_group(node, &deployed.fleet.quarantine_group)
+            .await
+            .is_empty()
+    );
     let completed = deployed.completed();
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0].lifecycle_action_result(), Some("CONTINUE"));

@@ -67,7 +67,9 @@ impl NodeLabel {
     /// A client the way every Kubernetes tool finds one: `KUBECONFIG` (or `~/.kube/config`), else the pod's service
     /// account (in-cluster). Reads no Node yet.
     pub async fn connect(name: String) -> Result<Self, NodeError> {
-        let mut config = kube::Config::infer().await.map_err(|e| NodeError::Config(e.to_string()))?;
+        let mut config = kube::Config::infer()
+            .await
+            .map_err(|e| NodeError::Config(e.to_string()))?;
         config.read_timeout = Some(CALL_TIMEOUT);
         config.write_timeout = Some(CALL_TIMEOUT);
         config.connect_timeout = Some(CALL_TIMEOUT);
@@ -97,7 +99,12 @@ impl NodeLabel {
     async fn change(&self, wanted: impl Fn(Option<&str>) -> Option<Value>) -> Result<Change, NodeError> {
         for _ in 0..CONFLICT_RETRIES {
             let node = self.nodes.get(&self.name).await.map_err(|e| self.error("read", e))?;
-            let value = node.metadata.labels.as_ref().and_then(|l| l.get(LABEL)).map(String::as_str);
+            let value = node
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL))
+                .map(String::as_str);
             let Some(new) = wanted(value) else {
                 return Ok(Change::Unchanged);
             };
@@ -105,7 +112,11 @@ impl NodeLabel {
                 "resourceVersion": node.metadata.resource_version,
                 "labels": {LABEL: new},
             }});
-            match self.nodes.patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match self
+                .nodes
+                .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => return Ok(Change::Patched),
                 Err(kube::Error::Api(status)) if status.code == 409 => continue,
                 Err(e) => return Err(self.error("patch", e)),
@@ -137,7 +148,13 @@ where
         attempts += 1;
         let error = match change().await {
             Ok(change) => {
-                tracing::info!(node = node.name(), label = LABEL, attempts, changed = change == Change::Patched, "{what}");
+                tracing::info!(
+                    node = node.name(),
+                    label = LABEL,
+                    attempts,
+                    changed = change == Change::Patched,
+                    "{what}"
+                );
                 return;
             }
             Err(e) => e.to_string(),
@@ -148,7 +165,13 @@ where
             return;
         }
         let wait = backoff.min(left);
-        tracing::warn!(node = node.name(), attempts, retry_in_ms = wait.as_millis() as u64, error, "{what}: failed; retrying");
+        tracing::warn!(
+            node = node.name(),
+            attempts,
+            retry_in_ms = wait.as_millis() as u64,
+            error,
+            "{what}: failed; retrying"
+        );
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

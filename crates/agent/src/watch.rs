@@ -252,7 +252,10 @@ fn excludes_node(action: Action) -> bool {
 }
 
 async fn exclude(node: node::NodeLabel, deadline: DateTime<Utc>) {
-    node::until(&node, "node excluded from external load balancers", deadline, || node.exclude()).await;
+    node::until(&node, "node excluded from external load balancers", deadline, || {
+        node.exclude()
+    })
+    .await;
 }
 
 /// How long the agent keeps trying to remove its label from a node that is back: the label only delays the node's
@@ -261,7 +264,10 @@ const RELEASE_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
 async fn release(node: node::NodeLabel) {
     let deadline = Utc::now() + RELEASE_FOR;
-    node::until(&node, "node back: our exclusion label checked", deadline, || node.release()).await;
+    node::until(&node, "node back: our exclusion label checked", deadline, || {
+        node.release()
+    })
+    .await;
 }
 
 async fn deliver(invoker: Invoker, identity: Identity, notice: Notice) {

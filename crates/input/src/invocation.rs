@@ -205,13 +205,19 @@ mod tests {
         assert!(matches!(&records[2].message, Ok(Message::Requests(r)) if r.len() == 1));
 
         let mut notifications = sample("sns-lifecycle-hook.json");
-        let message = notifications["Records"][0]["Sns"]["Message"].as_str().unwrap().to_owned();
+        let message = notifications["Records"][0]["Sns"]["Message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         notifications["Records"][0]["Sns"]["Message"] = message.replace("spot-cleanup", "nth-drain").into();
         let mut invocation = parse_invocation(&notifications).unwrap();
         invocation.ignore_requests(not_ours);
         let Invocation::Notifications(records) = invocation else {
             panic!("SNS messages")
         };
-        assert_eq!(records[0].message, Ok(Message::Ignored("hook nth-drain is not ours".into())));
+        assert_eq!(
+            records[0].message,
+            Ok(Message::Ignored("hook nth-drain is not ours".into()))
+        );
     }
 }

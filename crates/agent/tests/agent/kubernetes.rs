@@ -36,7 +36,8 @@ impl KubeApi {
         }));
         let shared = state.clone();
         let server = HttpServer::start(move |request| answer(&mut shared.lock().unwrap(), request));
-        let kubeconfig = std::env::temp_dir().join(format!("spot-agent-kubeconfig-{}-{}", std::process::id(), server.port));
+        let kubeconfig =
+            std::env::temp_dir().join(format!("spot-agent-kubeconfig-{}-{}", std::process::id(), server.port));
         std::fs::write(
             &kubeconfig,
             format!(
@@ -69,13 +70,6 @@ impl KubeApi {
     pub fn label(&self) -> Option<String> {
         let state = self.state.lock().unwrap();
         state.labels.get(LABEL).and_then(Value::as_str).map(str::to_owned)
-    }
-
-    /// Someone else changes the node's labels (a new resourceVersion).
-    pub fn set_label(&self, key: &str, value: &str) {
-        let mut state = self.state.lock().unwrap();
-        state.labels.insert(key.to_owned(), value.into());
-        state.version += 1;
     }
 
     /// The next read returns the node one version old, so the patch built on it is refused as stale.
@@ -133,7 +127,11 @@ fn answer(state: &mut State, request: &Request) -> Reply {
             if let Some(version) = metadata["resourceVersion"].as_str()
                 && version != state.version.to_string()
             {
-                return status(409, "Conflict", "the object has been modified; please apply your changes to the latest version");
+                return status(
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version",
+                );
             }
             for (key, value) in metadata["labels"].as_object().into_iter().flatten() {
                 match value {

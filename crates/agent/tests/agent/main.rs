@@ -491,7 +491,10 @@ fn without_a_function_it_refuses_to_start_and_without_metadata_it_still_stops_cl
 /// The DaemonSet's Kubernetes environment: the Node's name from the downward API, and (instead of the pod's service
 /// account) a kubeconfig for the stub API server.
 fn on_kubernetes(api: &KubeApi) -> [(&'static str, String); 2] {
-    [("NODE_NAME", kubernetes::NODE.to_owned()), ("KUBECONFIG", api.kubeconfig())]
+    [
+        ("NODE_NAME", kubernetes::NODE.to_owned()),
+        ("KUBECONFIG", api.kubeconfig()),
+    ]
 }
 
 fn start_on(imds: &Imds, lambda: &HttpServer, env: &[(&str, String)]) -> Agent {
@@ -504,7 +507,11 @@ fn patch_labels(request: &Request) -> Value {
     let metadata = body["metadata"].as_object().expect("a metadata patch");
     let mut keys: Vec<&str> = metadata.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["labels", "resourceVersion"], "labels only, guarded by the version read: {body}");
+    assert_eq!(
+        keys,
+        ["labels", "resourceVersion"],
+        "labels only, guarded by the version read: {body}"
+    );
     assert_eq!(body.as_object().unwrap().len(), 1, "nothing but metadata: {body}");
     metadata["labels"].clone()
 }
@@ -512,7 +519,11 @@ fn patch_labels(request: &Request) -> Value {
 /// Every request went to the agent's own Node, with the service account's token, and only read or patched it.
 fn assert_only_own_node(api: &KubeApi) {
     for request in api.requests() {
-        assert_eq!(request.path.split('?').next(), Some(kubernetes::NODE_PATH), "{request:?}");
+        assert_eq!(
+            request.path.split('?').next(),
+            Some(kubernetes::NODE_PATH),
+            "{request:?}"
+        );
         assert!(matches!(request.method.as_str(), "GET" | "PATCH"), "{request:?}");
         assert_eq!(
             request.header("authorization"),
@@ -564,7 +575,9 @@ fn a_label_written_meanwhile_is_never_overwritten() {
     // the API server refuses it, and the agent reads again before patching.
     api.race_next_read();
     imds.set(imds::LIFECYCLE_STATE_PATH, Some("Terminated"));
-    api.wait_for("the second patch", |r| r.iter().filter(|r| r.method == "PATCH").count() == 2);
+    api.wait_for("the second patch", |r| {
+        r.iter().filter(|r| r.method == "PATCH").count() == 2
+    });
     wait_rounds(&imds, imds::LIFECYCLE_STATE_PATH, 200, 3);
 
     let patches = api.patches();
@@ -600,7 +613,9 @@ fn a_restarted_agent_on_a_node_with_our_label_removes_it_once() {
         imds::INSTANCE_ACTION_PATH,
         Some(r#"{"action": "stop", "time": "2026-11-22T01:02:00Z"}"#),
     );
-    api.wait_for("the new label", |r| r.iter().filter(|r| r.method == "PATCH").count() == 2);
+    api.wait_for("the new label", |r| {
+        r.iter().filter(|r| r.method == "PATCH").count() == 2
+    });
     wait_rounds(&imds, imds::INSTANCE_ACTION_PATH, 200, 3);
     assert_eq!(api.patches().len(), 2);
     assert_eq!(api.label().as_deref(), Some("spot-cleanup"));
@@ -611,12 +626,12 @@ fn a_restarted_agent_on_a_node_with_our_label_removes_it_once() {
 fn another_tools_label_and_a_pending_notice_are_left_alone() {
     // NTH (excludeFromLoadBalancers) labelled the node: it is excluded already, and the label is theirs to remove.
     let imds = Imds::start(&identity_document(), SIGNATURE);
-    let lambda = lambda(0);
+    let lambda_api = lambda(0);
     let theirs = KubeApi::start(&[(kubernetes::LABEL, "aws-node-termination-handler")]);
-    let _agent = start_on(&imds, &lambda, &on_kubernetes(&theirs));
+    let _agent = start_on(&imds, &lambda_api, &on_kubernetes(&theirs));
     theirs.wait_for("the look at start", |r| r.len() == 1);
     imds.set(imds::LIFECYCLE_STATE_PATH, Some("Terminated"));
-    lambda.wait_for("the invoke", WAIT, |r| r.len() == 1);
+    lambda_api.wait_for("the invoke", WAIT, |r| r.len() == 1);
     theirs.wait_for("the look at the notice", |r| r.len() == 2);
     wait_rounds(&imds, imds::LIFECYCLE_STATE_PATH, 200, 3);
     assert!(theirs.patches().is_empty(), "{:?}", theirs.patches());
@@ -624,14 +639,17 @@ fn another_tools_label_and_a_pending_notice_are_left_alone() {
 
     // An agent restarted while its notice is still pending keeps the node excluded: nothing to patch.
     let imds = Imds::start(&identity_document(), SIGNATURE);
-    let lambda = lambda(0);
+    let lambda_api = lambda(0);
     imds.set(
         imds::INSTANCE_ACTION_PATH,
-        Some(&format!(r#"{{"action": "terminate", "time": "{}"}}"#, rfc3339(Utc::now() + TimeDelta::minutes(1)))),
+        Some(&format!(
+            r#"{{"action": "terminate", "time": "{}"}}"#,
+            rfc3339(Utc::now() + TimeDelta::minutes(1))
+        )),
     );
     let ours = KubeApi::start(&[(kubernetes::LABEL, "spot-cleanup")]);
-    let _agent = start_on(&imds, &lambda, &on_kubernetes(&ours));
-    lambda.wait_for("the invoke", WAIT, |r| r.len() == 1);
+    let _agent = start_on(&imds, &lambda_api, &on_kubernetes(&ours));
+    lambda_api.wait_for("the invoke", WAIT, |r| r.len() == 1);
     ours.wait_for("the look at the notice", |r| !r.is_empty());
     wait_rounds(&imds, imds::INSTANCE_ACTION_PATH, 200, 3);
     assert!(ours.patches().is_empty(), "{:?}", ours.patches());
@@ -654,10 +672,10 @@ fn without_kubernetes_or_when_switched_off_the_agent_never_tries() {
     ];
     for env in switched_off {
         let imds = Imds::start(&identity_document(), SIGNATURE);
-        let lambda = lambda(0);
-        let _agent = start_on(&imds, &lambda, &env);
+        let lambda_api = lambda(0);
+        let _agent = start_on(&imds, &lambda_api, &env);
         imds.set(imds::LIFECYCLE_STATE_PATH, Some("Terminated"));
-        lambda.wait_for("the invoke", WAIT, |r| r.len() == 1);
+        lambda_api.wait_for("the invoke", WAIT, |r| r.len() == 1);
         wait_rounds(&imds, imds::LIFECYCLE_STATE_PATH, 200, 3);
     }
     assert!(api.requests().is_empty(), "{:?}", api.requests());
