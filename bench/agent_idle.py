@@ -7,9 +7,12 @@ then read its memory (VmRSS now, VmHWM the peak) and the CPU time it used (utime
 The stand-in answers the token PUT, the identity document and signature, and 404 on every notice path, exactly as
 an instance that is not being interrupted does; the agent is never told to invoke anything.
 
-With --kubernetes the agent runs as the DaemonSet does (NODE_NAME set), its Kubernetes client pointed by a kubeconfig
-at a stand-in API server over TLS (a throwaway certificate made with the openssl CLI), which answers the one read of
-the node the agent makes at start. That is the agent's idle state on EKS: the client built, one TLS connection made.
+With --kubernetes the agent runs as the DaemonSet does (NODE_NAME set) against a stand-in API server over TLS (a
+throwaway cluster CA and serving certificate made with the openssl CLI), which answers the one read of the node the
+agent makes at start: the agent's idle state on EKS, the client built and one TLS connection made. As root, the agent
+finds the API server the way it does in a pod (in-cluster: KUBERNETES_SERVICE_HOST and _PORT, and the service account's
+token and CA under /var/run/secrets/kubernetes.io/serviceaccount, mounted for it alone in a private mount namespace
+with unshare); otherwise, or with --kubeconfig, through a kubeconfig file (KUBECONFIG), which also runs its YAML parser.
 """
 import argparse
 import base64
@@ -85,17 +88,25 @@ NODE = "ip-10-0-1-10.us-east-1.compute.internal"
 
 def kube_api(workdir):
     """A TLS stand-in for the API server, and a kubeconfig that trusts its certificate; returns (server, path)."""
-    cert, key = os.path.join(workdir, "api.crt"), os.path.join(workdir, "api.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    path = lambda name: os.path.join(workdir, name)  # noqa: E731
+    cert, key, ca_cert, ca_key = path("api.crt"), path("api.key"), path("ca.crt"), path("ca.key")
+    # A cluster CA and a serving certificate it signs, as a cluster has: a self-signed CA certificate cannot also be
+    # the server's (rustls refuses a CA used as an end entity).
+    openssl = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_cert, "-days", "1",
+            "-subj", "/CN=bench-cluster-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", path("api.csr"), "-subj", "/CN=kube-apiserver")
+    with open(path("api.ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", path("api.csr"), "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+            "-days", "1", "-extfile", path("api.ext"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), KubeApi)
     server.reads = 0
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    with open(cert, "rb") as f:
+    with open(ca_cert, "rb") as f:
         ca = base64.b64encode(f.read()).decode()
     config = os.path.join(workdir, "kubeconfig")
     with open(config, "w") as f:
@@ -115,6 +126,22 @@ users:
   user: {{token: bench-token}}
 """)
     return server, config
+
+
+def in_cluster(workdir, server):
+    """The command prefix that runs the agent with the service account files at their in-cluster paths, and the
+    environment that names the API server, as the kubelet gives a pod."""
+    account = "/run/secrets/kubernetes.io/serviceaccount"
+    with open(os.path.join(workdir, "token"), "w") as f:
+        f.write("bench-token")
+    with open(os.path.join(workdir, "namespace"), "w") as f:
+        f.write("spot-cleanup")
+    # /var/run is /run: a tmpfs over /run, for the agent alone, holds the three files where a pod has them.
+    setup = (f"mount -t tmpfs tmpfs /run && mkdir -p {account} && cp {workdir}/token {workdir}/namespace {account}/ "
+             f"&& cp {workdir}/ca.crt {account}/ca.crt && exec \"$0\"")
+    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup]
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(server.server_address[1])}
+    return prefix, env
 
 
 def free_port():
@@ -144,6 +171,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--interval", type=int, default=2)
     parser.add_argument("--kubernetes", action="store_true", help="run as the DaemonSet does, with a Kubernetes client")
+    parser.add_argument("--kubeconfig", action="store_true", help="with --kubernetes: a kubeconfig, not in-cluster")
     args = parser.parse_args()
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Metadata)
@@ -159,11 +187,19 @@ def main():
         "PATH": os.environ.get("PATH", ""),
     }
     workdir = tempfile.mkdtemp(prefix="agent-idle-")
-    api = None
+    api, prefix, how = None, [], None
     if args.kubernetes:
-        api, env["KUBECONFIG"] = kube_api(workdir)
+        api, kubeconfig = kube_api(workdir)
         env["NODE_NAME"] = NODE
-    agent = subprocess.Popen([args.binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not args.kubeconfig and os.geteuid() == 0 and shutil.which("unshare"):
+            prefix, cluster_env = in_cluster(workdir, api)
+            env.update(cluster_env)
+            how = "in-cluster"
+        else:
+            env["KUBECONFIG"] = kubeconfig
+            how = "kubeconfig"
+    agent = subprocess.Popen([*prefix, os.path.abspath(args.binary)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(args.seconds)
         result = {
@@ -171,7 +207,7 @@ def main():
             "binary_mib": round(os.path.getsize(args.binary) / 2**20, 1),
             "seconds": args.seconds,
             "poll_interval_s": args.interval,
-            "kubernetes": args.kubernetes,
+            "kubernetes": how,
             "requests_served": server.reads,
             "kubernetes_requests": api.reads if api else 0,
             "vm_rss_kib": status_kib(agent.pid, "VmRSS"),

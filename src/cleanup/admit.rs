@@ -90,25 +90,9 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
         // An account-wide event about an instance outside EVENT_SCOPE: one DescribeInstances, and nothing else but
         // letting the instance go when it is held by our own lifecycle hook.
         if let Some(reason) = ctx.config.trust.scope.leaves_alone(request, &instance) {
-            tracing::info!(
-                step = "scope",
-                instance_id = instance.id.as_str(),
-                event_id = request.trigger.event_ref(),
-                reason,
-                "left alone: outside EVENT_SCOPE"
-            );
-            let error = match let_go(ctx, request).await {
-                Ok(()) => InstanceError::Ignored {
-                    instance: instance.id.clone(),
-                    reason,
-                },
-                Err(error) => InstanceError::NotLetGo {
-                    instance: instance.id.clone(),
-                    reason,
-                    error,
-                },
-            };
-            admitted.reports.push(Report::failed(&request.instance_id, error));
+            admitted
+                .reports
+                .push(leave_alone(ctx, request, &instance, reason).await);
             continue;
         }
         // The scope guard: nothing below runs for an instance this function may not touch.
@@ -128,6 +112,29 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
         claim_all(ctx, &mut admitted, clock, deadline).await;
     }
     admitted
+}
+
+/// The report of an instance outside EVENT_SCOPE: nothing done, except letting it go when our own hook holds it.
+async fn leave_alone(ctx: &Context<'_>, request: &Request, instance: &Instance, reason: String) -> Report {
+    tracing::info!(
+        step = "scope",
+        instance_id = instance.id.as_str(),
+        event_id = request.trigger.event_ref(),
+        reason,
+        "left alone: outside EVENT_SCOPE"
+    );
+    let error = match let_go(ctx, request).await {
+        Ok(()) => InstanceError::Ignored {
+            instance: instance.id.clone(),
+            reason,
+        },
+        Err(error) => InstanceError::NotLetGo {
+            instance: instance.id.clone(),
+            reason,
+            error,
+        },
+    };
+    Report::failed(&request.instance_id, error)
 }
 
 /// An instance left alone or refused is cleaned up by nobody, but when our own lifecycle hook holds it, it must still

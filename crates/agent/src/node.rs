@@ -8,7 +8,9 @@
 //! labelled is excluded just as well, and its value stays theirs. When the node comes back (after a Spot stop or
 //! hibernation), the agent that starts on it removes the label, but only if its value is still ours. Both changes are
 //! merge patches that carry the Node's `resourceVersion`, so a label someone else wrote between the read and the
-//! patch is never overwritten: the API server refuses the patch (409) and the agent reads again.
+//! patch is never overwritten: the API server refuses the patch (409) and the agent reads again. Reads and patches
+//! ask for the Node's metadata only (`PartialObjectMetadata`): a Node's status, with its image list, is large, and the
+//! agent needs none of it.
 //!
 //! Without a Kubernetes environment (the systemd agent: no `NODE_NAME`), none of this is tried.
 
@@ -98,7 +100,11 @@ impl NodeLabel {
     /// it. The patch names the `resourceVersion` read, so it applies only to the node as read.
     async fn change(&self, wanted: impl Fn(Option<&str>) -> Option<Value>) -> Result<Change, NodeError> {
         for _ in 0..CONFLICT_RETRIES {
-            let node = self.nodes.get(&self.name).await.map_err(|e| self.error("read", e))?;
+            let node = self
+                .nodes
+                .get_metadata(&self.name)
+                .await
+                .map_err(|e| self.error("read", e))?;
             let value = node
                 .metadata
                 .labels
@@ -114,7 +120,7 @@ impl NodeLabel {
             }});
             match self
                 .nodes
-                .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_metadata(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => return Ok(Change::Patched),

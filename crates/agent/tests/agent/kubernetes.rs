@@ -88,12 +88,21 @@ impl Drop for KubeApi {
     }
 }
 
-fn node(state: &State) -> Value {
+/// The node as asked for: its metadata only (`as=PartialObjectMetadata` in Accept), or the whole object.
+fn node(state: &State, request: &Request) -> Value {
+    let metadata = json!({"name": NODE, "resourceVersion": state.version.to_string(), "labels": state.labels});
+    if request
+        .header("accept")
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+    {
+        return json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata});
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": NODE, "resourceVersion": state.version.to_string(), "labels": state.labels},
+        "metadata": metadata,
         "spec": {"providerID": "aws:///eu-west-1b/i-0123456789abcdef0"},
+        "status": {"images": [{"names": ["public.ecr.aws/example/app:1"], "sizeBytes": 123456789}]},
     })
 }
 
@@ -112,7 +121,7 @@ fn answer(state: &mut State, request: &Request) -> Reply {
     }
     match request.method.as_str() {
         "GET" => {
-            let mut seen = node(state);
+            let mut seen = node(state, request);
             if state.stale_reads > 0 {
                 state.stale_reads -= 1;
                 seen["metadata"]["resourceVersion"] = (state.version - 1).to_string().into();
@@ -140,7 +149,7 @@ fn answer(state: &mut State, request: &Request) -> Reply {
                 };
             }
             state.version += 1;
-            Reply::new(200, node(state).to_string()).header("content-type", "application/json")
+            Reply::new(200, node(state, request).to_string()).header("content-type", "application/json")
         }
         _ => status(405, "MethodNotAllowed", "only GET and JSON merge patches of the node"),
     }

@@ -516,7 +516,8 @@ fn patch_labels(request: &Request) -> Value {
     metadata["labels"].clone()
 }
 
-/// Every request went to the agent's own Node, with the service account's token, and only read or patched it.
+/// Every request went to the agent's own Node, with the service account's token, only read or patched it, and asked
+/// for its metadata only.
 fn assert_only_own_node(api: &KubeApi) {
     for request in api.requests() {
         assert_eq!(
@@ -525,6 +526,8 @@ fn assert_only_own_node(api: &KubeApi) {
             "{request:?}"
         );
         assert!(matches!(request.method.as_str(), "GET" | "PATCH"), "{request:?}");
+        let accept = request.header("accept").unwrap_or_default();
+        assert!(accept.contains("as=PartialObjectMetadata"), "metadata only: {accept}");
         assert_eq!(
             request.header("authorization"),
             Some(format!("Bearer {}", kubernetes::TOKEN).as_str())
