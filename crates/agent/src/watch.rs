@@ -2,6 +2,7 @@
 //! SIGTERM or SIGINT.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -10,9 +11,11 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::AgentConfig;
+use crate::health::Health;
 use crate::identity::{self, Identity};
 use crate::imds::{Metadata, MetadataError};
 use crate::invoke::{Delivery, Invoker};
+use crate::metrics::Metrics;
 use crate::notice::{self, Notice, NoticeError, NoticeKey};
 
 /// After SIGTERM, deliveries under way get this long to finish: a pod is usually given 30 s, and the notice that is
@@ -73,11 +76,19 @@ impl FailureLog {
         }
         *self = Self::default();
     }
+
+    /// Tell the probes and the metrics how the round that just ended went.
+    fn report(&self, health: &Health, metrics: &Metrics) {
+        health.round_ended(self.streak == 0);
+        if self.streak > 0 {
+            metrics.metadata_failed();
+        }
+    }
 }
 
 /// Watch until SIGTERM or SIGINT. Only a failure to listen for signals ends it early: everything else is logged and
 /// retried on the next round.
-pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+pub async fn run(config: AgentConfig, health: Arc<Health>, metrics: Arc<Metrics>) -> Result<(), AgentError> {
     let mut shutdown = Shutdown::listen()?;
     let mut metadata = Metadata::new();
     let mut failures = FailureLog::default();
@@ -91,13 +102,16 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
                 return Ok(());
             }
             _ = rounds.tick() => {
-                if let Some(identity) = read_identity(&mut metadata, &mut failures).await {
+                let identity = read_identity(&mut metadata, &mut failures).await;
+                failures.report(&health, &metrics);
+                if let Some(identity) = identity {
                     break identity;
                 }
             }
         }
     };
     let invoker = Invoker::from_env(config.function.clone(), &identity.region).await;
+    health.watching();
     tracing::info!(
         instance_id = %identity.instance_id,
         region = %identity.region,
@@ -112,8 +126,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         tokio::select! {
             why = shutdown.requested() => break why,
             _ = rounds.tick() => {
-                for notice in watcher.round(&mut metadata, &mut failures).await {
-                    deliveries.spawn(deliver(invoker.clone(), identity.clone(), notice));
+                let fresh = watcher.round(&mut metadata, &mut failures).await;
+                failures.report(&health, &metrics);
+                for notice in fresh {
+                    metrics.notice(notice.action);
+                    deliveries.spawn(deliver(invoker.clone(), identity.clone(), notice, metrics.clone()));
                 }
             }
             Some(_) = deliveries.join_next() => {}
@@ -220,7 +237,7 @@ fn parse(path: &'static str, body: &str) -> Result<Option<Notice>, NoticeError> 
     }
 }
 
-async fn deliver(invoker: Invoker, identity: Identity, notice: Notice) {
+async fn deliver(invoker: Invoker, identity: Identity, notice: Notice, metrics: Arc<Metrics>) {
     let payload = notice::payload(&identity, &notice);
     let body = serde_json::to_vec(&payload).expect("the payload is plain strings");
     tracing::info!(
@@ -230,7 +247,9 @@ async fn deliver(invoker: Invoker, identity: Identity, notice: Notice) {
         deadline = %notice.deadline.to_rfc3339(),
         "notice; invoking the cleanup function"
     );
-    match invoker.deliver(&body, notice.deadline).await {
+    let delivery = invoker.deliver(&body, notice.deadline).await;
+    metrics.delivered(&delivery);
+    match delivery {
         Delivery::Accepted { attempts } => tracing::info!(
             instance_id = %identity.instance_id,
             action = ?notice.action,

@@ -1,9 +1,10 @@
 //! The real `spot-agent` binary against an IMDSv2 emulator and a stand-in for the Lambda API (through
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT` and `AWS_ENDPOINT_URL`): it gets a token before reading, hands each notice to
 //! the function exactly once with the signed identity, survives bad metadata and a failing Lambda, and exits 0 on
-//! SIGTERM and SIGINT.
+//! SIGTERM and SIGINT. `probes` covers its listener: the probes and the metrics.
 
 mod imds;
+mod probes;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
