@@ -39,7 +39,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/* repository@digest, else repository:tag (the tag defaults to the chart's appVersion). */}}
 {{- define "spot-agent.image" -}}
-{{- $repository := required "image.repository is required: push the image built from deploy/docker/Dockerfile and name it here (docs/agent.md)" .Values.image.repository -}}
+{{- $repository := required "image.repository is required: push the image built from deploy/docker/Dockerfile and name it here (docs/agent.md#the-image)" .Values.image.repository -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" $repository .Values.image.digest -}}
 {{- else -}}
