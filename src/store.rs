@@ -18,19 +18,12 @@ const WRITE_CONCURRENCY: usize = 4;
 
 /// Every item filed under one partition key.
 pub async fn query(dynamodb: &aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Result<Vec<Item>, CallError> {
-    let mut pages = dynamodb
+    let query = dynamodb
         .query()
         .table_name(table)
         .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", s(pk))
-        .into_paginator()
-        .send();
-    let mut items = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| CallError::new("Query", &e))?;
-        items.extend(page.items().iter().cloned());
-    }
-    Ok(items)
+        .expression_attribute_values(":pk", s(pk));
+    every_page(query).await
 }
 
 /// The items of one partition whose sort key starts with `prefix`, read consistently.
@@ -40,15 +33,21 @@ pub async fn query_prefix(
     pk: &str,
     prefix: &str,
 ) -> Result<Vec<Item>, CallError> {
-    let mut pages = dynamodb
+    let query = dynamodb
         .query()
         .table_name(table)
         .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
         .expression_attribute_values(":pk", s(pk))
         .expression_attribute_values(":prefix", s(prefix))
-        .consistent_read(true)
-        .into_paginator()
-        .send();
+        .consistent_read(true);
+    every_page(query).await
+}
+
+/// The items of every page a Query answers.
+async fn every_page(
+    query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+) -> Result<Vec<Item>, CallError> {
+    let mut pages = query.into_paginator().send();
     let mut items = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| CallError::new("Query", &e))?;
