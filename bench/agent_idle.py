@@ -2,17 +2,28 @@
 """What spot-agent costs while nothing happens: run it against a local IMDSv2 stand-in with no notice for a while,
 then read its memory (VmRSS now, VmHWM the peak) and the CPU time it used (utime + stime from /proc/<pid>/stat).
 
-    bench/agent_idle.py [BINARY] [--seconds 60] [--interval 2]
+    bench/agent_idle.py [BINARY] [--seconds 60] [--interval 2] [--kubernetes]
 
 The stand-in answers the token PUT, the identity document and signature, and 404 on every notice path, exactly as
 an instance that is not being interrupted does; the agent is never told to invoke anything.
+
+With --kubernetes the agent runs as the DaemonSet does (NODE_NAME set) against a stand-in API server over TLS (a
+throwaway cluster CA and serving certificate made with the openssl CLI), which answers the one read of the node the
+agent makes at start: the agent's idle state on EKS, the client built and one TLS connection made. As root, the agent
+finds the API server the way it does in a pod (in-cluster: KUBERNETES_SERVICE_HOST and _PORT, and the service account's
+token and CA under /var/run/secrets/kubernetes.io/serviceaccount, mounted for it alone in a private mount namespace
+with unshare); otherwise, or with --kubeconfig, through a kubeconfig file (KUBECONFIG), which also runs its YAML parser.
 """
 import argparse
+import base64
 import http.server
 import json
 import os
+import shutil
 import socket
+import ssl
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -52,6 +63,87 @@ class Metadata(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class KubeApi(http.server.BaseHTTPRequestHandler):
+    """The agent's own Node, unlabelled: what the agent reads once at start."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802
+        self.server.reads += 1
+        node = {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": NODE, "resourceVersion": "1", "labels": {"kubernetes.io/os": "linux"}}}
+        body = json.dumps(node).encode()
+        self.send_response(200 if self.path.split("?")[0] == f"/api/v1/nodes/{NODE}" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+NODE = "ip-10-0-1-10.us-east-1.compute.internal"
+
+
+def kube_api(workdir):
+    """A TLS stand-in for the API server, and a kubeconfig that trusts its certificate; returns (server, path)."""
+    path = lambda name: os.path.join(workdir, name)  # noqa: E731
+    cert, key, ca_cert, ca_key = path("api.crt"), path("api.key"), path("ca.crt"), path("ca.key")
+    # A cluster CA and a serving certificate it signs, as a cluster has: a self-signed CA certificate cannot also be
+    # the server's (rustls refuses a CA used as an end entity).
+    openssl = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_cert, "-days", "1",
+            "-subj", "/CN=bench-cluster-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", path("api.csr"), "-subj", "/CN=kube-apiserver")
+    with open(path("api.ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", path("api.csr"), "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+            "-days", "1", "-extfile", path("api.ext"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), KubeApi)
+    server.reads = 0
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with open(ca_cert, "rb") as f:
+        ca = base64.b64encode(f.read()).decode()
+    config = os.path.join(workdir, "kubeconfig")
+    with open(config, "w") as f:
+        f.write(f"""apiVersion: v1
+kind: Config
+clusters:
+- name: bench
+  cluster:
+    server: https://127.0.0.1:{server.server_address[1]}
+    certificate-authority-data: {ca}
+contexts:
+- name: bench
+  context: {{cluster: bench, user: spot-agent}}
+current-context: bench
+users:
+- name: spot-agent
+  user: {{token: bench-token}}
+""")
+    return server, config
+
+
+def in_cluster(workdir, server):
+    """The command prefix that runs the agent with the service account files at their in-cluster paths, and the
+    environment that names the API server, as the kubelet gives a pod."""
+    account = "/run/secrets/kubernetes.io/serviceaccount"
+    with open(os.path.join(workdir, "token"), "w") as f:
+        f.write("bench-token")
+    with open(os.path.join(workdir, "namespace"), "w") as f:
+        f.write("spot-cleanup")
+    # /var/run is /run: a tmpfs over /run, for the agent alone, holds the three files where a pod has them.
+    setup = (f"mount -t tmpfs tmpfs /run && mkdir -p {account} && cp {workdir}/token {workdir}/namespace {account}/ "
+             f"&& cp {workdir}/ca.crt {account}/ca.crt && exec \"$0\"")
+    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup]
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(server.server_address[1])}
+    return prefix, env
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,6 +170,8 @@ def main():
     parser.add_argument("binary", nargs="?", default="target/release/spot-agent")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--interval", type=int, default=2)
+    parser.add_argument("--kubernetes", action="store_true", help="run as the DaemonSet does, with a Kubernetes client")
+    parser.add_argument("--kubeconfig", action="store_true", help="with --kubernetes: a kubeconfig, not in-cluster")
     args = parser.parse_args()
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Metadata)
@@ -92,7 +186,20 @@ def main():
         "AWS_SECRET_ACCESS_KEY": "x",
         "PATH": os.environ.get("PATH", ""),
     }
-    agent = subprocess.Popen([args.binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workdir = tempfile.mkdtemp(prefix="agent-idle-")
+    api, prefix, how = None, [], None
+    if args.kubernetes:
+        api, kubeconfig = kube_api(workdir)
+        env["NODE_NAME"] = NODE
+        if not args.kubeconfig and os.geteuid() == 0 and shutil.which("unshare"):
+            prefix, cluster_env = in_cluster(workdir, api)
+            env.update(cluster_env)
+            how = "in-cluster"
+        else:
+            env["KUBECONFIG"] = kubeconfig
+            how = "kubeconfig"
+    agent = subprocess.Popen([*prefix, os.path.abspath(args.binary)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(args.seconds)
         result = {
@@ -100,7 +207,9 @@ def main():
             "binary_mib": round(os.path.getsize(args.binary) / 2**20, 1),
             "seconds": args.seconds,
             "poll_interval_s": args.interval,
+            "kubernetes": how,
             "requests_served": server.reads,
+            "kubernetes_requests": api.reads if api else 0,
             "vm_rss_kib": status_kib(agent.pid, "VmRSS"),
             "vm_hwm_kib": status_kib(agent.pid, "VmHWM"),
             "cpu_seconds": round(cpu_seconds(agent.pid), 3),
@@ -111,6 +220,9 @@ def main():
         agent.terminate()
         agent.wait(timeout=20)
         server.shutdown()
+        if api:
+            api.shutdown()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

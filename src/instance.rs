@@ -1,4 +1,5 @@
-//! What we need to know about an instance before touching anything: its VPC, its ENIs and every address they hold.
+//! What we need to know about an instance before touching anything: its VPC, its ENIs (the branch ENIs hung off its
+//! trunk ENI among them) and every address they hold.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -26,6 +27,47 @@ pub struct NetworkInterface {
     pub groups: Vec<String>,
     /// Primary and secondary private IPv4 addresses, then IPv6 addresses.
     pub addresses: Vec<IpAddr>,
+    /// On a trunk ENI whose branch ENIs (EKS security groups for pods) could not be listed: why. Their addresses were
+    /// not looked for and they were not quarantined; the summary says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branches_unlisted: Option<String>,
+}
+
+impl NetworkInterface {
+    /// A branch ENI hung off one of the instance's trunk ENIs, as DescribeNetworkInterfaces describes it. It has no
+    /// device index: it is not attached to the instance, the trunk carries it.
+    pub fn branch(eni: &aws_sdk_ec2::types::NetworkInterface) -> Option<NetworkInterface> {
+        let addresses = eni
+            .private_ip_addresses()
+            .iter()
+            .filter_map(|a| a.private_ip_address())
+            .chain(eni.private_ip_address())
+            .chain(eni.ipv6_addresses().iter().filter_map(|a| a.ipv6_address()));
+        Some(NetworkInterface {
+            id: eni.network_interface_id()?.to_owned(),
+            vpc_id: eni.vpc_id().map(str::to_owned),
+            device_index: None,
+            groups: eni
+                .groups()
+                .iter()
+                .filter_map(|g| g.group_id())
+                .map(str::to_owned)
+                .collect(),
+            addresses: unique_addresses(addresses),
+            branches_unlisted: None,
+        })
+    }
+}
+
+/// The addresses that parse, each once, in the order given.
+fn unique_addresses<'a>(addresses: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
+    let mut unique: Vec<IpAddr> = Vec::new();
+    for address in addresses.filter_map(|a| a.parse::<IpAddr>().ok()) {
+        if !unique.contains(&address) {
+            unique.push(address);
+        }
+    }
+    unique
 }
 
 impl Instance {
@@ -49,14 +91,7 @@ impl Instance {
                     .iter()
                     .filter_map(|a| a.private_ip_address())
                     .chain(eni.private_ip_address())
-                    .chain(eni.ipv6_addresses().iter().filter_map(|a| a.ipv6_address()))
-                    .filter_map(|a| a.parse::<IpAddr>().ok());
-                let mut unique: Vec<IpAddr> = Vec::new();
-                for address in addresses {
-                    if !unique.contains(&address) {
-                        unique.push(address);
-                    }
-                }
+                    .chain(eni.ipv6_addresses().iter().filter_map(|a| a.ipv6_address()));
                 Some(NetworkInterface {
                     id: eni.network_interface_id()?.to_owned(),
                     vpc_id: eni.vpc_id().map(str::to_owned),
@@ -67,7 +102,8 @@ impl Instance {
                         .filter_map(|g| g.group_id())
                         .map(str::to_owned)
                         .collect(),
-                    addresses: unique,
+                    addresses: unique_addresses(addresses),
+                    branches_unlisted: None,
                 })
             })
             .collect();

@@ -191,6 +191,7 @@ pub fn instance(id: &str, enis: &[Eni]) -> Instance {
                 device_index: Some(index as i32),
                 groups: eni.groups.iter().map(|g| g.to_string()).collect(),
                 addresses: eni.addresses.iter().map(|a| a.parse::<IpAddr>().unwrap()).collect(),
+                branches_unlisted: None,
             })
             .collect(),
     }

@@ -7,11 +7,13 @@ use std::collections::HashMap;
 
 use super::context::{Clock, Context, Work};
 use super::report::{InstanceError, Report};
+use crate::aws::CallError;
 use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
 use crate::steps::claim::{self, Claim, Keeper, Lease, MarkerState, Token};
 use crate::steps::describe::describe_instances;
+use crate::steps::lifecycle;
 use crate::summary::{InstanceInfo, Outcome, Summary, Timings};
 use crate::telemetry::steplog::{self, Tally};
 
@@ -85,20 +87,12 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
             admitted.reports.push(Report::failed(&request.instance_id, error));
             continue;
         };
-        // An account-wide event about an instance outside EVENT_SCOPE: one DescribeInstances, and nothing else.
+        // An account-wide event about an instance outside EVENT_SCOPE: one DescribeInstances, and nothing else but
+        // letting the instance go when it is held by our own lifecycle hook.
         if let Some(reason) = ctx.config.trust.scope.leaves_alone(request, &instance) {
-            tracing::info!(
-                step = "scope",
-                instance_id = instance.id.as_str(),
-                event_id = request.trigger.event_ref(),
-                reason,
-                "left alone: outside EVENT_SCOPE"
-            );
-            let error = InstanceError::Ignored {
-                instance: instance.id.clone(),
-                reason,
-            };
-            admitted.reports.push(Report::failed(&request.instance_id, error));
+            admitted
+                .reports
+                .push(leave_alone(ctx, request, &instance, reason).await);
             continue;
         }
         // The scope guard: nothing below runs for an instance this function may not touch.
@@ -106,6 +100,8 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
             Ok(()) => admitted.work.push(Work { request, instance }),
             // Published by the handler, with the invocation's other refusals, in one alert.
             Err(refusal) => {
+                // Refused, so the failed report brings the retry that completes the action if this could not.
+                let _ = let_go(ctx, request).await;
                 admitted
                     .reports
                     .push(Report::failed(&request.instance_id, InstanceError::Refused(refusal)));
@@ -116,6 +112,53 @@ pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Cloc
         claim_all(ctx, &mut admitted, clock, deadline).await;
     }
     admitted
+}
+
+/// The report of an instance outside EVENT_SCOPE: nothing done, except letting it go when our own hook holds it.
+async fn leave_alone(ctx: &Context<'_>, request: &Request, instance: &Instance, reason: String) -> Report {
+    tracing::info!(
+        step = "scope",
+        instance_id = instance.id.as_str(),
+        event_id = request.trigger.event_ref(),
+        reason,
+        "left alone: outside EVENT_SCOPE"
+    );
+    let error = match let_go(ctx, request).await {
+        Ok(()) => InstanceError::Ignored {
+            instance: instance.id.clone(),
+            reason,
+        },
+        Err(error) => InstanceError::NotLetGo {
+            instance: instance.id.clone(),
+            reason,
+            error,
+        },
+    };
+    Report::failed(&request.instance_id, error)
+}
+
+/// An instance left alone or refused is cleaned up by nobody, but when our own lifecycle hook holds it, it must still
+/// go: complete the action with CONTINUE. Nothing else is done for it, and a dry run does not even that.
+async fn let_go(ctx: &Context<'_>, request: &Request) -> Result<(), CallError> {
+    let Some(action) = request.trigger.lifecycle.as_deref() else {
+        return Ok(());
+    };
+    if ctx.config.dry_run {
+        return Ok(());
+    }
+    let completed = lifecycle::let_go(&ctx.clients.autoscaling, action, &request.instance_id).await;
+    steplog::request_step("lifecycle", request, 0, Tally::one(completed.is_ok()));
+    if let Err(error) = &completed {
+        tracing::warn!(
+            step = "lifecycle",
+            instance_id = request.instance_id.as_str(),
+            event_id = request.trigger.event_ref(),
+            hook = action.hook_name.as_str(),
+            error = %error,
+            "lifecycle action not completed"
+        );
+    }
+    completed
 }
 
 /// Claim every admitted instance at once, and keep the claims won alive until the run finishes.

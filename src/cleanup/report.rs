@@ -19,6 +19,14 @@ pub enum InstanceError {
     /// Nothing to do for it here: an event about an instance outside `EVENT_SCOPE`. Not a failure.
     #[error("{instance} is left alone: {reason}")]
     Ignored { instance: InstanceId, reason: String },
+    /// Left alone, as `Ignored`, but its lifecycle action (of this function's own hook) could not be completed: a
+    /// retry completes it, or Auto Scaling applies the hook's default result at its heartbeat timeout.
+    #[error("{instance} is left alone ({reason}), but its lifecycle action could not be completed: {error}")]
+    NotLetGo {
+        instance: InstanceId,
+        reason: String,
+        error: CallError,
+    },
 }
 
 /// The result for one instance.

@@ -1,12 +1,12 @@
 //! The trust settings: `REQUIRED_TAGS`, `MAX_EVENT_AGE`, `IDENTITY_CERT_PEM` (else AWS's shipped certificates),
-//! `REQUIRE_IDENTITY_PROOF` (on by default at the agent entry point), and what the scope needs of
-//! `CROSS_ACCOUNT_ROLE_NAME` and `AWS_REGION`.
+//! `REQUIRE_IDENTITY_PROOF` (on by default at the agent entry point), `EVENT_SCOPE`, `SNS_SOURCE_TOPIC_ARNS`,
+//! `LIFECYCLE_HOOK_NAMES`, and what the scope needs of `CROSS_ACCOUNT_ROLE_NAME` and `AWS_REGION`.
 
 use super::{ConfigError, EntryPoint, Vars, is_topic_arn};
 use crate::trust::TrustConfig;
 use crate::trust::freshness::{self, DEFAULT_MAX_EVENT_AGE};
 use crate::trust::identity::{Certificates, IdentityPolicy, IdentityVerifier};
-use crate::trust::scope::{EventScope, Scope, parse_required_tags};
+use crate::trust::scope::{EventScope, Scope, parse_hook_names, parse_required_tags};
 
 pub(super) fn trust(vars: &Vars<'_>, entry_point: EntryPoint) -> Result<TrustConfig, ConfigError> {
     // Values that may be long (a PEM) are quoted back cut short.
@@ -53,10 +53,15 @@ pub(super) fn trust(vars: &Vars<'_>, entry_point: EntryPoint) -> Result<TrustCon
             topics
         }
     };
+    let lifecycle_hooks = match vars.raw("LIFECYCLE_HOOK_NAMES") {
+        None => Vec::new(),
+        Some(v) => parse_hook_names(&v).map_err(|reason| invalid("LIFECYCLE_HOOK_NAMES", &v, reason))?,
+    };
     Ok(TrustConfig {
         scope: Scope {
             event_scope,
             sns_topics,
+            lifecycle_hooks,
             required_tags,
             // The cross-account setting's own variable: when it is set, events of other accounts are expected.
             cross_account: vars.set("CROSS_ACCOUNT_ROLE_NAME").is_some(),

@@ -71,6 +71,7 @@ impl HandlerError {
             HandlerError::Instance(InstanceError::Describe { .. }) => "DescribeFailed",
             HandlerError::Instance(InstanceError::NotServed { .. }) => "AccountNotAllowed",
             HandlerError::Instance(InstanceError::Ignored { .. }) => "Ignored",
+            HandlerError::Instance(InstanceError::NotLetGo { .. }) => "LifecycleActionNotCompleted",
             HandlerError::Incomplete { .. } => "CleanupIncomplete",
             HandlerError::Index(IndexError::NotConfigured(_))
             | HandlerError::RestoreEntryPoint

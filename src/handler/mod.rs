@@ -29,6 +29,9 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Handl
     let mut invocation =
         parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
     invocation.name_events(&event.context.request_id);
+    // Another tool's lifecycle hook is none of this function's business: set aside before anything is checked,
+    // described, completed or published, on every delivery path.
+    invocation.ignore_requests(|request| app.config.trust.scope.not_our_hook(&request.trigger));
     let home = Home::from_function_arn(&event.context.invoked_function_arn, &app.config.trust.scope);
     let mut refusals = Vec::new();
     let answer = match app.config.entry_point {

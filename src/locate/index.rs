@@ -129,6 +129,7 @@ mod tests {
             device_index: Some(0),
             groups: vec![],
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            branches_unlisted: None,
         };
         let instance = Instance {
             id: InstanceId::parse("i-0123abcd").unwrap(),

@@ -1,12 +1,13 @@
-//! What a restore acts on, read and checked before anything changes: each ENI's original-groups record, with
-//! `REREGISTER_ON_RESTORE` the instance's record of the targets it left, and the interruption they should belong to
-//! (the delivery marker's episode, with the table). Every record must be this function's own, or nothing is done.
+//! What a restore acts on, read and checked before anything changes: each ENI's original-groups record (the branch
+//! ENIs of its trunk ENI too), with `REREGISTER_ON_RESTORE` the instance's record of the targets it left, and the
+//! interruption they should belong to (the delivery marker's episode, with the table). Every record must be this function's own, or nothing is done.
 
-use aws_sdk_ec2::types::Filter;
+use aws_sdk_ec2::types::{Filter, NetworkInterface, NetworkInterfaceType};
 
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::instance::Instance;
+use crate::steps::branches;
 use crate::steps::claim::{self, Marker};
 use crate::steps::describe::describe_one;
 use crate::steps::records::left_targets::StoredTargets;
@@ -83,26 +84,42 @@ async fn recorded_enis(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId) -> R
         .into_paginator()
         .send();
     let mut recorded = Vec::new();
+    let mut trunks = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| CallError::new("DescribeNetworkInterfaces", &e))?;
         for eni in page.network_interfaces() {
-            let tags = tags::to_map(eni.tag_set());
-            let (Some(id), Some(stored)) = (eni.network_interface_id(), StoredGroups::from_tags(&tags)) else {
-                continue;
-            };
-            recorded.push(RecordedEni {
-                id: id.to_owned(),
-                groups_now: eni
-                    .groups()
-                    .iter()
-                    .filter_map(|g| g.group_id())
-                    .map(str::to_owned)
-                    .collect(),
-                stored,
-            });
+            if eni.interface_type() == Some(&NetworkInterfaceType::Trunk)
+                && let Some(id) = eni.network_interface_id()
+            {
+                trunks.push(id.to_owned());
+            }
+            recorded.extend(recorded_eni(eni));
         }
     }
+    // The branch ENIs of its trunk were quarantined as the instance's own: they come back with it.
+    if !trunks.is_empty() {
+        let branches = branches::of_trunks(ec2, &trunks).await?;
+        recorded.extend(branches.iter().filter_map(|(_, eni)| recorded_eni(eni)));
+    }
     Ok(recorded)
+}
+
+/// The ENI's record, if it carries one.
+fn recorded_eni(eni: &NetworkInterface) -> Option<RecordedEni> {
+    let tags = tags::to_map(eni.tag_set());
+    let (Some(id), Some(stored)) = (eni.network_interface_id(), StoredGroups::from_tags(&tags)) else {
+        return None;
+    };
+    Some(RecordedEni {
+        id: id.to_owned(),
+        groups_now: eni
+            .groups()
+            .iter()
+            .filter_map(|g| g.group_id())
+            .map(str::to_owned)
+            .collect(),
+        stored,
+    })
 }
 
 /// What the check of every record found.

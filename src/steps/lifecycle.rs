@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::aws::CallError;
 use crate::changes::LifecycleReport;
 use crate::deadline::Deadline;
-use crate::input::LifecycleAction;
+use crate::input::{InstanceId, LifecycleAction};
 use crate::registration::TargetState;
 use crate::summary::{Step, StepError, Summary, TargetChange};
 use aws_sdk_autoscaling::Client as AutoScalingClient;
@@ -165,6 +165,17 @@ async fn heartbeat(autoscaling: &AutoScalingClient, action: &LifecycleAction, in
         .await
         .map(|_| ())
         .map_err(|e| CallError::new("RecordLifecycleActionHeartbeat", &e))
+}
+
+/// Let an instance this function leaves alone go at once: complete its lifecycle action with CONTINUE, nothing
+/// cleaned. The hook is this function's own (another tool's action never gets this far), so nobody else would
+/// complete it, and Auto Scaling would hold the instance until the hook's heartbeat timeout.
+pub async fn let_go(
+    autoscaling: &AutoScalingClient,
+    action: &LifecycleAction,
+    instance: &InstanceId,
+) -> Result<(), CallError> {
+    complete(autoscaling, action, instance.as_str()).await
 }
 
 async fn complete(autoscaling: &AutoScalingClient, action: &LifecycleAction, instance: &str) -> Result<(), CallError> {

@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 
 use crate::input::{
-    AWS_HEALTH_EVENT, Action, REBALANCE_RECOMMENDATION, Request, SPOT_INTERRUPTION, STATE_CHANGE, Source, Trigger,
+    AWS_HEALTH_EVENT, Action, Quoted, REBALANCE_RECOMMENDATION, Request, SPOT_INTERRUPTION, STATE_CHANGE, Source,
+    Trigger,
 };
 use crate::instance::Instance;
 
@@ -35,10 +36,13 @@ pub struct Scope {
     pub event_scope: EventScope,
     /// The SNS topics a message may come through (`SNS_SOURCE_TOPIC_ARNS`); empty accepts any.
     pub sns_topics: Vec<String>,
+    /// The Auto Scaling lifecycle hooks this function owns (`LIFECYCLE_HOOK_NAMES`); empty owns none, and every
+    /// lifecycle action is left to its hook's owner.
+    pub lifecycle_hooks: Vec<String>,
 }
 
-/// Which instances the events AWS sends about every instance of the account act on: an instance state change and an
-/// AWS Health scheduled change. Spot's own notices and lifecycle actions are not affected.
+/// Which instances the events AWS sends about every instance of the account act on: an instance state change, an AWS
+/// Health scheduled change and an Auto Scaling lifecycle action. Spot's own notices are not affected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EventScope {
     /// Spot instances only: an on-demand instance terminated by a scale-in or a deploy costs one DescribeInstances
@@ -59,10 +63,33 @@ impl EventScope {
     }
 }
 
-/// The events AWS sends about every instance of the account, Spot or not.
+/// The events AWS sends about every instance of the account, Spot or not: a lifecycle action too, whichever way it
+/// came (EventBridge, or the hook's own message through SQS or SNS).
 fn is_account_wide(trigger: &Trigger) -> bool {
-    trigger.source == Source::EventBridge
-        && matches!(trigger.detail_type.as_deref(), Some(STATE_CHANGE | AWS_HEALTH_EVENT))
+    let event = trigger.source == Source::EventBridge
+        && matches!(trigger.detail_type.as_deref(), Some(STATE_CHANGE | AWS_HEALTH_EVENT));
+    event || trigger.lifecycle.is_some()
+}
+
+/// The longest lifecycle hook name Auto Scaling accepts.
+const HOOK_NAME_MAX: usize = 255;
+
+/// `LIFECYCLE_HOOK_NAMES`: comma-separated hook names, each 1 to 255 of the characters Auto Scaling allows
+/// (`A-Z a-z 0-9 - _ /`). Blank entries are dropped; none at all owns no hook.
+pub fn parse_hook_names(raw: &str) -> Result<Vec<String>, &'static str> {
+    let mut names = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/');
+        if name.len() > HOOK_NAME_MAX || !name.chars().all(allowed) {
+            return Err(
+                "expected comma-separated lifecycle hook names of 1 to 255 characters of A-Z, a-z, 0-9, -, _ and /",
+            );
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 /// `REQUIRED_TAGS`: comma-separated `key=value`, `key=` or `key`. Keys may contain `=`-free text only; a value may
@@ -154,14 +181,39 @@ impl Scope {
         reasons
     }
 
+    /// Why a lifecycle action is none of this function's business, if it is: its hook is not one of
+    /// `LIFECYCLE_HOOK_NAMES`. NTH, a log shipper or another team's drain hook holds the instance for its own work,
+    /// and completing its action would end that wait early. Not a refusal: nothing is checked, changed, completed or
+    /// published for it. Requests without a lifecycle action are not concerned.
+    pub fn not_our_hook(&self, trigger: &Trigger) -> Option<String> {
+        let action = trigger.lifecycle.as_deref()?;
+        if self.lifecycle_hooks.contains(&action.hook_name) {
+            return None;
+        }
+        let hook = Quoted::new(&action.hook_name);
+        let group = Quoted::new(&action.group_name);
+        Some(if self.lifecycle_hooks.is_empty() {
+            format!(
+                "lifecycle hook {hook} of group {group} is not this function's: LIFECYCLE_HOOK_NAMES names none, so \
+                 every lifecycle action is left to its hook's owner"
+            )
+        } else {
+            format!(
+                "lifecycle hook {hook} of group {group} is not this function's (LIFECYCLE_HOOK_NAMES: {}): its owner \
+                 completes it",
+                self.lifecycle_hooks.join(",")
+            )
+        })
+    }
+
     /// Why an account-wide event about this instance is left alone, if it is: outside `EVENT_SCOPE`. Not a refusal:
     /// AWS sends these events for every instance.
     pub fn leaves_alone(&self, request: &Request, instance: &Instance) -> Option<String> {
         let spot = instance.lifecycle.as_deref() == Some("spot");
         (self.event_scope == EventScope::Spot && is_account_wide(&request.trigger) && !spot).then(|| {
             format!(
-                "{} is not a Spot instance, and EVENT_SCOPE=spot acts on state changes and Health events of Spot \
-                 instances only",
+                "{} is not a Spot instance, and EVENT_SCOPE=spot acts on state changes, Health events and lifecycle \
+                 actions of Spot instances only",
                 instance.id
             )
         })
@@ -353,5 +405,81 @@ mod tests {
                 .check_origin(&home, &through(Some("arn:aws:sns:us-east-1:123456789012:any")))
                 .is_empty()
         );
+    }
+
+    fn lifecycle_trigger(hook: &str, source: Source) -> Trigger {
+        Trigger {
+            lifecycle: Some(Box::new(crate::input::LifecycleAction {
+                hook_name: hook.into(),
+                group_name: "nodes".into(),
+                token: None,
+                destination: crate::input::LifecycleDestination::Ec2,
+            })),
+            source,
+            ..trigger(Some(Action::ScaleIn), None, None)
+        }
+    }
+
+    #[test]
+    fn hook_names_are_auto_scalings_own_characters() {
+        assert_eq!(
+            parse_hook_names(" spot-cleanup, team/drain_1 ,,spot-cleanup").unwrap(),
+            ["spot-cleanup", "team/drain_1"]
+        );
+        assert_eq!(parse_hook_names("").unwrap(), Vec::<String>::new());
+        assert_eq!(parse_hook_names(" , ").unwrap(), Vec::<String>::new());
+        for bad in ["spot cleanup", "hook*", "ünïcode", &"h".repeat(256)] {
+            assert!(parse_hook_names(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_hook_names(&"h".repeat(255)).is_ok());
+    }
+
+    /// Only a lifecycle action of a hook named in LIFECYCLE_HOOK_NAMES is this function's; with none named, none is.
+    /// Requests without a lifecycle action are not concerned.
+    #[test]
+    fn only_our_own_hooks_are_ours() {
+        let mut scope = Scope::default();
+        for source in [Source::EventBridge, Source::AutoScaling] {
+            let reason = scope.not_our_hook(&lifecycle_trigger("spot-cleanup", source)).unwrap();
+            assert!(reason.contains("LIFECYCLE_HOOK_NAMES names none"), "{reason}");
+        }
+        assert_eq!(scope.not_our_hook(&trigger(Some(Action::Terminate), None, None)), None);
+
+        scope.lifecycle_hooks = vec!["spot-cleanup".into(), "drain".into()];
+        for source in [Source::EventBridge, Source::AutoScaling] {
+            assert_eq!(scope.not_our_hook(&lifecycle_trigger("spot-cleanup", source)), None);
+            assert_eq!(scope.not_our_hook(&lifecycle_trigger("drain", source)), None);
+            let reason = scope.not_our_hook(&lifecycle_trigger("nth", source)).unwrap();
+            assert!(reason.contains("\"nth\""), "{reason}");
+            assert!(reason.contains("spot-cleanup,drain"), "{reason}");
+        }
+        // Names are compared exactly, as Auto Scaling does.
+        assert!(
+            scope
+                .not_our_hook(&lifecycle_trigger("Spot-Cleanup", Source::EventBridge))
+                .is_some()
+        );
+    }
+
+    /// Under EVENT_SCOPE=spot a lifecycle action, whichever way it came, acts on Spot instances only; under all, on any.
+    #[test]
+    fn event_scope_applies_to_lifecycle_actions() {
+        let on_demand = instance(None, &[]);
+        let spot = instance(Some("spot"), &[]);
+        let mut scope = Scope::default();
+        for source in [Source::EventBridge, Source::AutoScaling] {
+            let request = Request {
+                trigger: lifecycle_trigger("spot-cleanup", source),
+                ..request(Some(Action::ScaleIn))
+            };
+            let reason = scope.leaves_alone(&request, &on_demand).unwrap();
+            assert!(reason.contains("lifecycle actions"), "{reason}");
+            assert_eq!(scope.leaves_alone(&request, &spot), None);
+            scope.event_scope = EventScope::All;
+            assert_eq!(scope.leaves_alone(&request, &on_demand), None);
+            scope.event_scope = EventScope::Spot;
+        }
+        // The agent's own scale-in is not an Auto Scaling lifecycle action.
+        assert_eq!(scope.leaves_alone(&request(Some(Action::ScaleIn)), &on_demand), None);
     }
 }

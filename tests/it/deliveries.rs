@@ -12,9 +12,9 @@ use aws_sdk_autoscaling::operation::complete_lifecycle_action::{
     CompleteLifecycleActionInput, CompleteLifecycleActionOutput,
 };
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use common::Moto;
 use common::fleet::Fleet;
 use common::proxy::start_proxy;
+use common::{Moto, live_sample};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use spot_cleanup::{App, Clients, Config, HandlerError, handle};
@@ -23,19 +23,11 @@ async fn invoke(app: &App, payload: Value) -> Result<Value, HandlerError> {
     handle(app, LambdaEvent::new(payload, Context::default())).await
 }
 
+/// The fleet's configuration; the samples' lifecycle hook is the function's own.
 fn config(fleet: &Fleet) -> Config {
-    fleet.config_with(&[]).expect("valid configuration")
-}
-
-/// A sample from `events/` as text, with the instance id swapped for `instance_id` and every time in it (nested
-/// messages' too: they are escaped JSON inside JSON) moved into the current minute.
-fn live_sample(file: &str, instance_id: &str) -> Value {
-    let text = std::fs::read_to_string(common::repo_root().join("events").join(file)).expect("sample exists");
-    let minute = chrono::Utc::now().format("%Y-%m-%dT%H:%M:").to_string();
-    let text = text
-        .replace("i-0123456789abcdef0", instance_id)
-        .replace("2026-11-21T10:00:", &minute);
-    serde_json::from_str(&text).expect("sample is JSON")
+    fleet
+        .config_with(&[("LIFECYCLE_HOOK_NAMES", "spot-cleanup")])
+        .expect("valid configuration")
 }
 
 /// Moto answers CompleteLifecycleAction "not implemented": Auto Scaling is a mock that records it.

@@ -25,11 +25,12 @@ async fn invoke(app: &App, payload: Value) -> Result<Value, HandlerError> {
     handle(app, LambdaEvent::new(payload, Context::default())).await
 }
 
-/// The fleet's configuration plus the given variables.
+/// The fleet's configuration plus the given variables; the samples' lifecycle hook is the function's own.
 fn config(fleet: &Fleet, extra: &[(&str, &str)]) -> Config {
     Config::from_lookup(|name| match name {
         "SNS_TOPIC_ARN" => Some(fleet.topic_arn.clone()),
         "QUARANTINE_SECURITY_GROUP_ID" => Some(fleet.quarantine_group.clone()),
+        "LIFECYCLE_HOOK_NAMES" => Some("spot-cleanup".into()),
         _ => extra.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()),
     })
     .expect("valid configuration")
@@ -122,6 +123,7 @@ async fn an_incomplete_cleanup_leaves_the_lifecycle_action_for_the_retry() {
     let config = Config::from_lookup(|name| match name {
         "SNS_TOPIC_ARN" => Some(fleet.topic_arn.clone()),
         "QUARANTINE_SECURITY_GROUP_ID" => Some(fleet.other_vpc_quarantine_group.clone()),
+        "LIFECYCLE_HOOK_NAMES" => Some("spot-cleanup".into()),
         _ => None,
     })
     .unwrap();

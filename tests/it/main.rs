@@ -9,6 +9,7 @@ mod crash;
 mod deliveries;
 mod events_on_moto;
 mod faults;
+mod hooks_on_moto;
 mod identity_proof;
 mod index_on_moto;
 mod layers;

@@ -27,7 +27,14 @@ pub struct AgentConfig {
     pub function: String,
     /// Time between two rounds of metadata reads (`SPOT_AGENT_POLL_INTERVAL`, whole seconds, 1 to 5, default 2).
     pub poll_interval: Duration,
+    /// The Kubernetes Node this agent runs on, whose label it sets on a notice: `NODE_NAME` (the DaemonSet passes
+    /// `spec.nodeName`), unless `SPOT_AGENT_LABEL_NODE=false`. None without Kubernetes (the systemd agent), or when
+    /// switched off: then the agent never talks to a Kubernetes API.
+    pub node: Option<String>,
 }
+
+/// The longest Node name Kubernetes accepts (a DNS subdomain).
+const NODE_NAME_MAX: usize = 253;
 
 impl AgentConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -63,11 +70,41 @@ impl AgentConfig {
                     reason: "expected whole seconds from 1 to 5",
                 })?,
         };
+        let label_node = match get("SPOT_AGENT_LABEL_NODE").map(|v| v.trim().to_ascii_lowercase()) {
+            None => true,
+            Some(v) if v == "true" || v == "1" => true,
+            Some(v) if v == "false" || v == "0" => false,
+            Some(v) => {
+                return Err(ConfigError::Invalid {
+                    name: "SPOT_AGENT_LABEL_NODE",
+                    value: v,
+                    reason: "expected true or false",
+                });
+            }
+        };
+        let node = match get("NODE_NAME").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+            Some(name) if !is_node_name(&name) => {
+                return Err(ConfigError::Invalid {
+                    name: "NODE_NAME",
+                    value: name,
+                    reason: "a Node name is 1 to 253 characters of a-z, 0-9, - and . (the downward API's spec.nodeName)",
+                });
+            }
+            name => name.filter(|_| label_node),
+        };
         Ok(Self {
             function,
             poll_interval: Duration::from_secs(poll_seconds),
+            node,
         })
     }
+}
+
+fn is_node_name(name: &str) -> bool {
+    name.len() <= NODE_NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
 }
 
 #[cfg(test)]
@@ -131,5 +168,32 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_node_is_labelled_only_with_a_node_name_and_not_when_switched_off() {
+        let function = ("SPOT_CLEANUP_FUNCTION", "f");
+        assert_eq!(config(&[function]).unwrap().node, None, "no Kubernetes, no label");
+        let node = ("NODE_NAME", "ip-10-0-1-10.ec2.internal");
+        assert_eq!(
+            config(&[function, node]).unwrap().node.as_deref(),
+            Some("ip-10-0-1-10.ec2.internal")
+        );
+        for off in ["false", "0", " FALSE "] {
+            let c = config(&[function, node, ("SPOT_AGENT_LABEL_NODE", off)]).unwrap();
+            assert_eq!(c.node, None, "{off:?} switches it off");
+        }
+        let on = config(&[function, node, ("SPOT_AGENT_LABEL_NODE", "true")]).unwrap();
+        assert!(on.node.is_some());
+        for (name, value) in [
+            ("SPOT_AGENT_LABEL_NODE", "maybe"),
+            ("NODE_NAME", "Node_1"),
+            ("NODE_NAME", &"n".repeat(254)),
+        ] {
+            assert!(
+                matches!(config(&[function, (name, value)]), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}={value:?} is refused"
+            );
+        }
     }
 }

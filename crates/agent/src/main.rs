@@ -4,12 +4,15 @@
 //!
 //! Data goes one way: `imds` (read the paths) -> `notice` (their formats -> `Notice`) -> dedupe in `watch` ->
 //! `invoke`. `identity` is read once at start: it names the instance and carries the signed document the function
-//! checks. The payload is `spot_cleanup_input::AgentPayload`, the type the function parses it with.
+//! checks. The payload is `spot_cleanup_input::AgentPayload`, the type the function parses it with. On Kubernetes
+//! (`NODE_NAME` set), `node` labels the agent's own Node out of the external load balancers on a notice, and removes
+//! that label when the node comes back.
 
 mod config;
 mod identity;
 mod imds;
 mod invoke;
+mod node;
 mod notice;
 mod watch;
 
@@ -39,10 +42,15 @@ async fn main() -> ExitCode {
 /// JSON, one object per line, each with a timestamp (nothing stamps the agent's lines for it: `kubectl logs` shows
 /// none), the event's fields at the top level. The level is `RUST_LOG`, else `info`.
 fn init_logging() {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|level| tracing_subscriber::EnvFilter::try_new(level.to_lowercase()).ok())
+    let level = std::env::var("RUST_LOG").ok().map(|level| level.to_lowercase());
+    let mut filter = level
+        .as_deref()
+        .and_then(|level| tracing_subscriber::EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    // kube's HTTP layer logs each failed call at ERROR without saying what it was for; the agent's own line says that.
+    if !level.is_some_and(|level| level.contains("tower_http")) {
+        filter = filter.add_directive("tower_http=off".parse().expect("a valid directive"));
+    }
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

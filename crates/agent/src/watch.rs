@@ -1,10 +1,11 @@
-//! The watch loop: read the notice paths every round, hand each new notice to the function once, and stop cleanly on
-//! SIGTERM or SIGINT.
+//! The watch loop: read the notice paths every round, hand each new notice to the function once (and, on Kubernetes,
+//! label the node out of the load balancers), and stop cleanly on SIGTERM or SIGINT.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use spot_cleanup_input::Action;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -13,6 +14,7 @@ use crate::config::AgentConfig;
 use crate::identity::{self, Identity};
 use crate::imds::{Metadata, MetadataError};
 use crate::invoke::{Delivery, Invoker};
+use crate::node;
 use crate::notice::{self, Notice, NoticeError, NoticeKey};
 
 /// After SIGTERM, deliveries under way get this long to finish: a pod is usually given 30 s, and the notice that is
@@ -98,21 +100,44 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         }
     };
     let invoker = Invoker::from_env(config.function.clone(), &identity.region).await;
+    let node = match &config.node {
+        Some(name) => node::NodeLabel::connect(name.clone())
+            .await
+            .inspect_err(|e| tracing::error!(node = %name, error = %e, "cannot reach the Kubernetes API; the node will not be labelled"))
+            .ok(),
+        None => None,
+    };
     tracing::info!(
         instance_id = %identity.instance_id,
         region = %identity.region,
         function = %config.function,
         poll_interval_s = config.poll_interval.as_secs(),
+        node = node.as_ref().map(node::NodeLabel::name),
         "watching instance metadata"
     );
 
     let mut watcher = Watcher::default();
     let mut deliveries = JoinSet::new();
+    // The node's label from before a stop or hibernation is removed once, after the first round that read every path
+    // and found no notice that excludes the node.
+    let mut back = node.clone();
     let why = loop {
         tokio::select! {
             why = shutdown.requested() => break why,
             _ = rounds.tick() => {
-                for notice in watcher.round(&mut metadata, &mut failures).await {
+                let fresh = watcher.round(&mut metadata, &mut failures).await;
+                for notice in &fresh {
+                    if let Some(node) = node.as_ref().filter(|_| excludes_node(notice.action)) {
+                        deliveries.spawn(exclude(node.clone(), notice.deadline));
+                    }
+                }
+                if failures.streak == 0
+                    && let Some(node) = back.take()
+                    && fresh.iter().all(|n| !excludes_node(n.action))
+                {
+                    deliveries.spawn(release(node));
+                }
+                for notice in fresh {
                     deliveries.spawn(deliver(invoker.clone(), identity.clone(), notice));
                 }
             }
@@ -218,6 +243,31 @@ fn parse(path: &'static str, body: &str) -> Result<Option<Notice>, NoticeError> 
         notice::REBALANCE_PATH => notice::parse_rebalance(body).map(Some),
         _ => notice::parse_lifecycle_state(body, Utc::now()),
     }
+}
+
+/// The notices after which the node is going: a Spot interruption and an Auto Scaling termination. A rebalance
+/// recommendation is only advice, and the node keeps serving.
+fn excludes_node(action: Action) -> bool {
+    action.is_spot_interruption() || action == Action::ScaleIn
+}
+
+async fn exclude(node: node::NodeLabel, deadline: DateTime<Utc>) {
+    node::until(&node, "node excluded from external load balancers", deadline, || {
+        node.exclude()
+    })
+    .await;
+}
+
+/// How long the agent keeps trying to remove its label from a node that is back: the label only delays the node's
+/// return to the load balancers, so a while, not forever.
+const RELEASE_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+
+async fn release(node: node::NodeLabel) {
+    let deadline = Utc::now() + RELEASE_FOR;
+    node::until(&node, "node back: our exclusion label checked", deadline, || {
+        node.release()
+    })
+    .await;
 }
 
 async fn deliver(invoker: Invoker, identity: Identity, notice: Notice) {

@@ -65,6 +65,38 @@ impl Invocation {
         }
     }
 
+    /// Set aside every request that `ignore` gives a reason for, as a well-formed event with nothing to do: a direct
+    /// invocation is answered `{"ignored": reason}`, and a batch record or SNS message whose requests are all set aside
+    /// is done, not failed. Nothing set aside reaches a check, a describe or a change.
+    pub fn ignore_requests(&mut self, ignore: impl Fn(&Request) -> Option<String>) {
+        match self {
+            Invocation::Direct(request) => {
+                if let Some(reason) = ignore(request) {
+                    *self = Invocation::Ignored { reason };
+                }
+            }
+            Invocation::Several(requests) => {
+                if let Some(reason) = keep_wanted(requests, &ignore) {
+                    *self = Invocation::Ignored { reason };
+                }
+            }
+            Invocation::Batch(records) | Invocation::Notifications(records) => {
+                for record in records {
+                    if let Ok(Message::Requests(requests)) = &mut record.message
+                        && let Some(reason) = keep_wanted(requests, &ignore)
+                    {
+                        record.message = Ok(Message::Ignored(reason));
+                    }
+                }
+            }
+            Invocation::Skipped { .. }
+            | Invocation::Ignored { .. }
+            | Invocation::RefreshIndex { .. }
+            | Invocation::IndexUpdate(_)
+            | Invocation::Restore(_) => {}
+        }
+    }
+
     /// One request is a direct invocation; an event naming several instances keeps them together.
     pub(crate) fn from_message(message: Message) -> Invocation {
         match message {
@@ -74,6 +106,19 @@ impl Invocation {
             Message::Ignored(reason) => Invocation::Ignored { reason },
         }
     }
+}
+
+/// Drop the requests `ignore` gives a reason for; when none is left, the reasons, joined.
+fn keep_wanted(requests: &mut Vec<Request>, ignore: &impl Fn(&Request) -> Option<String>) -> Option<String> {
+    let mut reasons: Vec<String> = Vec::new();
+    requests.retain(|request| match ignore(request) {
+        Some(reason) => {
+            reasons.push(reason);
+            false
+        }
+        None => true,
+    });
+    (requests.is_empty() && !reasons.is_empty()).then(|| reasons.join("; "))
 }
 
 #[cfg(test)]
@@ -117,5 +162,62 @@ mod tests {
                 assert!(!request.trigger.event_ref().is_empty());
             }
         }
+    }
+
+    /// Another tool's hook, set aside by its name: alone it is an ignored event; in a batch its record is done with
+    /// nothing to do while the record of ours stays; an SNS message likewise.
+    #[test]
+    fn requests_set_aside_become_ignored_and_the_rest_stay() {
+        let not_ours = |request: &Request| {
+            let hook = request.trigger.lifecycle.as_ref()?;
+            (hook.hook_name != "spot-cleanup").then(|| format!("hook {} is not ours", hook.hook_name))
+        };
+        let mut theirs = sample("asg-terminate-lifecycle.json");
+        theirs["detail"]["LifecycleHookName"] = "nth-drain".into();
+        let mut invocation = parse_invocation(&theirs).unwrap();
+        invocation.ignore_requests(not_ours);
+        let Invocation::Ignored { reason } = invocation else {
+            panic!("{invocation:?}")
+        };
+        assert_eq!(reason, "hook nth-drain is not ours");
+
+        let mut ours = parse_invocation(&sample("asg-terminate-lifecycle.json")).unwrap();
+        ours.ignore_requests(not_ours);
+        assert!(matches!(ours, Invocation::Direct(_)), "{ours:?}");
+
+        let mut direct_theirs = sample("asg-terminate-lifecycle-direct.json");
+        direct_theirs["LifecycleHookName"] = "log-shipper".into();
+        let batch = json!({"Records": [
+            {"messageId": "theirs", "body": direct_theirs.to_string()},
+            {"messageId": "ours", "body": sample("asg-terminate-lifecycle-direct.json").to_string()},
+            {"messageId": "spot", "body": sample("spot-interruption-terminate.json").to_string()},
+        ]});
+        let mut invocation = parse_invocation(&batch).unwrap();
+        invocation.ignore_requests(not_ours);
+        let Invocation::Batch(records) = invocation else {
+            panic!("a batch")
+        };
+        assert_eq!(
+            records[0].message,
+            Ok(Message::Ignored("hook log-shipper is not ours".into()))
+        );
+        assert!(matches!(&records[1].message, Ok(Message::Requests(r)) if r.len() == 1));
+        assert!(matches!(&records[2].message, Ok(Message::Requests(r)) if r.len() == 1));
+
+        let mut notifications = sample("sns-lifecycle-hook.json");
+        let message = notifications["Records"][0]["Sns"]["Message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        notifications["Records"][0]["Sns"]["Message"] = message.replace("spot-cleanup", "nth-drain").into();
+        let mut invocation = parse_invocation(&notifications).unwrap();
+        invocation.ignore_requests(not_ours);
+        let Invocation::Notifications(records) = invocation else {
+            panic!("SNS messages")
+        };
+        assert_eq!(
+            records[0].message,
+            Ok(Message::Ignored("hook nth-drain is not ours".into()))
+        );
     }
 }

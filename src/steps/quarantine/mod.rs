@@ -92,7 +92,8 @@ pub fn unchanged(eni: &NetworkInterface, vpc_id: Option<String>, error: &str) ->
         original_groups: None,
         error: Some(error.to_owned()),
         note: None,
-        warning: None,
+        // A trunk ENI whose branches could not be listed: said with the trunk, whatever becomes of it.
+        warning: eni.branches_unlisted.clone(),
     }
 }
 
@@ -184,7 +185,10 @@ async fn quarantine_one(
             match write_record(ec2, &eni, recording, instance, stale).await {
                 Ok(warning) => {
                     change.original_groups = Some(eni.groups.clone());
-                    change.warning = warning;
+                    change.warning = match (change.warning.take(), warning) {
+                        (Some(branches), Some(record)) => Some(format!("{record}; {branches}")),
+                        (branches, record) => record.or(branches),
+                    };
                 }
                 Err(e) if is_gone(&e) => {
                     change.status = EniStatus::Gone;

@@ -5,6 +5,7 @@ pub mod fleet;
 pub mod identity;
 pub mod proxy;
 pub mod runtime;
+pub mod template;
 
 pub use spot_cleanup_test_support::{Background, free_port, http, wait_for_port};
 
@@ -272,6 +273,17 @@ pub fn event_for(file: &str, instance_id: &str) -> serde_json::Value {
         event["Time"] = rfc3339(now).into();
     }
     event
+}
+
+/// A sample from `events/` as text, with the instance id swapped for `instance_id` and every time in it (nested
+/// messages' too: they are escaped JSON inside JSON) moved into the current minute.
+pub fn live_sample(file: &str, instance_id: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(repo_root().join("events").join(file)).expect("sample exists");
+    let minute = chrono::Utc::now().format("%Y-%m-%dT%H:%M:").to_string();
+    let text = text
+        .replace("i-0123456789abcdef0", instance_id)
+        .replace("2026-11-21T10:00:", &minute);
+    serde_json::from_str(&text).expect("sample is JSON")
 }
 
 /// The (target group name, target id, port) of every target a summary says was removed.

@@ -1,9 +1,11 @@
 //! The real `spot-agent` binary against an IMDSv2 emulator and a stand-in for the Lambda API (through
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT` and `AWS_ENDPOINT_URL`): it gets a token before reading, hands each notice to
 //! the function exactly once with the signed identity, survives bad metadata and a failing Lambda, and exits 0 on
-//! SIGTERM and SIGINT.
+//! SIGTERM and SIGINT. On Kubernetes (`NODE_NAME`, and a stub API server through `KUBECONFIG`), it labels its own Node
+//! out of the external load balancers on a notice, once, and removes only its own label when the node comes back.
 
 mod imds;
+mod kubernetes;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use imds::Imds;
+use kubernetes::KubeApi;
 use serde_json::{Value, json};
 use spot_cleanup_test_support::http::{HttpServer, Reply, Request};
 
@@ -483,4 +486,200 @@ fn without_a_function_it_refuses_to_start_and_without_metadata_it_still_stops_cl
     agent.signal("TERM");
     assert_eq!(agent.wait_exit().code(), Some(0));
     assert!(invokes(&lambda).is_empty());
+}
+
+/// The DaemonSet's Kubernetes environment: the Node's name from the downward API, and (instead of the pod's service
+/// account) a kubeconfig for the stub API server.
+fn on_kubernetes(api: &KubeApi) -> [(&'static str, String); 2] {
+    [
+        ("NODE_NAME", kubernetes::NODE.to_owned()),
+        ("KUBECONFIG", api.kubeconfig()),
+    ]
+}
+
+fn start_on(imds: &Imds, lambda: &HttpServer, env: &[(&str, String)]) -> Agent {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Agent::start(&imds.endpoint(), lambda, &env)
+}
+
+fn patch_labels(request: &Request) -> Value {
+    let body: Value = serde_json::from_slice(&request.body).expect("a JSON patch");
+    let metadata = body["metadata"].as_object().expect("a metadata patch");
+    let mut keys: Vec<&str> = metadata.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["labels", "resourceVersion"],
+        "labels only, guarded by the version read: {body}"
+    );
+    assert_eq!(body.as_object().unwrap().len(), 1, "nothing but metadata: {body}");
+    metadata["labels"].clone()
+}
+
+/// Every request went to the agent's own Node, with the service account's token, only read or patched it, and asked
+/// for its metadata only.
+fn assert_only_own_node(api: &KubeApi) {
+    for request in api.requests() {
+        assert_eq!(
+            request.path.split('?').next(),
+            Some(kubernetes::NODE_PATH),
+            "{request:?}"
+        );
+        assert!(matches!(request.method.as_str(), "GET" | "PATCH"), "{request:?}");
+        let accept = request.header("accept").unwrap_or_default();
+        assert!(accept.contains("as=PartialObjectMetadata"), "metadata only: {accept}");
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {}", kubernetes::TOKEN).as_str())
+        );
+    }
+}
+
+#[test]
+fn a_notice_labels_the_agents_own_node_once_and_touches_nothing_else() {
+    let imds = Imds::start(&identity_document(), SIGNATURE);
+    let lambda = lambda(0);
+    let api = KubeApi::start(&[("kubernetes.io/os", "linux")]);
+    let agent = start_on(&imds, &lambda, &on_kubernetes(&api));
+
+    // At start, one look at the node: nothing of ours on it, nothing to remove.
+    api.wait_for("the look at start", |r| r.len() == 1);
+    wait_rounds(&imds, imds::INSTANCE_ACTION_PATH, 404, 3);
+    assert!(api.patches().is_empty());
+
+    let time = rfc3339(Utc::now() + TimeDelta::minutes(2));
+    imds.set(
+        imds::INSTANCE_ACTION_PATH,
+        Some(&format!(r#"{{"action": "terminate", "time": "{time}"}}"#)),
+    );
+    api.wait_for("the label", |r| r.iter().any(|r| r.method == "PATCH"));
+    lambda.wait_for("the invoke", WAIT, |r| r.len() == 1);
+    wait_rounds(&imds, imds::INSTANCE_ACTION_PATH, 200, 3);
+
+    let patches = api.patches();
+    assert_eq!(patches.len(), 1, "exactly one patch per notice");
+    assert_eq!(patch_labels(&patches[0]), json!({kubernetes::LABEL: "spot-cleanup"}));
+    assert_eq!(api.label().as_deref(), Some("spot-cleanup"));
+    assert_only_own_node(&api);
+    let line = agent.wait_for_line("node excluded from external load balancers");
+    assert_eq!(line["changed"], true);
+    assert_eq!(payload(&invokes(&lambda)[0]), expected_payload("terminate", &time));
+}
+
+#[test]
+fn a_label_written_meanwhile_is_never_overwritten() {
+    let imds = Imds::start(&identity_document(), SIGNATURE);
+    let lambda = lambda(0);
+    let api = KubeApi::start(&[]);
+    let _agent = start_on(&imds, &lambda, &on_kubernetes(&api));
+    api.wait_for("the look at start", |r| r.len() == 1);
+
+    // Between the agent's read and its patch, someone else changes the node: the patch names the version it read,
+    // the API server refuses it, and the agent reads again before patching.
+    api.race_next_read();
+    imds.set(imds::LIFECYCLE_STATE_PATH, Some("Terminated"));
+    api.wait_for("the second patch", |r| {
+        r.iter().filter(|r| r.method == "PATCH").count() == 2
+    });
+    wait_rounds(&imds, imds::LIFECYCLE_STATE_PATH, 200, 3);
+
+    let patches = api.patches();
+    assert_eq!(patches.len(), 2, "one refused as stale, one applied");
+    let versions: Vec<Value> = patches
+        .iter()
+        .map(|p| serde_json::from_slice::<Value>(&p.body).unwrap()["metadata"]["resourceVersion"].clone())
+        .collect();
+    assert_eq!(versions, [json!("99"), json!("100")]);
+    assert_eq!(api.label().as_deref(), Some("spot-cleanup"));
+    assert_only_own_node(&api);
+}
+
+#[test]
+fn a_restarted_agent_on_a_node_with_our_label_removes_it_once() {
+    let imds = Imds::start(&identity_document(), SIGNATURE);
+    let lambda = lambda(0);
+    // The node was stopped with our label on it, and is back: no notice in metadata.
+    let api = KubeApi::start(&[(kubernetes::LABEL, "spot-cleanup")]);
+    let agent = start_on(&imds, &lambda, &on_kubernetes(&api));
+
+    api.wait_for("the label's removal", |r| r.iter().any(|r| r.method == "PATCH"));
+    wait_rounds(&imds, imds::INSTANCE_ACTION_PATH, 404, 3);
+    let patches = api.patches();
+    assert_eq!(patches.len(), 1, "removed once");
+    assert_eq!(patch_labels(&patches[0]), json!({kubernetes::LABEL: null}));
+    assert_eq!(api.label(), None);
+    assert_eq!(agent.wait_for_line("our exclusion label checked")["changed"], true);
+    assert!(invokes(&lambda).is_empty());
+
+    // The next interruption labels it again, once.
+    imds.set(
+        imds::INSTANCE_ACTION_PATH,
+        Some(r#"{"action": "stop", "time": "2026-11-22T01:02:00Z"}"#),
+    );
+    api.wait_for("the new label", |r| {
+        r.iter().filter(|r| r.method == "PATCH").count() == 2
+    });
+    wait_rounds(&imds, imds::INSTANCE_ACTION_PATH, 200, 3);
+    assert_eq!(api.patches().len(), 2);
+    assert_eq!(api.label().as_deref(), Some("spot-cleanup"));
+    assert_only_own_node(&api);
+}
+
+#[test]
+fn another_tools_label_and_a_pending_notice_are_left_alone() {
+    // NTH (excludeFromLoadBalancers) labelled the node: it is excluded already, and the label is theirs to remove.
+    let imds = Imds::start(&identity_document(), SIGNATURE);
+    let lambda_api = lambda(0);
+    let theirs = KubeApi::start(&[(kubernetes::LABEL, "aws-node-termination-handler")]);
+    let _agent = start_on(&imds, &lambda_api, &on_kubernetes(&theirs));
+    theirs.wait_for("the look at start", |r| r.len() == 1);
+    imds.set(imds::LIFECYCLE_STATE_PATH, Some("Terminated"));
+    lambda_api.wait_for("the invoke", WAIT, |r| r.len() == 1);
+    theirs.wait_for("the look at the notice", |r| r.len() == 2);
+    wait_rounds(&imds, imds::LIFECYCLE_STATE_PATH, 200, 3);
+    assert!(theirs.patches().is_empty(), "{:?}", theirs.patches());
+    assert_eq!(theirs.label().as_deref(), Some("aws-node-termination-handler"));
+
+    // An agent restarted while its notice is still pending keeps the node excluded: nothing to patch.
+    let imds = Imds::start(&identity_document(), SIGNATURE);
+    let lambda_api = lambda(0);
+    imds.set(
+        imds::INSTANCE_ACTION_PATH,
+        Some(&format!(
+            r#"{{"action": "terminate", "time": "{}"}}"#,
+            rfc3339(Utc::now() + TimeDelta::minutes(1))
+        )),
+    );
+    let ours = KubeApi::start(&[(kubernetes::LABEL, "spot-cleanup")]);
+    let _agent = start_on(&imds, &lambda_api, &on_kubernetes(&ours));
+    lambda_api.wait_for("the invoke", WAIT, |r| r.len() == 1);
+    ours.wait_for("the look at the notice", |r| !r.is_empty());
+    wait_rounds(&imds, imds::INSTANCE_ACTION_PATH, 200, 3);
+    assert!(ours.patches().is_empty(), "{:?}", ours.patches());
+    assert_eq!(ours.label().as_deref(), Some("spot-cleanup"));
+}
+
+#[test]
+fn without_kubernetes_or_when_switched_off_the_agent_never_tries() {
+    let api = KubeApi::start(&[]);
+    let kubeconfig = ("KUBECONFIG", api.kubeconfig());
+    let switched_off = [
+        // The systemd agent: no NODE_NAME (even with a kubeconfig lying around).
+        vec![kubeconfig.clone()],
+        // The DaemonSet with labelling switched off.
+        vec![
+            ("NODE_NAME", kubernetes::NODE.to_owned()),
+            kubeconfig.clone(),
+            ("SPOT_AGENT_LABEL_NODE", "false".to_owned()),
+        ],
+    ];
+    for env in switched_off {
+        let imds = Imds::start(&identity_document(), SIGNATURE);
+        let lambda_api = lambda(0);
+        let _agent = start_on(&imds, &lambda_api, &env);
+        imds.set(imds::LIFECYCLE_STATE_PATH, Some("Terminated"));
+        lambda_api.wait_for("the invoke", WAIT, |r| r.len() == 1);
+        wait_rounds(&imds, imds::LIFECYCLE_STATE_PATH, 200, 3);
+    }
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
 }
