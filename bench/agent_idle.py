@@ -2,7 +2,7 @@
 """What spot-agent costs while nothing happens: run it against a local IMDSv2 stand-in with no notice for a while,
 then read its memory (VmRSS now, VmHWM the peak) and the CPU time it used (utime + stime from /proc/<pid>/stat).
 
-    bench/agent_idle.py [BINARY] [--seconds 60] [--interval 2] [--kubernetes]
+    bench/agent_idle.py [BINARY] [--seconds 60] [--interval 2] [--kubernetes [--kubeconfig]] [--listen]
 
 The stand-in answers the token PUT, the identity document and signature, and 404 on every notice path, exactly as
 an instance that is not being interrupted does; the agent is never told to invoke anything.
@@ -13,6 +13,10 @@ agent makes at start: the agent's idle state on EKS, the client built and one TL
 finds the API server the way it does in a pod (in-cluster: KUBERNETES_SERVICE_HOST and _PORT, and the service account's
 token and CA under /var/run/secrets/kubernetes.io/serviceaccount, mounted for it alone in a private mount namespace
 with unshare); otherwise, or with --kubeconfig, through a kubeconfig file (KUBECONFIG), which also runs its YAML parser.
+
+With --listen, the agent serves its probes and metrics (SPOT_AGENT_LISTEN_ADDRESS, SPOT_AGENT_METRICS=true) and is
+asked what the chart's probes and a Prometheus scrape ask: /healthz every 10 s, /readyz every 5 s, /metrics every
+15 s; each must answer 200.
 """
 import argparse
 import base64
@@ -26,6 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 
 DOCUMENT = json.dumps(
     {"accountId": "123456789012", "instanceId": "i-0123456789abcdef0", "region": "us-east-1"}, indent=2
@@ -172,6 +177,7 @@ def main():
     parser.add_argument("--interval", type=int, default=2)
     parser.add_argument("--kubernetes", action="store_true", help="run as the DaemonSet does, with a Kubernetes client")
     parser.add_argument("--kubeconfig", action="store_true", help="with --kubernetes: a kubeconfig, not in-cluster")
+    parser.add_argument("--listen", action="store_true", help="serve probes and metrics, and ask them as the chart does")
     args = parser.parse_args()
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Metadata)
@@ -186,6 +192,11 @@ def main():
         "AWS_SECRET_ACCESS_KEY": "x",
         "PATH": os.environ.get("PATH", ""),
     }
+    probe_port = free_port()
+    if args.listen:
+        env["SPOT_AGENT_LISTEN_ADDRESS"] = f"127.0.0.1:{probe_port}"
+        env["SPOT_AGENT_METRICS"] = "true"
+    asked = {}
     workdir = tempfile.mkdtemp(prefix="agent-idle-")
     api, prefix, how = None, [], None
     if args.kubernetes:
@@ -201,7 +212,17 @@ def main():
     agent = subprocess.Popen([*prefix, os.path.abspath(args.binary)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(args.seconds)
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < args.seconds:
+            second = int(elapsed)
+            for path, every in (("/healthz", 10), ("/readyz", 5), ("/metrics", 15)):
+                if args.listen and second % every == 0 and (path, second) not in asked and second >= 2:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{probe_port}{path}", timeout=5) as answer:
+                        asked[(path, second)] = answer.status
+            time.sleep(0.1)
+        failed = {k: v for k, v in asked.items() if v != 200}
+        if failed:
+            raise SystemExit(f"probes that did not answer 200: {failed}")
         result = {
             "binary": args.binary,
             "binary_mib": round(os.path.getsize(args.binary) / 2**20, 1),
@@ -210,6 +231,8 @@ def main():
             "kubernetes": how,
             "requests_served": server.reads,
             "kubernetes_requests": api.reads if api else 0,
+            "listener": args.listen,
+            "probe_and_metric_requests": len(asked),
             "vm_rss_kib": status_kib(agent.pid, "VmRSS"),
             "vm_hwm_kib": status_kib(agent.pid, "VmHWM"),
             "cpu_seconds": round(cpu_seconds(agent.pid), 3),

@@ -1,5 +1,6 @@
 //! The agent's environment -> `AgentConfig`, read once at start-up; every error names the variable.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A variable that is missing or wrong; the message names it.
@@ -31,6 +32,10 @@ pub struct AgentConfig {
     /// `spec.nodeName`), unless `SPOT_AGENT_LABEL_NODE=false`. None without Kubernetes (the systemd agent), or when
     /// switched off: then the agent never talks to a Kubernetes API.
     pub node: Option<String>,
+    /// Where the probes (and metrics) are served (`SPOT_AGENT_LISTEN_ADDRESS`, `host:port`); unset, nothing listens.
+    pub listen: Option<SocketAddr>,
+    /// Serve `/metrics` on that listener too (`SPOT_AGENT_METRICS`, `true` or `false`, default `false`).
+    pub metrics: bool,
 }
 
 /// The longest Node name Kubernetes accepts (a DNS subdomain).
@@ -92,10 +97,13 @@ impl AgentConfig {
             }
             name => name.filter(|_| label_node),
         };
+        let (listen, metrics) = listener(&get)?;
         Ok(Self {
             function,
             poll_interval: Duration::from_secs(poll_seconds),
             node,
+            listen,
+            metrics,
         })
     }
 }
@@ -105,6 +113,40 @@ fn is_node_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
+}
+
+/// `SPOT_AGENT_LISTEN_ADDRESS` and `SPOT_AGENT_METRICS`: metrics need somewhere to be served.
+fn listener(get: &impl Fn(&str) -> Option<String>) -> Result<(Option<SocketAddr>, bool), ConfigError> {
+    let listen = match get("SPOT_AGENT_LISTEN_ADDRESS").map(|v| v.trim().to_owned()) {
+        None => None,
+        Some(raw) if raw.is_empty() => None,
+        Some(raw) => Some(raw.parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
+            name: "SPOT_AGENT_LISTEN_ADDRESS",
+            value: raw,
+            reason: "expected an address and port such as 0.0.0.0:8080 or [::]:8080",
+        })?),
+    };
+    let metrics = match get("SPOT_AGENT_METRICS").map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(raw) => match raw.as_str() {
+            "" | "false" => false,
+            "true" => true,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "SPOT_AGENT_METRICS",
+                    value: raw,
+                    reason: "expected true or false",
+                });
+            }
+        },
+    };
+    if metrics && listen.is_none() {
+        return Err(ConfigError::Missing {
+            name: "SPOT_AGENT_LISTEN_ADDRESS",
+            hint: "SPOT_AGENT_METRICS=true serves /metrics there, e.g. 0.0.0.0:8080",
+        });
+    }
+    Ok((listen, metrics))
 }
 
 #[cfg(test)]
@@ -141,6 +183,51 @@ mod tests {
             "arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup"
         );
         assert_eq!(c.poll_interval, Duration::from_secs(2));
+        assert_eq!((c.listen, c.metrics), (None, false), "nothing listens unless asked");
+    }
+
+    #[test]
+    fn the_listener_takes_an_address_and_metrics_need_one() {
+        let c = config(&[
+            ("SPOT_CLEANUP_FUNCTION", "f"),
+            ("SPOT_AGENT_LISTEN_ADDRESS", " 0.0.0.0:8080 "),
+            ("SPOT_AGENT_METRICS", "TRUE"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen, Some("0.0.0.0:8080".parse().unwrap()));
+        assert!(c.metrics);
+        let c = config(&[
+            ("SPOT_CLEANUP_FUNCTION", "f"),
+            ("SPOT_AGENT_LISTEN_ADDRESS", "[::]:9090"),
+        ])
+        .unwrap();
+        assert_eq!((c.listen.map(|a| a.port()), c.metrics), (Some(9090), false));
+        for bad in ["8080", "localhost:8080", "0.0.0.0", "0.0.0.0:http"] {
+            assert!(
+                matches!(
+                    config(&[("SPOT_CLEANUP_FUNCTION", "f"), ("SPOT_AGENT_LISTEN_ADDRESS", bad)]),
+                    Err(ConfigError::Invalid {
+                        name: "SPOT_AGENT_LISTEN_ADDRESS",
+                        ..
+                    })
+                ),
+                "{bad:?} is refused"
+            );
+        }
+        assert!(matches!(
+            config(&[("SPOT_CLEANUP_FUNCTION", "f"), ("SPOT_AGENT_METRICS", "yes")]),
+            Err(ConfigError::Invalid {
+                name: "SPOT_AGENT_METRICS",
+                ..
+            })
+        ));
+        assert!(matches!(
+            config(&[("SPOT_CLEANUP_FUNCTION", "f"), ("SPOT_AGENT_METRICS", "true")]),
+            Err(ConfigError::Missing {
+                name: "SPOT_AGENT_LISTEN_ADDRESS",
+                ..
+            })
+        ));
     }
 
     #[test]

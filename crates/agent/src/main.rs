@@ -7,18 +7,27 @@
 //! checks. The payload is `spot_cleanup_input::AgentPayload`, the type the function parses it with. On Kubernetes
 //! (`NODE_NAME` set), `node` labels the agent's own Node out of the external load balancers on a notice, and removes
 //! that label when the node comes back.
+//!
+//! The loop reports each round to `health` and counts notices and deliveries in `metrics`; `serve` answers the
+//! probes and `/metrics` from them, when `SPOT_AGENT_LISTEN_ADDRESS` is set.
 
 mod config;
+mod health;
 mod identity;
 mod imds;
 mod invoke;
+mod metrics;
 mod node;
 mod notice;
+mod serve;
 mod watch;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use config::AgentConfig;
+use health::Health;
+use metrics::Metrics;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -30,7 +39,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match watch::run(config).await {
+    let health = Arc::new(Health::new());
+    let metrics = Arc::new(Metrics::default());
+    if let Some(address) = config.listen {
+        let routes = serve::Routes {
+            health: health.clone(),
+            metrics: config.metrics.then(|| metrics.clone()),
+        };
+        match serve::start(address, routes).await {
+            Ok(bound) => tracing::info!(address = %bound, metrics = config.metrics, "serving the probes"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot run");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match watch::run(config, health, metrics).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "cannot run");

@@ -2,6 +2,7 @@
 //! label the node out of the load balancers), and stop cleanly on SIGTERM or SIGINT.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,9 +12,11 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::AgentConfig;
+use crate::health::Health;
 use crate::identity::{self, Identity};
 use crate::imds::{Metadata, MetadataError};
 use crate::invoke::{Delivery, Invoker};
+use crate::metrics::Metrics;
 use crate::node;
 use crate::notice::{self, Notice, NoticeError, NoticeKey};
 
@@ -75,11 +78,19 @@ impl FailureLog {
         }
         *self = Self::default();
     }
+
+    /// Tell the probes and the metrics how the round that just ended went.
+    fn report(&self, health: &Health, metrics: &Metrics) {
+        health.round_ended(self.streak == 0);
+        if self.streak > 0 {
+            metrics.metadata_failed();
+        }
+    }
 }
 
 /// Watch until SIGTERM or SIGINT. Only a failure to listen for signals ends it early: everything else is logged and
 /// retried on the next round.
-pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+pub async fn run(config: AgentConfig, health: Arc<Health>, metrics: Arc<Metrics>) -> Result<(), AgentError> {
     let mut shutdown = Shutdown::listen()?;
     let mut metadata = Metadata::new();
     let mut failures = FailureLog::default();
@@ -93,7 +104,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
                 return Ok(());
             }
             _ = rounds.tick() => {
-                if let Some(identity) = read_identity(&mut metadata, &mut failures).await {
+                let identity = read_identity(&mut metadata, &mut failures).await;
+                failures.report(&health, &metrics);
+                if let Some(identity) = identity {
                     break identity;
                 }
             }
@@ -107,6 +120,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             .ok(),
         None => None,
     };
+    health.watching();
     tracing::info!(
         instance_id = %identity.instance_id,
         region = %identity.region,
@@ -126,6 +140,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             why = shutdown.requested() => break why,
             _ = rounds.tick() => {
                 let fresh = watcher.round(&mut metadata, &mut failures).await;
+                failures.report(&health, &metrics);
                 for notice in &fresh {
                     if let Some(node) = node.as_ref().filter(|_| excludes_node(notice.action)) {
                         deliveries.spawn(exclude(node.clone(), notice.deadline));
@@ -138,7 +153,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
                     deliveries.spawn(release(node));
                 }
                 for notice in fresh {
-                    deliveries.spawn(deliver(invoker.clone(), identity.clone(), notice));
+                    metrics.notice(notice.action);
+                    deliveries.spawn(deliver(invoker.clone(), identity.clone(), notice, metrics.clone()));
                 }
             }
             Some(_) = deliveries.join_next() => {}
@@ -270,7 +286,7 @@ async fn release(node: node::NodeLabel) {
     .await;
 }
 
-async fn deliver(invoker: Invoker, identity: Identity, notice: Notice) {
+async fn deliver(invoker: Invoker, identity: Identity, notice: Notice, metrics: Arc<Metrics>) {
     let payload = notice::payload(&identity, &notice);
     let body = serde_json::to_vec(&payload).expect("the payload is plain strings");
     tracing::info!(
@@ -280,7 +296,9 @@ async fn deliver(invoker: Invoker, identity: Identity, notice: Notice) {
         deadline = %notice.deadline.to_rfc3339(),
         "notice; invoking the cleanup function"
     );
-    match invoker.deliver(&body, notice.deadline).await {
+    let delivery = invoker.deliver(&body, notice.deadline).await;
+    metrics.delivered(&delivery);
+    match delivery {
         Delivery::Accepted { attempts } => tracing::info!(
             instance_id = %identity.instance_id,
             action = ?notice.action,

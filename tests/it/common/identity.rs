@@ -26,7 +26,7 @@ impl Signer {
             .args(["-days", "1", "-subj", "/CN=test identity certificate"])
             .stderr(std::process::Stdio::null())
             .status()
-            .expect("openssl runs (scripts/setup installs it)");
+            .expect("openssl runs (scripts/setup test installs it)");
         assert!(status.success());
         let cert_pem = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
         Signer { dir, cert_pem }

@@ -29,12 +29,12 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The project venv's binaries, installed by `scripts/setup`.
+/// The project venv's binaries, installed by `scripts/setup test`.
 pub fn venv_bin(name: &str) -> PathBuf {
     let path = repo_root().join(".venv/bin").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run scripts/setup (scripts/test does it for you)",
+        "{} is missing: run scripts/setup test (scripts/test does it for you)",
         path.display()
     );
     path

@@ -3,9 +3,11 @@
 //! the function exactly once with the signed identity, survives bad metadata and a failing Lambda, and exits 0 on
 //! SIGTERM and SIGINT. On Kubernetes (`NODE_NAME`, and a stub API server through `KUBECONFIG`), it labels its own Node
 //! out of the external load balancers on a notice, once, and removes only its own label when the node comes back.
+//! `probes` covers its listener: the probes and the metrics.
 
 mod imds;
 mod kubernetes;
+mod probes;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
