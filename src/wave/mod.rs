@@ -82,11 +82,13 @@ impl Wave {
         let (to, from) = oneshot::channel();
         let own = Own::new(&members, to);
         let roster = self.roster.as_ref().filter(|_| !dry_run);
+        // Driving is the largest future of a cleanup: it is kept on the heap, so that an invocation's future stays
+        // small wherever it is polled (two handlers joined side by side on a test thread's stack overflowed it).
         let driving = async move {
             let mut own = own;
             match roster {
-                Some(roster) => self.together(tools, roster, members, &mut own, deadline).await,
-                None => alone(tools, members, &mut own, dry_run, deadline).await,
+                Some(roster) => Box::pin(self.together(tools, roster, members, &mut own, deadline)).await,
+                None => Box::pin(alone(tools, members, &mut own, dry_run, deadline)).await,
             }
         };
         let answers = async move { from.await.unwrap_or_default() };
