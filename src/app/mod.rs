@@ -66,8 +66,9 @@ impl Place {
         )));
         let refresh_rate = config.refresh_concurrency as u32;
         let roster = table.as_ref().map(|table| Roster {
-            dynamodb: clients.dynamodb.clone(),
+            dynamodb: clients.roster.clone(),
             table: table.clone(),
+            table_breaker: clients.table_breaker.clone(),
         });
         Place {
             table,

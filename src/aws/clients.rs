@@ -1,6 +1,7 @@
 //! The AWS clients, built once at init and shared by reference across invocations, each with its retry policy
 //! (`retry::Policy`), the pacing of its action classes (`paced`), and for the dependencies off the safety path a
-//! breaker (`breaker`).
+//! breaker (`breaker`). The table has two clients: one as a dependency (the claim, the index), and one for the wave's
+//! roster, whose calls coordinate the cleanups of a wave and are not given up like a dependency's.
 
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub struct Clients {
     pub sns: aws_sdk_sns::Client,
     /// The registration index's table; unused when the index is off.
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The same table for the wave's roster (`Policy::COORDINATION`): no breaker.
+    pub roster: aws_sdk_dynamodb::Client,
+    /// Whether `dynamodb`'s breaker has opened in this invocation: a cleanup then does not join a wave.
+    pub table_breaker: Breaker,
     /// The records' HMAC key (`RECORD_KEY_ID`); unused without one.
     pub kms: aws_sdk_kms::Client,
     /// The invocation every client's retries and breakers go by; the handler begins each one.
@@ -114,8 +119,10 @@ impl Clients {
         );
         let autoscaling = configured!(aws_sdk_autoscaling, shared, http, Policy::AUTOSCALING, budget, None);
         let sns = configured!(aws_sdk_sns, shared, http, Policy::SNS, budget, None);
+        let table_breaker = Breaker::new("DynamoDB", budget);
         let dynamodb = configured!(aws_sdk_dynamodb, shared, http, Policy::DYNAMODB, budget, None)
-            .interceptor(Breaker::new("DynamoDB", budget));
+            .interceptor(table_breaker.clone());
+        let roster = configured!(aws_sdk_dynamodb, shared, http, Policy::COORDINATION, budget, None);
         let kms =
             configured!(aws_sdk_kms, shared, http, Policy::KMS, budget, None).interceptor(Breaker::new("KMS", budget));
         Clients {
@@ -124,6 +131,8 @@ impl Clients {
             ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
             sns: aws_sdk_sns::Client::from_conf(sns.build()),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            roster: aws_sdk_dynamodb::Client::from_conf(roster.build()),
+            table_breaker,
             kms: aws_sdk_kms::Client::from_conf(kms.build()),
             budget: budget.clone(),
             elb_budget,

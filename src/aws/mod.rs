@@ -11,6 +11,7 @@ pub mod paced;
 pub mod retry;
 
 pub use bounded::{bounded_all, join_all};
+pub use breaker::Breaker;
 pub use bucket::{Bucket, Priority};
 pub use clients::{Clients, load_shared};
 pub use error::CallError;

@@ -10,7 +10,9 @@
 //! action class.
 //!
 //! The dependencies off the safety path (DynamoDB, KMS, SNS) get a few quick attempts instead, and a `Breaker`: the
-//! deregistration and the quarantine must never wait on them.
+//! deregistration and the quarantine must never wait on them. The wave's roster is on the table too, but it is how the
+//! cleanups of a wave share one driver, so it is not given up like a dependency: its calls are retried until the
+//! deadline, and an attempt may take as long as a loaded table takes (`Policy::COORDINATION`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,8 @@ const SAFETY_RESERVE: Duration = Duration::from_secs(5);
 /// A healthy DynamoDB or KMS answers in milliseconds. One that takes longer than this is treated as down for the rest
 /// of the invocation (`Breaker`).
 const DEPENDENCY_ATTEMPT: Duration = Duration::from_secs(1);
+/// The wave's roster calls wait for a table this slow: a wave of cleanups at once is what loads it.
+const COORDINATION_ATTEMPT: Duration = Duration::from_secs(5);
 
 impl Policy {
     /// ELB: deregistration, and every read that finds and checks registrations.
@@ -59,6 +63,15 @@ impl Policy {
     pub const AUTOSCALING: Policy = Policy::safety("spot-cleanup-autoscaling");
     /// The claim, the index and the shared sweep's board: each falls back without it.
     pub const DYNAMODB: Policy = Policy::dependency("spot-cleanup-dynamodb", DEPENDENCY_ATTEMPT);
+    /// The wave's roster, once a cleanup is on it: the others wait for its driver's answers, and a driver that cannot
+    /// read or write the roster would leave them waiting, or drive alone into the retry storm the wave prevents. Its
+    /// calls are retried until the deadline, each attempt may take `COORDINATION_ATTEMPT`, and no breaker stops them.
+    pub const COORDINATION: Policy = Policy {
+        partition: "spot-cleanup-wave",
+        max_attempts: 1_000,
+        attempt_timeout: COORDINATION_ATTEMPT,
+        reserve: SAFETY_RESERVE,
+    };
     /// The records' signatures: a record left unsigned is reported, the quarantine goes ahead.
     pub const KMS: Policy = Policy::dependency("spot-cleanup-kms", DEPENDENCY_ATTEMPT);
     /// The summaries, at the end: a failed publish ends the invocation in error, so it is retried.

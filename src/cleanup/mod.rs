@@ -302,6 +302,7 @@ mod tests {
                 &self.describe_network_interfaces,
             ]);
             ec2_rules.extend(self.writes.rules());
+            let budget = crate::aws::CallBudget::default();
             let clients = Clients {
                 elb: elb_client(&elb_rules),
                 ec2: ec2_client(&ec2_rules),
@@ -310,9 +311,11 @@ mod tests {
                 autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, Vec::<&Rule>::new()),
                 // The registration index is off in these tests, so nothing asks DynamoDB.
                 dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, Vec::<&Rule>::new()),
+                roster: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, Vec::<&Rule>::new()),
+                table_breaker: crate::aws::Breaker::new("DynamoDB", &budget),
                 // No record key is configured here, so nothing is signed.
                 kms: mock_client!(aws_sdk_kms, RuleMode::MatchAny, Vec::<&Rule>::new()),
-                budget: Default::default(),
+                budget,
                 elb_budget: ElbBudget::unlimited(),
             };
             App::new(config, clients)

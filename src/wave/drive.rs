@@ -28,6 +28,8 @@ use crate::steps::{deregister, verify};
 
 /// How often a driver with a table looks for members that joined.
 pub const INTAKE_EVERY: Duration = Duration::from_millis(250);
+/// How long a driver waits before it writes again an answer whose write failed.
+const ANSWER_AGAIN_AFTER: Duration = Duration::from_millis(250);
 
 /// What the driver calls with.
 pub struct Tools<'a> {
@@ -228,7 +230,7 @@ impl Driver<'_, '_> {
             self.nobody_new = false;
         }
         for (member, deregistration) in answered {
-            deliver(&mut self.tasks, own, self.wheel, member, deregistration);
+            deliver(&mut self.tasks, own, self.wheel, member, deregistration, self.deadline);
         }
     }
 
@@ -312,20 +314,31 @@ impl Driver<'_, '_> {
     }
 }
 
+/// Give a member its answer: this cleanup's own here, another's through the table, where that cleanup looks for it.
+/// A write that fails is made again until the deadline: the other cleanup waits for nothing else.
 fn deliver(
     tasks: &mut JoinSet<Event>,
     own: &mut Own,
     wheel: Option<&Wheel<'_>>,
     member: Member,
     deregistration: Deregistration,
+    deadline: Deadline,
 ) {
     let mine = own.is_own(&member);
     if let Some(wheel) = wheel {
         let roster = wheel.roster.clone();
         let (member, answer) = (member.clone(), (!mine).then(|| deregistration.clone()));
         tasks.spawn(async move {
-            if let Err(error) = roster.answer(&member, answer.as_ref()).await {
-                tracing::warn!(instance = %member.instance.id, %error, "wave: the answer was not written");
+            loop {
+                let Err(error) = roster.answer(&member, answer.as_ref()).await else {
+                    break;
+                };
+                if !deadline.within(ANSWER_AGAIN_AFTER) {
+                    tracing::warn!(instance = %member.instance.id, %error, "wave: the answer was not written");
+                    break;
+                }
+                tracing::warn!(instance = %member.instance.id, %error, "wave: the answer was not written; writing it again");
+                tokio::time::sleep(ANSWER_AGAIN_AFTER).await;
             }
             Event::Written
         });

@@ -41,6 +41,9 @@ use crate::instance::Instance;
 
 /// How often a member waiting for another cleanup's driver looks for its answer.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// A table that has not taken a cleanup's members in, and answered its first try for the wheel, within this is taken
+/// for down: the cleanup drives alone, as without a table. A table loaded by a wave answers in a few seconds at worst.
+const JOIN_WITHIN: Duration = Duration::from_secs(10);
 
 /// One place's wave: shared through the table when there is one.
 pub struct Wave {
@@ -79,11 +82,13 @@ impl Wave {
         let (to, from) = oneshot::channel();
         let own = Own::new(&members, to);
         let roster = self.roster.as_ref().filter(|_| !dry_run);
+        // Driving is the largest future of a cleanup: it is kept on the heap, so that an invocation's future stays
+        // small wherever it is polled (two handlers joined side by side on a test thread's stack overflowed it).
         let driving = async move {
             let mut own = own;
             match roster {
-                Some(roster) => self.together(tools, roster, members, &mut own, deadline).await,
-                None => alone(tools, members, &mut own, dry_run, deadline).await,
+                Some(roster) => Box::pin(self.together(tools, roster, members, &mut own, deadline)).await,
+                None => Box::pin(alone(tools, members, &mut own, dry_run, deadline)).await,
             }
         };
         let answers = async move { from.await.unwrap_or_default() };
@@ -91,6 +96,12 @@ impl Wave {
     }
 
     /// Post the members, then drive or wait for the driver, until they are answered.
+    ///
+    /// Joining (the post and the first try for the wheel) is where a table that cannot be used is found: already known
+    /// down in this invocation, answering with an error, or not within `JOIN_WITHIN`. The cleanup then drives alone, as
+    /// it would without a table. Once on the roster it relies on it: a failed look or try for the wheel is tried again
+    /// until the deadline, never answered by driving alone (twenty cleanups each on its own are the retry storm the
+    /// wave exists to prevent).
     async fn together(
         &self,
         tools: &Tools<'_>,
@@ -99,59 +110,101 @@ impl Wave {
         own: &mut Own,
         deadline: Deadline,
     ) {
-        if let Err(error) = roster.post(&members).await {
-            tracing::warn!(%error, "wave: the roster could not be used, driving alone");
+        if let Some(why) = roster.down_because() {
+            tracing::warn!(reason = why.as_str(), "wave: the table is down, driving alone");
             return alone(tools, members, own, false, deadline).await;
         }
+        let mut token = crate::table::unique_token();
+        let joining = async {
+            roster.post(&members).await?;
+            roster.take(&token, lease_until(self.lease, deadline)).await
+        };
+        let mut taken = match within(JOIN_WITHIN.min(deadline.left().unwrap_or(JOIN_WITHIN)), joining).await {
+            Some(Ok(taken)) => taken,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "wave: the roster could not be used, driving alone");
+                return alone(tools, members, own, false, deadline).await;
+            }
+            None => {
+                tracing::warn!(within = ?JOIN_WITHIN, "wave: the table did not take the members in, driving alone");
+                return alone(tools, members, own, false, deadline).await;
+            }
+        };
         loop {
-            let token = crate::table::unique_token();
-            match roster.take(&token, lease_until(self.lease, deadline)).await {
-                Ok(true) => {
-                    tracing::info!("wave: driving");
-                    let mut state = State::new(false);
-                    let now = tokio::time::Instant::now();
-                    members.iter().for_each(|m| state.join(m.clone(), now));
-                    let wheel = Wheel {
-                        roster,
-                        token,
-                        lease: self.lease,
-                    };
-                    drive(tools, &mut state, own, Some(&wheel), deadline).await;
-                    return;
-                }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "wave: the wheel could not be taken, driving alone");
-                    let waiting: Vec<Member> = members.into_iter().filter(|m| !own.is_answered_for(m)).collect();
-                    return alone(tools, waiting, own, false, deadline).await;
-                }
+            if taken {
+                tracing::info!("wave: driving");
+                let mut state = State::new(false);
+                let now = tokio::time::Instant::now();
+                members
+                    .iter()
+                    .filter(|m| !own.is_answered_for(m))
+                    .for_each(|m| state.join(m.clone(), now));
+                let wheel = Wheel {
+                    roster,
+                    token,
+                    lease: self.lease,
+                };
+                drive(tools, &mut state, own, Some(&wheel), deadline).await;
+                return;
             }
             // Somebody drives: wait for the answers, and take the wheel over if the driver stops.
-            loop {
-                match roster.look(&own.waiting()).await {
-                    Ok(look) => {
-                        for (id, deregistration) in look.answers {
-                            own.take(id, deregistration.into_shared());
-                        }
-                        if own.is_answered() {
-                            return;
-                        }
-                        if !look.driven {
-                            break;
-                        }
-                    }
-                    // Not driving alone: twenty cleanups each on its own are the storm the wave exists to prevent.
-                    Err(error) => tracing::warn!(%error, "wave: the answers could not be read"),
-                }
-                if !deadline.within(LOOK_EVERY) {
-                    for (id, _) in own.waiting() {
-                        own.take(id, Deregistration::unanswered());
-                    }
-                    return;
-                }
-                tokio::time::sleep(LOOK_EVERY).await;
+            if !self.wait(roster, own, deadline).await {
+                return;
             }
+            token = crate::table::unique_token();
+            taken = match within_deadline(deadline, roster.take(&token, lease_until(self.lease, deadline))).await {
+                Some(Ok(taken)) => taken,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "wave: the wheel could not be taken; looking again");
+                    false
+                }
+                None => false,
+            };
         }
+    }
+
+    /// Look for the answers every `LOOK_EVERY` until they are all in (false), or until nobody drives (true: the wheel
+    /// is free to take). At the deadline, whoever is still waiting is answered as unanswered (false).
+    async fn wait(&self, roster: &Roster, own: &mut Own, deadline: Deadline) -> bool {
+        loop {
+            match within_deadline(deadline, roster.look(&own.waiting())).await {
+                Some(Ok(look)) => {
+                    for (id, deregistration) in look.answers {
+                        own.take(id, deregistration.into_shared());
+                    }
+                    if own.is_answered() {
+                        return false;
+                    }
+                    if !look.driven {
+                        return true;
+                    }
+                }
+                // The roster is looked at again: a table slow or failing for a while does not end the wait.
+                Some(Err(error)) => tracing::warn!(%error, "wave: the answers could not be read"),
+                None => {}
+            }
+            if !deadline.within(LOOK_EVERY) {
+                for (id, _) in own.waiting() {
+                    own.take(id, Deregistration::unanswered());
+                }
+                return false;
+            }
+            tokio::time::sleep(LOOK_EVERY).await;
+        }
+    }
+}
+
+/// `work`'s output, unless `limit` passes first.
+async fn within<F: Future>(limit: Duration, work: F) -> Option<F::Output> {
+    tokio::time::timeout(limit, work).await.ok()
+}
+
+/// `work`'s output, unless the deadline's stop comes first: a roster call waiting on a slow table never holds the
+/// invocation past it.
+async fn within_deadline<F: Future>(deadline: Deadline, work: F) -> Option<F::Output> {
+    match deadline.left() {
+        Some(left) => within(left, work).await,
+        None => Some(work.await),
     }
 }
 

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::deregistration::Deregistration;
 use super::state::Member;
-use crate::aws::CallError;
+use crate::aws::{Breaker, CallError};
 use crate::input::InstanceId;
 use crate::store;
 use crate::table::{Item, ItemError, WAVE_PK, expires_from, s, stamp, text, time};
@@ -27,8 +27,12 @@ const ANSWER_PREFIX: &str = "answer#";
 /// One table's wave.
 #[derive(Clone, Debug)]
 pub struct Roster {
+    /// The table's client for coordination (`Policy::COORDINATION`): retried until the deadline, no breaker.
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub table: String,
+    /// The breaker of the table's client as a dependency (the claim, the index): once it has opened in this
+    /// invocation, the table is taken for down and a cleanup does not join a wave.
+    pub table_breaker: Breaker,
 }
 
 /// What a waiting member learns when it looks.
@@ -49,6 +53,12 @@ pub enum RosterError {
 }
 
 impl Roster {
+    /// Why the table is taken for down in this invocation, if it is: a call of the claim or the index failed for want
+    /// of it.
+    pub fn down_because(&self) -> Option<String> {
+        self.table_breaker.opened_because()
+    }
+
     /// Put the members on the roster, for whoever drives.
     pub async fn post(&self, members: &[Member]) -> Result<(), CallError> {
         let now = Utc::now();

@@ -497,3 +497,99 @@ async fn a_target_registered_with_zone_all_is_deregistered_with_zone_all() {
         ]
     );
 }
+
+/// A driver whose write of another cleanup's answer fails writes it again: that cleanup waits for nothing else. The
+/// table, scripted: this cleanup posts itself and takes the wheel; its first look at the roster finds another member
+/// posted (the neighbour, another cleanup's); the first write of that member's answer fails.
+#[tokio::test]
+async fn a_driver_writes_again_an_answer_whose_write_failed() {
+    use aws_sdk_dynamodb::operation::batch_write_item::{BatchWriteItemError, BatchWriteItemOutput};
+    use aws_sdk_dynamodb::types::error::ResourceNotFoundException;
+    use aws_smithy_mocks::{RuleMode, mock_client};
+
+    use crate::table::{Item, WAVE_PK, s, stamp};
+
+    let other = instance(NEIGHBOUR, &[]);
+    let posted = Item::from([
+        ("pk".to_owned(), s(WAVE_PK)),
+        ("sk".to_owned(), s(format!("member#{NEIGHBOUR}"))),
+        ("token".to_owned(), s("another-cleanup")),
+        ("since".to_owned(), s(stamp(chrono::Utc::now()))),
+        ("instance".to_owned(), s(serde_json::to_string(&other).unwrap())),
+    ]);
+    let roster_read = mock!(aws_sdk_dynamodb::Client::query)
+        .sequence()
+        .output(move || {
+            aws_sdk_dynamodb::operation::query::QueryOutput::builder()
+                .items(posted.clone())
+                .build()
+        })
+        .output(|| aws_sdk_dynamodb::operation::query::QueryOutput::builder().build())
+        .repeatedly()
+        .build();
+    let is_answer = |r: &aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemInput| {
+        let requests = r.request_items().into_iter().flat_map(|items| items.values()).flatten();
+        requests
+            .filter_map(|w| w.put_request())
+            .any(|p| p.item().get("sk").and_then(|sk| sk.as_s().ok()) == Some(&format!("answer#{NEIGHBOUR}")))
+    };
+    let answer_written = mock!(aws_sdk_dynamodb::Client::batch_write_item)
+        .match_requests(is_answer)
+        .sequence()
+        .error(|| BatchWriteItemError::ResourceNotFoundException(ResourceNotFoundException::builder().build()))
+        .output(|| BatchWriteItemOutput::builder().build())
+        .repeatedly()
+        .build();
+    let other_writes =
+        mock!(aws_sdk_dynamodb::Client::batch_write_item).then_output(|| BatchWriteItemOutput::builder().build());
+    let wheel_taken = mock!(aws_sdk_dynamodb::Client::put_item)
+        .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
+    let renewed = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_output(|| aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build());
+    let released = mock!(aws_sdk_dynamodb::Client::delete_item)
+        .then_output(|| aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput::builder().build());
+    let dynamodb = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        &[
+            &roster_read,
+            &answer_written,
+            &other_writes,
+            &wheel_taken,
+            &renewed,
+            &released
+        ]
+    );
+    let budget = crate::aws::CallBudget::default();
+    let roster = Roster {
+        dynamodb,
+        table: "spot-cleanup".into(),
+        table_breaker: crate::aws::Breaker::new("DynamoDB", &budget),
+    };
+    let listing = listing(vec![target_group("web", TargetTypeEnum::Instance, VPC)]);
+    let nobody_there = health_of("web", vec![]);
+    let elb = elb_client(&[&listing, &nobody_there]);
+    let elb_budget = ElbBudget::unlimited();
+    let tools = Tools {
+        elb: &elb,
+        budget: &elb_budget,
+        fast_locators: &[],
+        concurrency: 10,
+    };
+    let wave = Wave::new(Some(roster), Duration::from_secs(15));
+
+    let (driving, answers) = wave.serve(
+        &tools,
+        vec![instance(INSTANCE, &[])],
+        false,
+        Deadline::after(Duration::from_secs(30)),
+    );
+    let ((), answers) = tokio::join!(driving, answers);
+
+    assert!(answers[&id(INSTANCE)].targets.is_empty());
+    assert_eq!(
+        answer_written.num_calls(),
+        2,
+        "the neighbour's answer: the failed write, then the one that went through"
+    );
+}

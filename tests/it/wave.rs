@@ -4,7 +4,7 @@
 //! (it finds, deregisters with one call per group for everyone, and checks) and the others wait for their answers;
 //! each summary says how its registrations were found.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use lambda_runtime::{Context, LambdaEvent};
 use spot_cleanup::{App, Clients, Summary, handle};
@@ -23,20 +23,37 @@ fn sweep_reads(calls: &[crate::common::proxy::Call]) -> usize {
         .count()
 }
 
+/// How the wave is delivered and what AWS does meanwhile.
+#[derive(Clone, Copy, Default)]
+struct Conditions {
+    /// AWS's documented ELB and EC2 buckets, metered by the proxy.
+    metered: bool,
+    /// These calls of the table answer only after this, once the index is refreshed; with it, each invocation has a
+    /// deadline (`DEADLINE`), which a follower never answered would run into.
+    slow_table: Option<(Duration, &'static [&'static str])>,
+}
+
+/// An invocation's time under a slow table: shorter than the template's, so that a wave stuck waiting fails soon.
+const DEADLINE: Duration = Duration::from_secs(60);
+
 async fn wave(spot: usize, table: Option<&str>) -> (Vec<Summary>, usize, usize) {
-    let (summaries, calls, groups) = wave_with(spot, table, false).await;
+    let (summaries, calls, groups) = wave_with(spot, table, Conditions::default()).await;
     (summaries, sweep_reads(&calls), groups)
 }
 
 /// A wave with the table and the index refreshed, behind AWS's documented buckets.
 async fn wave_metered(spot: usize) -> (Vec<Summary>, Vec<crate::common::proxy::Call>, usize) {
-    wave_with(spot, Some(TABLE), true).await
+    let metered = Conditions {
+        metered: true,
+        ..Conditions::default()
+    };
+    wave_with(spot, Some(TABLE), metered).await
 }
 
 async fn wave_with(
     spot: usize,
     table: Option<&str>,
-    metered: bool,
+    conditions: Conditions,
 ) -> (Vec<Summary>, Vec<crate::common::proxy::Call>, usize) {
     let moto = Moto::start();
     let direct = moto.sdk_config().await;
@@ -62,13 +79,22 @@ async fn wave_with(
     }
     let before = fleet.registrations().await;
     proxy.calls.clear();
-    if metered {
+    if conditions.metered {
         proxy.meter_aws_buckets();
+    }
+    let mut context = Context::default();
+    if let Some((by, actions)) = conditions.slow_table {
+        for action in actions {
+            proxy.slow_down(action, by);
+        }
+        let end = SystemTime::now() + DEADLINE;
+        context.deadline = end.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
     }
 
     let answers = futures_join(apps.iter().zip(&fleet.spot).map(|(app, node)| {
         let event = common::event_for("spot-interruption-terminate.json", &node.id);
-        async move { handle(app, LambdaEvent::new(event, Context::default())).await }
+        let context = context.clone();
+        async move { handle(app, LambdaEvent::new(event, context)).await }
     }))
     .await;
 
@@ -165,4 +191,43 @@ async fn six_interruptions_at_once_stay_inside_the_accounts_buckets() {
     let reads = sweep_reads(&calls);
     assert!(reads <= 2 * groups, "{reads} reads of {groups} groups");
     assert_eq!(summaries.len(), 6);
+}
+
+/// The table's reads: the index's and the roster's queries (Query), and the followers' looks (BatchGetItem).
+const TABLE_READS: &[&str] = &["Query", "BatchGetItem"];
+/// The batched writes too: the posts on the roster, and the driver's answers (BatchWriteItem). The claim's and the
+/// wheel's single-item writes stay quick.
+const TABLE_READS_AND_WRITES: &[&str] = &["Query", "BatchGetItem", "BatchWriteItem"];
+
+/// The same wave while the table answers slower than a dependency's attempt may take (`calls` of it, 1.5 s each):
+/// the index's query is given up, and DynamoDB is treated as unavailable for the rest of the invocation. The roster
+/// is the wave's coordination, not a dependency, so it waits for the table's answers: one driver still serves all
+/// four, every follower gets its answer, and nobody drives alone.
+async fn a_slow_table_still_coordinates_the_wave(calls: &'static [&'static str]) {
+    let slow = Conditions {
+        metered: true,
+        slow_table: Some((Duration::from_millis(1500), calls)),
+    };
+    let (summaries, calls, _) = wave_with(4, Some(TABLE), slow).await;
+    let deregistrations = calls.iter().filter(|c| c.action == "DeregisterTargets").count();
+    assert!(
+        deregistrations <= 2 * 3,
+        "{deregistrations} DeregisterTargets for 4 nodes in 3 groups each: some drove alone"
+    );
+    let mut swept_by: Vec<&str> = summaries.iter().filter_map(|s| s.swept_by.as_deref()).collect();
+    swept_by.sort();
+    assert_eq!(swept_by, ["shared-sweep", "shared-sweep", "shared-sweep", "sweep"]);
+}
+
+/// The followers' looks and the driver's own index query slower than a dependency's attempt: the looks go on, and
+/// the driver's answers are written, though the table is down for the claim and the index.
+#[tokio::test]
+async fn a_table_slow_to_read_still_answers_every_follower() {
+    a_slow_table_still_coordinates_the_wave(TABLE_READS).await;
+}
+
+/// The posts too: a cleanup joins the wave on a table slower than a dependency's attempt, rather than drive alone.
+#[tokio::test]
+async fn a_table_slow_to_read_and_write_still_takes_every_cleanup_in() {
+    a_slow_table_still_coordinates_the_wave(TABLE_READS_AND_WRITES).await;
 }

@@ -198,17 +198,22 @@ pub fn counted_clients(shared: &SdkConfig) -> (spot_cleanup::Clients, CallCounte
         .config()
         .http_client()
         .expect("the function's clients name their HTTP client");
-    let dynamodb = clients
-        .dynamodb
-        .config()
-        .to_builder()
-        .interceptor(counter.clone())
-        .http_client(OneAtATime {
-            inner,
-            turn: Arc::default(),
-        })
-        .build();
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(dynamodb);
+    // The wave's roster client takes its turns with the other: one table.
+    let turn: Arc<tokio::sync::Mutex<()>> = Arc::default();
+    let one_at_a_time = |client: &aws_sdk_dynamodb::Client| {
+        let config = client
+            .config()
+            .to_builder()
+            .interceptor(counter.clone())
+            .http_client(OneAtATime {
+                inner: inner.clone(),
+                turn: turn.clone(),
+            })
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    };
+    let dynamodb = one_at_a_time(&clients.dynamodb);
+    let roster = one_at_a_time(&clients.roster);
     (
         spot_cleanup::Clients {
             elb,
@@ -216,6 +221,8 @@ pub fn counted_clients(shared: &SdkConfig) -> (spot_cleanup::Clients, CallCounte
             sns,
             autoscaling,
             dynamodb,
+            roster,
+            table_breaker: clients.table_breaker.clone(),
             kms: clients.kms.clone(),
             budget: clients.budget.clone(),
             elb_budget: clients.elb_budget.clone(),
