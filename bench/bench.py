@@ -85,6 +85,9 @@ def parse_args():
                         help="with --budget: leave out the 20-node wave delivered as SQS batches")
     parser.add_argument("--budget-rows", default="lone,issue14",
                         help="with --budget: the other rows to run, comma-separated (lone, issue14)")
+    parser.add_argument("--function-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="with --budget: a setting of the function over the template's (repeatable), e.g. "
+                             "ELB_DESCRIBE_RATE=10")
     parser.add_argument("--bucket-model", default="aws", choices=["aws", "describe"],
                         help="the ELB buckets the proxy meters: AWS's documented ones (account-level plus category; "
                              "the default), or the older Describe*-only bucket")
@@ -112,6 +115,10 @@ def parse_args():
     args.wave_sizes = wave.parse_sizes(args.wave_sizes)
     args.budget_sizes = budget.parse_sizes(args.budget_sizes)
     args.budget_rows = [r.strip() for r in args.budget_rows.split(",") if r.strip()]
+    try:
+        args.function_env = dict(setting.split("=", 1) for setting in args.function_env)
+    except ValueError:
+        parser.error(f"--function-env takes NAME=VALUE: {args.function_env}")
     args.binary = args.binary.resolve()
     args.old_binary = args.old_binary.resolve() if args.old_binary else None
     for binary in (args.binary, args.old_binary):

@@ -64,7 +64,7 @@ def plan(args):
 
 def run_all(root, moto, proxy, log_dir, args):
     started = datetime.datetime.now().isoformat(timespec="seconds")
-    bench = WaveBench(root, moto, proxy, log_dir, args.binary, args.old_binary)
+    bench = WaveBench(root, moto, proxy, log_dir, args.binary, args.old_binary, args.function_env)
     binaries = [("new", args.binary)] + ([("old", args.old_binary)] if args.old_binary else [])
     results = []
     fleets = {}

@@ -73,8 +73,10 @@ def log(message):
 class WaveBench:
     """What every wave run shares: moto, the proxy, the binaries and the log directory."""
 
-    def __init__(self, root, moto, proxy, log_dir, binary, old_binary=None):
+    def __init__(self, root, moto, proxy, log_dir, binary, old_binary=None, extra_env=None):
         self.root, self.moto, self.proxy, self.log_dir = root, moto, proxy, log_dir
+        # Settings given with --function-env, over the template's: e.g. ELB_DESCRIBE_RATE=10.
+        self.extra_env = dict(extra_env or {})
         self.binary, self.old_binary = Path(binary), Path(old_binary) if old_binary else None
         self.tables = 0
 
@@ -103,6 +105,7 @@ class WaveBench:
             "REGISTRATION_INDEX_TABLE": table,
             "RECORD_KEY_ID": key,
             "RUST_LOG": "info",
+            **self.extra_env,
         }
 
     def refresh(self, binary, fleet, table, key):
