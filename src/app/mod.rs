@@ -1,6 +1,9 @@
 //! The composition root: `App` holds the configuration, the clients of this function's own region and account (and,
 //! built on first use, of every other place an event names), the one `Publisher`, and the monitoring step. Only
 //! `main` and the handler see it. It hands each workflow a small context of borrowed handles.
+//!
+//! It is the handler's one door: the handler imports no workflow and no concern, only `App` and the answer types its
+//! methods return, named here (`tests/it/layers.rs` holds that).
 
 mod places;
 mod serve;
@@ -9,7 +12,7 @@ pub mod warm;
 use std::collections::BTreeMap;
 
 use crate::aws::{Bucket, CallBudget, Clients};
-use crate::cleanup::{self, InstanceError, Report};
+use crate::cleanup;
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::input::Request;
@@ -24,6 +27,13 @@ use crate::steps::quarantine::QuarantineGroupCache;
 use crate::steps::records::Signer;
 use crate::wave::{Roster, Wave};
 use places::{PlaceKey, Places};
+
+// What the handler's calls answer with: defined by the workflows and concerns below `App`, named here so that the
+// handler sees them through `App` alone.
+pub(crate) use crate::cleanup::{InstanceError, Report};
+pub(crate) use crate::index::IndexError;
+pub(crate) use crate::trust::Refusal;
+pub(crate) use crate::trust::scope::Home;
 
 /// Everything an invocation needs, built once at init.
 pub struct App {
@@ -164,7 +174,7 @@ impl App {
         }
     }
 
-    pub(crate) fn restore_context(&self) -> restore::Context<'_> {
+    fn restore_context(&self) -> restore::Context<'_> {
         restore::Context {
             clients: &self.home.clients,
             publisher: &self.publisher,

@@ -1,15 +1,43 @@
-//! What the handler asks of the app besides a cleanup: the checks that need no AWS call, the one alert of an
-//! invocation's refusals, a restore sent to the wrong entry point, and the registration index's two workflows wired to this
-//! function's own table, clients and pace.
+//! What the handler asks of the app besides a cleanup: the invocation's start, the checks that need no AWS call, the
+//! one alert of an invocation's refusals, a restore (or one sent to the wrong entry point), and the registration
+//! index's two workflows wired to this function's own table, clients and pace.
 
 use super::App;
 use crate::deadline::Deadline;
 use crate::index::{self, IndexError, RefreshReport, UpdateReport};
-use crate::input::{IndexUpdate, Request, RestoreRequest};
+use crate::input::{IndexUpdate, Invocation, Request, RestoreRequest};
+use crate::restore;
+use crate::summary::RestoreSummary;
 use crate::trust::scope::Home;
 use crate::trust::{self, MisdirectedRestore, Refusal};
 
 impl App {
+    /// Start an invocation: every client retries until its end, and forgets what a breaker learned in the last one.
+    pub(crate) fn begin(&self, deadline: &Deadline) {
+        self.home.clients.budget.begin(deadline.end_left());
+    }
+
+    /// Set aside the requests whose lifecycle hook is another tool's (`LIFECYCLE_HOOK_NAMES`).
+    pub(crate) fn set_aside_other_hooks(&self, invocation: &mut Invocation) {
+        invocation.ignore_requests(|request| self.config.trust.scope.not_our_hook(&request.trigger));
+    }
+
+    /// Where this function runs: the region and account its ARN names (the region falls back to `AWS_REGION`).
+    pub(crate) fn home_of(&self, function_arn: &str) -> Home {
+        Home::from_function_arn(function_arn, &self.config.trust.scope)
+    }
+
+    /// What the agent entry point refuses of a payload that is not a node agent's own request: one refusal per
+    /// instance it names (`trust::at_agent_entry_point`).
+    pub(crate) fn refused_at_agent_entry_point(&self, invocation: &Invocation) -> Vec<Refusal> {
+        trust::at_agent_entry_point(invocation)
+    }
+
+    /// The undo of a cleanup, in the home place; a refusal is published before it is returned.
+    pub(crate) async fn restore(&self, home: &Home, request: &RestoreRequest) -> Result<RestoreSummary, Refusal> {
+        restore::run(&self.restore_context(), home, request).await
+    }
+
     /// The trust checks that need no AWS call. A refusal is returned for the invocation's one alert
     /// (`publish_refusals`).
     pub(crate) fn precheck(&self, home: &Home, request: &Request) -> Result<(), Refusal> {

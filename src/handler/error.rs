@@ -4,11 +4,9 @@
 use lambda_runtime::Diagnostic;
 
 use super::RecordFailure;
-use crate::cleanup::InstanceError;
-use crate::index::IndexError;
+use crate::app::{IndexError, InstanceError, Refusal};
 use crate::input::InputError;
 use crate::summary::{RestoreSummary, Summary};
-use crate::trust::Refusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {

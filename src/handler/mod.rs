@@ -8,15 +8,10 @@ use aws_lambda_events::sqs::SqsBatchResponse;
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 
-use crate::app::App;
-use crate::cleanup::{InstanceError, Report};
+use crate::app::{App, Home, IndexError, InstanceError, Refusal, Report};
 use crate::config::EntryPoint;
 use crate::deadline::Deadline;
-use crate::index::IndexError;
 use crate::input::{BatchRecord, IndexUpdate, Invocation, Message, Request, RestoreRequest, Source, parse_invocation};
-use crate::restore;
-use crate::trust::scope::Home;
-use crate::trust::{self, Refusal};
 pub use error::HandlerError;
 
 /// Handle one invocation. A direct request answers with its summary, or fails when anything is left undone so that
@@ -25,14 +20,14 @@ pub use error::HandlerError;
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
     let deadline = deadline::of(&event.context);
     // Every client retries until this invocation's end, and forgets what a breaker learned in the last one.
-    app.home.clients.budget.begin(deadline.end_left());
+    app.begin(&deadline);
     let mut invocation =
         parse_invocation(&event.payload).inspect_err(|e| tracing::warn!(error = %e, "rejected input"))?;
     invocation.name_events(&event.context.request_id);
     // Another tool's lifecycle hook is none of this function's business: set aside before anything is checked,
     // described, completed or published, on every delivery path.
-    invocation.ignore_requests(|request| app.config.trust.scope.not_our_hook(&request.trigger));
-    let home = Home::from_function_arn(&event.context.invoked_function_arn, &app.config.trust.scope);
+    app.set_aside_other_hooks(&mut invocation);
+    let home = app.home_of(&event.context.invoked_function_arn);
     let mut refusals = Vec::new();
     let answer = match app.config.entry_point {
         EntryPoint::Restore => match invocation {
@@ -88,7 +83,7 @@ async fn agent(
             direct(app, home, request, deadline, refusals).await
         }
         other => {
-            let refused = trust::at_agent_entry_point(&other);
+            let refused = app.refused_at_agent_entry_point(&other);
             let Some(first) = refused.first().cloned() else {
                 let error = HandlerError::AgentEntryPoint;
                 tracing::warn!(error = %error, "rejected input");
@@ -329,7 +324,7 @@ fn not_here(app: &App, request: RestoreRequest, refusals: &mut Vec<Refusal>) -> 
 }
 
 async fn restore(app: &App, home: &Home, request: &RestoreRequest) -> Result<Value, HandlerError> {
-    let summary = restore::run(&app.restore_context(), home, request).await?;
+    let summary = app.restore(home, request).await?;
     if summary.is_complete() {
         Ok(json!({ "restore": summary }))
     } else {

@@ -13,17 +13,19 @@ pub mod template;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
 use tokio::task::JoinSet;
 
 use crate::changes::{HostChange, System};
 use crate::input::{InstanceId, Request};
+pub use datadog::DatadogConfig;
 pub use error::MonitoringError;
 use http::{Answer, HttpClient};
-use mackerel::MackerelAction;
-use secrets::{Secret, SecretClients};
-use template::Template;
+pub use mackerel::MackerelConfig;
+use secrets::{Key, Secret, SecretClients};
+pub use webhook::WebhookConfig;
 
 /// The body a webhook gets when `MONITORING_WEBHOOK_BODY` is not set.
 pub const DEFAULT_WEBHOOK_BODY: &str = r#"{"instance_id": "{{instance_id}}", "action": "{{action}}", "event_id": "{{event_id}}", "terminates_at": "{{terminates_at}}"}"#;
@@ -40,38 +42,69 @@ fn answer_error(answer: Result<Answer, error::HttpError>) -> Result<(), Monitori
     }
 }
 
+/// One monitoring system, with its settings: its secrets as configured (`Secret`), or as read for one invocation
+/// (`Key`). Every list of the systems is this enum, one line per arm.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DatadogConfig {
-    pub api_url: String,
-    pub api_key: Secret,
-    pub application_key: Secret,
+pub enum SystemConfig<S = Secret> {
+    Datadog(DatadogConfig<S>),
+    Mackerel(MackerelConfig<S>),
+    Webhook(WebhookConfig<S>),
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct MackerelConfig {
-    pub api_url: String,
-    pub api_key: Secret,
-    pub action: MackerelAction,
+impl<S> SystemConfig<S> {
+    fn system(&self) -> System {
+        match self {
+            SystemConfig::Datadog(_) => System::Datadog,
+            SystemConfig::Mackerel(_) => System::Mackerel,
+            SystemConfig::Webhook(_) => System::Webhook,
+        }
+    }
+
+    /// What the system is asked to do to the host, as the summary names it.
+    fn action(&self) -> &'static str {
+        match self {
+            SystemConfig::Datadog(_) => "muted",
+            SystemConfig::Mackerel(mackerel) => mackerel.action.as_str(),
+            SystemConfig::Webhook(_) => "notified",
+        }
+    }
+
+    /// The answer for a host this system could not be told about.
+    fn failed(&self, request: &Request, error: &MonitoringError) -> HostChange {
+        HostChange::new(self.system(), request.instance_id.as_str(), self.action(), Err(error))
+    }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct WebhookConfig {
-    pub url: String,
-    pub body: Template,
-    pub headers: Vec<(String, Secret)>,
+impl SystemConfig {
+    /// The system's secrets, read once per invocation whatever the batch size.
+    async fn resolve(&self, secrets: Option<&SecretClients>) -> Result<SystemConfig<Key>, MonitoringError> {
+        Ok(match self {
+            SystemConfig::Datadog(datadog) => SystemConfig::Datadog(datadog.resolve(secrets).await?),
+            SystemConfig::Mackerel(mackerel) => SystemConfig::Mackerel(mackerel.resolve(secrets).await?),
+            SystemConfig::Webhook(webhook) => SystemConfig::Webhook(webhook.resolve(secrets).await?),
+        })
+    }
 }
 
-/// Which systems to tell; each is on when its key (or URL) is set.
+impl SystemConfig<Key> {
+    async fn tell(&self, http: &HttpClient, request: &Request) -> HostChange {
+        match self {
+            SystemConfig::Datadog(datadog) => datadog.mute(http, request).await,
+            SystemConfig::Mackerel(mackerel) => mackerel.disable(http, request).await,
+            SystemConfig::Webhook(webhook) => webhook.notify(http, request).await,
+        }
+    }
+}
+
+/// Which systems to tell, in the order of `System`; each is on when its key (or URL) is set.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MonitoringConfig {
-    pub datadog: Option<DatadogConfig>,
-    pub mackerel: Option<MackerelConfig>,
-    pub webhook: Option<WebhookConfig>,
+    pub systems: Vec<SystemConfig>,
 }
 
 impl MonitoringConfig {
     pub fn is_empty(&self) -> bool {
-        self.datadog.is_none() && self.mackerel.is_none() && self.webhook.is_none()
+        self.systems.is_empty()
     }
 }
 
@@ -105,17 +138,37 @@ impl Monitoring {
         }
         let Some(http) = self.http.clone() else {
             for request in &requests {
-                changes
-                    .entry(request.instance_id.clone())
-                    .or_default()
-                    .extend(self.all_failed(request, &MonitoringError::NoHttps));
+                let failed = self
+                    .config
+                    .systems
+                    .iter()
+                    .map(|s| s.failed(request, &MonitoringError::NoHttps));
+                changes.entry(request.instance_id.clone()).or_default().extend(failed);
             }
             return changes;
         };
-        let keys = self.resolve_secrets().await;
+        let mut ready = Vec::new();
+        for system in &self.config.systems {
+            ready.push(
+                system
+                    .resolve(self.secrets.as_ref())
+                    .await
+                    .map_err(|e| (system.clone(), e)),
+            );
+        }
+        let ready = Arc::new(ready);
         let mut calls = JoinSet::new();
         for request in requests {
-            self.spawn_calls(&mut calls, &http, &keys, &request);
+            for at in 0..ready.len() {
+                let (ready, http, request) = (ready.clone(), http.clone(), request.clone());
+                calls.spawn(async move {
+                    let change = match &ready[at] {
+                        Ok(system) => system.tell(&http, &request).await,
+                        Err((system, error)) => system.failed(&request, error),
+                    };
+                    (request.instance_id, change)
+                });
+            }
         }
         while let Some(done) = calls.join_next().await {
             match done {
@@ -139,137 +192,18 @@ impl Monitoring {
         }
         changes
     }
-
-    /// One call per configured system for one instance, each in a task of its own.
-    fn spawn_calls(
-        &self,
-        calls: &mut JoinSet<(InstanceId, HostChange)>,
-        http: &HttpClient,
-        keys: &ResolvedSecrets,
-        request: &Request,
-    ) {
-        let fields = fields(request);
-        let host = request.instance_id.to_string();
-        let id = request.instance_id.clone();
-        let terminates_at = request.trigger.terminates_at(Utc::now()).unwrap_or_else(Utc::now);
-        if let Some(datadog) = &self.config.datadog {
-            let (http, url, keys) = (http.clone(), datadog.api_url.clone(), keys.datadog.clone());
-            let (host, action, id) = (host.clone(), fields["action"].clone(), id.clone());
-            calls.spawn(async move {
-                let change = match keys {
-                    Ok((api, application)) => {
-                        let keys = datadog::Keys { api, application };
-                        datadog::mute(&http, &url, &keys, &host, &action, terminates_at).await
-                    }
-                    Err(e) => HostChange::new(System::Datadog, &host, "muted", Err(e)),
-                };
-                (id, change)
-            });
-        }
-        if let Some(mackerel) = &self.config.mackerel {
-            let (http, url, key, action) = (
-                http.clone(),
-                mackerel.api_url.clone(),
-                keys.mackerel.clone(),
-                mackerel.action,
-            );
-            let (host, id) = (host.clone(), id.clone());
-            calls.spawn(async move {
-                let change = match key {
-                    Ok(key) => mackerel::disable(&http, &url, &key, &host, action).await,
-                    Err(e) => HostChange::new(System::Mackerel, &host, action.as_str(), Err(e)),
-                };
-                (id, change)
-            });
-        }
-        if let Some(webhook) = &self.config.webhook {
-            let (http, url, body, headers) = (
-                http.clone(),
-                webhook.url.clone(),
-                webhook.body.clone(),
-                keys.webhook_headers.clone(),
-            );
-            calls.spawn(async move {
-                let change = match headers {
-                    Ok(headers) => webhook::notify(&http, &url, &headers, &body, &fields).await,
-                    Err(e) => HostChange::new(System::Webhook, id.as_str(), "notified", Err(e)),
-                };
-                (id, change)
-            });
-        }
-    }
-
-    fn all_failed(&self, request: &Request, error: &MonitoringError) -> Vec<HostChange> {
-        let host = request.instance_id.as_str();
-        let mut out = Vec::new();
-        if self.config.datadog.is_some() {
-            out.push(HostChange::new(System::Datadog, host, "muted", Err(error)));
-        }
-        if let Some(m) = &self.config.mackerel {
-            out.push(HostChange::new(System::Mackerel, host, m.action.as_str(), Err(error)));
-        }
-        if self.config.webhook.is_some() {
-            out.push(HostChange::new(System::Webhook, host, "notified", Err(error)));
-        }
-        out
-    }
-
-    /// Each secret is read once per invocation, whatever the batch size.
-    async fn resolve_secrets(&self) -> ResolvedSecrets {
-        let mut resolved = ResolvedSecrets::default();
-        if let Some(d) = &self.config.datadog {
-            resolved.datadog = match (
-                d.api_key.resolve(self.secrets.as_ref()).await,
-                d.application_key.resolve(self.secrets.as_ref()).await,
-            ) {
-                (Ok(api), Ok(app)) => Ok((api, app)),
-                (Err(e), _) | (_, Err(e)) => Err(e.into()),
-            };
-        }
-        if let Some(m) = &self.config.mackerel {
-            resolved.mackerel = m.api_key.resolve(self.secrets.as_ref()).await.map_err(Into::into);
-        }
-        if let Some(w) = &self.config.webhook {
-            let mut headers = Vec::new();
-            for (name, secret) in &w.headers {
-                match secret.resolve(self.secrets.as_ref()).await {
-                    Ok(value) => headers.push((name.clone(), value)),
-                    Err(e) => {
-                        resolved.webhook_headers = Err(MonitoringError::Header {
-                            name: name.clone(),
-                            error: e,
-                        });
-                        return resolved;
-                    }
-                }
-            }
-            resolved.webhook_headers = Ok(headers);
-        }
-        resolved
-    }
 }
 
-struct ResolvedSecrets {
-    datadog: Result<(String, String), MonitoringError>,
-    mackerel: Result<String, MonitoringError>,
-    webhook_headers: Result<Vec<(String, String)>, MonitoringError>,
-}
-
-impl Default for ResolvedSecrets {
-    fn default() -> Self {
-        Self {
-            datadog: Err(MonitoringError::NotConfigured),
-            mackerel: Err(MonitoringError::NotConfigured),
-            webhook_headers: Err(MonitoringError::NotConfigured),
-        }
-    }
+/// What the notice announces: the trigger's action, `terminate` when it names none.
+fn notice_action(request: &Request) -> &'static str {
+    request.trigger.action.map_or("terminate", |a| a.as_str())
 }
 
 /// The notice's fields, for the webhook template and the systems' messages.
 pub fn fields(request: &Request) -> BTreeMap<&'static str, String> {
     let trigger = &request.trigger;
     let text = |v: Option<String>| v.unwrap_or_default();
-    let action = trigger.action.map_or("terminate", |a| a.as_str()).to_owned();
+    let action = notice_action(request).to_owned();
     let now = Utc::now();
     BTreeMap::from([
         ("instance_id", request.instance_id.to_string()),

@@ -21,6 +21,10 @@ pub enum SecretError {
     SecretEmpty(String),
 }
 
+/// A secret's value, read for one invocation. Not `Debug`, so that it cannot be logged by mistake.
+#[derive(Clone, PartialEq)]
+pub struct Key(pub String);
+
 #[derive(Clone, PartialEq)]
 pub enum Secret {
     Literal(String),

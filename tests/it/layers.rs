@@ -37,6 +37,11 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// Layers whose modules must not import one another.
 const APART: &[&str] = &["workflows"];
 
+/// All the handler may import: `App` (its one door to the workflows and concerns, and the answer types they return),
+/// the wire formats it parses, the entry point it is (config), the invocation's deadline and the summaries it shapes
+/// into an answer. No workflow (cleanup, restore, index) and no concern (trust, steps, ...): those are `App`'s.
+const HANDLER_SEES: &[&str] = &["app", "input", "config", "deadline", "summary"];
+
 /// `crates/input/src`, from the top down; a module imports only from its own layer or the ones below it. Its
 /// `lib.rs` only declares and re-exports, and stands above all of these.
 const INPUT_LAYERS: &[(&str, &[&str])] = &[
@@ -185,11 +190,19 @@ fn graph_of(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     graph
 }
 
-#[test]
-fn every_import_goes_down_and_the_workflows_stand_apart() {
-    let graph = graph();
+/// Every import of the graph that breaks the house rule, in words.
+fn wrong_imports(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     let mut wrong = Vec::new();
-    for (module, edges) in &graph {
+    for target in graph.get("handler").into_iter().flatten() {
+        if !HANDLER_SEES.contains(&target.as_str()) {
+            wrong.push(format!(
+                "handler imports {target}: the handler reaches workflows and concerns through App only (it may \
+                 import {})",
+                HANDLER_SEES.join(", ")
+            ));
+        }
+    }
+    for (module, edges) in graph {
         let Some((depth, layer)) = layer_of(module) else {
             wrong.push(format!("src/{module} is in no layer: add it to LAYERS"));
             continue;
@@ -208,11 +221,32 @@ fn every_import_goes_down_and_the_workflows_stand_apart() {
             }
         }
     }
+    wrong
+}
+
+#[test]
+fn every_import_goes_down_and_the_workflows_stand_apart() {
+    let graph = graph();
+    let wrong = wrong_imports(&graph);
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert!(
         graph.contains_key("cleanup") && graph["cleanup"].contains("steps"),
         "{graph:?}"
     );
+    assert!(graph["handler"].contains("app"), "{graph:?}");
+}
+
+/// The rule fails when it should: a handler that calls a workflow or a concern directly, as it once called
+/// `restore::run` and named `trust::Refusal`, is reported, and only those imports are.
+#[test]
+fn a_handler_that_skips_app_is_reported() {
+    let mut graph = graph();
+    let handler = graph.get_mut("handler").expect("src/handler");
+    handler.extend(["restore", "trust"].map(String::from));
+    let wrong = wrong_imports(&graph);
+    assert_eq!(wrong.len(), 2, "{wrong:#?}");
+    assert!(wrong[0].starts_with("handler imports restore: "), "{wrong:#?}");
+    assert!(wrong[1].starts_with("handler imports trust: "), "{wrong:#?}");
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! Adversarial input for the parser: any byte string, any JSON value, and sample events with any field replaced by
 //! anything either parse into a valid invocation or are rejected with a short typed error. Nothing panics. The fuzz
-//! target's seed corpus (fuzz/corpus/) is replayed here too, so CI covers it without a nightly toolchain.
+//! target's seed corpus (fuzz/corpus/) is replayed here too, each seed against its recorded outcome
+//! (fuzz/corpus/parse_invocation.outcomes), so CI covers it without a nightly toolchain.
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use proptest::prelude::*;
 use serde_json::Value;
-use spot_cleanup::input::{Action, InstanceId, Invocation, Message, Request, parse_invocation};
+use spot_cleanup::input::{Action, InputError, InstanceId, Invocation, MAX_DEPTH, Message, Request, parse_invocation};
 
 /// What a caller may rely on after parsing.
 fn check(value: &Value) {
@@ -315,21 +316,162 @@ fn the_extremes_are_rejected_in_every_shape() {
     }
 }
 
-#[test]
-fn the_fuzz_corpus_replays_without_a_panic() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/parse_invocation");
-    let mut replayed = 0;
-    for entry in std::fs::read_dir(dir).expect("the seed corpus is committed") {
-        check_bytes(&std::fs::read(entry.unwrap().path()).unwrap());
-        replayed += 1;
+/// What parsing `bytes` gave, in one line: the kind of invocation and what it carries, or the error refusing it.
+fn outcome(bytes: &[u8]) -> String {
+    let value = match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) => value,
+        Err(error) => return format!("not JSON ({:?})", error.classify()),
+    };
+    let instances = |requests: &[Request]| {
+        let ids: Vec<&str> = requests.iter().map(|r| r.instance_id.as_str()).collect();
+        ids.join(",")
+    };
+    match parse_invocation(&value) {
+        Ok(Invocation::Direct(request)) => format!(
+            "direct {} from {} ({:?})",
+            request.instance_id,
+            request.trigger.label(),
+            request.trigger.action
+        ),
+        Ok(Invocation::Several(requests)) => format!("several {}", instances(&requests)),
+        Ok(Invocation::Batch(records) | Invocation::Notifications(records)) => {
+            let each: Vec<String> = records
+                .iter()
+                .map(|record| match &record.message {
+                    Ok(Message::Requests(requests)) => {
+                        format!("{}: requests {}", record.message_id, instances(requests))
+                    }
+                    Ok(Message::Skipped(reason)) => format!("{}: skipped ({reason})", record.message_id),
+                    Ok(Message::Ignored(reason)) => format!("{}: ignored ({reason})", record.message_id),
+                    Err(error) => format!("{}: rejected {error:?}", record.message_id),
+                })
+                .collect();
+            let kind = if matches!(parse_invocation(&value), Ok(Invocation::Batch(_))) {
+                "batch"
+            } else {
+                "notifications"
+            };
+            format!("{kind} [{}]", each.join("; "))
+        }
+        Ok(Invocation::Ignored { reason }) => format!("ignored ({reason})"),
+        Ok(Invocation::Skipped { reason }) => format!("skipped ({reason})"),
+        Ok(Invocation::Restore(restore)) => format!("restore {}", restore.instance_id),
+        Ok(Invocation::RefreshIndex { event_id }) => format!("refresh index ({event_id:?})"),
+        Ok(Invocation::IndexUpdate(update)) => format!("index update {update:?}"),
+        Err(error) => format!("rejected {error:?}"),
     }
-    assert!(replayed >= 20, "{replayed} seeds");
 }
 
+/// Every seed of the fuzz target's corpus parses to what `fuzz/corpus/parse_invocation.outcomes` says, one line per
+/// seed (`name<TAB>outcome`), and nothing panics. A new or changed seed fails here until its line is written (the
+/// failure prints the whole file as it now is, to review and commit).
+#[test]
+fn the_fuzz_corpus_parses_to_its_recorded_outcomes() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus");
+    let mut seeds: Vec<_> = std::fs::read_dir(format!("{root}/parse_invocation"))
+        .expect("the seed corpus is committed")
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    seeds.sort();
+    let mut actual = String::new();
+    for seed in &seeds {
+        let bytes = std::fs::read(seed).unwrap();
+        check_bytes(&bytes);
+        let name = seed.file_name().unwrap().to_string_lossy();
+        actual.push_str(&format!("{name}\t{}\n", outcome(&bytes)));
+    }
+    let expected = std::fs::read_to_string(format!("{root}/parse_invocation.outcomes")).unwrap_or_default();
+    assert!(seeds.len() >= 20, "{} seeds", seeds.len());
+    for (line, (want, got)) in expected.lines().zip(actual.lines()).enumerate() {
+        assert_eq!(
+            want,
+            got,
+            "line {} of parse_invocation.outcomes; all of it now:\n{actual}",
+            line + 1
+        );
+    }
+    assert_eq!(
+        expected.lines().count(),
+        actual.lines().count(),
+        "all of it now:\n{actual}"
+    );
+}
+
+/// A value `depth` levels deep, built in memory: serde_json's reader stops at 128 levels, so only this way does such
+/// a payload reach the parser whole.
+fn deep(depth: usize, level: impl Fn(Value) -> Value) -> Value {
+    (0..depth).fold(Value::Null, |inner, _| level(inner))
+}
+
+/// Taken apart one level at a time: a `Value`'s own drop recurses once per level, which 100k levels overflow.
+fn dismantle(value: Value) {
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
+/// 100,000 levels reach the parser and are refused, typed, with no stack overflow: built in memory (as the whole
+/// payload, or where the parser looks first: the instance id, the SQS records, an EventBridge event's detail), and as
+/// an SQS message's body, which the parser reads itself. As deep as serde_json's reader allows is still parsed.
 #[test]
 fn deeply_nested_and_huge_payloads_are_rejected() {
-    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    check_bytes(deep.as_bytes());
+    const DEPTH: usize = 100_000;
+    // `json!` would serialize an interpolated value, recursively: the deep ones are put in place by hand.
+    let with = |mut payload: Value, key: &str, value: Value| {
+        payload[key] = value;
+        payload
+    };
+    let array = |inner| Value::Array(vec![inner]);
+    let object = |inner| with(serde_json::json!({}), "detail", inner);
+    let payloads = [
+        deep(DEPTH, array),
+        with(serde_json::json!({}), "instance_id", deep(DEPTH, array)),
+        with(serde_json::json!({}), "Records", deep(DEPTH, array)),
+        with(
+            sample("spot-interruption-terminate.json"),
+            "detail",
+            deep(DEPTH, object),
+        ),
+    ];
+    for payload in payloads {
+        assert_eq!(parse_invocation(&payload).err(), Some(InputError::TooDeep(MAX_DEPTH)));
+        dismantle(payload);
+    }
+
+    let text = format!("{}{}", "[".repeat(DEPTH), "]".repeat(DEPTH));
+    let queued = serde_json::json!({"Records": [{"messageId": "m-1", "body": text}]});
+    let Ok(Invocation::Batch(records)) = parse_invocation(&queued) else {
+        panic!("an SQS event whose one body is too deep is a batch of one failed record")
+    };
+    match &records[0].message {
+        Err(InputError::Malformed { reason, .. }) => assert!(reason.contains("recursion limit"), "{reason}"),
+        other => panic!("a 100k-deep body: {other:?}"),
+    }
+
+    // The deepest a payload Lambda delivers can be: read, and parsed past the depth check (an agent payload with a
+    // field it does not know).
+    let deepest = format!(
+        "{{\"instance_id\": \"i-0123456789abcdef0\", \"x\": {}{}}}",
+        "[".repeat(MAX_DEPTH - 1),
+        "]".repeat(MAX_DEPTH - 1)
+    );
+    let read: Value = serde_json::from_str(&deepest).expect("serde_json reads 127 levels");
+    assert!(matches!(parse_invocation(&read), Err(InputError::Malformed { .. })));
+    let deeper = format!("[{deepest}]");
+    assert!(
+        serde_json::from_str::<Value>(&deeper).is_err(),
+        "serde_json reads no more than 127 levels"
+    );
+    assert_eq!(
+        parse_invocation(&deep(MAX_DEPTH + 1, array)).err(),
+        Some(InputError::TooDeep(MAX_DEPTH))
+    );
+
     let mut nested = serde_json::json!({"instance_id": "i-0123abcd"});
     // Each level escapes the one inside again, so a few levels are already large.
     for _ in 0..8 {

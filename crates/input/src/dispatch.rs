@@ -12,8 +12,15 @@ use crate::message::Message;
 use crate::quoted::Quoted;
 use crate::{agent, envelope, lifecycle, restore, sns, sqs};
 
+/// The most arrays and objects a payload may nest. serde_json's reader, which Lambda's runtime and this crate read
+/// text with, refuses 128 levels, so no payload AWS delivers is deeper; a deeper `Value` built in memory is refused
+/// here, before anything walks it recursively (serde's walks recurse once per level, and overflow the stack long
+/// before 100,000 levels).
+pub const MAX_DEPTH: usize = 127;
+
 /// Parse a whole invocation payload.
 pub fn parse_invocation(payload: &Value) -> Result<Invocation, InputError> {
+    within_depth(payload)?;
     let object = as_object(payload)?;
     if sns::is_sns_event(object) {
         return sns::records(payload).map(|carried| Invocation::Notifications(parse_each(carried)));
@@ -88,6 +95,23 @@ fn unrecognised(object: &serde_json::Map<String, Value>) -> InputError {
         keys.push("...".into());
     }
     InputError::Unrecognised(keys.join(", "))
+}
+
+/// Refuse a payload nesting more than `MAX_DEPTH` arrays and objects, measured without recursion.
+fn within_depth(payload: &Value) -> Result<(), InputError> {
+    let mut open = vec![(payload, 0)];
+    while let Some((value, depth)) = open.pop() {
+        let inside: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth == MAX_DEPTH {
+            return Err(InputError::TooDeep(MAX_DEPTH));
+        }
+        open.extend(inside.map(|inner| (inner, depth + 1)));
+    }
+    Ok(())
 }
 
 fn as_object(payload: &Value) -> Result<&serde_json::Map<String, Value>, InputError> {

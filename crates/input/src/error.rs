@@ -12,6 +12,8 @@ use crate::quoted::Quoted;
 pub enum InputError {
     #[error("payload must be a JSON object, got {0}")]
     NotAnObject(&'static str),
+    #[error("payload nests arrays and objects more than {0} deep")]
+    TooDeep(usize),
     #[error(
         "unrecognised payload: expected a node-agent payload (instance_id), an EventBridge event \
          (source, detail-type), an SQS or SNS event (Records) or an Auto Scaling lifecycle message; got keys [{0}]"

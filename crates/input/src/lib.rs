@@ -50,7 +50,7 @@ mod trigger;
 mod values;
 
 pub use agent::{AgentIdentity, AgentPayload};
-pub use dispatch::parse_invocation;
+pub use dispatch::{MAX_DEPTH, parse_invocation};
 pub use error::InputError;
 pub use index_update::{ChangedTarget, IndexUpdate, TargetsCall, TargetsChange};
 pub use invocation::{BatchRecord, Invocation};
