@@ -11,6 +11,11 @@
 //! 3. checks: a group with a call answered since its last read, once no call is queued or under way anywhere and the
 //!    last answer is `SETTLE` old, so that a group is checked once for the whole wave;
 //! 4. the deregistration delay of each group a call went to.
+//!
+//! `jobs` chooses the next read, `answer` decides who is done and what to answer them.
+
+mod answer;
+mod jobs;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,14 +23,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::deregistration::{Deregistration, Fate, Target, WaveTimings};
+use super::deregistration::WaveTimings;
 use super::ledger::{Entry, Key, Ledger, Needs, Sent, key};
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::instance::Instance;
 use crate::locate::Located;
 use crate::locate::sweep::Wanted;
-use crate::locate::sweep::read::{Candidate, GroupRead, Outcome};
+use crate::locate::sweep::read::{Candidate, GroupRead};
 use crate::registration::{TargetRegistration, UncheckedGroup};
 use crate::steps::deregister::MAX_TARGETS_PER_CALL;
 
@@ -295,110 +300,6 @@ impl State {
         }
     }
 
-    /// The next read to make, now marked as under way; None when nothing is to be read yet.
-    pub fn next_job(&mut self, now: Instant) -> Option<Job> {
-        let job = self.select_job(now)?;
-        match &job {
-            Job::List => self.listing = Listing::Asked,
-            Job::Read(candidate) => {
-                if let Some(group) = self.groups.get_mut(&candidate.arn) {
-                    group.reading = true;
-                }
-            }
-            Job::Delay(arn) => {
-                if let Some(group) = self.groups.get_mut(arn) {
-                    group.delay = Delay::Reading;
-                }
-            }
-        }
-        Some(job)
-    }
-
-    /// Whether a read is waiting to be made; and if only the settle holds the checks back, when it ends.
-    pub fn has_job(&self, now: Instant) -> bool {
-        self.select_job(now).is_some()
-    }
-
-    /// When the checks may start, if they wait for the settle.
-    pub fn settled_at(&self) -> Option<Instant> {
-        self.last_answer.map(|at| at + SETTLE)
-    }
-
-    fn select_job(&self, now: Instant) -> Option<Job> {
-        let open: Vec<&Serving> = self.members.values().filter(|s| !s.done).collect();
-        if open.is_empty() {
-            return None;
-        }
-        // What the fast locators know leaves before the sweep reads anything: their answer (milliseconds) is waited
-        // for, so a group they name is read once, after its call.
-        let located = open.iter().all(|s| s.fast == Fast::Done);
-        if matches!(self.listing, Listing::NotYet) && located {
-            return Some(Job::List);
-        }
-        let stale_for = |group: &Group| {
-            group.listed
-                && open.iter().any(|s| {
-                    s.wanted.covers(&group.candidate) && group.read.as_ref().is_none_or(|r| r.read_at < s.member.since)
-                })
-        };
-        let free = |g: &&Group| !g.reading && !g.sending && g.queue.is_empty();
-        // Never read first, then read too early for someone.
-        let finding = located
-            .then(|| {
-                self.groups
-                    .values()
-                    .filter(free)
-                    .filter(|g| stale_for(g))
-                    .min_by_key(|g| g.read.is_some())
-            })
-            .flatten();
-        if let Some(group) = finding {
-            return Some(Job::Read(group.candidate.clone()));
-        }
-        // A refused call holds up everyone queued with it: which of its registrations are really there decides what
-        // is sent again, at once.
-        let refused = self.groups.values().filter(free).find(|g| self.awaits_retry(g));
-        if let Some(group) = refused {
-            return Some(Job::Read(group.candidate.clone()));
-        }
-        let quiet = !self.groups.values().any(|g| g.sending || !g.queue.is_empty())
-            && located
-            && self.settled_at().is_none_or(|at| now >= at);
-        if quiet {
-            let unchecked = self.groups.values().filter(free).find(|g| self.awaits_check(g));
-            if let Some(group) = unchecked {
-                return Some(Job::Read(group.candidate.clone()));
-            }
-        }
-        if !self.dry_run {
-            let delay = self
-                .groups
-                .iter()
-                .find(|(arn, g)| g.delay == Delay::Unknown && self.ledger.in_group(arn).any(|(_, e)| sent_ok(e)));
-            if let Some((arn, _)) = delay {
-                return Some(Job::Delay(arn.clone()));
-            }
-        }
-        None
-    }
-
-    /// A call went to the group since it was last read, and a registration it carried has no verdict yet.
-    fn awaits_check(&self, group: &Group) -> bool {
-        let read_at = group.read.as_ref().map(|r| r.read_at);
-        self.ledger.in_group(&group.candidate.arn).any(|(_, e)| {
-            e.verdict.is_none()
-                && matches!(&e.sent, Some(Sent { result: Ok(()), at }) if read_at.is_none_or(|r| r < *at))
-        })
-    }
-
-    /// A call to the group was refused since it was last read, and may be sent again.
-    fn awaits_retry(&self, group: &Group) -> bool {
-        let read_at = group.read.as_ref().map(|r| r.read_at);
-        self.ledger.in_group(&group.candidate.arn).any(|(_, e)| {
-            !e.is_final() && matches!(&e.sent, Some(Sent { result: Err(_), at }) if read_at.is_none_or(|r| r < *at))
-        })
-    }
-
     /// DescribeTargetGroups answered: every instance and IP group is a candidate.
     pub fn listed(&mut self, answer: Result<Vec<Candidate>, CallError>, at: DateTime<Utc>) {
         match answer {
@@ -451,133 +352,6 @@ impl State {
     pub fn delay(&mut self, arn: &str, seconds: Option<u32>) {
         if let Some(group) = self.groups.get_mut(arn) {
             group.delay = Delay::Known(seconds);
-        }
-    }
-
-    /// Members whose work is done, now or (`out_of_time`) because the deadline came: each with its token and what
-    /// became of its registrations. Each member is answered once.
-    pub fn complete(&mut self, now: Instant, out_of_time: bool) -> Vec<(Member, Deregistration)> {
-        let ready: Vec<InstanceId> = self
-            .members
-            .iter()
-            .filter(|(_, s)| !s.done && (out_of_time || self.is_complete(s)))
-            .map(|(id, _)| id.clone())
-            .collect();
-        ready
-            .into_iter()
-            .map(|id| {
-                let deregistration = self.deregistration(&self.members[&id], now);
-                let serving = self.members.get_mut(&id).expect("listed above");
-                serving.done = true;
-                (serving.member.clone(), deregistration)
-            })
-            .collect()
-    }
-
-    /// Every member answered.
-    pub fn all_done(&self) -> bool {
-        self.members.values().all(|s| s.done)
-    }
-
-    fn is_complete(&self, serving: &Serving) -> bool {
-        if serving.fast != Fast::Done {
-            return false;
-        }
-        let located = match self.listing {
-            Listing::NotYet | Listing::Asked => false,
-            Listing::Failed(_) => true,
-            Listing::Listed(_) => self
-                .candidates_of(serving)
-                .all(|g| !g.reading && g.read.as_ref().is_some_and(|r| r.read_at >= serving.member.since)),
-        };
-        if !located {
-            return false;
-        }
-        let id = &serving.member.instance.id;
-        if self.dry_run {
-            return true;
-        }
-        self.ledger.of(id).all(|entry| {
-            let delay_known = !sent_ok(entry)
-                || self
-                    .groups
-                    .get(&entry.registration.target_group_arn)
-                    .is_none_or(|g| matches!(g.delay, Delay::Known(_)));
-            entry.is_final() && delay_known
-        })
-    }
-
-    fn candidates_of<'a>(&'a self, serving: &'a Serving) -> impl Iterator<Item = &'a Group> + 'a {
-        self.groups
-            .values()
-            .filter(move |g| g.listed && serving.wanted.covers(&g.candidate))
-    }
-
-    fn deregistration(&self, serving: &Serving, now: Instant) -> Deregistration {
-        let id = &serving.member.instance.id;
-        let targets = self
-            .ledger
-            .of(id)
-            .map(|entry| Target {
-                registration: entry.registration.clone(),
-                found_by: entry.found_by.to_owned(),
-                fate: self.fate(entry),
-                delay_seconds: self
-                    .groups
-                    .get(&entry.registration.target_group_arn)
-                    .and_then(|g| match g.delay {
-                        Delay::Known(seconds) => seconds,
-                        _ => None,
-                    }),
-            })
-            .collect();
-        let mut unchecked = serving.unchecked.clone();
-        let mut checked = 0;
-        let mut locate_errors = Vec::new();
-        match &self.listing {
-            Listing::Failed(error) => locate_errors.push(error.clone()),
-            Listing::NotYet | Listing::Asked => locate_errors.push(format!("target groups not listed: {OUT_OF_TIME}")),
-            Listing::Listed(_) => {
-                for group in self.candidates_of(serving) {
-                    let fresh = group.read.as_ref().filter(|r| r.read_at >= serving.member.since);
-                    match fresh.map(|r| &r.outcome) {
-                        Some(Outcome::Targets(_) | Outcome::Gone) => checked += 1,
-                        Some(Outcome::Failed(error)) => {
-                            checked += 1;
-                            unchecked.push(group.unchecked(error));
-                        }
-                        None => unchecked.push(group.unchecked(OUT_OF_TIME)),
-                    }
-                }
-            }
-        }
-        unchecked.sort_by(|a, b| a.target_group_arn.cmp(&b.target_group_arn));
-        let mut timings = serving.timings.clone();
-        timings.verify = ms_since(serving.joined, now);
-        Deregistration {
-            targets,
-            unchecked,
-            locate_errors,
-            fast_path_warnings: serving.warnings.clone(),
-            target_groups_checked: checked,
-            swept_by: "sweep".into(),
-            timings,
-        }
-    }
-
-    fn fate(&self, entry: &Entry) -> Fate {
-        if self.dry_run {
-            return Fate::Planned;
-        }
-        match (&entry.sent, &entry.verdict) {
-            (Some(Sent { result: Err(error), .. }), _) => Fate::Refused {
-                code: error.code.clone(),
-                message: error.message.clone(),
-            },
-            (_, Some(verdict)) => Fate::Seen {
-                verdict: verdict.clone(),
-            },
-            _ => Fate::NotVerified,
         }
     }
 }
