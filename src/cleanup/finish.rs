@@ -9,14 +9,15 @@ use tokio::task::JoinHandle;
 
 use super::admit::{Admitted, Unpublished};
 use super::context::{Context, Work};
+use super::lifecycle;
 use super::report::Report;
 use crate::aws::join_all;
 use crate::changes::HostChange;
 use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::InstanceId;
+use crate::steps::claim;
 use crate::steps::claim::{Ending, Token};
 use crate::steps::records::left_targets;
-use crate::steps::{claim, lifecycle};
 use crate::summary::Summary;
 use crate::telemetry::{metrics, steplog};
 use steplog::Tally;

@@ -12,6 +12,7 @@ mod context;
 mod dispose;
 mod dry;
 mod finish;
+mod lifecycle;
 mod report;
 
 use std::collections::HashMap;
