@@ -131,3 +131,105 @@ async fn renew(marker: &Marker, held: &[&(InstanceId, Token)], until: DateTime<U
         }
     }
 }
+
+/// The renewal loop on paused tokio time: when each renewal is sent, for whom, and what a claim taken over does, with
+/// the table's answers scripted (`aws-smithy-mocks`), so no wall clock decides the outcome.
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use tokio::time::Instant;
+
+    use super::{Lease, Marker, Token, keep};
+    use crate::deadline::Deadline;
+    use crate::input::InstanceId;
+    use crate::table::claim_pk;
+    use crate::testing::quick_retries;
+
+    const TAKEN: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"The conditional request failed"}"#;
+
+    fn pk(input: &UpdateItemInput) -> String {
+        input
+            .key()
+            .and_then(|k| k.get("pk"))
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_claims_are_renewed_every_third_of_a_lease_until_dropped_and_one_taken_over_is_lost() {
+        let (kept, taken) = (
+            InstanceId::parse("i-0aaaaaaaaaaaaaaa1").unwrap(),
+            InstanceId::parse("i-0bbbbbbbbbbbbbbb2").unwrap(),
+        );
+        let start = Instant::now();
+        // (seconds since start, the claim's partition) of every renewal, in order.
+        let sent: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+        let record = move |sent: &Arc<Mutex<Vec<(u64, String)>>>, input: &UpdateItemInput| {
+            sent.lock().unwrap().push((start.elapsed().as_secs(), pk(input)));
+        };
+        let keeps = {
+            let (sent, want) = (sent.clone(), claim_pk(&kept));
+            mock!(aws_sdk_dynamodb::Client::update_item)
+                .match_requests(move |r| {
+                    pk(r) == want && {
+                        record(&sent, r);
+                        true
+                    }
+                })
+                .then_output(|| UpdateItemOutput::builder().build())
+        };
+        // The second claim's first renewal holds; then another delivery has taken it (the condition fails).
+        let loses = {
+            let (sent, want) = (sent.clone(), claim_pk(&taken));
+            mock!(aws_sdk_dynamodb::Client::update_item)
+                .match_requests(move |r| {
+                    pk(r) == want && {
+                        record(&sent, r);
+                        true
+                    }
+                })
+                .sequence()
+                .output(|| UpdateItemOutput::builder().build())
+                .http_status(400, Some(TAKEN.to_owned()))
+                .repeatedly()
+                .build()
+        };
+        let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&keeps, &loses], |c| c
+            .retry_config(quick_retries()));
+        let marker = Marker::Table {
+            dynamodb,
+            table: "spot-cleanup".into(),
+        };
+        let lease = Lease {
+            length: Duration::from_secs(15),
+            deadline: Deadline::none(),
+        };
+        let held = vec![(kept.clone(), Token::new()), (taken.clone(), Token::new())];
+
+        let keeper = keep(&marker, held, lease);
+        tokio::time::sleep(Duration::from_millis(16_500)).await;
+        assert_eq!(
+            keeper.lost().into_iter().collect::<Vec<_>>(),
+            vec![taken.clone()],
+            "the claim whose condition failed is lost, the other is still held"
+        );
+        drop(keeper);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+
+        let (k, t) = (claim_pk(&kept), claim_pk(&taken));
+        // The two claims of one round are renewed together: within a second, by partition.
+        let mut sent = sent.lock().unwrap().clone();
+        sent.sort();
+        assert_eq!(
+            sent,
+            [(5, k.clone()), (5, t.clone()), (10, k.clone()), (10, t), (15, k)],
+            "every 5 s (a third of the 15 s lease) for each held claim; none for the lost one after it was lost, \
+             and none once the keeper is dropped"
+        );
+    }
+}
