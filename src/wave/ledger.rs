@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::aws::CallError;
 use crate::input::InstanceId;
-use crate::locate::sweep::read::{GroupRead, Outcome};
+use crate::locate::sweep::read::{GroupAnswer, GroupRead};
 use crate::registration::{TargetRegistration, TargetState};
 use crate::steps::verify::{self, Verdict};
 
@@ -33,8 +33,9 @@ pub struct Sent {
     pub at: DateTime<Utc>,
 }
 
+/// One line of the ledger: a registration, and what became of it.
 #[derive(Clone, Debug)]
-pub struct Entry {
+pub struct Line {
     pub registration: TargetRegistration,
     /// The locator that found it first (`index`, `auto-scaling`, `sweep`).
     pub found_by: &'static str,
@@ -46,7 +47,7 @@ pub struct Entry {
     pub verdict: Option<Verdict>,
 }
 
-impl Entry {
+impl Line {
     /// Settled: nothing more will be sent for it, and nothing more learned unless its group is read again.
     pub fn is_final(&self) -> bool {
         !self.in_flight
@@ -57,7 +58,7 @@ impl Entry {
 
 #[derive(Debug, Default)]
 pub struct Ledger {
-    entries: BTreeMap<Key, Entry>,
+    lines: BTreeMap<Key, Line>,
 }
 
 /// What a registration needs after the ledger took it in.
@@ -70,27 +71,27 @@ pub enum Needs {
 
 impl Ledger {
     #[cfg(test)]
-    pub fn get(&self, key: &Key) -> Option<&Entry> {
-        self.entries.get(key)
+    pub fn get(&self, key: &Key) -> Option<&Line> {
+        self.lines.get(key)
     }
 
     /// The instance's registrations.
-    pub fn of<'a>(&'a self, instance: &'a InstanceId) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.entries
+    pub fn of<'a>(&'a self, instance: &'a InstanceId) -> impl Iterator<Item = &'a Line> + 'a {
+        self.lines
             .values()
             .filter(move |e| &e.registration.instance_id == instance)
     }
 
     /// The registrations in one group.
-    pub fn in_group<'a>(&'a self, arn: &'a str) -> impl Iterator<Item = (&'a Key, &'a Entry)> + 'a {
-        self.entries.range(group_range(arn)).filter(move |(k, _)| k.0 == arn)
+    pub fn in_group<'a>(&'a self, arn: &'a str) -> impl Iterator<Item = (&'a Key, &'a Line)> + 'a {
+        self.lines.range(group_range(arn)).filter(move |(k, _)| k.0 == arn)
     }
 
     /// A registration found by `by`. A target already leaving its group (draining, unused) needs no call, and its state
     /// is its verdict.
     pub fn found(&mut self, registration: TargetRegistration, by: &'static str) -> Needs {
         let k = key(&registration);
-        let entry = self.entries.entry(k).or_insert_with(|| Entry {
+        let entry = self.lines.entry(k).or_insert_with(|| Line {
             registration,
             found_by: by,
             sends: 0,
@@ -113,7 +114,7 @@ impl Ledger {
     /// A call is about to carry these.
     pub fn sending(&mut self, registrations: &[TargetRegistration]) {
         for registration in registrations {
-            if let Some(entry) = self.entries.get_mut(&key(registration)) {
+            if let Some(entry) = self.lines.get_mut(&key(registration)) {
                 entry.sends += 1;
                 entry.in_flight = true;
             }
@@ -127,10 +128,10 @@ impl Ledger {
             match result {
                 Err(error) if error.is("TargetGroupNotFound") => {
                     // Stale knowledge (the group was deleted): nothing to remove, nothing to report.
-                    self.entries.remove(&k);
+                    self.lines.remove(&k);
                 }
                 _ => {
-                    if let Some(entry) = self.entries.get_mut(&k) {
+                    if let Some(entry) = self.lines.get_mut(&k) {
                         entry.in_flight = false;
                         entry.sent = Some(Sent {
                             result: result.clone(),
@@ -150,18 +151,18 @@ impl Ledger {
         let keys: Vec<Key> = self.in_group(&arn).map(|(k, _)| k.clone()).collect();
         let mut again = Vec::new();
         for k in keys {
-            let entry = self.entries.get_mut(&k).expect("listed just above");
+            let entry = self.lines.get_mut(&k).expect("listed just above");
             let after_call = entry.sent.as_ref().is_some_and(|s| s.at <= read.read_at);
-            let seen = match &read.outcome {
+            let seen = match &read.answer {
                 // The check could not be made: what the call did is not known.
-                Outcome::Failed(error) => {
+                GroupAnswer::Failed(error) => {
                     if after_call && entry.verdict.is_none() && entry.sent.as_ref().is_some_and(|s| s.result.is_ok()) {
                         entry.verdict = Some(Verdict::Unknown { error: error.clone() });
                     }
                     continue;
                 }
-                Outcome::Gone => None,
-                Outcome::Targets(seen) => Some(seen.iter().find(|s| s.id == k.1 && s.port == k.2)),
+                GroupAnswer::Gone => None,
+                GroupAnswer::Targets(seen) => Some(seen.iter().find(|s| s.id == k.1 && s.port == k.2)),
             };
             match (&entry.sent, seen) {
                 // The group is gone, and everything with it.
@@ -177,11 +178,11 @@ impl Ledger {
                     }
                 }
                 (Some(Sent { result: Err(_), .. }), Some(None) | None) if after_call => {
-                    self.entries.remove(&k);
+                    self.lines.remove(&k);
                 }
                 // Known, not sent yet, and not in its group: stale. Already leaving: that is its verdict.
                 (None, None | Some(None)) if entry.verdict.is_none() => {
-                    self.entries.remove(&k);
+                    self.lines.remove(&k);
                 }
                 (None, Some(Some(seen))) if entry.verdict.is_none() => {
                     if let Some(verdict) = leaving(seen.state.as_deref()) {
@@ -196,7 +197,7 @@ impl Ledger {
 
     /// Whether a known registration is still waiting for its call, a check, or nothing at all.
     pub fn contains(&self, k: &Key) -> bool {
-        self.entries.contains_key(k)
+        self.lines.contains_key(k)
     }
 }
 
@@ -249,7 +250,7 @@ mod tests {
                 vpc_id: None,
             },
             read_at: at,
-            outcome: Outcome::Targets(
+            answer: GroupAnswer::Targets(
                 seen.iter()
                     .map(|(port, state)| Seen {
                         id: "i-0123abcd".into(),
@@ -290,7 +291,7 @@ mod tests {
         ledger.read(&read(B, after, &[(81, "draining")]));
         assert_eq!(ledger.get(&key(&gone)).unwrap().verdict, Some(Verdict::Deregistered));
         assert_eq!(ledger.get(&key(&still)).unwrap().verdict, Some(Verdict::Draining));
-        assert!(ledger.of(&id()).all(Entry::is_final));
+        assert!(ledger.of(&id()).all(Line::is_final));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use super::{TargetKind, TargetRegistration};
 use crate::input::InstanceId;
 use crate::instance::Instance;
-use read::{Candidate, GroupRead, Outcome};
+use read::{Candidate, GroupAnswer, GroupRead};
 
 pub use read::list_target_groups;
 
@@ -76,7 +76,7 @@ impl Wanted {
     /// The instances' registrations in a group as read; none in a group that could not be read.
     pub fn registrations(&self, read: &GroupRead) -> Vec<TargetRegistration> {
         let candidate = &read.candidate;
-        let Outcome::Targets(seen) = &read.outcome else {
+        let GroupAnswer::Targets(seen) = &read.answer else {
             return Vec::new();
         };
         let mut found: Vec<TargetRegistration> = seen

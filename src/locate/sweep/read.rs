@@ -50,7 +50,7 @@ pub struct Seen {
 
 /// What reading one group gave.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
+pub enum GroupAnswer {
     /// Its whole target list.
     Targets(Vec<Seen>),
     /// Deleted since it was listed: nothing can be registered in it.
@@ -63,9 +63,9 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupRead {
     pub candidate: Candidate,
-    /// When the call was sent: everything registered before then is in `outcome`.
+    /// When the call was sent: everything registered before then is in `answer`.
     pub read_at: DateTime<Utc>,
-    pub outcome: Outcome,
+    pub answer: GroupAnswer,
 }
 
 /// Read one group's whole target list. The call waits at the connector for its share of the ELB budget; a throttle
@@ -78,8 +78,8 @@ pub async fn read_group(elb: &aws_sdk_elasticloadbalancingv2::Client, candidate:
         .send()
         .await
         .map_err(|e| CallError::new("DescribeTargetHealth", &e));
-    let outcome = match answer {
-        Ok(health) => Outcome::Targets(
+    let found = match answer {
+        Ok(health) => GroupAnswer::Targets(
             health
                 .target_health_descriptions()
                 .iter()
@@ -96,13 +96,13 @@ pub async fn read_group(elb: &aws_sdk_elasticloadbalancingv2::Client, candidate:
                 })
                 .collect(),
         ),
-        Err(e) if e.is("TargetGroupNotFound") => Outcome::Gone,
-        Err(e) => Outcome::Failed(e.reason()),
+        Err(e) if e.is("TargetGroupNotFound") => GroupAnswer::Gone,
+        Err(e) => GroupAnswer::Failed(e.reason()),
     };
     GroupRead {
         candidate,
         read_at,
-        outcome,
+        answer: found,
     }
 }
 

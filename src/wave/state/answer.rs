@@ -4,9 +4,9 @@ use tokio::time::Instant;
 
 use super::{Delay, Fast, Group, Listing, Member, OUT_OF_TIME, Serving, State, ms_since, sent_ok};
 use crate::input::InstanceId;
-use crate::locate::sweep::read::Outcome;
+use crate::locate::sweep::read::GroupAnswer;
 use crate::wave::deregistration::{Deregistration, Fate, Target};
-use crate::wave::ledger::{Entry, Sent};
+use crate::wave::ledger::{Line, Sent};
 
 impl State {
     /// Members whose work is done, now or (`out_of_time`) because the deadline came: each with its token and what
@@ -95,9 +95,9 @@ impl State {
             Listing::Listed(_) => {
                 for group in self.candidates_of(serving) {
                     let fresh = group.read.as_ref().filter(|r| r.read_at >= serving.member.since);
-                    match fresh.map(|r| &r.outcome) {
-                        Some(Outcome::Targets(_) | Outcome::Gone) => checked += 1,
-                        Some(Outcome::Failed(error)) => {
+                    match fresh.map(|r| &r.answer) {
+                        Some(GroupAnswer::Targets(_) | GroupAnswer::Gone) => checked += 1,
+                        Some(GroupAnswer::Failed(error)) => {
                             checked += 1;
                             unchecked.push(group.unchecked(error));
                         }
@@ -120,7 +120,7 @@ impl State {
         }
     }
 
-    fn fate(&self, entry: &Entry) -> Fate {
+    fn fate(&self, entry: &Line) -> Fate {
         if self.dry_run {
             return Fate::Planned;
         }

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::deregistration::WaveTimings;
-use super::ledger::{Entry, Key, Ledger, Needs, Sent, key};
+use super::ledger::{Key, Ledger, Line, Needs, Sent, key};
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::instance::Instance;
@@ -379,7 +379,7 @@ impl Group {
     }
 }
 
-fn sent_ok(entry: &Entry) -> bool {
+fn sent_ok(entry: &Line) -> bool {
     matches!(entry.sent, Some(Sent { result: Ok(()), .. }))
 }
 
