@@ -30,7 +30,7 @@ use places::{PlaceKey, Places};
 
 // What the handler's calls answer with: defined by the workflows and concerns below `App`, named here so that the
 // handler sees them through `App` alone.
-pub(crate) use crate::cleanup::{InstanceError, Report};
+pub(crate) use crate::cleanup::{Handled, InstanceError, Report};
 pub(crate) use crate::index::IndexError;
 pub(crate) use crate::trust::Refusal;
 pub(crate) use crate::trust::scope::Home;

@@ -123,18 +123,17 @@ async fn leave_alone(ctx: &Context<'_>, request: &Request, instance: &Instance, 
         reason,
         "left alone: outside EVENT_SCOPE"
     );
-    let error = match let_go(ctx, request).await {
-        Ok(()) => InstanceError::Ignored {
-            instance: instance.id.clone(),
-            reason,
-        },
-        Err(error) => InstanceError::NotLetGo {
-            instance: instance.id.clone(),
-            reason,
-            error,
-        },
-    };
-    Report::failed(&request.instance_id, error)
+    match let_go(ctx, request).await {
+        Ok(()) => Report::left_alone(&request.instance_id, reason),
+        Err(error) => {
+            let error = InstanceError::NotLetGo {
+                instance: instance.id.clone(),
+                reason,
+                error,
+            };
+            Report::failed(&request.instance_id, error)
+        }
+    }
 }
 
 /// An instance left alone or refused is cleaned up by nobody, but when our own lifecycle hook holds it, it must still

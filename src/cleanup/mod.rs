@@ -28,7 +28,7 @@ use crate::steps::records;
 use crate::telemetry::steplog::StepLog;
 pub use context::Context;
 use context::{Clock, Work};
-pub use report::{InstanceError, Report};
+pub use report::{Handled, InstanceError, Report};
 
 /// Run every request as its disposition says: a cleanup for most, a notice that changes nothing for warnings that
 /// do not force the instance out (`REBALANCE_ACTION`, `HEALTH_ACTION`), or nothing at all. One report per distinct
@@ -365,7 +365,7 @@ mod tests {
         let reports = app.clean_up(&[spot_warning()], Deadline::none()).await;
 
         assert_eq!(reports.len(), 1);
-        let summary = reports[0].result.as_ref().unwrap();
+        let summary = reports[0].summary_ref().unwrap();
         assert_eq!(summary.outcome, Outcome::Partial);
         assert_eq!(summary.target_groups_checked, 3);
         assert_eq!(
@@ -446,7 +446,7 @@ mod tests {
 
         let reports = app.clean_up(&[spot_warning()], Deadline::none()).await;
 
-        let summary = reports[0].result.as_ref().unwrap();
+        let summary = reports[0].summary_ref().unwrap();
         assert_eq!(account.deregister.num_calls(), 0);
         assert_eq!(account.deregister_refused.num_calls(), 0);
         assert_eq!(account.writes.create_tags.num_calls(), 0);
@@ -523,7 +523,7 @@ mod tests {
 
         let reports = app.clean_up(&[request], Deadline::none()).await;
 
-        let summary = reports[0].result.as_ref().unwrap();
+        let summary = reports[0].summary_ref().unwrap();
         assert_eq!(summary.outcome, Outcome::DryRun);
         assert_eq!((complete.num_calls(), heartbeat.num_calls()), (0, 0));
         assert_eq!(summary.lifecycle.as_ref().unwrap().result, None);

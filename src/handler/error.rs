@@ -68,7 +68,6 @@ impl HandlerError {
             HandlerError::Instance(InstanceError::NotFound(_)) => "InstanceNotFound",
             HandlerError::Instance(InstanceError::Describe { .. }) => "DescribeFailed",
             HandlerError::Instance(InstanceError::NotServed { .. }) => "AccountNotAllowed",
-            HandlerError::Instance(InstanceError::Ignored { .. }) => "Ignored",
             HandlerError::Instance(InstanceError::NotLetGo { .. }) => "LifecycleActionNotCompleted",
             HandlerError::Incomplete { .. } => "CleanupIncomplete",
             HandlerError::Index(IndexError::NotConfigured(_))

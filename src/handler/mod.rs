@@ -8,7 +8,7 @@ use aws_lambda_events::sqs::SqsBatchResponse;
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 
-use crate::app::{App, Home, IndexError, InstanceError, Refusal, Report};
+use crate::app::{App, Handled, Home, IndexError, InstanceError, Refusal, Report};
 use crate::config::EntryPoint;
 use crate::deadline::Deadline;
 use crate::input::{BatchRecord, IndexUpdate, Invocation, Message, Request, RestoreRequest, Source, parse_invocation};
@@ -120,10 +120,10 @@ async fn direct(
     precheck(app, home, &request, refusals)?;
     let report = app.clean_up(std::slice::from_ref(&request), deadline).await.remove(0);
     refusals.extend(refused(std::slice::from_ref(&report)));
-    if let Err(InstanceError::Ignored { reason, .. }) = &report.result {
-        return Ok(ignored(reason));
-    }
-    let summary = report.result?;
+    let summary = match report.result? {
+        Handled::LeftAlone(reason) => return Ok(ignored(&reason)),
+        Handled::Summary(summary) => summary,
+    };
     if summary.is_complete() {
         Ok(serde_json::to_value(&summary).expect("a summary always serializes"))
     } else {
@@ -150,10 +150,9 @@ async fn several(
     let reports = app.clean_up(&requests, deadline).await;
     refusals.extend(refused(&reports));
     for report in reports {
-        if matches!(report.result, Err(InstanceError::Ignored { .. })) {
+        let Handled::Summary(summary) = report.result? else {
             continue;
-        }
-        let summary = report.result?;
+        };
         if !summary.is_complete() {
             return Err(HandlerError::incomplete(&summary));
         }
@@ -271,8 +270,14 @@ async fn run_records(
                 match report {
                     Some(report) if report.is_complete() => None,
                     Some(Report {
-                        result: Ok(summary), ..
+                        result: Ok(Handled::Summary(summary)),
+                        ..
                     }) => Some(HandlerError::incomplete(summary).to_string()),
+                    // Left alone is complete: the arm above took it.
+                    Some(Report {
+                        result: Ok(Handled::LeftAlone(_)),
+                        ..
+                    }) => None,
                     Some(Report { result: Err(error), .. }) => Some(error.to_string()),
                     None => Some(format!("{} was not cleaned", request.instance_id)),
                 }
