@@ -29,7 +29,10 @@ pub enum InstanceError {
 
 /// What became of one instance that did not fail.
 #[derive(Clone, Debug)]
-#[expect(clippy::large_enum_variant, reason = "one per instance, built once and moved once, as the Result it was")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per instance, built once and moved once, as the Result it was"
+)]
 pub enum Handled {
     /// Cleaned up, or planned in a dry run: its summary (which may still say the work is incomplete).
     Summary(Summary),
