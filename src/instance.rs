@@ -33,10 +33,11 @@ pub struct NetworkInterface {
     pub branches_unlisted: Option<String>,
 }
 
-impl NetworkInterface {
-    /// A branch ENI hung off one of the instance's trunk ENIs, as DescribeNetworkInterfaces describes it. It has no
-    /// device index: it is not attached to the instance, the trunk carries it.
-    pub fn branch(eni: &aws_sdk_ec2::types::NetworkInterface) -> Option<NetworkInterface> {
+/// One ENI as an EC2 answer describes it, in a function returning an Option (None without an id). DescribeInstances
+/// and DescribeNetworkInterfaces give it as two SDK types whose fields read alike.
+macro_rules! network_interface {
+    ($eni:expr, $device_index:expr) => {{
+        let eni = $eni;
         let addresses = eni
             .private_ip_addresses()
             .iter()
@@ -46,7 +47,7 @@ impl NetworkInterface {
         Some(NetworkInterface {
             id: eni.network_interface_id()?.to_owned(),
             vpc_id: eni.vpc_id().map(str::to_owned),
-            device_index: None,
+            device_index: $device_index,
             groups: eni
                 .groups()
                 .iter()
@@ -56,6 +57,14 @@ impl NetworkInterface {
             addresses: unique_addresses(addresses),
             branches_unlisted: None,
         })
+    }};
+}
+
+impl NetworkInterface {
+    /// A branch ENI hung off one of the instance's trunk ENIs, as DescribeNetworkInterfaces describes it. It has no
+    /// device index: it is not attached to the instance, the trunk carries it.
+    pub fn branch(eni: &aws_sdk_ec2::types::NetworkInterface) -> Option<NetworkInterface> {
+        network_interface!(eni, None)
     }
 }
 
@@ -85,27 +94,7 @@ impl Instance {
         let network_interfaces = instance
             .network_interfaces()
             .iter()
-            .filter_map(|eni| {
-                let addresses = eni
-                    .private_ip_addresses()
-                    .iter()
-                    .filter_map(|a| a.private_ip_address())
-                    .chain(eni.private_ip_address())
-                    .chain(eni.ipv6_addresses().iter().filter_map(|a| a.ipv6_address()));
-                Some(NetworkInterface {
-                    id: eni.network_interface_id()?.to_owned(),
-                    vpc_id: eni.vpc_id().map(str::to_owned),
-                    device_index: eni.attachment().and_then(|a| a.device_index()),
-                    groups: eni
-                        .groups()
-                        .iter()
-                        .filter_map(|g| g.group_id())
-                        .map(str::to_owned)
-                        .collect(),
-                    addresses: unique_addresses(addresses),
-                    branches_unlisted: None,
-                })
-            })
+            .filter_map(|eni| network_interface!(eni, eni.attachment().and_then(|a| a.device_index())))
             .collect();
         Instance {
             id,

@@ -1,6 +1,7 @@
 //! Where an instance is registered: one (target group, target id, port, zone) per registration, as the locators find
 //! them, and as a cleanup records the ones it took out.
 
+use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::input::InstanceId;
@@ -23,42 +24,67 @@ pub struct TargetRegistration {
     pub target_id: String,
     pub port: Option<i32>,
     pub availability_zone: Option<String>,
-    /// The target's health state when it was found (`healthy`, `initial`, `draining`, ...).
-    pub state: Option<String>,
+    /// The target's health state when it was found.
+    pub state: Option<TargetState>,
 }
 
-/// The states of a target's leaving its group, the ones the function acts on, by ELB's words for them: as found in
-/// a health state, and as a summary reports a target removed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A target's state: ELB's health state (`healthy`, `initial`, `draining`, `unused`, ...) as found or read, or
+/// `deregistered` once a read no longer lists it. Stored and published as ELB's word.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TargetState {
-    /// The group sends it no new requests; in-flight ones may run until the deregistration delay ends.
-    Draining,
-    /// Registered in a group no load balancer uses: nothing reaches it, and deregistering it changes nothing.
-    Unused,
-    /// Gone from the group.
+    Health(TargetHealthStateEnum),
     Deregistered,
 }
 
 impl TargetState {
+    /// The group sends it no new requests; in-flight ones may run until the deregistration delay ends.
+    pub const DRAINING: TargetState = TargetState::Health(TargetHealthStateEnum::Draining);
+
     /// ELB's word, as stored and published.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
-            TargetState::Draining => "draining",
-            TargetState::Unused => "unused",
+            TargetState::Health(state) => state.as_str(),
             TargetState::Deregistered => "deregistered",
         }
     }
+}
 
-    /// The leaving state a health state names; None for the others (`healthy`, `initial`, ...).
-    pub fn parse(state: &str) -> Option<Self> {
-        [TargetState::Draining, TargetState::Unused, TargetState::Deregistered]
-            .into_iter()
-            .find(|known| known.as_str() == state)
+impl From<&str> for TargetState {
+    fn from(word: &str) -> Self {
+        match word {
+            "deregistered" => TargetState::Deregistered,
+            word => TargetState::Health(TargetHealthStateEnum::from(word)),
+        }
     }
+}
 
-    /// Whether `state` is this one.
-    pub fn is(self, state: Option<&str>) -> bool {
-        state == Some(self.as_str())
+impl Serialize for TargetState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(TargetState::from(String::deserialize(deserializer)?.as_str()))
+    }
+}
+
+/// Which registration it is, whichever locator found it: a target (id, port) in a group, as ELB tells them apart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegistrationKey {
+    pub target_group_arn: String,
+    pub target_id: String,
+    pub port: Option<i32>,
+}
+
+impl TargetRegistration {
+    pub fn key(&self) -> RegistrationKey {
+        RegistrationKey {
+            target_group_arn: self.target_group_arn.clone(),
+            target_id: self.target_id.clone(),
+            port: self.port,
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::changes::{EniChange, EniStatus, HostChange, LifecycleReport, TargetRestore};
 use crate::input::{InstanceId, Trigger};
 use crate::instance::Instance;
-use crate::registration::{LeftTarget, TargetKind};
+use crate::registration::{LeftTarget, TargetKind, TargetState};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -93,7 +93,7 @@ pub struct TargetChange {
     pub availability_zone: Option<String>,
     /// `draining` or `deregistered` when removed; the state it is still in when remaining; the state it was found in
     /// when planned.
-    pub state: Option<String>,
+    pub state: Option<TargetState>,
     /// Why it remains: ELB's reason code, or the error that stopped its removal.
     pub reason: Option<String>,
     pub deregistration_delay_seconds: Option<u32>,

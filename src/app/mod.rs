@@ -25,6 +25,7 @@ use crate::steps::claim::Marker;
 use crate::steps::lifecycle::DrainWait;
 use crate::steps::quarantine::QuarantineGroupCache;
 use crate::steps::records::Signer;
+use crate::trust::scope::{AccountNotAllowed, check_account};
 use crate::wave::{Roster, Wave};
 use places::{PlaceKey, Places};
 
@@ -39,7 +40,7 @@ pub(crate) use crate::trust::scope::Home;
 pub struct App {
     pub(crate) config: Config,
     /// This function's own region and account.
-    pub(crate) home: Place,
+    pub(crate) home_place: Place,
     pub(crate) publisher: Publisher,
     monitoring: Monitoring,
     /// Signs and checks the records a restore acts on, with the home account's key; None without `RECORD_KEY_ID`.
@@ -123,12 +124,12 @@ impl App {
             .record_key_id
             .as_ref()
             .map(|key| Signer::new(clients.kms.clone(), key.clone()));
-        let home = Place::new(&config, clients, config.registration_index_table.clone());
+        let home_place = Place::new(&config, clients, config.registration_index_table.clone());
         App {
             monitoring: Monitoring::new(config.monitoring.clone(), None),
             publisher,
             signer,
-            home,
+            home_place,
             config,
             places: None,
         }
@@ -176,10 +177,10 @@ impl App {
 
     fn restore_context(&self) -> restore::Context<'_> {
         restore::Context {
-            clients: &self.home.clients,
+            clients: &self.home_place.clients,
             publisher: &self.publisher,
             config: &self.config,
-            marker: self.home.marker(),
+            marker: self.home_place.marker(),
             signer: self.signer.as_ref(),
         }
     }
@@ -196,24 +197,24 @@ impl App {
                     .or_default()
                     .push(request.clone()),
                 // Wired without other places (tests): everything is served here, except another account's instances.
-                None => match account {
-                    Some(account)
-                        if account != self.config.home_account && self.config.cross_account_role_name.is_none() =>
-                    {
-                        let reason = places::not_allowed(account, &self.config.home_account);
-                        reports.push(not_served(request, reason));
-                    }
-                    _ => by_place.entry(PlaceKey::default()).or_default().push(request.clone()),
+                None => match check_account(
+                    Some(&self.config.home_account),
+                    account,
+                    self.config.cross_account_role_name.is_some(),
+                ) {
+                    Err(reason) => reports.push(not_served(request, reason)),
+                    Ok(()) => by_place.entry(PlaceKey::default()).or_default().push(request.clone()),
                 },
             }
         }
         for (key, requests) in by_place {
             let here = match &self.places {
-                Some(places) if !places.is_home(&key) => match places.place(&self.config, &self.home, &key).await {
+                Some(places) if !places.is_home(&key) => match places.place(&self.config, &self.home_place, &key).await
+                {
                     Ok(there) => cleanup::run(&self.cleanup_context(&there), &requests, deadline).await,
                     Err(reason) => requests.iter().map(|r| not_served(r, reason.clone())).collect(),
                 },
-                _ => cleanup::run(&self.cleanup_context(&self.home), &requests, deadline).await,
+                _ => cleanup::run(&self.cleanup_context(&self.home_place), &requests, deadline).await,
             };
             reports.extend(here);
         }
@@ -221,7 +222,7 @@ impl App {
     }
 }
 
-fn not_served(request: &Request, reason: places::PlaceError) -> Report {
+fn not_served(request: &Request, reason: AccountNotAllowed) -> Report {
     let error = InstanceError::NotServed {
         instance: request.instance_id.clone(),
         reason: reason.to_string(),

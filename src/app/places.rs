@@ -17,24 +17,16 @@ use tokio::sync::Mutex;
 use super::Place;
 use crate::aws::Clients;
 use crate::config::Config;
+use crate::trust::scope::{AccountNotAllowed, check_account};
 
 /// A region and an account.
 pub type PlaceKey = (String, String);
 
 pub struct Places {
     shared: SdkConfig,
-    home: PlaceKey,
+    home_key: PlaceKey,
     role_name: Option<String>,
     built: Mutex<HashMap<PlaceKey, Arc<Place>>>,
-}
-
-#[derive(Clone, Debug, thiserror::Error, PartialEq)]
-pub enum PlaceError {
-    #[error(
-        "the instance is in account {account}, not this function's ({home}), and CROSS_ACCOUNT_ROLE_NAME is not set; \
-         nothing was changed"
-    )]
-    AccountNotAllowed { account: String, home: String },
 }
 
 impl Places {
@@ -44,7 +36,7 @@ impl Places {
         let region = shared.region().map(|r| r.to_string()).unwrap_or_default();
         Places {
             shared,
-            home: (region, home_account),
+            home_key: (region, home_account),
             role_name,
             built: Mutex::new(HashMap::new()),
         }
@@ -53,18 +45,23 @@ impl Places {
     /// Where a request with this region and account (either may be absent: the home one then) is cleaned.
     pub fn key(&self, region: Option<&str>, account: Option<&str>) -> PlaceKey {
         (
-            region.unwrap_or(&self.home.0).to_owned(),
-            account.unwrap_or(&self.home.1).to_owned(),
+            region.unwrap_or(&self.home_key.0).to_owned(),
+            account.unwrap_or(&self.home_key.1).to_owned(),
         )
     }
 
     pub fn is_home(&self, key: &PlaceKey) -> bool {
-        *key == self.home
+        *key == self.home_key
     }
 
     /// The clients of another place, and what is built on them, made on first use and kept. Summaries still go to
     /// the home topic, and the registration index is the home place's only.
-    pub async fn place(&self, config: &Config, home: &Place, key: &PlaceKey) -> Result<Arc<Place>, PlaceError> {
+    pub async fn place(
+        &self,
+        config: &Config,
+        home_place: &Place,
+        key: &PlaceKey,
+    ) -> Result<Arc<Place>, AccountNotAllowed> {
         let mut built = self.built.lock().await;
         if let Some(place) = built.get(key) {
             return Ok(Arc::clone(place));
@@ -72,10 +69,8 @@ impl Places {
         let (region, account) = key;
         let mut shared = self.shared.to_builder();
         shared.set_region(Some(Region::new(region.clone())));
-        if *account != self.home.1 {
-            let Some(role_name) = &self.role_name else {
-                return Err(not_allowed(account, &self.home.1));
-            };
+        check_account(Some(&self.home_key.1), Some(account), self.role_name.is_some())?;
+        if let Some(role_name) = self.role_name.as_ref().filter(|_| *account != self.home_key.1) {
             let partition = partition(region);
             let role = format!("arn:{partition}:iam::{account}:role/{role_name}");
             tracing::info!(%role, %region, "serving another account");
@@ -88,19 +83,11 @@ impl Places {
             shared.set_credentials_provider(Some(SharedCredentialsProvider::new(provider)));
         }
         let rate = config.elb_describe_rate as u32;
-        let mut clients = Clients::going_by(&shared.build(), &home.clients.budget, rate);
-        clients.sns = home.clients.sns.clone();
+        let mut clients = Clients::going_by(&shared.build(), &home_place.clients.budget, rate);
+        clients.sns = home_place.clients.sns.clone();
         let place = Arc::new(Place::new(config, clients, None));
         built.insert(key.clone(), Arc::clone(&place));
         Ok(place)
-    }
-}
-
-/// Another account's instance, and no role to reach it.
-pub fn not_allowed(account: &str, home: &str) -> PlaceError {
-    PlaceError::AccountNotAllowed {
-        account: account.to_owned(),
-        home: home.to_owned(),
     }
 }
 

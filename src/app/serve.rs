@@ -14,7 +14,7 @@ use crate::trust::{self, MisdirectedRestore, Refusal};
 impl App {
     /// Start an invocation: every client retries until its end, and forgets what a breaker learned in the last one.
     pub(crate) fn begin(&self, deadline: &Deadline) {
-        self.home.clients.budget.begin(deadline.end_left());
+        self.home_place.clients.budget.begin(deadline.end_left());
     }
 
     /// Set aside the requests whose lifecycle hook is another tool's (`LIFECYCLE_HOOK_NAMES`).
@@ -68,13 +68,13 @@ impl App {
         deadline: Deadline,
     ) -> Result<RefreshReport, IndexError> {
         let table = self.index_table("a Scheduled Event (registration index refresh)")?;
-        let clients = &self.home.clients;
+        let clients = &self.home_place.clients;
         let mut report = index::refresh(
             &clients.elb,
             &clients.dynamodb,
             table,
             self.config.refresh_concurrency,
-            &self.home.refresh_pace,
+            &self.home_place.refresh_pace,
             deadline,
         )
         .await;
@@ -85,7 +85,7 @@ impl App {
     /// One CloudTrail RegisterTargets/DeregisterTargets event applied to the registration index.
     pub(crate) async fn update_index(&self, update: IndexUpdate) -> Result<UpdateReport, IndexError> {
         let table = self.index_table("a RegisterTargets/DeregisterTargets event (registration index update)")?;
-        let clients = &self.home.clients;
+        let clients = &self.home_place.clients;
         match update {
             IndexUpdate::Apply(change) => Ok(index::apply(&clients.elb, &clients.dynamodb, table, &change).await?),
             IndexUpdate::FailedCall {
@@ -98,6 +98,6 @@ impl App {
 
     /// The index's table, or the refusal of an index event when there is none: nothing is touched.
     fn index_table(&self, what: &'static str) -> Result<&str, IndexError> {
-        self.home.table.as_deref().ok_or(IndexError::NotConfigured(what))
+        self.home_place.table.as_deref().ok_or(IndexError::NotConfigured(what))
     }
 }

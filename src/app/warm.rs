@@ -107,15 +107,15 @@ pub async fn warm_up_in_background(app: &'static App) {
 /// first invocation, as if there had been no warm-up.
 pub async fn warm_up(app: &App) -> WarmUp {
     let started = Instant::now();
-    let clients = &app.home.clients;
+    let clients = &app.home_place.clients;
     let dynamodb = async {
-        if app.home.table.is_none() {
+        if app.home_place.table.is_none() {
             return ("dynamodb", Ok(false));
         }
         ("dynamodb", ping_dynamodb(&clients.dynamodb).await)
     };
     let ec2 = async {
-        let looked_up = app.home.quarantine_groups.get(&clients.ec2).await;
+        let looked_up = app.home_place.quarantine_groups.get(&clients.ec2).await;
         ("ec2", looked_up.map(|_| true).map_err(|e| NotWarmed(e.to_string())))
     };
     let elb = async { ("elb", ping_elb(&clients.elb).await) };

@@ -1,6 +1,6 @@
 //! A dependency that failed once is not waited on again in the same invocation.
 //!
-//! DynamoDB and KMS serve the cleanup (the claim, the index, the shared sweep's board, the records' signatures), but
+//! DynamoDB and KMS serve the cleanup (the claim, the index, the records' signatures), but
 //! each has a fallback, and none of them may hold up the deregistration and the quarantine. The breaker opens when an
 //! attempt times out (the service is slow: waiting for another attempt would cost as much again), or when a call ends
 //! for want of the service after its few retries (the connection failed, or it answered 5xx). Then every later attempt

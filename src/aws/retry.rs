@@ -61,7 +61,7 @@ impl Policy {
     pub const EC2: Policy = Policy::safety("spot-cleanup-ec2");
     /// Auto Scaling: the fast path's attached groups, the lifecycle actions.
     pub const AUTOSCALING: Policy = Policy::safety("spot-cleanup-autoscaling");
-    /// The claim, the index and the shared sweep's board: each falls back without it.
+    /// The claim and the index: each falls back without it.
     pub const DYNAMODB: Policy = Policy::dependency("spot-cleanup-dynamodb", DEPENDENCY_ATTEMPT);
     /// The wave's roster, once a cleanup is on it: the others wait for its driver's answers, and a driver that cannot
     /// read or write the roster would leave them waiting, or drive alone into the retry storm the wave prevents. Its

@@ -11,7 +11,7 @@ use crate::changes::{EniChange, EniStatus};
 use crate::deadline::elapsed_ms;
 use crate::input::InstanceId;
 use crate::registration::{TargetRegistration, TargetState};
-use crate::steps::verify::Verdict;
+use crate::steps::verify::{Verdict, leaving};
 use crate::summary::{InstanceInfo, Outcome, Step, StepError, Summary, TargetChange, Timings};
 use crate::telemetry::steplog::{StepLog, Tally};
 use crate::wave::{Deregistration, Fate, Target};
@@ -120,11 +120,11 @@ fn place(summary: &mut Summary, target: &Target) {
         }
         Fate::Seen { verdict } => match verdict {
             Verdict::Deregistered => {
-                change.state = Some(TargetState::Deregistered.as_str().into());
+                change.state = Some(TargetState::Deregistered);
                 summary.removed.push(change);
             }
             Verdict::Draining => {
-                change.state = Some(TargetState::Draining.as_str().into());
+                change.state = Some(TargetState::DRAINING);
                 summary.removed.push(change);
             }
             Verdict::Remains { state, reason } => {
@@ -164,9 +164,7 @@ pub fn log_steps(
             .filter(|t| (t.found_by == "index" || t.found_by == "auto-scaling") == fast)
             .filter_map(|t| match &t.fate {
                 Fate::Refused { .. } => Some(false),
-                Fate::Seen { .. } | Fate::NotVerified
-                    if t.registration.state.as_deref().and_then(TargetState::parse).is_none() =>
-                {
+                Fate::Seen { .. } | Fate::NotVerified if t.registration.state.as_ref().and_then(leaving).is_none() => {
                     Some(true)
                 }
                 _ => None,
@@ -276,7 +274,7 @@ fn warnings(summary: &Summary, now: DateTime<Utc>) -> Vec<String> {
     for target in &summary.removed {
         if let Some(delay) = target.deregistration_delay_seconds
             && i64::from(delay) > left.max(0)
-            && TargetState::Draining.is(target.state.as_deref())
+            && target.state == Some(TargetState::DRAINING)
             && seen.insert(&target.target_group_arn)
         {
             warnings.push(format!(
@@ -318,7 +316,7 @@ mod tests {
             target_id: "i-0123abcd".into(),
             port: Some(30080),
             availability_zone: None,
-            state: Some("draining".into()),
+            state: Some(TargetState::DRAINING),
             reason: None,
             deregistration_delay_seconds: Some(delay),
             found_by: None,

@@ -17,7 +17,7 @@ use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::InstanceId;
 use crate::steps::claim;
 use crate::steps::claim::{Ending, Token};
-use crate::steps::records::left_targets;
+use crate::steps::records::{Signing, left_targets};
 use crate::summary::Summary;
 use crate::telemetry::{metrics, steplog};
 use steplog::Tally;
@@ -220,9 +220,9 @@ async fn record_left_targets(
         .collect();
     let records = join_all(wanted.iter().map(|&(i, w)| {
         let (summary, instance) = (&summaries[i], &w.instance);
-        let signing = left_targets::Signing {
-            signer: ctx.signer,
-            episode: episodes.get(&instance.id).map_or("", String::as_str),
+        let signing = Signing {
+            signer: ctx.signer.cloned(),
+            episode: episodes.get(&instance.id).cloned().unwrap_or_default(),
         };
         left_targets::record(
             &ctx.clients.ec2,

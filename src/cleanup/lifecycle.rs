@@ -39,7 +39,7 @@ pub async fn complete_all(
                 let draining: Vec<&TargetChange> = summary
                     .removed
                     .iter()
-                    .filter(|t| TargetState::Draining.is(t.state.as_deref()))
+                    .filter(|t| t.state == Some(TargetState::DRAINING))
                     .collect();
                 let started = Instant::now();
                 let (heartbeats, left, errors) =

@@ -23,8 +23,9 @@ use crate::changes::EniChange;
 use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
-use crate::steps::quarantine::{self, Recording};
+use crate::steps::quarantine;
 use crate::steps::records;
+use crate::steps::records::Signing;
 use crate::telemetry::steplog::StepLog;
 pub use context::Context;
 use context::{Clock, Work};
@@ -121,11 +122,11 @@ async fn quarantine_all(
     let limit = ctx.config.concurrency.div_ceil(2);
     let changes = bounded_all(limit, with_enis.iter().map(|i| (*i).clone()), |instance| {
         let (ec2, groups, records) = (ec2.clone(), groups.clone(), records.clone());
-        let recording = Recording {
+        let signing = Signing {
             signer: ctx.signer.cloned(),
             episode: episodes.get(&instance.id).cloned().unwrap_or_default(),
         };
-        async move { quarantine::quarantine_enis(&ec2, &instance, &groups, records.as_ref().as_ref(), &recording).await }
+        async move { quarantine::quarantine_enis(&ec2, &instance, &groups, records.as_ref().as_ref(), &signing).await }
     })
     .await;
     with_enis
@@ -154,6 +155,7 @@ mod tests {
     use crate::config::Config;
     use crate::deadline::Deadline;
     use crate::input::Request;
+    use crate::registration::TargetState;
     use crate::summary::{Outcome, Step, Summary, TargetChange};
     use crate::testing::*;
 
@@ -345,7 +347,7 @@ mod tests {
                     t.target_group_name.as_str(),
                     t.target_id.as_str(),
                     t.port.unwrap_or_default(),
-                    t.state.as_deref().unwrap_or_default(),
+                    t.state.as_ref().map_or("", TargetState::as_str),
                     t.reason.as_deref(),
                 )
             })
@@ -511,7 +513,8 @@ mod tests {
         let heartbeat = mock!(aws_sdk_autoscaling::Client::record_lifecycle_action_heartbeat)
             .then_output(|| RecordLifecycleActionHeartbeatOutput::builder().build());
         let mut app = account.app(true);
-        app.home.clients.autoscaling = mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&complete, &heartbeat]);
+        app.home_place.clients.autoscaling =
+            mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&complete, &heartbeat]);
         let event: serde_json::Value = serde_json::from_str(include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/events/asg-terminate-lifecycle.json"

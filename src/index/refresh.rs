@@ -81,7 +81,7 @@ pub async fn refresh(
         }
     })
     .await;
-    let mut seen = Seen::new(listed.iter().map(|g| g.arn.clone()).collect(), &indexed, started);
+    let mut seen = Snapshot::new(listed.iter().map(|g| g.arn.clone()).collect(), &indexed, started);
     for (group, described) in indexed.iter().zip(described) {
         let health = match described {
             Ok(Some(health)) => health.map_err(|e| CallError::new("DescribeTargetHealth", &e)),
@@ -130,7 +130,7 @@ async fn existing_items(
 }
 
 /// What the refresh saw: the items the table should hold, by (pk, sk), and which groups it could describe.
-struct Seen {
+struct Snapshot {
     wanted: BTreeMap<(String, String), Item>,
     /// Every group of the region, less those found deleted since they were listed.
     listed: HashSet<String>,
@@ -138,7 +138,7 @@ struct Seen {
     registrations: usize,
 }
 
-impl Seen {
+impl Snapshot {
     /// Nothing described yet: the table should hold each indexed group's own item.
     fn new(listed: HashSet<String>, indexed: &[GroupInfo], at: DateTime<Utc>) -> Self {
         let wanted = indexed
@@ -148,7 +148,7 @@ impl Seen {
                 (table::key_of(&item).expect("items have keys"), item)
             })
             .collect();
-        Seen {
+        Snapshot {
             wanted,
             listed,
             described: HashSet::new(),

@@ -15,18 +15,23 @@ use crate::trust::Refusal;
 /// message far below SNS's 256 KB whatever an invocation carried.
 const LISTED: usize = 20;
 
+/// One refusal, in the function's log.
+fn log(refusal: &Refusal) {
+    tracing::warn!(
+        step = "scope",
+        instance_id = refusal.instance_id.as_str(),
+        event_id = refusal.trigger.event_ref(),
+        error_type = refusal.kind.error_type(),
+        security = refusal.kind.is_security_signal(),
+        reasons = %refusal.reasons.join("; "),
+        "request refused, nothing was changed"
+    );
+}
+
 impl Publisher {
     /// Log the refusal and publish it. A failed publish is logged: the refusal itself stands either way.
     pub async fn refusal(&self, refusal: &Refusal) {
-        tracing::warn!(
-            step = "scope",
-            instance_id = refusal.instance_id.as_str(),
-            event_id = refusal.trigger.event_ref(),
-            error_type = refusal.kind.error_type(),
-            security = refusal.kind.is_security_signal(),
-            reasons = %refusal.reasons.join("; "),
-            "request refused, nothing was changed"
-        );
+        log(refusal);
         if let Err(e) = self.send_refusal(refusal).await {
             tracing::error!(error = %e, "the refusal could not be published to SNS");
         }
@@ -43,17 +48,7 @@ impl Publisher {
         if refusals.len() == 1 {
             return self.refusal(first).await;
         }
-        for refusal in refusals {
-            tracing::warn!(
-                step = "scope",
-                instance_id = refusal.instance_id.as_str(),
-                event_id = refusal.trigger.event_ref(),
-                error_type = refusal.kind.error_type(),
-                security = refusal.kind.is_security_signal(),
-                reasons = %refusal.reasons.join("; "),
-                "request refused, nothing was changed"
-            );
-        }
+        refusals.iter().for_each(log);
         if let Err(e) = self.send_refusals(refusals).await {
             tracing::error!(error = %e, count = refusals.len(), "the refusals could not be published to SNS");
         }

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use serde_json::json;
 
 use crate::changes::{EniChange, EniStatus};
+use crate::registration::TargetState;
 use crate::summary::{Outcome, Summary, TargetChange};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,7 +123,7 @@ fn target_line(t: &TargetChange) -> String {
         t.target_group_name,
         t.target_id,
         t.port.map(|p| format!(":{p}")).unwrap_or_default(),
-        t.state.as_deref().unwrap_or("?"),
+        t.state.as_ref().map_or("?", TargetState::as_str),
         t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
     )
 }

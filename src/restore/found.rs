@@ -10,21 +10,21 @@ use crate::instance::Instance;
 use crate::steps::branches;
 use crate::steps::claim::{self, Marker};
 use crate::steps::describe::describe_one;
-use crate::steps::records::left_targets::StoredTargets;
-use crate::steps::records::{Signer, StoredGroups, Trust};
+use crate::steps::records::left_targets::TargetsRecord;
+use crate::steps::records::{GroupsRecord, Signer, Trust};
 use crate::steps::tags;
 
 /// One ENI's record, as found.
 pub struct RecordedEni {
     pub id: String,
     pub groups_now: Vec<String>,
-    pub stored: StoredGroups,
+    pub stored: GroupsRecord,
 }
 
 /// The instance's record of the targets it left, as found.
 pub struct RecordedTargets {
     pub instance: Instance,
-    pub stored: StoredTargets,
+    pub stored: TargetsRecord,
 }
 
 /// Everything the restore would act on.
@@ -63,7 +63,7 @@ pub async fn read(
     let targets = if with_targets {
         let instance = describe_one(ec2, instance_id).await.map_err(ReadError::Targets)?;
         instance.and_then(|instance| {
-            let stored = StoredTargets::from_tags(instance_id, &instance.tags)?;
+            let stored = TargetsRecord::from_tags(instance_id, &instance.tags)?;
             Some(RecordedTargets { instance, stored })
         })
     } else {
@@ -107,7 +107,7 @@ async fn recorded_enis(ec2: &aws_sdk_ec2::Client, instance_id: &InstanceId) -> R
 /// The ENI's record, if it carries one.
 fn recorded_eni(eni: &NetworkInterface) -> Option<RecordedEni> {
     let tags = tags::to_map(eni.tag_set());
-    let (Some(id), Some(stored)) = (eni.network_interface_id(), StoredGroups::from_tags(&tags)) else {
+    let (Some(id), Some(stored)) = (eni.network_interface_id(), GroupsRecord::from_tags(&tags)) else {
         return None;
     };
     Some(RecordedEni {
@@ -143,8 +143,7 @@ pub async fn check(signer: Option<&Signer>, instance_id: &InstanceId, found: &Re
     let episode = found.episode.as_deref();
     let mut trust: Vec<(String, Trust)> = Vec::new();
     for eni in &found.enis {
-        let record = eni.stored.record(instance_id.as_str(), &eni.id);
-        let answer = record.check(signer, eni.stored.mac.as_deref(), episode).await;
+        let answer = eni.stored.check(instance_id.as_str(), &eni.id, signer, episode).await;
         trust.push((format!("{}'s original-groups record", eni.id), answer));
     }
     if let Some(targets) = &found.targets {
@@ -178,7 +177,7 @@ mod tests {
     /// KMS or anything else is asked.
     #[tokio::test]
     async fn without_a_key_every_record_is_untrusted() {
-        let stored = StoredGroups {
+        let stored = GroupsRecord {
             groups: vec!["sg-0aaa0000000000001".into()],
             mac: Some("bWFj".into()),
             at: String::new(),

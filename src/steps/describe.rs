@@ -114,7 +114,8 @@ mod branches_of_a_trunk {
 
     use super::describe_instances;
     use crate::input::InstanceId;
-    use crate::steps::quarantine::{self, Recording};
+    use crate::steps::quarantine;
+    use crate::steps::records::Signing;
     use crate::testing::*;
     use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
     use aws_sdk_ec2::operation::describe_network_interfaces::{
@@ -281,7 +282,7 @@ mod branches_of_a_trunk {
 
         let groups: HashMap<String, String> = quarantine_groups();
         let changes =
-            quarantine::quarantine_enis(&client, &node, &groups, Some(&HashMap::new()), &Recording::default()).await;
+            quarantine::quarantine_enis(&client, &node, &groups, Some(&HashMap::new()), &Signing::default()).await;
         let modified: Vec<String> = writes
             .modifications
             .all()
@@ -327,7 +328,7 @@ mod branches_of_a_trunk {
             &node,
             &quarantine_groups(),
             Some(&HashMap::new()),
-            &Recording::default(),
+            &Signing::default(),
         )
         .await;
         let trunk = changes.iter().find(|c| c.network_interface_id == TRUNK).unwrap();

@@ -3,8 +3,10 @@
 //! draining target no new requests, and in-flight ones finish within the group's deregistration delay, which is read
 //! here too so the summary can warn when it outlasts the notice.
 
+use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
+
 use crate::aws::CallError;
-use crate::locate::sweep::read::Seen;
+use crate::locate::sweep::read::GroupTarget;
 use crate::registration::TargetState;
 
 /// What a read after the call said of one registration.
@@ -16,24 +18,29 @@ pub enum Verdict {
     /// Still in the group but receiving no new requests.
     Draining,
     /// Still in the group in this state, with ELB's reason code if it gave one.
-    Remains { state: String, reason: Option<String> },
+    Remains { state: TargetState, reason: Option<String> },
     /// The group could not be read again.
     Unknown { error: String },
 }
 
 /// The verdict on a registration, from what a read after its call saw of it (None: not in the group).
-pub fn verdict(seen: Option<&Seen>) -> Verdict {
-    let Some(seen) = seen else {
-        return Verdict::Deregistered;
-    };
-    match seen.state.as_deref() {
+pub fn verdict(seen: Option<&GroupTarget>) -> Verdict {
+    match seen.and_then(|seen| Some((seen.state.as_ref()?, seen))) {
         None => Verdict::Deregistered,
-        Some(state) if TargetState::Draining.is(Some(state)) => Verdict::Draining,
-        Some(state) if TargetState::Unused.is(Some(state)) => Verdict::Deregistered,
-        Some(state) => Verdict::Remains {
-            state: state.to_owned(),
+        Some((state, seen)) => leaving(state).unwrap_or_else(|| Verdict::Remains {
+            state: state.clone(),
             reason: seen.reason.clone(),
-        },
+        }),
+    }
+}
+
+/// The verdict a state already gives: a target draining, unused or gone is leaving, and needs no call; None for the
+/// others (`healthy`, `initial`, ...).
+pub fn leaving(state: &TargetState) -> Option<Verdict> {
+    match state {
+        TargetState::Health(TargetHealthStateEnum::Draining) => Some(Verdict::Draining),
+        TargetState::Health(TargetHealthStateEnum::Unused) | TargetState::Deregistered => Some(Verdict::Deregistered),
+        TargetState::Health(_) => None,
     }
 }
 

@@ -135,6 +135,29 @@ impl Home {
     }
 }
 
+/// An instance of another account than the function's own, and no role to reach it.
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
+#[error(
+    "the instance is in account {account}, not this function's ({home}), and CROSS_ACCOUNT_ROLE_NAME is not set; \
+     nothing was changed"
+)]
+pub struct AccountNotAllowed {
+    pub account: String,
+    pub home: String,
+}
+
+/// The one cross-account check: an instance of `account` is served from `home` only when they are one account, or a
+/// role reaches the others (`cross_account`: `CROSS_ACCOUNT_ROLE_NAME` is set). An unknown account is not compared.
+pub fn check_account(home: Option<&str>, account: Option<&str>, cross_account: bool) -> Result<(), AccountNotAllowed> {
+    match (home, account) {
+        (Some(home), Some(account)) if home != account && !cross_account => Err(AccountNotAllowed {
+            account: account.to_owned(),
+            home: home.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Spot's own notices: the interruption warning and the rebalance recommendation, and the node agent's actions that
 /// come from Spot's `spot/instance-action` or rebalance paths. Auto Scaling lifecycle actions, EC2 state changes,
 /// AWS Health events and the agent's `scale-in` concern any instance, Spot or not.
@@ -161,14 +184,8 @@ impl Scope {
                 "the event is for region {theirs}, this function runs in {ours}"
             ));
         }
-        if !self.cross_account
-            && let (Some(theirs), Some(ours)) = (&trigger.account, &home.account)
-            && theirs != ours
-        {
-            reasons.push(format!(
-                "the event is for account {theirs}, this function runs in {ours} and cross-account handling \
-                 (CROSS_ACCOUNT_ROLE_NAME) is not configured"
-            ));
+        if let Err(refused) = check_account(home.account.as_deref(), trigger.account.as_deref(), self.cross_account) {
+            reasons.push(refused.to_string());
         }
         if let Some(topic) = &trigger.sns_topic_arn
             && !self.sns_topics.is_empty()

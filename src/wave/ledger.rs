@@ -8,19 +8,8 @@ use chrono::{DateTime, Utc};
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::locate::sweep::read::{GroupAnswer, GroupRead};
-use crate::registration::{TargetRegistration, TargetState};
-use crate::steps::verify::{self, Verdict};
-
-/// The same registration, whichever locator found it: (target group ARN, target id, port).
-pub type Key = (String, String, Option<i32>);
-
-pub fn key(registration: &TargetRegistration) -> Key {
-    (
-        registration.target_group_arn.clone(),
-        registration.target_id.clone(),
-        registration.port,
-    )
-}
+use crate::registration::{RegistrationKey, TargetRegistration};
+use crate::steps::verify::{self, Verdict, leaving};
 
 /// A registration is sent at most this often: once, and once more if its call was refused for a target that is not
 /// there (`InvalidTarget`: one stale entry fails the whole call) and a read after it still shows this one.
@@ -58,7 +47,7 @@ impl Line {
 
 #[derive(Debug, Default)]
 pub struct Ledger {
-    lines: BTreeMap<Key, Line>,
+    lines: BTreeMap<RegistrationKey, Line>,
 }
 
 /// What a registration needs after the ledger took it in.
@@ -71,7 +60,7 @@ pub enum Needs {
 
 impl Ledger {
     #[cfg(test)]
-    pub fn get(&self, key: &Key) -> Option<&Line> {
+    pub fn get(&self, key: &RegistrationKey) -> Option<&Line> {
         self.lines.get(key)
     }
 
@@ -83,14 +72,16 @@ impl Ledger {
     }
 
     /// The registrations in one group.
-    pub fn in_group<'a>(&'a self, arn: &'a str) -> impl Iterator<Item = (&'a Key, &'a Line)> + 'a {
-        self.lines.range(group_range(arn)).filter(move |(k, _)| k.0 == arn)
+    pub fn in_group<'a>(&'a self, arn: &'a str) -> impl Iterator<Item = (&'a RegistrationKey, &'a Line)> + 'a {
+        self.lines
+            .range(group_range(arn))
+            .filter(move |(k, _)| k.target_group_arn == arn)
     }
 
     /// A registration found by `by`. A target already leaving its group (draining, unused) needs no call, and its state
     /// is its verdict.
     pub fn found(&mut self, registration: TargetRegistration, by: &'static str) -> Needs {
-        let k = key(&registration);
+        let k = registration.key();
         let entry = self.lines.entry(k).or_insert_with(|| Line {
             registration,
             found_by: by,
@@ -102,7 +93,7 @@ impl Ledger {
         if entry.sent.is_some() || entry.verdict.is_some() {
             return Needs::Nothing;
         }
-        match leaving(entry.registration.state.as_deref()) {
+        match entry.registration.state.as_ref().and_then(leaving) {
             Some(verdict) => {
                 entry.verdict = Some(verdict);
                 Needs::Nothing
@@ -114,7 +105,7 @@ impl Ledger {
     /// A call is about to carry these.
     pub fn sending(&mut self, registrations: &[TargetRegistration]) {
         for registration in registrations {
-            if let Some(entry) = self.lines.get_mut(&key(registration)) {
+            if let Some(entry) = self.lines.get_mut(&registration.key()) {
                 entry.sends += 1;
                 entry.in_flight = true;
             }
@@ -124,7 +115,7 @@ impl Ledger {
     /// DeregisterTargets answered for these. A group that no longer exists took its registrations with it.
     pub fn sent(&mut self, registrations: &[TargetRegistration], result: &Result<(), CallError>, at: DateTime<Utc>) {
         for registration in registrations {
-            let k = key(registration);
+            let k = registration.key();
             match result {
                 Err(error) if error.is("TargetGroupNotFound") => {
                     // Stale knowledge (the group was deleted): nothing to remove, nothing to report.
@@ -148,7 +139,7 @@ impl Ledger {
     /// ones whose call was refused and that the read still shows, once.
     pub fn read(&mut self, read: &GroupRead) -> Vec<TargetRegistration> {
         let arn = read.candidate.arn.clone();
-        let keys: Vec<Key> = self.in_group(&arn).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<RegistrationKey> = self.in_group(&arn).map(|(k, _)| k.clone()).collect();
         let mut again = Vec::new();
         for k in keys {
             let entry = self.lines.get_mut(&k).expect("listed just above");
@@ -162,7 +153,7 @@ impl Ledger {
                     continue;
                 }
                 GroupAnswer::Gone => None,
-                GroupAnswer::Targets(seen) => Some(seen.iter().find(|s| s.id == k.1 && s.port == k.2)),
+                GroupAnswer::Targets(seen) => Some(seen.iter().find(|s| s.id == k.target_id && s.port == k.port)),
             };
             match (&entry.sent, seen) {
                 // The group is gone, and everything with it.
@@ -172,7 +163,7 @@ impl Ledger {
                 }
                 // Refused, and still there: sent once more. Refused and not there: it never was (a stale index entry).
                 (Some(Sent { result: Err(_), .. }), Some(Some(seen))) if after_call => {
-                    let still = leaving(seen.state.as_deref()).is_none();
+                    let still = seen.state.as_ref().and_then(leaving).is_none();
                     if !entry.is_final() && still {
                         again.push(entry.registration.clone());
                     }
@@ -185,7 +176,7 @@ impl Ledger {
                     self.lines.remove(&k);
                 }
                 (None, Some(Some(seen))) if entry.verdict.is_none() => {
-                    if let Some(verdict) = leaving(seen.state.as_deref()) {
+                    if let Some(verdict) = seen.state.as_ref().and_then(leaving) {
                         entry.verdict = Some(verdict);
                     }
                 }
@@ -196,30 +187,25 @@ impl Ledger {
     }
 
     /// Whether a known registration is still waiting for its call, a check, or nothing at all.
-    pub fn contains(&self, k: &Key) -> bool {
+    pub fn contains(&self, k: &RegistrationKey) -> bool {
         self.lines.contains_key(k)
     }
 }
 
-/// The verdict a found state already gives: a target draining or unused is leaving without a call.
-fn leaving(state: Option<&str>) -> Option<Verdict> {
-    match state.and_then(TargetState::parse) {
-        Some(TargetState::Draining) => Some(Verdict::Draining),
-        Some(TargetState::Unused) => Some(Verdict::Deregistered),
-        _ => None,
-    }
-}
-
 /// Every key of one group, and a few after it (filtered by the caller).
-fn group_range(arn: &str) -> std::ops::RangeFrom<Key> {
-    (arn.to_owned(), String::new(), None)..
+fn group_range(arn: &str) -> std::ops::RangeFrom<RegistrationKey> {
+    RegistrationKey {
+        target_group_arn: arn.to_owned(),
+        target_id: String::new(),
+        port: None,
+    }..
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::locate::sweep::read::{Candidate, Seen};
-    use crate::registration::TargetKind;
+    use crate::locate::sweep::read::{Candidate, GroupTarget};
+    use crate::registration::{TargetKind, TargetState};
 
     const A: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/a/1";
     const B: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/b/2";
@@ -237,7 +223,7 @@ mod tests {
             target_id: "i-0123abcd".into(),
             port: Some(port),
             availability_zone: None,
-            state: state.map(str::to_owned),
+            state: state.map(TargetState::from),
         }
     }
 
@@ -252,7 +238,7 @@ mod tests {
             read_at: at,
             answer: GroupAnswer::Targets(
                 seen.iter()
-                    .map(|(port, state)| Seen {
+                    .map(|(port, state)| GroupTarget {
                         id: "i-0123abcd".into(),
                         port: Some(*port),
                         zone: None,
@@ -285,12 +271,12 @@ mod tests {
         ledger.sent(&[gone.clone(), still.clone()], &Ok(()), at);
         // Read before the answer: it says nothing about the call.
         ledger.read(&read(A, before, &[(80, "healthy")]));
-        assert_eq!(ledger.get(&key(&gone)).unwrap().verdict, None);
+        assert_eq!(ledger.get(&gone.key()).unwrap().verdict, None);
         let after = at + chrono::Duration::milliseconds(10);
         ledger.read(&read(A, after, &[]));
         ledger.read(&read(B, after, &[(81, "draining")]));
-        assert_eq!(ledger.get(&key(&gone)).unwrap().verdict, Some(Verdict::Deregistered));
-        assert_eq!(ledger.get(&key(&still)).unwrap().verdict, Some(Verdict::Draining));
+        assert_eq!(ledger.get(&gone.key()).unwrap().verdict, Some(Verdict::Deregistered));
+        assert_eq!(ledger.get(&still.key()).unwrap().verdict, Some(Verdict::Draining));
         assert!(ledger.of(&id()).all(Line::is_final));
     }
 
@@ -312,19 +298,19 @@ mod tests {
         ledger.sent(std::slice::from_ref(&stale), &refused("InvalidTarget"), at);
         ledger.sent(std::slice::from_ref(&real), &refused("InvalidTarget"), at);
         ledger.sent(std::slice::from_ref(&deleted), &refused("TargetGroupNotFound"), at);
-        assert!(!ledger.contains(&key(&deleted)), "its group is gone");
+        assert!(!ledger.contains(&deleted.key()), "its group is gone");
         let later = at + chrono::Duration::milliseconds(5);
         assert!(ledger.read(&read(A, later, &[])).is_empty());
-        assert!(!ledger.contains(&key(&stale)), "it was never there");
+        assert!(!ledger.contains(&stale.key()), "it was never there");
         assert_eq!(ledger.read(&read(B, later, &[(81, "healthy")])), vec![real.clone()]);
         ledger.sending(std::slice::from_ref(&real));
         assert!(
-            !ledger.get(&key(&real)).unwrap().is_final(),
+            !ledger.get(&real.key()).unwrap().is_final(),
             "its second call is under way"
         );
         ledger.sent(std::slice::from_ref(&real), &refused("InvalidTarget"), later);
         assert!(
-            ledger.get(&key(&real)).unwrap().is_final(),
+            ledger.get(&real.key()).unwrap().is_final(),
             "sent twice: that was its last"
         );
         assert!(ledger.read(&read(B, later, &[(81, "healthy")])).is_empty());

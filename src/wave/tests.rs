@@ -386,7 +386,7 @@ async fn the_deadline_answers_with_what_was_done() {
 /// under way waits for the next call, and a queued group is read only after its call.
 #[test]
 fn a_group_with_a_call_waiting_is_read_after_its_call() {
-    use crate::locate::sweep::read::{Candidate, GroupAnswer, GroupRead, Seen};
+    use crate::locate::sweep::read::{Candidate, GroupAnswer, GroupRead, GroupTarget};
     use crate::registration::TargetKind;
     use tokio::time::Instant;
 
@@ -431,7 +431,7 @@ fn a_group_with_a_call_waiting_is_read_after_its_call() {
         GroupRead {
             candidate,
             read_at,
-            answer: GroupAnswer::Targets(vec![Seen {
+            answer: GroupAnswer::Targets(vec![GroupTarget {
                 id: NEIGHBOUR.into(),
                 port: Some(80),
                 zone: None,

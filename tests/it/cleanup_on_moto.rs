@@ -9,6 +9,7 @@ use common::Moto;
 use common::fleet::Fleet;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
+use spot_cleanup::registration::TargetState;
 use spot_cleanup::tags::ORIGINAL_GROUPS_TAG;
 use spot_cleanup::{App, HandlerError, Summary, handle};
 
@@ -68,7 +69,7 @@ async fn spot_interruption_leaves_every_group_and_quarantines_every_eni() {
         summary
             .removed
             .iter()
-            .all(|t| t.state.as_deref() == Some("deregistered"))
+            .all(|t| t.state == Some(TargetState::Deregistered))
     );
     assert_eq!(summary.warnings, Vec::<String>::new());
     let left = (summary.terminates_at.unwrap() - summary.started_at).num_seconds();

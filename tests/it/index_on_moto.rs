@@ -14,6 +14,7 @@ use common::fleet::{self, Fleet};
 use common::{CallCounter, Moto};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
+use spot_cleanup::registration::TargetState;
 use spot_cleanup::{App, HandlerError, Summary, handle};
 
 const TABLE: &str = "spot-cleanup-registrations";
@@ -144,7 +145,7 @@ async fn a_scheduled_refresh_fills_the_index_and_an_interruption_deregisters_fro
         summary
             .removed
             .iter()
-            .all(|t| t.state.as_deref() == Some("deregistered"))
+            .all(|t| t.state == Some(TargetState::Deregistered))
     );
 
     let sequence = calls.sequence();

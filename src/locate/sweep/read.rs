@@ -4,7 +4,7 @@ use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
 use chrono::{DateTime, Utc};
 
 use crate::aws::CallError;
-use crate::registration::TargetKind;
+use crate::registration::{TargetKind, TargetState};
 
 /// DescribeTargetGroups returns at most 400 per page.
 const PAGE_SIZE: i32 = 400;
@@ -38,12 +38,11 @@ impl Candidate {
 
 /// One target as DescribeTargetHealth listed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Seen {
+pub struct GroupTarget {
     pub id: String,
     pub port: Option<i32>,
     pub zone: Option<String>,
-    /// `healthy`, `initial`, `draining`, `unused`, ...
-    pub state: Option<String>,
+    pub state: Option<TargetState>,
     /// ELB's reason code for that state, when it gave one (`Target.ResponseCodeMismatch`, ...).
     pub reason: Option<String>,
 }
@@ -52,7 +51,7 @@ pub struct Seen {
 #[derive(Clone, Debug, PartialEq)]
 pub enum GroupAnswer {
     /// Its whole target list.
-    Targets(Vec<Seen>),
+    Targets(Vec<GroupTarget>),
     /// Deleted since it was listed: nothing can be registered in it.
     Gone,
     /// Not read, and why (the service's error, or the deadline).
@@ -86,11 +85,11 @@ pub async fn read_group(elb: &aws_sdk_elasticloadbalancingv2::Client, candidate:
                 .filter_map(|d| {
                     let target = d.target()?;
                     let health = d.target_health();
-                    Some(Seen {
+                    Some(GroupTarget {
                         id: target.id()?.to_owned(),
                         port: target.port(),
                         zone: target.availability_zone().map(str::to_owned),
-                        state: health.and_then(|h| h.state()).map(|s| s.as_str().to_owned()),
+                        state: health.and_then(|h| h.state()).cloned().map(TargetState::Health),
                         reason: health.and_then(|h| h.reason()).map(|r| r.as_str().to_owned()),
                     })
                 })

@@ -1,4 +1,4 @@
-//! Move every ENI of the instance onto the quarantine security group, recording the groups it had.
+//! Move every ENI of the instance onto the quarantine security group, signing the groups it had.
 //!
 //! ModifyInstanceAttribute is not used: it only covers the primary ENI and fails on instances with several. Each ENI
 //! is changed on its own with ModifyNetworkInterfaceAttribute, after its original groups are written to a tag on the
@@ -17,9 +17,9 @@ use std::collections::HashMap;
 use crate::aws::{CallError, bounded_all};
 use crate::changes::{EniChange, EniStatus};
 use crate::instance::{Instance, NetworkInterface};
-use crate::steps::records::{StoredGroups, Trust};
+use crate::steps::records::Signing;
+use crate::steps::records::{GroupsRecord, Trust};
 pub use groups::{QuarantineGroupCache, QuarantineGroups, SecurityGroupId};
-pub use record::Recording;
 use record::{Plan, Record, plan_record, write_record};
 
 /// Quarantine every ENI of the instance, all at once. ENIs are independent: one failing does not stop the others.
@@ -28,14 +28,14 @@ pub async fn quarantine_enis(
     ec2: &aws_sdk_ec2::Client,
     instance: &Instance,
     groups: &QuarantineGroups,
-    records: Option<&HashMap<String, StoredGroups>>,
-    recording: &Recording,
+    records: Option<&HashMap<String, GroupsRecord>>,
+    signing: &Signing,
 ) -> Vec<EniChange> {
     let enis = &instance.network_interfaces;
     let changes = bounded_all(enis.len(), enis.iter().cloned(), |eni| {
         let target = Target::of(instance, &eni, groups, records);
-        let (ec2, recording, instance) = (ec2.clone(), recording.clone(), instance.id.to_string());
-        async move { quarantine_one(&ec2, eni, target, &recording, &instance).await }
+        let (ec2, signing, instance) = (ec2.clone(), signing.clone(), instance.id.to_string());
+        async move { quarantine_one(&ec2, eni, target, &signing, &instance).await }
     })
     .await;
     enis.iter()
@@ -48,7 +48,7 @@ pub async fn quarantine_enis(
 pub fn plan(
     instance: &Instance,
     groups: &QuarantineGroups,
-    records: Option<&HashMap<String, StoredGroups>>,
+    records: Option<&HashMap<String, GroupsRecord>>,
 ) -> Vec<EniChange> {
     instance
         .network_interfaces
@@ -109,7 +109,7 @@ impl Target {
         instance: &Instance,
         eni: &NetworkInterface,
         groups: &QuarantineGroups,
-        records: Option<&HashMap<String, StoredGroups>>,
+        records: Option<&HashMap<String, GroupsRecord>>,
     ) -> Self {
         let vpc_id = eni.vpc_id.clone().or_else(|| instance.vpc_id.clone());
         let quarantine = vpc_id.as_ref().and_then(|v| groups.get(v)).cloned();
@@ -153,7 +153,7 @@ async fn quarantine_one(
     ec2: &aws_sdk_ec2::Client,
     eni: NetworkInterface,
     target: Target,
-    recording: &Recording,
+    signing: &Signing,
     instance: &str,
 ) -> EniChange {
     let mut change = target.start(&eni);
@@ -161,11 +161,11 @@ async fn quarantine_one(
         // Already walled off (or no group for its VPC): what a restore would put back, if the record is ours.
         if let Record::Known(stored) = &target.record
             && let Trust::Ours | Trust::Unsigned = stored
-                .record(instance, &eni.id)
                 .check(
-                    recording.signer.as_ref(),
-                    stored.mac.as_deref(),
-                    Some(recording.episode.as_str()),
+                    instance,
+                    &eni.id,
+                    signing.signer.as_ref(),
+                    Some(signing.episode.as_str()),
                 )
                 .await
         {
@@ -173,7 +173,7 @@ async fn quarantine_one(
         }
         return change;
     };
-    match plan_record(&target, &eni, &quarantine, recording, instance).await {
+    match plan_record(&target, &eni, &quarantine, signing, instance).await {
         Plan::Keep(groups) => change.original_groups = Some(groups),
         Plan::Leave { error, note } => {
             change.error = Some(error);
@@ -182,7 +182,7 @@ async fn quarantine_one(
         }
         Plan::Write { stale, note } => {
             change.note = note;
-            match write_record(ec2, &eni, recording, instance, stale).await {
+            match write_record(ec2, &eni, signing, instance, stale).await {
                 Ok(warning) => {
                     change.original_groups = Some(eni.groups.clone());
                     change.warning = match (change.warning.take(), warning) {
@@ -261,7 +261,7 @@ mod semantics {
             &node,
             &quarantine_groups(),
             Some(&HashMap::new()),
-            &Recording::default(),
+            &Signing::default(),
         )
         .await;
 
@@ -338,7 +338,7 @@ mod semantics {
         );
         let records = HashMap::from([(
             "eni-0aaa0000000000001".to_owned(),
-            StoredGroups {
+            GroupsRecord {
                 groups: vec![WEB_SG.to_owned(), SSH_SG.to_owned()],
                 mac: None,
                 at: String::new(),
@@ -350,7 +350,7 @@ mod semantics {
         let ec2 = ec2_client(&writes.rules());
 
         let changes =
-            quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&records), &Recording::default()).await;
+            quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), Some(&records), &Signing::default()).await;
 
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].status, EniStatus::Quarantined);
@@ -380,7 +380,7 @@ mod semantics {
         let writes = Ec2Writes::succeeding();
         let ec2 = ec2_client(&writes.rules());
 
-        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), None, &Recording::default()).await;
+        let changes = quarantine::quarantine_enis(&ec2, &node, &quarantine_groups(), None, &Signing::default()).await;
 
         assert_eq!(changes[0].status, EniStatus::Failed);
         assert!(changes[0].error.as_deref().unwrap().contains("could not be read"));
@@ -408,7 +408,7 @@ mod semantics {
             &node,
             &quarantine_groups(),
             Some(&HashMap::new()),
-            &Recording::default(),
+            &Signing::default(),
         )
         .await;
 
@@ -446,7 +446,7 @@ mod semantics {
             &node,
             &quarantine_groups(),
             Some(&HashMap::new()),
-            &Recording::default(),
+            &Signing::default(),
         )
         .await;
 
@@ -478,7 +478,7 @@ mod semantics {
             &node,
             &quarantine_groups(),
             Some(&HashMap::new()),
-            &Recording::default(),
+            &Signing::default(),
         )
         .await;
 
@@ -516,7 +516,7 @@ mod semantics {
             &node,
             &quarantine_groups(),
             Some(&HashMap::new()),
-            &Recording::default(),
+            &Signing::default(),
         )
         .await;
 

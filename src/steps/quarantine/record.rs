@@ -6,7 +6,7 @@ use chrono::Utc;
 use super::Target;
 use crate::aws::CallError;
 use crate::instance::NetworkInterface;
-use crate::steps::records::{self, GroupsRecord, Signer, StoredGroups, Trust};
+use crate::steps::records::{GroupsRecord, Signing, Trust};
 use crate::steps::tags;
 use crate::table::stamp;
 
@@ -14,20 +14,11 @@ use crate::table::stamp;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
     /// A record an earlier run wrote to the ENI's tags (or someone else did: `quarantine_one` checks).
-    Known(StoredGroups),
+    Known(GroupsRecord),
     /// The ENI has no record.
     Absent,
     /// The records could not be read.
     Unreadable,
-}
-
-/// How this run signs the records it writes, and checks the ones it finds.
-#[derive(Clone, Debug, Default)]
-pub struct Recording {
-    /// None when no key is configured (`RECORD_KEY_ID`): records are written unsigned, and a restore refuses them.
-    pub signer: Option<Signer>,
-    /// The interruption the records are written for; empty when the marker keeps none.
-    pub episode: String,
 }
 
 /// What to do about the record an ENI carries before changing its groups.
@@ -47,7 +38,7 @@ pub(super) async fn plan_record(
     target: &Target,
     eni: &NetworkInterface,
     quarantine: &str,
-    recording: &Recording,
+    signing: &Signing,
     instance: &str,
 ) -> Plan {
     let partly = eni.groups.iter().any(|g| g == quarantine);
@@ -77,12 +68,8 @@ pub(super) async fn plan_record(
             };
         }
     };
-    let record = stored.record(instance, &eni.id);
-    let episode = Some(recording.episode.as_str());
-    match record
-        .check(recording.signer.as_ref(), stored.mac.as_deref(), episode)
-        .await
-    {
+    let episode = Some(signing.episode.as_str());
+    match stored.check(instance, &eni.id, signing.signer.as_ref(), episode).await {
         Trust::Ours | Trust::Unsigned => Plan::Keep(stored.groups.clone()),
         Trust::NotOurs(why) if partly => {
             let note = format!("its original-groups record is not this function's: {why}");
@@ -118,28 +105,24 @@ pub(super) async fn plan_record(
 pub(super) async fn write_record(
     ec2: &aws_sdk_ec2::Client,
     eni: &NetworkInterface,
-    recording: &Recording,
+    signing: &Signing,
     instance: &str,
     stale: Vec<String>,
 ) -> Result<Option<String>, CallError> {
-    let record = GroupsRecord {
-        instance: instance.to_owned(),
-        eni: eni.id.clone(),
-        episode: recording.episode.clone(),
+    let mut record = GroupsRecord {
+        episode: signing.episode.clone(),
         at: stamp(Utc::now()),
         groups: eni.groups.clone(),
+        ..GroupsRecord::default()
     };
-    let (mac, warning) = match &recording.signer {
-        None => (None, None),
-        Some(signer) => match signer.sign(&record.message()).await {
-            Ok(mac) => (Some(mac), None),
-            Err(e) => (
-                None,
-                Some(format!("its record is unsigned ({e}): a restore will refuse it")),
-            ),
-        },
-    };
-    let written = records::record_tags(&record, mac.as_deref());
+    let mut warning = None;
+    if let Some(signer) = &signing.signer {
+        match signer.sign(&record.message(instance, &eni.id)).await {
+            Ok(mac) => record.mac = Some(mac),
+            Err(e) => warning = Some(format!("its record is unsigned ({e}): a restore will refuse it")),
+        }
+    }
+    let written = record.tags();
     let kept: Vec<&str> = written.iter().filter_map(|t| t.key()).collect();
     let stale: Vec<String> = stale.into_iter().filter(|k| !kept.contains(&k.as_str())).collect();
     tags::write(ec2, &eni.id, written).await?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_ec2::types::Tag;
 
-use super::{Presented, Signer, TAG_VALUE_MAX, Trust, check};
+use super::{Presented, Signer, Trust, check, numbered, numbered_keys, pack};
 use crate::aws::CallError;
 use crate::instance::Instance;
 use crate::steps::tags;
@@ -14,66 +14,29 @@ use crate::steps::tags;
 /// continue in `spot-cleanup:original-groups:2`, `:3`, ...
 pub const ORIGINAL_GROUPS_TAG: &str = "spot-cleanup:original-groups";
 
-/// What an ENI's original-groups record says, signed or not.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GroupsRecord {
-    pub instance: String,
-    pub eni: String,
-    /// The interruption it was written for; empty when the marker keeps none (instance tags).
-    pub episode: String,
-    /// When it was written (RFC 3339, as `table::stamp` writes it).
-    pub at: String,
-    pub groups: Vec<String>,
-}
-
-impl GroupsRecord {
-    /// The exact text the MAC covers.
-    pub fn message(&self) -> String {
-        format!(
-            "spot-cleanup original-groups v1\ninstance={}\neni={}\nepisode={}\nat={}\ngroups={}",
-            self.instance,
-            self.eni,
-            self.episode,
-            self.at,
-            self.groups.join(",")
-        )
-    }
-}
-
-impl GroupsRecord {
-    /// Check this record, as its tags hold it (with `mac`), against `episode`.
-    pub async fn check(&self, signer: Option<&Signer>, mac: Option<&str>, episode: Option<&str>) -> Trust {
-        let message = self.message();
-        let found = Presented {
-            message: &message,
-            episode: &self.episode,
-            mac,
-        };
-        check(signer, found, episode).await
-    }
-}
-
 /// The keys that sign an ENI's record, beside its groups.
 const MAC_SUFFIX: &str = ":mac";
 const AT_SUFFIX: &str = ":at";
 const EPISODE_SUFFIX: &str = ":episode";
 
-/// An ENI's original-groups record as its tags hold it, not yet checked.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredGroups {
+/// An ENI's original-groups record: as its tags hold it (not yet checked), or as a quarantine writes it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupsRecord {
     pub groups: Vec<String>,
     pub mac: Option<String>,
+    /// When it was written (RFC 3339, as `table::stamp` writes it).
     pub at: String,
+    /// The interruption it was written for; empty when the marker keeps none (instance tags).
     pub episode: String,
     /// Every tag key of the record, to remove it whole.
     pub keys: Vec<String>,
 }
 
-impl StoredGroups {
+impl GroupsRecord {
     pub fn from_tags(tags: &BTreeMap<String, String>) -> Option<Self> {
         let groups = decode_original_groups(tags)?;
         let get = |suffix: &str| tags.get(&format!("{ORIGINAL_GROUPS_TAG}{suffix}")).cloned();
-        Some(StoredGroups {
+        Some(GroupsRecord {
             groups,
             mac: get(MAC_SUFFIX),
             at: get(AT_SUFFIX).unwrap_or_default(),
@@ -82,15 +45,40 @@ impl StoredGroups {
         })
     }
 
-    /// What it claims to be, for checking its MAC.
-    pub fn record(&self, instance: &str, eni: &str) -> GroupsRecord {
-        GroupsRecord {
-            instance: instance.to_owned(),
-            eni: eni.to_owned(),
-            episode: self.episode.clone(),
-            at: self.at.clone(),
-            groups: self.groups.clone(),
+    /// The exact text the MAC covers: the record, for this instance's ENI.
+    pub fn message(&self, instance: &str, eni: &str) -> String {
+        format!(
+            "spot-cleanup original-groups v1\ninstance={instance}\neni={eni}\nepisode={}\nat={}\ngroups={}",
+            self.episode,
+            self.at,
+            self.groups.join(",")
+        )
+    }
+
+    /// Check this record, as the instance's ENI carries it, against `episode`.
+    pub async fn check(&self, instance: &str, eni: &str, signer: Option<&Signer>, episode: Option<&str>) -> Trust {
+        let message = self.message(instance, eni);
+        let found = Presented {
+            message: &message,
+            episode: &self.episode,
+            mac: self.mac.as_deref(),
+        };
+        check(signer, found, episode).await
+    }
+
+    /// The tags that write it: its groups, and, signed, its MAC, time and episode.
+    pub fn tags(&self) -> Vec<Tag> {
+        let mut written = encode_original_groups(&self.groups);
+        if let Some(mac) = &self.mac {
+            for (suffix, value) in [
+                (MAC_SUFFIX, mac),
+                (AT_SUFFIX, &self.at),
+                (EPISODE_SUFFIX, &self.episode),
+            ] {
+                written.push(tags::tag(&format!("{ORIGINAL_GROUPS_TAG}{suffix}"), value));
+            }
         }
+        written
     }
 }
 
@@ -102,28 +90,13 @@ pub fn record_keys(tags: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
-/// The tags of a new record: its groups, and, signed, its MAC, time and episode.
-pub fn record_tags(record: &GroupsRecord, mac: Option<&str>) -> Vec<Tag> {
-    let mut written = encode_original_groups(&record.groups);
-    if let Some(mac) = mac {
-        for (suffix, value) in [
-            (MAC_SUFFIX, mac),
-            (AT_SUFFIX, &record.at),
-            (EPISODE_SUFFIX, &record.episode),
-        ] {
-            written.push(tags::tag(&format!("{ORIGINAL_GROUPS_TAG}{suffix}"), value));
-        }
-    }
-    written
-}
-
 /// The original-groups records already on the instances' ENIs, by ENI id, from one DescribeNetworkInterfaces.
 /// An ENI with a record was quarantined by an earlier run; its record is kept, never overwritten with the quarantine
 /// group. `None` when the records could not be read: see `quarantine_one` for how that is handled safely.
 pub async fn recorded_groups(
     ec2: &aws_sdk_ec2::Client,
     instances: &[&Instance],
-) -> Option<HashMap<String, StoredGroups>> {
+) -> Option<HashMap<String, GroupsRecord>> {
     let mut records = HashMap::new();
     let ids: Vec<String> = instances.iter().map(|i| i.id.as_str().to_owned()).collect();
     for chunk in ids.chunks(200) {
@@ -147,7 +120,7 @@ pub async fn recorded_groups(
             };
             for eni in page.network_interfaces() {
                 let tags = tags::to_map(eni.tag_set());
-                if let (Some(id), Some(stored)) = (eni.network_interface_id(), StoredGroups::from_tags(&tags)) {
+                if let (Some(id), Some(stored)) = (eni.network_interface_id(), GroupsRecord::from_tags(&tags)) {
                     records.insert(id.to_owned(), stored);
                 }
             }
@@ -158,56 +131,44 @@ pub async fn recorded_groups(
 
 /// The tags that record `groups`, split across numbered keys when one value would be too long.
 pub fn encode_original_groups(groups: &[String]) -> Vec<Tag> {
-    let mut values: Vec<String> = vec![String::new()];
-    for group in groups {
-        let current = values.last_mut().expect("never empty");
-        if !current.is_empty() && current.len() + 1 + group.len() > TAG_VALUE_MAX {
-            values.push(group.clone());
-        } else {
-            if !current.is_empty() {
-                current.push(',');
-            }
-            current.push_str(group);
-        }
-    }
+    let (values, _) = pack(groups.iter().cloned(), ',', usize::MAX);
+    let key = |i| numbered(ORIGINAL_GROUPS_TAG, i);
     values
         .into_iter()
         .enumerate()
-        .map(|(i, value)| {
-            let key = match i {
-                0 => ORIGINAL_GROUPS_TAG.to_owned(),
-                n => format!("{ORIGINAL_GROUPS_TAG}:{}", n + 1),
-            };
-            Tag::builder().key(key).value(value).build()
-        })
+        .map(|(i, value)| tags::tag(&key(i), &value))
         .collect()
 }
 
 /// Read back what `encode_original_groups` wrote.
 pub fn decode_original_groups(tags: &BTreeMap<String, String>) -> Option<Vec<String>> {
-    let mut groups: Vec<String> = Vec::new();
-    let mut key = ORIGINAL_GROUPS_TAG.to_owned();
-    let mut part = 1;
-    while let Some(value) = tags.get(&key) {
-        groups.extend(value.split(',').filter(|g| !g.is_empty()).map(str::to_owned));
-        part += 1;
-        key = format!("{ORIGINAL_GROUPS_TAG}:{part}");
-    }
-    (part > 1).then_some(groups)
+    let keys = numbered_keys(tags, ORIGINAL_GROUPS_TAG);
+    let groups = keys
+        .iter()
+        .flat_map(|k| tags[k].split(',').filter(|g| !g.is_empty()).map(str::to_owned));
+    (!keys.is_empty()).then(|| groups.collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record() -> GroupsRecord {
+    const INSTANCE: &str = "i-0123abcd";
+    const ENI: &str = "eni-0aaa0000000000001";
+
+    /// The record as found, carrying `mac`.
+    fn record_with(mac: Option<&str>) -> GroupsRecord {
         GroupsRecord {
-            instance: "i-0123abcd".into(),
-            eni: "eni-0aaa0000000000001".into(),
             episode: "1796160000000-0123456789abcdef".into(),
             at: "2026-12-01T10:00:00.000Z".into(),
             groups: vec!["sg-0aaa0000000000001".into(), "sg-0bbb0000000000002".into()],
+            mac: mac.map(str::to_owned),
+            keys: Vec::new(),
         }
+    }
+
+    fn record() -> GroupsRecord {
+        record_with(None)
     }
 
     /// KMS, scripted: every MAC verifies, or none does.
@@ -234,17 +195,19 @@ mod tests {
         let (signer, rule) = signer(true);
         let mac = Some("bWFj");
         assert_eq!(
-            record().check(Some(&signer), mac, Some(&record().episode)).await,
+            record_with(mac)
+                .check(INSTANCE, ENI, Some(&signer), Some(&record().episode))
+                .await,
             Trust::Ours
         );
         assert_eq!(
-            record().check(Some(&signer), mac, None).await,
+            record_with(mac).check(INSTANCE, ENI, Some(&signer), None).await,
             Trust::Ours,
             "no episode known"
         );
         let later = "1796169999999-fedcba9876543210";
         assert!(matches!(
-            record().check(Some(&signer), mac, Some(later)).await,
+            record_with(mac).check(INSTANCE, ENI, Some(&signer), Some(later)).await,
             Trust::NotOurs(why) if why.contains("another interruption")
         ));
         assert_eq!(rule.num_calls(), 3);
@@ -256,33 +219,32 @@ mod tests {
     async fn a_mac_kms_rejects_or_no_mac_is_not_ours() {
         let (signer, rule) = signer(false);
         assert!(matches!(
-            record().check(Some(&signer), Some("bWFj"), None).await,
+            record_with(Some("bWFj")).check(INSTANCE, ENI, Some(&signer), None).await,
             Trust::NotOurs(why) if why.contains("does not verify")
         ));
         assert!(matches!(
-            record().check(Some(&signer), None, None).await,
+            record_with(None).check(INSTANCE, ENI, Some(&signer), None).await,
             Trust::NotOurs(why) if why.contains("no MAC")
         ));
         assert!(matches!(
-            record().check(Some(&signer), Some("not base64!"), None).await,
+            record_with(Some("not base64!"))
+                .check(INSTANCE, ENI, Some(&signer), None)
+                .await,
             Trust::NotOurs(_)
         ));
         assert_eq!(rule.num_calls(), 1, "only the well-formed MAC reaches KMS");
-        assert_eq!(record().check(None, Some("bWFj"), None).await, Trust::Unsigned);
+        assert_eq!(
+            record_with(Some("bWFj")).check(INSTANCE, ENI, None, None).await,
+            Trust::Unsigned
+        );
     }
 
     #[test]
     fn every_field_of_a_record_is_in_what_is_signed() {
-        let base = record().message();
+        let base = record().message(INSTANCE, ENI);
+        assert_ne!(record().message("i-0fff0000", ENI), base, "the instance");
+        assert_ne!(record().message(INSTANCE, "eni-0bbb0000000000002"), base, "the ENI");
         let changed = [
-            GroupsRecord {
-                instance: "i-0fff0000".into(),
-                ..record()
-            },
-            GroupsRecord {
-                eni: "eni-0bbb0000000000002".into(),
-                ..record()
-            },
             GroupsRecord {
                 episode: String::new(),
                 ..record()
@@ -297,7 +259,7 @@ mod tests {
             },
         ];
         for other in changed {
-            assert_ne!(other.message(), base, "{other:?}");
+            assert_ne!(other.message(INSTANCE, ENI), base, "{other:?}");
         }
     }
 
@@ -306,7 +268,10 @@ mod tests {
         for count in [0, 1, 5, 16] {
             let groups: Vec<String> = (0..count).map(|i| format!("sg-{i:017x}")).collect();
             let tags = encode_original_groups(&groups);
-            assert!(tags.iter().all(|t| t.value().unwrap().len() <= TAG_VALUE_MAX));
+            assert!(
+                tags.iter()
+                    .all(|t| t.value().unwrap().len() <= super::super::TAG_VALUE_MAX)
+            );
             let map = tags
                 .iter()
                 .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::Tag;
 
-use super::{Presented, Signer, TAG_VALUE_MAX, Trust, check};
+use super::{Presented, Signer, Signing, Trust, check, numbered, numbered_keys, pack};
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::registration::LeftTarget;
@@ -34,42 +34,25 @@ pub fn encode(targets: &[LeftTarget]) -> (Vec<Tag>, usize) {
         Some(at) => &first.target_group_arn[..at + ":targetgroup/".len()],
         None => "",
     };
-    let mut values: Vec<String> = vec![String::new()];
-    let mut left_out = 0;
-    for target in targets {
+    let entries = targets.iter().map(|target| {
         let group = match target.target_group_arn.strip_prefix(prefix) {
             Some(rest) if !prefix.is_empty() => rest,
             _ => target.target_group_arn.as_str(),
         };
-        let mut entry = format!(
-            "{group},{},{}",
-            target.target_id,
-            target.port.map(|p| p.to_string()).unwrap_or_default()
-        );
-        if let Some(zone) = &target.availability_zone {
-            entry.push(',');
-            entry.push_str(zone);
+        let port = target.port.map(|p| p.to_string()).unwrap_or_default();
+        match &target.availability_zone {
+            Some(zone) => format!("{group},{},{port},{zone}", target.target_id),
+            None => format!("{group},{},{port}", target.target_id),
         }
-        let current = values.last_mut().expect("never empty");
-        if current.is_empty() || current.len() + 1 + entry.len() <= TAG_VALUE_MAX {
-            if !current.is_empty() {
-                current.push(' ');
-            }
-            current.push_str(&entry);
-        } else if values.len() < MAX_RECORD_TAGS {
-            values.push(entry);
-        } else {
-            left_out += 1;
-        }
-    }
+    });
+    let (values, left_out) = pack(entries, ' ', MAX_RECORD_TAGS);
     let mut tags = vec![tag(LEFT_TARGETS_PREFIX_TAG, prefix)];
-    tags.extend(values.into_iter().enumerate().map(|(i, value)| {
-        let key = match i {
-            0 => LEFT_TARGETS_TAG.to_owned(),
-            n => format!("{LEFT_TARGETS_TAG}:{}", n + 1),
-        };
-        tag(&key, &value)
-    }));
+    tags.extend(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| tag(&numbered(LEFT_TARGETS_TAG, i), value)),
+    );
     (tags, left_out)
 }
 
@@ -136,7 +119,7 @@ fn signed_part(tags: &BTreeMap<String, String>) -> Vec<(String, String)> {
 
 /// A record of left targets as the instance's tags hold it, not yet checked.
 #[derive(Clone, Debug, PartialEq)]
-pub struct StoredTargets {
+pub struct TargetsRecord {
     pub targets: Vec<LeftTarget>,
     message: String,
     episode: String,
@@ -145,11 +128,11 @@ pub struct StoredTargets {
     pub keys: Vec<String>,
 }
 
-impl StoredTargets {
+impl TargetsRecord {
     pub fn from_tags(instance: &InstanceId, tags: &BTreeMap<String, String>) -> Option<Self> {
         let targets = decode(tags)?;
         let episode = tags.get(LEFT_TARGETS_EPISODE_TAG).cloned().unwrap_or_default();
-        Some(StoredTargets {
+        Some(TargetsRecord {
             targets,
             message: left_targets_message(instance.as_str(), &episode, &signed_part(tags)),
             episode,
@@ -171,25 +154,11 @@ impl StoredTargets {
 
 /// The keys of the record's targets and their prefix, in order.
 fn signed_keys(tags: &BTreeMap<String, String>) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut key = LEFT_TARGETS_TAG.to_owned();
-    let mut part = 1;
-    while tags.contains_key(&key) {
-        keys.push(key);
-        part += 1;
-        key = format!("{LEFT_TARGETS_TAG}:{part}");
-    }
+    let mut keys = numbered_keys(tags, LEFT_TARGETS_TAG);
     if !keys.is_empty() && tags.contains_key(LEFT_TARGETS_PREFIX_TAG) {
         keys.push(LEFT_TARGETS_PREFIX_TAG.to_owned());
     }
     keys
-}
-
-/// How a record is signed: with which key, for which interruption.
-#[derive(Clone, Copy, Debug)]
-pub struct Signing<'a> {
-    pub signer: Option<&'a Signer>,
-    pub episode: &'a str,
 }
 
 /// Write the record of what `removed` took out, signed, replacing any older one (`existing`: the instance's tags as
@@ -199,7 +168,7 @@ pub async fn record(
     instance: &InstanceId,
     existing: &BTreeMap<String, String>,
     removed: &[TargetChange],
-    signing: Signing<'_>,
+    signing: Signing,
 ) -> Result<Vec<String>, CallError> {
     let targets: BTreeSet<LeftTarget> = removed.iter().map(LeftTarget::from).collect();
     let targets: Vec<LeftTarget> = targets.into_iter().collect();
@@ -213,7 +182,7 @@ pub async fn record(
             "{left_out} of the targets it left did not fit in the record: a restore will not register them again"
         ));
     }
-    if let Some(signer) = signing.signer {
+    if let Some(signer) = &signing.signer {
         let pairs: Vec<(String, String)> = tags
             .iter()
             .map(|t| {
@@ -224,12 +193,12 @@ pub async fn record(
             })
             .collect();
         match signer
-            .sign(&left_targets_message(instance.as_str(), signing.episode, &pairs))
+            .sign(&left_targets_message(instance.as_str(), &signing.episode, &pairs))
             .await
         {
             Ok(mac) => {
                 tags.push(tag(LEFT_TARGETS_MAC_TAG, &mac));
-                tags.push(tag(LEFT_TARGETS_EPISODE_TAG, signing.episode));
+                tags.push(tag(LEFT_TARGETS_EPISODE_TAG, &signing.episode));
             }
             Err(e) => warnings.push(format!(
                 "the record of the targets it left is unsigned ({e}): a restore will refuse it"
@@ -321,7 +290,7 @@ mod tests {
             .collect();
         let (tags, left_out) = encode(&many);
         assert_eq!(tags.len(), 1 + MAX_RECORD_TAGS);
-        assert!(tags.iter().all(|t| t.value().unwrap().len() <= TAG_VALUE_MAX));
+        assert!(tags.iter().all(|t| t.value().unwrap().len() <= super::super::TAG_VALUE_MAX));
         let decoded = decode(&as_map(&tags)).unwrap();
         assert_eq!(decoded.len() + left_out, 200);
         assert_eq!(decoded, many[..decoded.len()]);

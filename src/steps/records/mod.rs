@@ -16,11 +16,13 @@
 mod groups;
 pub mod left_targets;
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::aws::CallError;
-pub use groups::{GroupsRecord, ORIGINAL_GROUPS_TAG, StoredGroups, record_tags, recorded_groups};
+pub use groups::{GroupsRecord, ORIGINAL_GROUPS_TAG, recorded_groups};
 
 /// EC2's limit on a tag's value: longer records continue in numbered tags.
 const TAG_VALUE_MAX: usize = 256;
@@ -79,6 +81,51 @@ impl Signer {
             Err(e) => Err(CallError::new("VerifyMac", &e)),
         }
     }
+}
+
+/// A record's entries packed into tag values of at most `TAG_VALUE_MAX` characters, joined by `separator`, in at
+/// most `max_values` values; and how many entries did not fit. An entry longer than a value has a value of its own.
+fn pack(entries: impl IntoIterator<Item = String>, separator: char, max_values: usize) -> (Vec<String>, usize) {
+    let (mut values, mut left_out) = (vec![String::new()], 0);
+    for entry in entries {
+        let current = values.last_mut().expect("never empty");
+        if current.is_empty() || current.len() + 1 + entry.len() <= TAG_VALUE_MAX {
+            if !current.is_empty() {
+                current.push(separator);
+            }
+            current.push_str(&entry);
+        } else if values.len() < max_values {
+            values.push(entry);
+        } else {
+            left_out += 1;
+        }
+    }
+    (values, left_out)
+}
+
+/// The key of a record's `i`th value (from 0): `key`, then `key:2`, `key:3`, ...
+fn numbered(key: &str, i: usize) -> String {
+    match i {
+        0 => key.to_owned(),
+        n => format!("{key}:{}", n + 1),
+    }
+}
+
+/// The keys of a record's values that `tags` holds, in order: `key`, `key:2`, ... up to the first missing one.
+fn numbered_keys(tags: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    (0..)
+        .map(|i| numbered(key, i))
+        .take_while(|k| tags.contains_key(k))
+        .collect()
+}
+
+/// How this run signs the records it writes, and checks the ones it finds.
+#[derive(Clone, Debug, Default)]
+pub struct Signing {
+    /// None when no key is configured (`RECORD_KEY_ID`): records are written unsigned, and a restore refuses them.
+    pub signer: Option<Signer>,
+    /// The interruption the records are written for; empty when the marker keeps none.
+    pub episode: String,
 }
 
 /// Whether a record is this function's own.

@@ -24,14 +24,14 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::deregistration::WaveTimings;
-use super::ledger::{Key, Ledger, Line, Needs, Sent, key};
+use super::ledger::{Ledger, Line, Needs, Sent};
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::instance::Instance;
 use crate::locate::Located;
 use crate::locate::sweep::Wanted;
 use crate::locate::sweep::read::{Candidate, GroupRead};
-use crate::registration::{TargetRegistration, UncheckedGroup};
+use crate::registration::{RegistrationKey, TargetRegistration, UncheckedGroup};
 use crate::steps::deregister::MAX_TARGETS_PER_CALL;
 
 /// How long after the last DeregisterTargets answer the checks start: calls that follow each other closely are checked
@@ -79,7 +79,7 @@ struct Group {
     read: Option<GroupRead>,
     reading: bool,
     /// Registrations waiting for a call, each with when it was queued.
-    queue: BTreeMap<Key, (TargetRegistration, Instant)>,
+    queue: BTreeMap<RegistrationKey, (TargetRegistration, Instant)>,
     sending: bool,
     delay: Delay,
 }
@@ -240,7 +240,7 @@ impl State {
         let dry_run = self.dry_run;
         let group = self.group_of(&registration);
         if needs == Needs::Call && !dry_run {
-            group.queue.entry(key(&registration)).or_insert((registration, now));
+            group.queue.entry(registration.key()).or_insert((registration, now));
         }
     }
 
@@ -267,7 +267,7 @@ impl State {
             .iter_mut()
             .filter(|(_, g)| !g.sending && !g.queue.is_empty())
             .min_by_key(|(_, g)| g.queue.values().map(|(_, at)| *at).min())?;
-        let keys: Vec<Key> = group.queue.keys().take(MAX_TARGETS_PER_CALL).cloned().collect();
+        let keys: Vec<RegistrationKey> = group.queue.keys().take(MAX_TARGETS_PER_CALL).cloned().collect();
         let registrations: Vec<TargetRegistration> = keys
             .iter()
             .filter_map(|k| group.queue.remove(k).map(|(r, _)| r))
@@ -323,7 +323,7 @@ impl State {
         let arn = read.candidate.arn.clone();
         for again in self.ledger.read(&read) {
             let group = self.group_of(&again);
-            group.queue.entry(key(&again)).or_insert((again, now));
+            group.queue.entry(again.key()).or_insert((again, now));
         }
         let found: Vec<TargetRegistration> = self
             .members
