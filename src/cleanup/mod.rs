@@ -325,6 +325,9 @@ mod tests {
         }
     }
 
+    /// A target as DeregisterTargets was sent it: (id, port).
+    type Target = (String, Option<i32>);
+
     /// The EventBridge warning the cleanup runs on.
     fn spot_warning() -> Request {
         let event: serde_json::Value = serde_json::from_str(include_str!(concat!(
@@ -402,9 +405,48 @@ mod tests {
         assert_eq!(account.writes.modify_eni.num_calls(), 2);
         assert_eq!(account.writes.modify_instance.num_calls(), 0);
 
-        // B was sent once and refused; it is not verified, because nothing was done there.
+        // What each ENI was moved onto: the quarantine group alone.
+        let moved: Vec<(String, Vec<String>)> = account
+            .writes
+            .modifications
+            .all()
+            .iter()
+            .map(|m| (m.network_interface_id().unwrap().to_owned(), m.groups().to_vec()))
+            .collect();
+        assert_eq!(
+            moved.iter().map(|(_, groups)| groups.clone()).collect::<Vec<_>>(),
+            [vec![QUARANTINE.to_owned()], vec![QUARANTINE.to_owned()]],
+            "{moved:?}"
+        );
+
+        // B was sent once and refused; it is not verified, because nothing was done there. A and C were each sent
+        // their own targets, every port of the instance in one call, and none of the neighbour's.
         assert_eq!(account.deregister_refused.num_calls(), 1);
-        assert_eq!(account.deregistrations.all().len(), 2);
+        let mut sent: Vec<(String, Vec<Target>)> = account
+            .deregistrations
+            .all()
+            .iter()
+            .map(|call| {
+                let mut targets: Vec<Target> = call
+                    .targets()
+                    .iter()
+                    .map(|t| (t.id().unwrap_or_default().to_owned(), t.port()))
+                    .collect();
+                targets.sort();
+                (call.target_group_arn().unwrap().to_owned(), targets)
+            })
+            .collect();
+        sent.sort();
+        assert_eq!(
+            sent,
+            [
+                (arn("pods-c"), vec![(SECONDARY_IP.to_owned(), Some(8080))]),
+                (
+                    arn("web-a"),
+                    vec![(INSTANCE.to_owned(), Some(30080)), (INSTANCE.to_owned(), Some(30443))]
+                ),
+            ]
+        );
         assert_eq!(account.health_a.num_calls(), 2, "swept, then verified");
         assert_eq!(account.health_b.num_calls(), 1, "swept only");
         assert_eq!(account.health_c.num_calls(), 2, "swept, then verified");

@@ -290,7 +290,10 @@ mod tests {
             .collect();
         let (tags, left_out) = encode(&many);
         assert_eq!(tags.len(), 1 + MAX_RECORD_TAGS);
-        assert!(tags.iter().all(|t| t.value().unwrap().len() <= super::super::TAG_VALUE_MAX));
+        assert!(
+            tags.iter()
+                .all(|t| t.value().unwrap().len() <= super::super::TAG_VALUE_MAX)
+        );
         let decoded = decode(&as_map(&tags)).unwrap();
         assert_eq!(decoded.len() + left_out, 200);
         assert_eq!(decoded, many[..decoded.len()]);
