@@ -183,7 +183,7 @@ async fn batch(
 
 /// SNS messages, cleaned in one pass like a batch. SNS knows no partial failure: when any message failed, the
 /// invocation fails once the others are done, naming each failed message, and SNS (through Lambda's async retries)
-/// delivers them all again. The ones done end quietly then, at the delivery marker.
+/// delivers them all again. The ones done end quietly then, at their claim.
 async fn notifications(
     app: &App,
     home: &Home,

@@ -26,7 +26,7 @@ pub enum Record {
 pub struct Recording {
     /// None when no key is configured (`RECORD_KEY_ID`): records are written unsigned, and a restore refuses them.
     pub signer: Option<Signer>,
-    /// The interruption the records are written for; empty when the marker keeps none.
+    /// The interruption the records are written for; empty when the claims keep none.
     pub episode: String,
 }
 
