@@ -20,8 +20,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::aws::CallError;
 pub use claim::is_claim;
-pub use registration::{Entry, GROUP_SK, GroupInfo, TargetKey, group_pk, is_group_item, put_if_not_newer};
-pub use registration::delete_if_not_newer;
+pub use registration::{
+    Entry, GROUP_SK, GroupInfo, TargetKey, delete_if_not_newer, group_pk, is_group_item, put_if_not_newer,
+};
 pub use wave::is_wave;
 
 pub type Item = HashMap<String, AttributeValue>;
