@@ -20,8 +20,8 @@
 //!       steps      the AWS calls, one concern each: describe, claim, deregister, verify, quarantine, lifecycle, ...
 //!       notify     everything sent to SNS, through one Publisher
 //!       monitoring Datadog, Mackerel, webhook at notice time;  telemetry  step logs and EMF metrics
-//!       store      the DynamoDB table's calls
-//!         summary, changes, registration, instance, table, deadline     plain data
+//!       store      the DynamoDB table's calls that are not one item's
+//!         summary, changes, registration, instance, table, lease, deadline     plain data
 //!           aws    clients, retry modes, the typed CallError, the ELB and EC2 budgets, bounded concurrency
 //! ```
 
@@ -34,6 +34,7 @@ pub(crate) mod deadline;
 pub(crate) mod handler;
 pub(crate) mod index;
 pub(crate) mod instance;
+pub(crate) mod lease;
 pub(crate) mod locate;
 pub mod monitoring;
 pub(crate) mod notify;
@@ -60,9 +61,9 @@ pub use summary::Summary;
 pub use telemetry::logging::init as init_logging;
 pub use telemetry::metrics;
 
-/// The tags the function writes on instances and ENIs: its records and its delivery marker.
+/// The tags the function writes on instances and ENIs: its records and its claims.
 pub mod tags {
-    pub use crate::steps::claim::{CLAIM_TAG_PREFIX, HANDLED_TAG};
+    pub use crate::steps::claim::{CLAIM_TAG_PREFIX, DONE_TAG};
     pub use crate::steps::records::ORIGINAL_GROUPS_TAG;
     pub use crate::steps::records::left_targets::{
         LEFT_TARGETS_EPISODE_TAG, LEFT_TARGETS_MAC_TAG, LEFT_TARGETS_PREFIX_TAG, LEFT_TARGETS_TAG,

@@ -1,13 +1,13 @@
-//! The few calls the function makes on its DynamoDB table (see `table` for what the items hold): a query by partition
-//! key (and sort key prefix), a whole scan, items read consistently, one group's item, and batched writes that retry
-//! what DynamoDB leaves unprocessed.
+//! The few calls the function makes on its DynamoDB table that are not one item's (see `table` for what the items
+//! hold): a query by partition key, every page of a query, a whole scan, items read consistently, one group's item,
+//! and batched writes that retry what DynamoDB leaves unprocessed.
 
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
 
 use crate::aws::{CallError, bounded_all};
-use crate::table::{GROUP_SK, GroupInfo, Item, group_pk, s};
+use crate::table::{self, GROUP_SK, GroupInfo, Item, group_pk};
 
 /// BatchWriteItem takes at most 25 requests.
 const BATCH_WRITE_MAX: usize = 25;
@@ -18,33 +18,11 @@ const WRITE_CONCURRENCY: usize = 4;
 
 /// Every item filed under one partition key.
 pub async fn query(dynamodb: &aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Result<Vec<Item>, CallError> {
-    let query = dynamodb
-        .query()
-        .table_name(table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", s(pk));
-    every_page(query).await
-}
-
-/// The items of one partition whose sort key starts with `prefix`, read consistently.
-pub async fn query_prefix(
-    dynamodb: &aws_sdk_dynamodb::Client,
-    table: &str,
-    pk: &str,
-    prefix: &str,
-) -> Result<Vec<Item>, CallError> {
-    let query = dynamodb
-        .query()
-        .table_name(table)
-        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-        .expression_attribute_values(":pk", s(pk))
-        .expression_attribute_values(":prefix", s(prefix))
-        .consistent_read(true);
-    every_page(query).await
+    every_page(table::in_partition(dynamodb.query().table_name(table), pk)).await
 }
 
 /// The items of every page a Query answers.
-async fn every_page(
+pub async fn every_page(
     query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
 ) -> Result<Vec<Item>, CallError> {
     let mut pages = query.into_paginator().send();
@@ -64,10 +42,7 @@ pub async fn get_many(
     sks: &[String],
 ) -> Result<Vec<Item>, CallError> {
     use aws_sdk_dynamodb::types::KeysAndAttributes;
-    let mut pending: Vec<Item> = sks
-        .iter()
-        .map(|sk| Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))]))
-        .collect();
+    let mut pending: Vec<Item> = sks.iter().map(|sk| table::key(pk, sk)).collect();
     let mut items = Vec::new();
     for _ in 0..UNPROCESSED_ROUNDS {
         if pending.is_empty() {
@@ -111,25 +86,6 @@ pub async fn scan(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Result<Ve
     Ok(items)
 }
 
-/// One item, read consistently (it decides who holds a claim or a sweep), if the table has it.
-pub async fn get_consistent(
-    dynamodb: &aws_sdk_dynamodb::Client,
-    table: &str,
-    pk: String,
-    sk: &str,
-) -> Result<Option<Item>, CallError> {
-    let output = dynamodb
-        .get_item()
-        .table_name(table)
-        .key("pk", s(pk))
-        .key("sk", s(sk))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| CallError::new("GetItem", &e))?;
-    Ok(output.item().cloned())
-}
-
 /// A target group's own item, if the index has it.
 pub async fn get_group(
     dynamodb: &aws_sdk_dynamodb::Client,
@@ -139,8 +95,7 @@ pub async fn get_group(
     let output = dynamodb
         .get_item()
         .table_name(table)
-        .key("pk", s(group_pk(arn)))
-        .key("sk", s(GROUP_SK))
+        .set_key(Some(table::key(group_pk(arn), GROUP_SK)))
         .send()
         .await
         .map_err(|e| CallError::new("GetItem", &e))?;
@@ -162,8 +117,7 @@ pub fn delete_request(pk: String, sk: String) -> WriteRequest {
     WriteRequest::builder()
         .delete_request(
             DeleteRequest::builder()
-                .key("pk", s(pk))
-                .key("sk", s(sk))
+                .set_key(Some(table::key(pk, sk)))
                 .build()
                 .expect("a key is set"),
         )

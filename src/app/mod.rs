@@ -21,7 +21,7 @@ use crate::monitoring::Monitoring;
 use crate::monitoring::secrets::SecretClients;
 use crate::notify::Publisher;
 use crate::restore;
-use crate::steps::claim::Marker;
+use crate::steps::claim::ClaimStore;
 use crate::steps::lifecycle::DrainWait;
 use crate::steps::quarantine::QuarantineGroupCache;
 use crate::steps::records::Signer;
@@ -91,8 +91,8 @@ impl Place {
         }
     }
 
-    fn marker(&self) -> Marker {
-        Marker::new(self.table.as_deref(), &self.clients.dynamodb, &self.clients.ec2)
+    fn claim_store(&self) -> ClaimStore {
+        ClaimStore::new(self.table.as_deref(), &self.clients.dynamodb, &self.clients.ec2)
     }
 }
 
@@ -169,7 +169,7 @@ impl App {
             wave: &place.wave,
             quarantine_groups: &place.quarantine_groups,
             monitoring: &self.monitoring,
-            marker: place.marker(),
+            claim_store: place.claim_store(),
             signer: self.signer.as_ref(),
             drain_wait: self.config.lifecycle_wait_for_draining.then(DrainWait::default),
         }
@@ -180,7 +180,7 @@ impl App {
             clients: &self.home_place.clients,
             publisher: &self.publisher,
             config: &self.config,
-            marker: self.home_place.marker(),
+            claim_store: self.home_place.claim_store(),
             signer: self.signer.as_ref(),
         }
     }

@@ -74,7 +74,7 @@ pub const EC2_CREATE_TAGS: Size = Size {
     capacity: 100,
     per_second: 10.0,
 };
-/// EC2's other mutating actions (DeleteTags, the marker's).
+/// EC2's other mutating actions (DeleteTags, the claims').
 pub const EC2_MUTATING: Size = Size {
     capacity: 50,
     per_second: 5.0,

@@ -57,7 +57,7 @@ const COORDINATION_ATTEMPT: Duration = Duration::from_secs(5);
 impl Policy {
     /// ELB: deregistration, and every read that finds and checks registrations.
     pub const ELB: Policy = Policy::safety("spot-cleanup-elb");
-    /// EC2: the quarantine, the records, the tag marker.
+    /// EC2: the quarantine, the records, the claims on tags.
     pub const EC2: Policy = Policy::safety("spot-cleanup-ec2");
     /// Auto Scaling: the fast path's attached groups, the lifecycle actions.
     pub const AUTOSCALING: Policy = Policy::safety("spot-cleanup-autoscaling");

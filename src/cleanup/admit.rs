@@ -11,7 +11,7 @@ use crate::aws::CallError;
 use crate::deadline::{Deadline, elapsed_ms};
 use crate::input::{InstanceId, Request};
 use crate::instance::Instance;
-use crate::steps::claim::{self, Claim, Keeper, Lease, MarkerState, Token};
+use crate::steps::claim::{self, Claim, ClaimState, HeldClaims, Lease, Token};
 use crate::steps::describe::describe_instances;
 use crate::steps::lifecycle;
 use crate::summary::{InstanceInfo, Outcome, Summary, Timings};
@@ -33,7 +33,7 @@ pub struct Unpublished {
     pub summary: Summary,
 }
 
-/// The delivery markers taken, to record how each run ended, and the task that renews them while the run works; and
+/// The claims taken, to record how each run ended, and the task that renews them while the run works; and
 /// the warnings of those that could not be used.
 #[derive(Default)]
 pub struct Claims {
@@ -41,7 +41,7 @@ pub struct Claims {
     /// The interruption each claim won belongs to, for the records the run signs.
     pub episodes: HashMap<InstanceId, String>,
     pub warnings: HashMap<InstanceId, String>,
-    pub keeper: Option<Keeper>,
+    pub held: Option<HeldClaims>,
 }
 
 pub async fn admit<'r>(ctx: &Context<'_>, requests: &[&'r Request], clock: &Clock, deadline: Deadline) -> Admitted<'r> {
@@ -167,7 +167,7 @@ async fn claim_all(ctx: &Context<'_>, admitted: &mut Admitted<'_>, clock: &Clock
         deadline,
     };
     let ids: Vec<InstanceId> = admitted.work.iter().map(|w| w.instance.id.clone()).collect();
-    let outcomes = claim::claim_all(&ctx.marker, &ids, &lease).await;
+    let outcomes = claim::claim_all(&ctx.claim_store, &ids, &lease).await;
     let work = std::mem::take(&mut admitted.work);
     for (w, outcome) in work.into_iter().zip(outcomes) {
         match outcome {
@@ -183,7 +183,7 @@ async fn claim_all(ctx: &Context<'_>, admitted: &mut Admitted<'_>, clock: &Clock
                 admitted.unpublished.push(Unpublished { token, summary });
             }
             Claim::Unavailable(warning) => {
-                // The cleanup goes on without the marker; the summary carries the warning.
+                // The cleanup goes on without the claim; the summary carries the warning.
                 steplog::request_step("claim", w.request, 0, Tally::one(false));
                 admitted.claims.warnings.insert(w.instance.id.clone(), warning);
                 admitted.work.push(w);
@@ -207,18 +207,18 @@ async fn claim_all(ctx: &Context<'_>, admitted: &mut Admitted<'_>, clock: &Clock
         .iter()
         .map(|(id, t)| (id.clone(), t.clone()))
         .collect();
-    admitted.claims.keeper = Some(claim::keep(&ctx.marker, held, lease));
+    admitted.claims.held = Some(claim::hold(&ctx.claim_store, held, lease));
 }
 
 /// The answer of a delivery that found the work done or under way: nothing changed, nothing published.
 fn already_handled(
     request: &Request,
     instance: &Instance,
-    state: MarkerState,
+    state: ClaimState,
     since: Option<&str>,
     clock: &Clock,
 ) -> Summary {
-    let what = if state == MarkerState::Done {
+    let what = if state == ClaimState::Done {
         "another delivery of this interruption already cleaned it up"
     } else {
         "another delivery of this interruption is cleaning it up"
@@ -230,7 +230,7 @@ fn already_handled(
         clock.started_at,
     );
     summary.warnings.push(format!(
-        "already handled: {what} (marker {state}{}); nothing was changed or published",
+        "already handled: {what} (claim {state}{}); nothing was changed or published",
         since.map(|s| format!(" since {s}")).unwrap_or_default()
     ));
     summary

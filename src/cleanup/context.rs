@@ -12,7 +12,7 @@ use crate::instance::Instance;
 use crate::locate::Locator;
 use crate::monitoring::Monitoring;
 use crate::notify::Publisher;
-use crate::steps::claim::Marker;
+use crate::steps::claim::ClaimStore;
 use crate::steps::lifecycle::DrainWait;
 use crate::steps::quarantine::QuarantineGroupCache;
 use crate::steps::records::Signer;
@@ -29,7 +29,7 @@ pub struct Context<'a> {
     pub wave: &'a Wave,
     pub quarantine_groups: &'a QuarantineGroupCache,
     pub monitoring: &'a Monitoring,
-    pub marker: Marker,
+    pub claim_store: ClaimStore,
     /// Signs the records a restore will act on; None without `RECORD_KEY_ID`.
     pub signer: Option<&'a Signer>,
     /// How an Auto Scaling lifecycle cleanup waits for draining targets; None completes the action at once.

@@ -1,5 +1,5 @@
 //! The end of a run, once every summary is assembled: the record of left targets (`REREGISTER_ON_RESTORE`), the
-//! monitoring systems' answers, the Auto Scaling lifecycle actions, the SNS summaries, and the delivery markers, each
+//! monitoring systems' answers, the Auto Scaling lifecycle actions, the SNS summaries, and the claims, each
 //! recording how its run ended. Then one `cleanup finished` line and one metrics line per instance.
 
 use std::collections::HashMap;
@@ -71,13 +71,13 @@ async fn release_claims(
     summaries: &mut [Summary],
     done: &HashMap<InstanceId, Summary>,
 ) {
-    let keeper = admitted.claims.keeper.as_ref();
-    keeper.inspect(|k| k.stop());
-    let lost = keeper.map(|k| k.lost()).unwrap_or_default();
+    let held = admitted.claims.held.as_ref();
+    held.inspect(|h| h.stop());
+    let lost = held.map(|h| h.lost()).unwrap_or_default();
     for summary in summaries.iter_mut() {
         if lost.contains(&summary.instance.id) {
             summary.warnings.push(
-                "the delivery marker lapsed while this run worked and another delivery took it over; both did the same \
+                "the claim lapsed while this run worked and another delivery took it over; both did the same \
                  idempotent work"
                     .into(),
             );
@@ -88,9 +88,9 @@ async fn release_claims(
             (false, None) => Ending::Incomplete,
         };
         if let Some(token) = admitted.claims.tokens.get(&summary.instance.id)
-            && let Err(e) = claim::close(&ctx.marker, &summary.instance.id, token, ending).await
+            && let Err(e) = claim::close(&ctx.claim_store, &summary.instance.id, token, ending).await
         {
-            tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "delivery marker not updated");
+            tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "claim not updated");
         }
     }
 }
@@ -122,8 +122,8 @@ pub async fn publish_unpublished(ctx: &Context<'_>, unpublished: Vec<Unpublished
         if !published {
             summary.settle_outcome();
         }
-        if let Err(e) = claim::close(&ctx.marker, &summary.instance.id, token, ending).await {
-            tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "delivery marker not updated");
+        if let Err(e) = claim::close(&ctx.claim_store, &summary.instance.id, token, ending).await {
+            tracing::warn!(instance_id = summary.instance.id.as_str(), error = %e, "claim not updated");
         }
         // The run that did the work already counted it in the metrics.
         tracing::info!(

@@ -288,8 +288,8 @@ mod tests {
                 &self.deregister,
             ];
             elb_rules.extend(self.delays.iter());
-            // The delivery marker's tags on the instance (src/steps/claim/): nobody else claims it, so this run does the work.
-            let marker = [
+            // The claim's tags on the instance (src/steps/claim/): nobody else claims it, so this run does the work.
+            let claim_tags = [
                 mock!(aws_sdk_ec2::Client::describe_tags)
                     .then_output(|| aws_sdk_ec2::operation::describe_tags::DescribeTagsOutput::builder().build()),
                 mock!(aws_sdk_ec2::Client::create_tags)
@@ -298,7 +298,7 @@ mod tests {
                 mock!(aws_sdk_ec2::Client::delete_tags)
                     .then_output(|| aws_sdk_ec2::operation::delete_tags::DeleteTagsOutput::builder().build()),
             ];
-            let mut ec2_rules: Vec<&Rule> = marker.iter().collect();
+            let mut ec2_rules: Vec<&Rule> = claim_tags.iter().collect();
             ec2_rules.extend([
                 &self.describe_instances,
                 &self.describe_security_groups,

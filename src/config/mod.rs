@@ -7,9 +7,9 @@ mod monitoring;
 mod trust;
 mod vars;
 
+use crate::lease::DEFAULT_LEASE;
 use crate::monitoring::MonitoringConfig;
 use crate::notify::NotifyFormat;
-use crate::steps::claim::DEFAULT_LEASE;
 use crate::steps::quarantine::SecurityGroupId;
 use crate::trust::TrustConfig;
 use vars::Vars;
@@ -63,8 +63,8 @@ pub struct Config {
     /// Record the targets an instance that may come back (stop, hibernate) left, and register them again when it is
     /// restored (`REREGISTER_ON_RESTORE`, default false).
     pub reregister_on_restore: bool,
-    /// How long a delivery's claim lasts unless renewed (`CLAIM_LEASE_SECONDS`, 1 to 60, default 15): how long a
-    /// claimant that died can hold up the retry.
+    /// The length of the one lease (`crate::lease`; `CLAIM_LEASE_SECONDS`, 1 to 60, default 15), held by each claim
+    /// and by the wave's driver: how long a holder that died can hold up the others.
     pub claim_lease: std::time::Duration,
     /// The KMS HMAC key that signs the records a restore acts on (`RECORD_KEY_ID`: a key id, key ARN or alias). Without
     /// it records are unsigned and a restore refuses them.

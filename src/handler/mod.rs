@@ -145,7 +145,7 @@ impl Invoked<'_> {
 
     /// SNS messages, cleaned in one pass like a batch. SNS knows no partial failure: when any message failed, the
     /// invocation fails once the others are done, naming each failed message, and SNS (through Lambda's async
-    /// retries) delivers them all again. The ones done end quietly then, at the delivery marker.
+    /// retries) delivers them all again. The ones done end quietly then, at their claim.
     async fn notifications(&mut self, records: Vec<BatchRecord>) -> Result<Value, HandlerError> {
         let outcomes = self.run_records(&records).await;
         let failed: Vec<(String, RecordFailure)> = records

@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -173,36 +172,19 @@ async fn write_one(
     entry: &Entry,
     now: DateTime<Utc>,
 ) -> Result<bool, CallError> {
-    const NOT_NEWER: &str = "attribute_not_exists(pk) OR updated_at <= :called_at";
-    let called_at = AttributeValue::S(table::stamp(entry.updated_at));
     let sent = match call {
-        TargetsCall::RegisterTargets => dynamodb
-            .put_item()
-            .table_name(table_name)
-            .set_item(Some(entry.to_item(now)))
-            .condition_expression(NOT_NEWER)
-            .expression_attribute_values(":called_at", called_at)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CallError::new("PutItem", &e)),
-        TargetsCall::DeregisterTargets => dynamodb
-            .delete_item()
-            .table_name(table_name)
-            .key("pk", AttributeValue::S(entry.key.pk()))
-            .key("sk", AttributeValue::S(entry.sk()))
-            .condition_expression(NOT_NEWER)
-            .expression_attribute_values(":called_at", called_at)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| CallError::new("DeleteItem", &e)),
+        TargetsCall::RegisterTargets => {
+            let put = dynamodb.put_item().table_name(table_name);
+            let sent = table::put_if_not_newer(put, entry, now).send().await;
+            sent.map(|_| ()).map_err(|e| CallError::new("PutItem", &e))
+        }
+        TargetsCall::DeregisterTargets => {
+            let delete = dynamodb.delete_item().table_name(table_name);
+            let sent = table::delete_if_not_newer(delete, entry).send().await;
+            sent.map(|_| ()).map_err(|e| CallError::new("DeleteItem", &e))
+        }
     };
-    match sent {
-        Ok(()) => Ok(true),
-        Err(e) if e.is("ConditionalCheckFailedException") => Ok(false),
-        Err(e) => Err(e),
-    }
+    table::conditional(sent)
 }
 
 fn write_name(call: TargetsCall) -> &'static str {

@@ -118,7 +118,7 @@ async fn existing_items(
     match store::scan(dynamodb, table_name).await {
         Ok(items) => items
             .into_iter()
-            // Delivery markers and shared sweeps share the table; they are not the index's to keep or delete.
+            // Claims and the wave share the table; they are not the index's to keep or delete.
             .filter(|item| !table::is_claim(item) && !table::is_wave(item))
             .filter_map(|item| Some((table::key_of(&item)?, item)))
             .collect(),

@@ -1,6 +1,6 @@
 //! What a restore acts on, read and checked before anything changes: each ENI's original-groups record (the branch
 //! ENIs of its trunk ENI too), with `REREGISTER_ON_RESTORE` the instance's record of the targets it left, and the
-//! interruption they should belong to (the delivery marker's episode, with the table). Every record must be this function's own, or nothing is done.
+//! interruption they should belong to (the claim's episode, with the table). Every record must be this function's own, or nothing is done.
 
 use aws_sdk_ec2::types::{Filter, NetworkInterface, NetworkInterfaceType};
 
@@ -8,7 +8,7 @@ use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::instance::Instance;
 use crate::steps::branches;
-use crate::steps::claim::{self, Marker};
+use crate::steps::claim::{self, ClaimStore};
 use crate::steps::describe::describe_one;
 use crate::steps::records::left_targets::TargetsRecord;
 use crate::steps::records::{GroupsRecord, Signer, Trust};
@@ -31,7 +31,7 @@ pub struct RecordedTargets {
 pub struct Recorded {
     pub enis: Vec<RecordedEni>,
     pub targets: Option<RecordedTargets>,
-    /// The interruption the records should belong to; None when the marker keeps none.
+    /// The interruption the records should belong to; None when the claims keep none.
     pub episode: Option<String>,
 }
 
@@ -48,14 +48,14 @@ pub enum ReadError {
     Enis(CallError),
     #[error("could not read the record of the targets it left: {0}")]
     Targets(CallError),
-    #[error("could not read the delivery marker's interruption: {0}")]
+    #[error("could not read the claim's interruption: {0}")]
     Episode(CallError),
 }
 
 /// Read every record of the instance; the targets' only when `with_targets`.
 pub async fn read(
     ec2: &aws_sdk_ec2::Client,
-    marker: &Marker,
+    claim_store: &ClaimStore,
     instance_id: &InstanceId,
     with_targets: bool,
 ) -> Result<Recorded, ReadError> {
@@ -69,7 +69,9 @@ pub async fn read(
     } else {
         None
     };
-    let episode = claim::episode(marker, instance_id).await.map_err(ReadError::Episode)?;
+    let episode = claim::episode(claim_store, instance_id)
+        .await
+        .map_err(ReadError::Episode)?;
     Ok(Recorded { enis, targets, episode })
 }
 

@@ -18,7 +18,7 @@ use crate::aws::Clients;
 use crate::config::Config;
 use crate::input::RestoreRequest;
 use crate::notify::Publisher;
-use crate::steps::claim::{self, Marker};
+use crate::steps::claim::{self, ClaimStore};
 use crate::steps::records::Signer;
 use crate::summary::{RestoreOutcome, RestoreSummary};
 use crate::trust::scope::Home;
@@ -30,13 +30,13 @@ pub struct Context<'a> {
     pub clients: &'a Clients,
     pub publisher: &'a Publisher,
     pub config: &'a Config,
-    pub marker: Marker,
+    pub claim_store: ClaimStore,
     /// Checks the records' MACs; None without `RECORD_KEY_ID`, and then every record is refused.
     pub signer: Option<&'a Signer>,
 }
 
 /// A restore end to end: the trust checks, the records read and checked, the ENIs and (optionally) the targets put
-/// back, the record and delivery marker removed, the summary published (unless there was nothing to restore: an
+/// back, the record and claim removed, the summary published (unless there was nothing to restore: an
 /// instance that was never quarantined starting up is not news). A dry run changes nothing and publishes its plan
 /// (`planned`): each ENI with the groups it would get back, and each target it would register again.
 pub async fn run(ctx: &Context<'_>, home: &Home, request: &RestoreRequest) -> Result<RestoreSummary, Refusal> {
@@ -48,7 +48,7 @@ pub async fn run(ctx: &Context<'_>, home: &Home, request: &RestoreRequest) -> Re
     let (ec2, elb) = (&ctx.clients.ec2, &ctx.clients.elb);
     let dry_run = ctx.config.dry_run;
     let mut summary = RestoreSummary::new(instance_id, trigger, RestoreOutcome::Failed);
-    let found = match found::read(ec2, &ctx.marker, instance_id, ctx.config.reregister_on_restore).await {
+    let found = match found::read(ec2, &ctx.claim_store, instance_id, ctx.config.reregister_on_restore).await {
         Ok(found) if found.is_empty() => {
             summary.outcome = RestoreOutcome::NothingToRestore;
             return Ok(finished(summary));
@@ -89,9 +89,9 @@ pub async fn run(ctx: &Context<'_>, home: &Home, request: &RestoreRequest) -> Re
         }
     }
     if summary.outcome == RestoreOutcome::Restored
-        && let Err(e) = claim::clear(&ctx.marker, instance_id).await
+        && let Err(e) = claim::clear(&ctx.claim_store, instance_id).await
     {
-        summary.errors.push(format!("could not clear the delivery marker: {e}"));
+        summary.errors.push(format!("could not clear the claim: {e}"));
         summary.outcome = RestoreOutcome::Partial;
     }
     Ok(publish(ctx, summary).await)

@@ -1,4 +1,4 @@
-//! The steps that call AWS, one concern each: look the instances up (and the branch ENIs of their trunk ENIs), take the delivery marker, leave target groups
+//! The steps that call AWS, one concern each: look the instances up (and the branch ENIs of their trunk ENIs), take the claims, leave target groups
 //! and check they left, quarantine ENIs, finish an Auto Scaling lifecycle action, put a restored instance back in its
 //! target groups. Steps take plain SDK clients and values, and report plain data; they decide no order.
 

@@ -1,4 +1,4 @@
-//! The EC2 tags this function keeps on instances and ENIs (its records and its delivery marker): read them, write them,
+//! The EC2 tags this function keeps on instances and ENIs (its records and its claims): read them, write them,
 //! remove them. Callers say what the tags were for.
 
 use std::collections::BTreeMap;
@@ -7,19 +7,30 @@ use aws_sdk_ec2::types::{Filter, Tag};
 
 use crate::aws::CallError;
 
-/// Every tag of one resource, by key.
-pub async fn read(ec2: &aws_sdk_ec2::Client, resource: &str) -> Result<BTreeMap<String, String>, CallError> {
-    let output = ec2
-        .describe_tags()
-        .filters(Filter::builder().name("resource-id").values(resource).build())
-        .send()
-        .await
-        .map_err(|e| CallError::new("DescribeTags", &e))?;
-    Ok(output
-        .tags()
-        .iter()
-        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
-        .collect())
+/// Every tag of each resource, by resource and key, from one DescribeTags.
+pub async fn read(
+    ec2: &aws_sdk_ec2::Client,
+    resources: Vec<String>,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, CallError> {
+    let filter = Filter::builder()
+        .name("resource-id")
+        .set_values(Some(resources))
+        .build();
+    let mut pages = ec2.describe_tags().filters(filter).into_paginator().send();
+    let mut found: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| CallError::new("DescribeTags", &e))?;
+        for tag in page.tags() {
+            if let (Some(resource), Some(key)) = (tag.resource_id(), tag.key()) {
+                let value = tag.value().unwrap_or_default().to_owned();
+                found
+                    .entry(resource.to_owned())
+                    .or_default()
+                    .insert(key.to_owned(), value);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Write (or overwrite) tags on one resource.

@@ -2,7 +2,7 @@
 //! would send it at once, so the call carries every registration queued in its group by then; it reads when the reads'
 //! share allows, never ahead of a deregistration; and it answers each member as soon as that member's work is done.
 //! With the table, it also takes in members that join while it drives, and hands their answers back through the
-//! table; it lets go of the wheel when nobody is left.
+//! table; it holds the driver's lease while it drives, and lets go of it when nobody is left.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,6 +21,7 @@ use crate::aws::{CallError, ElbBudget, ElbKind, join_all};
 use crate::deadline::Deadline;
 use crate::input::InstanceId;
 use crate::instance::Instance;
+use crate::lease::{Lease, Renewal};
 use crate::locate::sweep::list_target_groups;
 use crate::locate::sweep::read::{Candidate, GroupRead, read_group};
 use crate::locate::{Located, Locator};
@@ -90,12 +91,11 @@ impl Own {
     }
 }
 
-/// The wheel held in the table.
-pub struct Wheel<'r> {
+/// The driver's lease, held in the table: the roster it is on, and the token it was taken with.
+pub struct DriverLease<'r> {
     pub roster: &'r Roster,
     pub token: String,
-    /// How long the driver is taken for alive without renewing (`CLAIM_LEASE_SECONDS`).
-    pub lease: Duration,
+    pub lease: Lease,
 }
 
 enum Event {
@@ -104,7 +104,6 @@ enum Event {
     Answered(Call, Result<(), CallError>, DateTime<Utc>),
     Delay(String, Option<u32>),
     Joined(Result<Vec<Member>, CallError>, Instant),
-    Renewed(Result<bool, CallError>),
     Written,
 }
 
@@ -113,11 +112,18 @@ type FastPath<'a> =
 
 /// Drive the wave until every member is answered (and, with the table, nobody is left on the roster) or the deadline
 /// comes.
-pub async fn drive(tools: &Tools<'_>, state: &mut State, own: &mut Own, wheel: Option<&Wheel<'_>>, deadline: Deadline) {
+pub async fn drive(
+    tools: &Tools<'_>,
+    state: &mut State,
+    own: &mut Own,
+    held: Option<&DriverLease<'_>>,
+    deadline: Deadline,
+) {
     let now = Instant::now();
     let mut driver = Driver {
         tools,
-        wheel,
+        held,
+        renewal: held.map(|h| h.roster.keep(&h.token, h.lease)),
         deadline,
         tasks: JoinSet::new(),
         reads: 0,
@@ -126,7 +132,6 @@ pub async fn drive(tools: &Tools<'_>, state: &mut State, own: &mut Own, wheel: O
         looked: false,
         last_answer: now,
         nobody_new: false,
-        next_renewal: now + wheel.map_or(Duration::from_secs(3600), |w| w.lease / 3),
         stop: deadline.left().map(|left| now + left),
     };
     let mut fast: Option<FastPath<'_>> = None;
@@ -134,7 +139,7 @@ pub async fn drive(tools: &Tools<'_>, state: &mut State, own: &mut Own, wheel: O
         let now = Instant::now();
         let out_of_time = deadline.passed();
         // With the table, the members already on the roster are taken in first, so the first calls carry them too.
-        let ready = wheel.is_none() || driver.looked;
+        let ready = held.is_none() || driver.looked;
         if fast.is_none() && !out_of_time && ready {
             let instances = state.take_fast_path();
             if !instances.is_empty() {
@@ -145,7 +150,7 @@ pub async fn drive(tools: &Tools<'_>, state: &mut State, own: &mut Own, wheel: O
             driver.start_calls(state, now);
         }
         driver.answer(state, own, now, out_of_time);
-        let idle = fast.is_none() && driver.tasks.is_empty() && (wheel.is_none() || driver.nobody_new);
+        let idle = fast.is_none() && driver.tasks.is_empty() && (held.is_none() || driver.nobody_new);
         if state.all_done() && (out_of_time || idle) {
             break;
         }
@@ -169,25 +174,26 @@ pub async fn drive(tools: &Tools<'_>, state: &mut State, own: &mut Own, wheel: O
 /// The driver's loop state: its calls under way, and with the table its looks at the roster and its lease.
 struct Driver<'t, 'w> {
     tools: &'t Tools<'t>,
-    wheel: Option<&'w Wheel<'w>>,
+    held: Option<&'w DriverLease<'w>>,
+    /// The lease's renewal, from when the driver starts until it lets go.
+    renewal: Option<Renewal>,
     deadline: Deadline,
     tasks: JoinSet<Event>,
     /// Reads under way.
     reads: usize,
     next_intake: Instant,
     intake_running: bool,
-    /// The roster was looked at once since the wheel was taken.
+    /// The roster was looked at once since the lease was taken.
     looked: bool,
     /// When the last answer was given: a look at the roster that started after it and found nobody new ends the wave.
     last_answer: Instant,
     nobody_new: bool,
-    next_renewal: Instant,
     stop: Option<Instant>,
 }
 
 impl Driver<'_, '_> {
     /// Every call the budget would send now: deregistrations first, then reads; with the table, a look at the roster
-    /// and the lease's renewal when they are due.
+    /// when it is due.
     fn start_calls(&mut self, state: &mut State, now: Instant) {
         let budget = self.tools.budget;
         while state.has_call() && budget.ready_in(ElbKind::Registration).is_zero() {
@@ -204,21 +210,14 @@ impl Driver<'_, '_> {
             let elb = self.tools.elb.clone();
             self.tasks.spawn(async move { read(elb, job).await });
         }
-        let Some(wheel) = self.wheel else { return };
+        let Some(held) = self.held else { return };
         if !self.intake_running && now >= self.next_intake {
             self.intake_running = true;
-            let roster = wheel.roster.clone();
+            let roster = held.roster.clone();
             self.tasks.spawn(async move {
                 let started = Instant::now();
                 Event::Joined(roster.members().await, started)
             });
-        }
-        if now >= self.next_renewal {
-            self.next_renewal = now + wheel.lease / 3;
-            let (roster, token) = (wheel.roster.clone(), wheel.token.clone());
-            let until = lease_until(wheel.lease, self.deadline);
-            self.tasks
-                .spawn(async move { Event::Renewed(roster.renew(&token, until).await) });
         }
     }
 
@@ -230,7 +229,7 @@ impl Driver<'_, '_> {
             self.nobody_new = false;
         }
         for (member, deregistration) in answered {
-            deliver(&mut self.tasks, own, self.wheel, member, deregistration, self.deadline);
+            deliver(&mut self.tasks, own, self.held, member, deregistration, self.deadline);
         }
     }
 
@@ -271,9 +270,7 @@ impl Driver<'_, '_> {
                     Err(error) => tracing::warn!(%error, "wave: the roster could not be read"),
                 }
             }
-            Event::Renewed(Ok(false)) => tracing::warn!("wave: the lease ran out and another cleanup took the wheel"),
-            Event::Renewed(Err(error)) => tracing::warn!(%error, "wave: the lease was not renewed"),
-            Event::Renewed(Ok(true)) | Event::Written => {}
+            Event::Written => {}
         }
     }
 
@@ -291,7 +288,7 @@ impl Driver<'_, '_> {
         if let Some(settled) = state.settled_at().filter(|at| *at > now) {
             wake = wake.min(settled);
         }
-        let roster = self.wheel.map(|_| self.next_intake.min(self.next_renewal));
+        let roster = self.held.map(|_| self.next_intake);
         for at in [self.stop, roster].into_iter().flatten() {
             wake = wake.min(at.max(now + Duration::from_millis(1)));
         }
@@ -299,17 +296,18 @@ impl Driver<'_, '_> {
     }
 
     /// The answers being written are what the others wait for: they get a moment; reads and looks do not. Then the
-    /// wheel is let go.
+    /// driver's lease is let go.
     async fn finish(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;
         self.tasks.abort_all();
-        if let Some(wheel) = self.wheel
-            && let Err(error) = wheel.roster.release(&wheel.token).await
+        drop(self.renewal.take());
+        if let Some(held) = self.held
+            && let Err(error) = held.roster.release(&held.token).await
         {
-            tracing::warn!(%error, "wave: the wheel was not released; it lapses with the lease");
+            tracing::warn!(%error, "wave: the driver's lease was not released; it lapses");
         }
     }
 }
@@ -319,14 +317,14 @@ impl Driver<'_, '_> {
 fn deliver(
     tasks: &mut JoinSet<Event>,
     own: &mut Own,
-    wheel: Option<&Wheel<'_>>,
+    held: Option<&DriverLease<'_>>,
     member: Member,
     deregistration: Deregistration,
     deadline: Deadline,
 ) {
     let mine = own.is_own(&member);
-    if let Some(wheel) = wheel {
-        let roster = wheel.roster.clone();
+    if let Some(held) = held {
+        let roster = held.roster.clone();
         let (member, answer) = (member.clone(), (!mine).then(|| deregistration.clone()));
         tasks.spawn(async move {
             loop {
@@ -381,10 +379,4 @@ async fn fast_path(
     }))
     .await;
     (instances.into_iter().map(|i| i.id).collect(), answers)
-}
-
-/// A lease taken or renewed now: `lease` from now, never past the invocation's end.
-pub fn lease_until(lease: Duration, deadline: Deadline) -> DateTime<Utc> {
-    let length = deadline.end_left().map_or(lease, |left| lease.min(left));
-    Utc::now() + chrono::Duration::from_std(length).unwrap_or(chrono::Duration::seconds(10))
 }

@@ -11,7 +11,7 @@
 //! of them, sends one DeregisterTargets per group carrying every member's registrations queued there, checks each
 //! group once after its calls, and reads each touched group's deregistration delay, all under the account's ELB
 //! budget (`aws::paced`). The others post themselves on the roster in the function's table (`roster`), wait for their
-//! answer, and take the wheel over if the driver stops renewing its lease. A lone interruption drives its own wave of
+//! answer, and take the driver's lease over if the driver stops renewing it. A lone interruption drives its own wave of
 //! one; without the table, or in a dry run, each cleanup drives its own.
 
 pub mod deregistration;
@@ -31,24 +31,25 @@ use tokio::sync::oneshot;
 
 pub use deregistration::{Deregistration, Fate, Target};
 pub use drive::Tools;
-use drive::{Own, Wheel, drive, lease_until};
+use drive::{DriverLease, Own, drive};
 pub use roster::Roster;
 use state::{Member, State};
 
 use crate::deadline::Deadline;
 use crate::input::InstanceId;
 use crate::instance::Instance;
+use crate::lease::Lease;
 
 /// How often a member waiting for another cleanup's driver looks for its answer.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
-/// A table that has not taken a cleanup's members in, and answered its first try for the wheel, within this is taken
+/// A table that has not taken a cleanup's members in, and answered its first try for the driver's lease, within this is taken
 /// for down: the cleanup drives alone, as without a table. A table loaded by a wave answers in a few seconds at worst.
 const JOIN_WITHIN: Duration = Duration::from_secs(10);
 
 /// One place's wave: shared through the table when there is one.
 pub struct Wave {
     roster: Option<Roster>,
-    /// How long a driver is taken for alive without renewing its lease (`CLAIM_LEASE_SECONDS`).
+    /// The length of the driver's lease (`CLAIM_LEASE_SECONDS`).
     lease: Duration,
 }
 
@@ -97,9 +98,9 @@ impl Wave {
 
     /// Post the members, then drive or wait for the driver, until they are answered.
     ///
-    /// Joining (the post and the first try for the wheel) is where a table that cannot be used is found: already known
+    /// Joining (the post and the first try for the driver's lease) is where a table that cannot be used is found: already known
     /// down in this invocation, answering with an error, or not within `JOIN_WITHIN`. The cleanup then drives alone, as
-    /// it would without a table. Once on the roster it relies on it: a failed look or try for the wheel is tried again
+    /// it would without a table. Once on the roster it relies on it: a failed look or try for the lease is tried again
     /// until the deadline, never answered by driving alone (twenty cleanups each on its own are the retry storm the
     /// wave exists to prevent).
     async fn together(
@@ -114,10 +115,14 @@ impl Wave {
             tracing::warn!(reason = why.as_str(), "wave: the table is down, driving alone");
             return alone(tools, members, own, false, deadline).await;
         }
+        let lease = Lease {
+            length: self.lease,
+            deadline,
+        };
         let mut token = crate::table::unique_token();
         let joining = async {
             roster.post(&members).await?;
-            roster.take(&token, lease_until(self.lease, deadline)).await
+            roster.take(&token, lease.until()).await
         };
         let mut taken = match within(JOIN_WITHIN.min(deadline.left().unwrap_or(JOIN_WITHIN)), joining).await {
             Some(Ok(taken)) => taken,
@@ -139,23 +144,19 @@ impl Wave {
                     .iter()
                     .filter(|m| !own.is_answered_for(m))
                     .for_each(|m| state.join(m.clone(), now));
-                let wheel = Wheel {
-                    roster,
-                    token,
-                    lease: self.lease,
-                };
-                drive(tools, &mut state, own, Some(&wheel), deadline).await;
+                let held = DriverLease { roster, token, lease };
+                drive(tools, &mut state, own, Some(&held), deadline).await;
                 return;
             }
-            // Somebody drives: wait for the answers, and take the wheel over if the driver stops.
+            // Somebody drives: wait for the answers, and take the driver's lease over if the driver stops.
             if !self.wait(roster, own, deadline).await {
                 return;
             }
             token = crate::table::unique_token();
-            taken = match within_deadline(deadline, roster.take(&token, lease_until(self.lease, deadline))).await {
+            taken = match within_deadline(deadline, roster.take(&token, lease.until())).await {
                 Some(Ok(taken)) => taken,
                 Some(Err(error)) => {
-                    tracing::warn!(%error, "wave: the wheel could not be taken; looking again");
+                    tracing::warn!(%error, "wave: the driver's lease could not be taken; looking again");
                     false
                 }
                 None => false,
@@ -163,8 +164,8 @@ impl Wave {
         }
     }
 
-    /// Look for the answers every `LOOK_EVERY` until they are all in (false), or until nobody drives (true: the wheel
-    /// is free to take). At the deadline, whoever is still waiting is answered as unanswered (false).
+    /// Look for the answers every `LOOK_EVERY` until they are all in (false), or until nobody drives (true: the
+    /// driver's lease is free to take). At the deadline, whoever is still waiting is answered as unanswered (false).
     async fn wait(&self, roster: &Roster, own: &mut Own, deadline: Deadline) -> bool {
         loop {
             match within_deadline(deadline, roster.look(&own.waiting())).await {

@@ -1,15 +1,5 @@
-//! The wave in the function's table, under pk `wave` (`table::WAVE_PK`), so that cleanups in separate execution
-//! environments share one driver:
-//!
-//! - sk `driver`: who drives (`token`) and until when it is known to be alive (`lease_until`, renewed as it works). It
-//!   is taken with a conditional write when nobody holds it or its holder stopped renewing (it died), and deleted when
-//!   the driver is done;
-//! - sk `member#<instance id>`: an instance waiting for the wave: the cleanup's `token`, its notice time (`since`) and
-//!   the instance as described (`instance`, JSON). The driver deletes it when it answers;
-//! - sk `answer#<instance id>`: what the driver answered (`deregistration`, JSON), for the member with `token`.
-//!
-//! Times are `table::stamp`s, so strings compare in time order in condition expressions. Every item expires a day after
-//! it was written.
+//! The wave's roster in the function's table (its items are `table::wave`'s), so that cleanups in separate execution
+//! environments share one driver: the members waiting, the answers given, and the driver's lease.
 
 use chrono::{DateTime, Utc};
 
@@ -17,12 +7,10 @@ use super::deregistration::Deregistration;
 use super::state::Member;
 use crate::aws::{Breaker, CallError};
 use crate::input::InstanceId;
+use crate::lease::{Lease, Renewal};
 use crate::store;
-use crate::table::{Item, ItemError, WAVE_PK, expires_from, s, stamp, text, time};
-
-const DRIVER_SK: &str = "driver";
-const MEMBER_PREFIX: &str = "member#";
-const ANSWER_PREFIX: &str = "answer#";
+use crate::table::wave::{self as items, WAVE_PK};
+use crate::table::{ItemError, conditional};
 
 /// One table's wave.
 #[derive(Clone, Debug)]
@@ -61,25 +49,20 @@ impl Roster {
 
     /// Put the members on the roster, for whoever drives.
     pub async fn post(&self, members: &[Member]) -> Result<(), CallError> {
-        let now = Utc::now();
         let requests = members
             .iter()
-            .map(|member| store::put_request(member_item(member, now)))
+            .map(|m| store::put_request(items::member_item(&m.instance.id, &m.token, m.since, &m.instance)))
             .collect();
-        let written = store::write_all(&self.dynamodb, &self.table, requests).await;
-        match written.errors.into_iter().next() {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+        self.write(requests).await
     }
 
     /// Everyone on the roster. An item that cannot be read (another version wrote it) is skipped.
     pub async fn members(&self) -> Result<Vec<Member>, CallError> {
-        let items = store::query_prefix(&self.dynamodb, &self.table, WAVE_PK, MEMBER_PREFIX).await?;
-        Ok(items
+        let found = store::every_page(items::members(&self.dynamodb, &self.table)).await?;
+        Ok(found
             .iter()
-            .filter_map(|item| match member_from(item) {
-                Ok(member) => Some(member),
+            .filter_map(|item| match items::member_from(item) {
+                Ok((token, instance, since)) => Some(Member { token, instance, since }),
                 Err(error) => {
                     tracing::warn!(%error, "wave: a member item was skipped");
                     None
@@ -88,146 +71,160 @@ impl Roster {
             .collect())
     }
 
-    /// Take the wave's wheel: when nobody holds it, or its holder's lease ran out. False when someone else drives.
-    pub async fn take(&self, token: &str, lease_until: DateTime<Utc>) -> Result<bool, CallError> {
-        let now = Utc::now();
-        let mut item = key(DRIVER_SK);
-        item.insert("token".into(), s(token));
-        item.insert("lease_until".into(), s(stamp(lease_until)));
-        item.insert("expires_at".into(), expires_from(now));
-        let taken = self
-            .dynamodb
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR lease_until < :now")
-            .expression_attribute_values(":now", s(stamp(now)))
+    /// Take the driver's lease: when nobody holds it, or its holder's lease ran out. False when someone else drives.
+    pub async fn take(&self, token: &str, until: DateTime<Utc>) -> Result<bool, CallError> {
+        let taken = items::take_lease(&self.dynamodb, &self.table, token, until)
             .send()
-            .await
-            .map_err(|e| CallError::new("PutItem", &e));
-        conditional(taken.map(|_| ()))
+            .await;
+        conditional(taken.map_err(|e| CallError::new("PutItem", &e)))
     }
 
-    /// Renew the lease while driving. False when it was lost (it ran out and another cleanup took the wheel).
-    pub async fn renew(&self, token: &str, lease_until: DateTime<Utc>) -> Result<bool, CallError> {
-        let renewed = self
-            .dynamodb
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(WAVE_PK))
-            .key("sk", s(DRIVER_SK))
-            .update_expression("SET lease_until = :until")
-            .condition_expression("#token = :token")
-            .expression_attribute_names("#token", "token")
-            .expression_attribute_values(":token", s(token))
-            .expression_attribute_values(":until", s(stamp(lease_until)))
+    /// Renew the driver's lease while driving. False when it was lost (it ran out and another cleanup took it).
+    pub async fn renew(&self, token: &str, until: DateTime<Utc>) -> Result<bool, CallError> {
+        let renewed = items::renew_lease(&self.dynamodb, &self.table, token, until)
             .send()
-            .await
-            .map_err(|e| CallError::new("UpdateItem", &e));
-        conditional(renewed.map(|_| ()))
+            .await;
+        conditional(renewed.map_err(|e| CallError::new("UpdateItem", &e)))
     }
 
-    /// Let go of the wheel: the next member to come takes it.
+    /// Renew the driver's lease held with `token` while the driver drives, until the returned `Renewal` is dropped.
+    pub fn keep(&self, token: &str, lease: Lease) -> Renewal {
+        let (roster, token) = (self.clone(), token.to_owned());
+        lease.renew(move |until| {
+            let (roster, token) = (roster.clone(), token.clone());
+            async move {
+                match roster.renew(&token, until).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!("wave: the driver's lease ran out and another cleanup took it"),
+                    Err(error) => tracing::warn!(%error, "wave: the driver's lease was not renewed"),
+                }
+            }
+        })
+    }
+
+    /// Let go of the driver's lease: the next member to come takes it.
     pub async fn release(&self, token: &str) -> Result<(), CallError> {
-        let released = self
-            .dynamodb
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(WAVE_PK))
-            .key("sk", s(DRIVER_SK))
-            .condition_expression("#token = :token")
-            .expression_attribute_names("#token", "token")
-            .expression_attribute_values(":token", s(token))
-            .send()
-            .await
-            .map_err(|e| CallError::new("DeleteItem", &e));
-        conditional(released.map(|_| ())).map(|_| ())
+        let released = items::release_lease(&self.dynamodb, &self.table, token).send().await;
+        conditional(released.map_err(|e| CallError::new("DeleteItem", &e))).map(|_| ())
     }
 
     /// Answer a member (`Some`: another cleanup's, which reads it here), and take it off the roster.
     pub async fn answer(&self, member: &Member, deregistration: Option<&Deregistration>) -> Result<(), CallError> {
         let id = &member.instance.id;
-        let mut requests = vec![store::delete_request(WAVE_PK.into(), format!("{MEMBER_PREFIX}{id}"))];
+        let (pk, sk) = items::member_key(id);
+        let mut requests = vec![store::delete_request(pk, sk)];
         if let Some(deregistration) = deregistration {
-            let mut item = key(&format!("{ANSWER_PREFIX}{id}"));
-            item.insert("token".into(), s(&member.token));
-            item.insert("deregistration".into(), s(to_json(deregistration)));
-            item.insert("expires_at".into(), expires_from(Utc::now()));
+            let item = items::answer_item(id, &member.token, deregistration);
             requests.insert(0, store::put_request(item));
         }
-        let written = store::write_all(&self.dynamodb, &self.table, requests).await;
-        match written.errors.into_iter().next() {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+        self.write(requests).await
     }
 
     /// The answers for `waiting` (instance and token) so far, and whether somebody is driving.
     pub async fn look(&self, waiting: &[(InstanceId, String)]) -> Result<Look, RosterError> {
-        let mut sks: Vec<String> = waiting.iter().map(|(id, _)| format!("{ANSWER_PREFIX}{id}")).collect();
-        sks.push(DRIVER_SK.into());
+        let sks = items::look_keys(waiting.iter().map(|(id, _)| id));
         let mut look = Look::default();
         let now = Utc::now();
         for chunk in sks.chunks(100) {
-            for item in store::get_many(&self.dynamodb, &self.table, WAVE_PK, chunk).await? {
-                let sk = text(&item, "sk")?;
-                if sk == DRIVER_SK {
-                    look.driven = time(&item, "lease_until")? >= now;
-                    continue;
-                }
-                let Some(id) = sk.strip_prefix(ANSWER_PREFIX) else {
-                    continue;
-                };
-                let token = text(&item, "token")?;
-                let asked = waiting.iter().find(|(w, t)| w.as_str() == id && t == token);
-                if let Some((id, _)) = asked {
-                    let json = text(&item, "deregistration")?;
-                    let deregistration = serde_json::from_str(json).map_err(|e| ItemError::Unreadable {
-                        attribute: "deregistration",
-                        reason: e.to_string(),
-                    })?;
-                    look.answers.push((id.clone(), deregistration));
+            let found = store::get_many(&self.dynamodb, &self.table, WAVE_PK, chunk).await?;
+            let (driven, answers) = items::looked(&found, now)?;
+            look.driven |= driven;
+            for (id, token, item) in answers {
+                if let Some((id, _)) = waiting.iter().find(|(w, t)| w.as_str() == id && t == token) {
+                    look.answers.push((id.clone(), items::answer_from(item)?));
                 }
             }
         }
         Ok(look)
     }
+
+    async fn write(&self, requests: Vec<aws_sdk_dynamodb::types::WriteRequest>) -> Result<(), CallError> {
+        let written = store::write_all(&self.dynamodb, &self.table, requests).await;
+        written.errors.into_iter().next().map_or(Ok(()), Err)
+    }
 }
 
-fn key(sk: &str) -> Item {
-    Item::from([("pk".to_owned(), s(WAVE_PK)), ("sk".to_owned(), s(sk))])
-}
+/// The driver's lease renewed on paused tokio time, with the table's answers scripted (`aws-smithy-mocks`): when each
+/// renewal is sent, what it asks, and that a lost lease and a dropped renewal behave.
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
-fn member_item(member: &Member, now: DateTime<Utc>) -> Item {
-    let mut item = key(&format!("{MEMBER_PREFIX}{}", member.instance.id));
-    item.insert("token".into(), s(&member.token));
-    item.insert("since".into(), s(stamp(member.since)));
-    item.insert("instance".into(), s(to_json(&member.instance)));
-    item.insert("expires_at".into(), expires_from(now));
-    item
-}
+    use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use chrono::{DateTime, Utc};
+    use tokio::time::Instant;
 
-fn member_from(item: &Item) -> Result<Member, ItemError> {
-    let instance = serde_json::from_str(text(item, "instance")?).map_err(|e| ItemError::Unreadable {
-        attribute: "instance",
-        reason: e.to_string(),
-    })?;
-    Ok(Member {
-        token: text(item, "token")?.to_owned(),
-        instance,
-        since: time(item, "since")?,
-    })
-}
+    use super::Roster;
+    use crate::deadline::Deadline;
+    use crate::lease::Lease;
+    use crate::table::{key, s};
+    use crate::testing::quick_retries;
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("plain data serializes")
-}
+    const TAKEN: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"The conditional request failed"}"#;
 
-/// A conditional write: true when it was made, false when its condition did not hold.
-fn conditional(written: Result<(), CallError>) -> Result<bool, CallError> {
-    match written {
-        Ok(()) => Ok(true),
-        Err(e) if e.is("ConditionalCheckFailedException") => Ok(false),
-        Err(e) => Err(e),
+    #[tokio::test(start_paused = true)]
+    async fn the_drivers_lease_is_renewed_every_third_of_a_lease_until_dropped() {
+        let start = Instant::now();
+        // (seconds since start, seconds the lease was pushed ahead) of every renewal, in order.
+        let sent: Arc<Mutex<Vec<(u64, i64)>>> = Arc::default();
+        let asks = |input: &UpdateItemInput| {
+            let value = |name: &str| input.expression_attribute_values().and_then(|v| v.get(name)).cloned();
+            input.key() == Some(&key("wave", "driver"))
+                && input.condition_expression() == Some("#token = :token")
+                && value(":token") == Some(s("the-driver"))
+        };
+        let until = |input: &UpdateItemInput| {
+            let value = input.expression_attribute_values().and_then(|v| v.get(":until"));
+            let text = value.and_then(|v| v.as_s().ok()).expect(":until is a string");
+            (DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc) - Utc::now()).num_seconds()
+        };
+        // The second renewal finds the lease taken by another cleanup: the driver warns and goes on renewing.
+        let renewals = {
+            let sent = sent.clone();
+            mock!(aws_sdk_dynamodb::Client::update_item)
+                .match_requests(move |r| {
+                    asks(r) && {
+                        sent.lock().unwrap().push((start.elapsed().as_secs(), until(r)));
+                        true
+                    }
+                })
+                .sequence()
+                .output(|| UpdateItemOutput::builder().build())
+                .http_status(400, Some(TAKEN.to_owned()))
+                .output(|| UpdateItemOutput::builder().build())
+                .repeatedly()
+                .build()
+        };
+        let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&renewals], |c| c
+            .retry_config(quick_retries()));
+        let budget = crate::aws::CallBudget::default();
+        let roster = Roster {
+            dynamodb,
+            table: "spot-cleanup".into(),
+            table_breaker: crate::aws::Breaker::new("DynamoDB", &budget),
+        };
+        let lease = Lease {
+            length: Duration::from_secs(15),
+            deadline: Deadline::none(),
+        };
+
+        let renewal = roster.keep("the-driver", lease);
+        tokio::time::sleep(Duration::from_millis(16_500)).await;
+        drop(renewal);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+
+        let sent = sent.lock().unwrap().clone();
+        let when: Vec<u64> = sent.iter().map(|(at, _)| *at).collect();
+        assert_eq!(
+            when,
+            [5, 10, 15],
+            "every 5 s (a third of the 15 s lease), and none once dropped"
+        );
+        assert!(
+            sent.iter().all(|(_, ahead)| (14..=15).contains(ahead)),
+            "each renewal pushes the lease a whole length ahead: {sent:?}"
+        );
     }
 }

@@ -499,7 +499,7 @@ async fn a_target_registered_with_zone_all_is_deregistered_with_zone_all() {
 }
 
 /// A driver whose write of another cleanup's answer fails writes it again: that cleanup waits for nothing else. The
-/// table, scripted: this cleanup posts itself and takes the wheel; its first look at the roster finds another member
+/// table, scripted: this cleanup posts itself and takes the driver's lease; its first look at the roster finds another member
 /// posted (the neighbour, another cleanup's); the first write of that member's answer fails.
 #[tokio::test]
 async fn a_driver_writes_again_an_answer_whose_write_failed() {
@@ -507,7 +507,8 @@ async fn a_driver_writes_again_an_answer_whose_write_failed() {
     use aws_sdk_dynamodb::types::error::ResourceNotFoundException;
     use aws_smithy_mocks::{RuleMode, mock_client};
 
-    use crate::table::{Item, WAVE_PK, s, stamp};
+    use crate::table::wave::WAVE_PK;
+    use crate::table::{Item, s, stamp};
 
     let other = instance(NEIGHBOUR, &[]);
     let posted = Item::from([
@@ -542,7 +543,7 @@ async fn a_driver_writes_again_an_answer_whose_write_failed() {
         .build();
     let other_writes =
         mock!(aws_sdk_dynamodb::Client::batch_write_item).then_output(|| BatchWriteItemOutput::builder().build());
-    let wheel_taken = mock!(aws_sdk_dynamodb::Client::put_item)
+    let lease_taken = mock!(aws_sdk_dynamodb::Client::put_item)
         .then_output(|| aws_sdk_dynamodb::operation::put_item::PutItemOutput::builder().build());
     let renewed = mock!(aws_sdk_dynamodb::Client::update_item)
         .then_output(|| aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build());
@@ -555,7 +556,7 @@ async fn a_driver_writes_again_an_answer_whose_write_failed() {
             &roster_read,
             &answer_written,
             &other_writes,
-            &wheel_taken,
+            &lease_taken,
             &renewed,
             &released
         ]

@@ -163,7 +163,7 @@ async fn with_dynamodb_down_the_claim_is_given_up_at_once_and_the_work_goes_ahea
     assert_eq!(answer["outcome"], "cleaned", "{answer:#}");
     let warnings = answer["warnings"].to_string();
     assert!(
-        warnings.contains("delivery marker"),
+        warnings.contains("the claim could not be"),
         "the summary says the claim was not taken: {warnings}"
     );
     setup.proxy.heal();

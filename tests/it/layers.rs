@@ -28,7 +28,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "data",
-        &["summary", "changes", "registration", "instance", "table", "deadline"],
+        &[
+            "summary",
+            "changes",
+            "registration",
+            "instance",
+            "table",
+            "lease",
+            "deadline",
+        ],
     ),
     // `input` is the spot-cleanup-input crate, re-exported: the wire formats, which know no AWS client.
     ("leaves", &["aws", "input"]),

@@ -9,7 +9,7 @@ use common::fleet::{Fleet, Node};
 use common::{CallCounter, Moto};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
-use spot_cleanup::tags::{CLAIM_TAG_PREFIX, HANDLED_TAG, LEFT_TARGETS_TAG, ORIGINAL_GROUPS_TAG};
+use spot_cleanup::tags::{CLAIM_TAG_PREFIX, DONE_TAG, LEFT_TARGETS_TAG, ORIGINAL_GROUPS_TAG};
 use spot_cleanup::{App, Config, HandlerError, Summary, handle};
 
 const OWN_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:spot-cleanup";
@@ -237,7 +237,7 @@ async fn concurrent_deliveries_with_instance_tags_act_once() {
     let fleet = Fleet::build(&moto.sdk_config().await, 1).await;
     concurrent_deliveries(fleet.config(false), &moto, &fleet).await;
     let tags = instance_tags(&fleet, &fleet.spot[0]).await;
-    assert!(tags.contains(HANDLED_TAG), "{tags:?}");
+    assert!(tags.contains(DONE_TAG), "{tags:?}");
     assert!(
         !tags.iter().any(|t| t.starts_with(CLAIM_TAG_PREFIX)),
         "claims are released: {tags:?}"

@@ -1,12 +1,11 @@
-//! The marker as instance tags, for a deployment without the table: each claimant writes its own tag, waits, reads
+//! Claims as instance tags, for a deployment without the table: each claimant writes its own tag, waits, reads
 //! them back, and the oldest live claim wins.
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::Filter;
 use chrono::{DateTime, Utc};
 
-use super::{CLAIM_TAG_PREFIX, Claim, HANDLED_TAG, Lease, MarkerState, SETTLE, Token};
+use super::{CLAIM_TAG_PREFIX, Claim, ClaimState, DONE_TAG, Lease, SETTLE, Token};
 use crate::aws::CallError;
 use crate::input::InstanceId;
 use crate::steps::tags;
@@ -16,35 +15,12 @@ pub(super) fn claim_key(token: &str) -> String {
     format!("{CLAIM_TAG_PREFIX}{token}")
 }
 
-pub(super) fn is_marker_tag(key: &str) -> bool {
-    key == HANDLED_TAG || key.starts_with(CLAIM_TAG_PREFIX)
+pub(super) fn is_claim_tag(key: &str) -> bool {
+    key == DONE_TAG || key.starts_with(CLAIM_TAG_PREFIX)
 }
 
-/// Every tag of each instance, from one DescribeTags.
-async fn read_tags(
-    ec2: &aws_sdk_ec2::Client,
-    instances: &[InstanceId],
-) -> Result<BTreeMap<String, BTreeMap<String, String>>, CallError> {
-    let filter = Filter::builder()
-        .name("resource-id")
-        .set_values(Some(instances.iter().map(|i| i.to_string()).collect()))
-        .build();
-    let mut pages = ec2.describe_tags().filters(filter).into_paginator().send();
-    let mut found: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| CallError::new("DescribeTags", &e))?;
-        for tag in page.tags() {
-            let (Some(resource), Some(key)) = (tag.resource_id(), tag.key()) else {
-                continue;
-            };
-            let value = tag.value().unwrap_or_default().to_owned();
-            found
-                .entry(resource.to_owned())
-                .or_default()
-                .insert(key.to_owned(), value);
-        }
-    }
-    Ok(found)
+fn ids(instances: &[InstanceId]) -> Vec<String> {
+    instances.iter().map(|i| i.to_string()).collect()
 }
 
 /// The tag claims of a batch: one token, one CreateTags, one read back after `SETTLE`; then, per instance, the oldest
@@ -52,24 +28,24 @@ async fn read_tags(
 pub(super) async fn claim_tags(ec2: &aws_sdk_ec2::Client, instances: &[InstanceId], lease: &Lease) -> Vec<Claim> {
     let unavailable = |e: &CallError| {
         Claim::Unavailable(format!(
-            "the delivery marker could not be used ({}); handled as a first delivery",
+            "the claim could not be used ({}); handled as a first delivery",
             e.reason()
         ))
     };
-    let before = match read_tags(ec2, instances).await {
+    let before = match tags::read(ec2, ids(instances)).await {
         Ok(found) => found,
         Err(e) => return instances.iter().map(|_| unavailable(&e)).collect(),
     };
-    // Already handled: nothing to claim.
-    let handled = |tags: Option<&BTreeMap<String, String>>| {
-        tags.and_then(|t| t.get(HANDLED_TAG)).map(|at| Claim::Taken {
-            state: MarkerState::Done,
+    // Already done: nothing to claim.
+    let done = |tags: Option<&BTreeMap<String, String>>| {
+        tags.and_then(|t| t.get(DONE_TAG)).map(|at| Claim::Taken {
+            state: ClaimState::Done,
             since: Some(at.clone()),
         })
     };
     let open: Vec<InstanceId> = instances
         .iter()
-        .filter(|i| handled(before.get(i.as_str())).is_none())
+        .filter(|i| done(before.get(i.as_str())).is_none())
         .cloned()
         .collect();
     let token = Token::new();
@@ -77,21 +53,16 @@ pub(super) async fn claim_tags(ec2: &aws_sdk_ec2::Client, instances: &[InstanceI
     let mut answers: BTreeMap<InstanceId, Claim> = BTreeMap::new();
     if !open.is_empty() {
         let tag = tags::tag(&mine, &stamp(lease.until()));
-        let written = ec2
-            .create_tags()
-            .set_resources(Some(open.iter().map(|i| i.to_string()).collect()))
-            .tags(tag)
-            .send()
-            .await;
+        let written = ec2.create_tags().set_resources(Some(ids(&open))).tags(tag).send().await;
         if let Err(e) = written {
             let e = CallError::new("CreateTags", &e);
             return instances
                 .iter()
-                .map(|i| handled(before.get(i.as_str())).unwrap_or_else(|| unavailable(&e)))
+                .map(|i| done(before.get(i.as_str())).unwrap_or_else(|| unavailable(&e)))
                 .collect();
         }
         tokio::time::sleep(SETTLE).await;
-        match read_tags(ec2, &open).await {
+        match tags::read(ec2, ids(&open)).await {
             Ok(after) => {
                 for instance in &open {
                     let claim = decide(ec2, instance, after.get(instance.as_str()), &mine, &token).await;
@@ -109,9 +80,9 @@ pub(super) async fn claim_tags(ec2: &aws_sdk_ec2::Client, instances: &[InstanceI
     instances
         .iter()
         .map(|i| {
-            handled(before.get(i.as_str()))
+            done(before.get(i.as_str()))
                 .or_else(|| answers.remove(i))
-                .unwrap_or_else(|| Claim::Unavailable("the delivery marker was not read".into()))
+                .unwrap_or_else(|| Claim::Unavailable("the claim was not read".into()))
         })
         .collect()
 }
@@ -125,10 +96,10 @@ async fn decide(
     token: &Token,
 ) -> Claim {
     let mut found = found.cloned().unwrap_or_default();
-    if let Some(at) = found.get(HANDLED_TAG) {
+    if let Some(at) = found.get(DONE_TAG) {
         let _ = tags::delete(ec2, instance.as_str(), vec![mine.to_owned()]).await;
         return Claim::Taken {
-            state: MarkerState::Done,
+            state: ClaimState::Done,
             since: Some(at.clone()),
         };
     }
@@ -162,7 +133,7 @@ async fn decide(
         .and_then(DateTime::<Utc>::from_timestamp_millis)
         .map(stamp);
     Claim::Taken {
-        state: MarkerState::InProgress,
+        state: ClaimState::InProgress,
         since,
     }
 }

@@ -1,26 +1,26 @@
-//! Keeping held claims alive while the work goes on: a task renews each one's lease, and notes any another delivery
-//! took over meanwhile.
+//! Keeping held claims alive while the work goes on: their lease is renewed (`Lease::renew`), and any claim another
+//! delivery took over meanwhile is noted.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use tokio::task::JoinHandle;
 
-use super::{Lease, Marker, MarkerState, Token, claim_key};
+use super::{ClaimStore, Lease, Token, claim_key};
 use crate::aws::{CallError, join_all};
 use crate::input::InstanceId;
+use crate::lease::Renewal;
 use crate::steps::tags;
-use crate::table::{CLAIM_SK, claim_pk, s, stamp};
+use crate::table::{self, stamp};
 
-/// Renewing held claims while the work goes on; dropping it stops the renewals (a finished run, or a panic that
-/// unwinds through the run). The instances whose claim another delivery took over meanwhile are in `lost`.
-pub struct Keeper {
-    task: Option<JoinHandle<()>>,
+/// The claims this run holds, renewed while the work goes on; dropping it stops the renewals (a finished run, or a
+/// panic that unwinds through the run). The instances whose claim another delivery took over meanwhile are in `lost`.
+pub struct HeldClaims {
+    renewal: Renewal,
     lost: Arc<Mutex<HashSet<InstanceId>>>,
 }
 
-impl Keeper {
+impl HeldClaims {
     pub fn lost(&self) -> HashSet<InstanceId> {
         self.lost
             .lock()
@@ -30,82 +30,63 @@ impl Keeper {
 
     /// No more renewals: the run is about to record how it ended.
     pub fn stop(&self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+        self.renewal.stop();
     }
 }
 
-impl Drop for Keeper {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// Renew `held` every `lease.renew_every()` until the returned `Keeper` is dropped.
-pub fn keep(marker: &Marker, held: Vec<(InstanceId, Token)>, lease: Lease) -> Keeper {
+/// Renew the lease of every claim in `held` until the returned `HeldClaims` is dropped.
+pub fn hold(store: &ClaimStore, held: Vec<(InstanceId, Token)>, lease: Lease) -> HeldClaims {
     let lost = Arc::new(Mutex::new(HashSet::new()));
-    if held.is_empty() {
-        return Keeper { task: None, lost };
-    }
-    let (marker, lost_by_task) = (marker.clone(), Arc::clone(&lost));
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(lease.renew_every()).await;
-            let until = lease.until();
-            let still: Vec<&(InstanceId, Token)> = {
-                let lost = lost_by_task.lock().expect("never poisoned: no panics under the lock");
-                held.iter().filter(|(id, _)| !lost.contains(id)).collect()
-            };
-            for ((instance, _), renewed) in still.iter().zip(renew(&marker, &still, until).await) {
-                match renewed {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(instance_id = instance.as_str(), "the delivery marker was taken over");
-                        lost_by_task.lock().expect("never poisoned").insert(instance.clone());
-                    }
-                    // A failed renewal is tried again next time; the lease outlasts two of them.
-                    Err(error) => {
-                        tracing::warn!(instance_id = instance.as_str(), %error, "the delivery marker was not renewed")
-                    }
-                }
-            }
-        }
+    let (store, held, lost_by_task) = (store.clone(), Arc::new(held), Arc::clone(&lost));
+    let renewal = lease.renew(move |until| {
+        let (store, held, lost) = (store.clone(), Arc::clone(&held), Arc::clone(&lost_by_task));
+        async move { renew_round(&store, &held, &lost, until).await }
     });
-    Keeper { task: Some(task), lost }
+    HeldClaims { renewal, lost }
+}
+
+/// One round: every claim not yet lost is renewed; one taken over is lost.
+async fn renew_round(
+    store: &ClaimStore,
+    held: &[(InstanceId, Token)],
+    lost: &Mutex<HashSet<InstanceId>>,
+    until: DateTime<Utc>,
+) {
+    let still: Vec<&(InstanceId, Token)> = {
+        let lost = lost.lock().expect("never poisoned: no panics under the lock");
+        held.iter().filter(|(id, _)| !lost.contains(id)).collect()
+    };
+    for ((instance, _), renewed) in still.iter().zip(renew(store, &still, until).await) {
+        match renewed {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(instance_id = instance.as_str(), "the claim was taken over");
+                lost.lock().expect("never poisoned").insert(instance.clone());
+            }
+            // A failed renewal is tried again next time; the lease outlasts two of them.
+            Err(error) => tracing::warn!(instance_id = instance.as_str(), %error, "the claim was not renewed"),
+        }
+    }
 }
 
 /// Push each held claim's lease to `until`. False: the claim is no longer this holder's.
-async fn renew(marker: &Marker, held: &[&(InstanceId, Token)], until: DateTime<Utc>) -> Vec<Result<bool, CallError>> {
-    match marker {
-        Marker::Table { dynamodb, table } => {
+async fn renew(
+    store: &ClaimStore,
+    held: &[&(InstanceId, Token)],
+    until: DateTime<Utc>,
+) -> Vec<Result<bool, CallError>> {
+    match store {
+        ClaimStore::Table { dynamodb, table } => {
             join_all(held.iter().map(|(instance, token)| async move {
-                let renewed = dynamodb
-                    .update_item()
-                    .table_name(table)
-                    .key("pk", s(claim_pk(instance)))
-                    .key("sk", s(CLAIM_SK))
-                    .update_expression("SET lease_until = :until")
-                    .condition_expression("#token = :token AND #state = :in_progress")
-                    .expression_attribute_names("#token", "token")
-                    .expression_attribute_names("#state", "state")
-                    .expression_attribute_values(":until", s(stamp(until)))
-                    .expression_attribute_values(":token", s(token.as_str()))
-                    .expression_attribute_values(":in_progress", s(MarkerState::InProgress.as_str()))
+                let renewed = table::claim::renew(dynamodb, table, instance, token.as_str(), until)
                     .send()
                     .await;
-                match renewed.map_err(|e| CallError::new("UpdateItem", &e)) {
-                    Ok(_) => Ok(true),
-                    Err(e) if e.is("ConditionalCheckFailedException") => Ok(false),
-                    Err(e) => Err(e),
-                }
+                table::conditional(renewed.map_err(|e| CallError::new("UpdateItem", &e)))
             }))
             .await
         }
         // One token per batch, so one CreateTags renews every instance's tag.
-        Marker::Tags { ec2 } => {
+        ClaimStore::Tags { ec2 } => {
             let mut by_token: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
             for (instance, token) in held {
                 by_token.entry(token.as_str()).or_default().push(instance.as_str());
@@ -143,10 +124,10 @@ mod tests {
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use tokio::time::Instant;
 
-    use super::{Lease, Marker, Token, keep};
+    use super::{ClaimStore, Lease, Token, hold};
     use crate::deadline::Deadline;
     use crate::input::InstanceId;
-    use crate::table::claim_pk;
+    use crate::table::claim::pk as claim_pk;
     use crate::testing::quick_retries;
 
     const TAKEN: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"The conditional request failed"}"#;
@@ -201,7 +182,7 @@ mod tests {
         };
         let dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&keeps, &loses], |c| c
             .retry_config(quick_retries()));
-        let marker = Marker::Table {
+        let store = ClaimStore::Table {
             dynamodb,
             table: "spot-cleanup".into(),
         };
@@ -211,14 +192,14 @@ mod tests {
         };
         let held = vec![(kept.clone(), Token::new()), (taken.clone(), Token::new())];
 
-        let keeper = keep(&marker, held, lease);
+        let holding = hold(&store, held, lease);
         tokio::time::sleep(Duration::from_millis(16_500)).await;
         assert_eq!(
-            keeper.lost().into_iter().collect::<Vec<_>>(),
+            holding.lost().into_iter().collect::<Vec<_>>(),
             vec![taken.clone()],
             "the claim whose condition failed is lost, the other is still held"
         );
-        drop(keeper);
+        drop(holding);
         tokio::time::sleep(Duration::from_secs(30)).await;
 
         let (k, t) = (claim_pk(&kept), claim_pk(&taken));
@@ -229,7 +210,7 @@ mod tests {
             sent,
             [(5, k.clone()), (5, t.clone()), (10, k.clone()), (10, t), (15, k)],
             "every 5 s (a third of the 15 s lease) for each held claim; none for the lost one after it was lost, \
-             and none once the keeper is dropped"
+             and none once the hold is dropped"
         );
     }
 }

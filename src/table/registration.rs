@@ -1,72 +1,25 @@
-//! How the function's DynamoDB table is laid out: the registration index's items, and the delivery markers that share
-//! the table. Plain data: the calls that read and write it are in `store`.
-//!
-//! One item per registration: pk `instance#<instance id>` or `ip#<vpc id>#<address>`, sk `<target group ARN>#<port>`,
-//! so a cleanup finds everything known about an instance with one Query per instance id and per address. One more
-//! item per target group, pk `group#<ARN>` and sk `group`, keeps the group's name, type, VPC and default port: they
-//! never change for an ARN, so a CloudTrail update needs no Describe call for a group the index has already seen.
-//!
-//! Every item carries `updated_at` (RFC 3339, milliseconds, UTC, so strings compare in time order) and `expires_at`
-//! (epoch seconds, the table's TTL attribute). An item past `expires_at` is ignored even before DynamoDB deletes it,
-//! so an index whose refresh stopped empties itself instead of going stale.
+//! The registration index's items. One item per registration: pk `instance#<instance id>` or
+//! `ip#<vpc id>#<address>`, sk `<target group ARN>#<port>`, so a cleanup finds everything known about an instance with
+//! one Query per instance id and per address. One more item per target group, pk `group#<ARN>` and sk `group`, keeps
+//! the group's name, type, VPC and default port: they never change for an ARN, so a CloudTrail update needs no
+//! Describe call for a group the index has already seen.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
+use aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
+use super::{Item, ItemError, TTL_ATTRIBUTE, expires_from, key, key_of, optional, s, stamp, text, updated_at};
 use crate::input::InstanceId;
 use crate::registration::{TargetKind, TargetRegistration};
 
-pub type Item = HashMap<String, AttributeValue>;
-
-/// Why an item could not be read: something else wrote it, or an older layout did.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ItemError {
-    #[error("{0} is missing")]
-    Missing(String),
-    #[error("{0} is not a string")]
-    NotText(String),
-    #[error("{0} is not a number")]
-    NotNumber(String),
-    #[error("{attribute}: {reason}")]
-    Unreadable { attribute: &'static str, reason: String },
-    #[error("{0}")]
-    Inconsistent(String),
-}
-
-/// The table's TTL attribute.
-pub const TTL_ATTRIBUTE: &str = "expires_at";
-/// How long every item of the table lives unless it is written again: an index item (a refresh rewrites an unchanged
-/// one once less than half is left), a delivery marker (by then the instance is long gone or was restored), the wave's
-/// items (by then the wave is long over).
-pub const TIME_TO_LIVE: Duration = Duration::from_secs(24 * 60 * 60);
 /// The sort key of a target group's own item.
 pub const GROUP_SK: &str = "group";
-/// Delivery markers (`claim#<instance id>`, sk `claim`) share the table; they are not the index's to keep or delete.
-pub const CLAIM_PK_PREFIX: &str = "claim#";
-pub const CLAIM_SK: &str = "claim";
-
-/// A token no other writer makes: the time in milliseconds (so tokens sort by age), then 64 random bits.
-pub fn unique_token() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let random = RandomState::new().hash_one((nanos, std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    format!("{:013}-{random:016x}", Utc::now().timestamp_millis())
-}
-
-/// `updated_at` as stored: fixed width, so that string order is time order (condition expressions rely on it).
-pub fn stamp(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+/// A CloudTrail update's write: only over an item that is not newer than the call.
+const NOT_NEWER: &str = "attribute_not_exists(pk) OR updated_at <= :called_at";
 
 /// Where a target is filed: by instance id for instance targets, by (VPC, address) for IP targets.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,7 +69,7 @@ impl TargetKey {
 }
 
 /// The sort key of one registration: target group ARNs never contain `#`.
-pub fn registration_sk(target_group_arn: &str, port: i32) -> String {
+fn registration_sk(target_group_arn: &str, port: i32) -> String {
     format!("{target_group_arn}#{port}")
 }
 
@@ -140,9 +93,7 @@ impl Entry {
     }
 
     pub fn to_item(&self, now: DateTime<Utc>) -> Item {
-        let mut item = Item::new();
-        item.insert("pk".into(), s(self.key.pk()));
-        item.insert("sk".into(), s(self.sk()));
+        let mut item = key(self.key.pk(), self.sk());
         item.insert("kind".into(), s(kind_name(self.key.kind())));
         item.insert("target_id".into(), s(&self.target_id));
         item.insert("target_group_arn".into(), s(&self.target_group_arn));
@@ -236,9 +187,7 @@ impl GroupInfo {
     }
 
     pub fn to_item(&self, updated_at: DateTime<Utc>, now: DateTime<Utc>) -> Item {
-        let mut item = Item::new();
-        item.insert("pk".into(), s(self.pk()));
-        item.insert("sk".into(), s(GROUP_SK));
+        let mut item = key(self.pk(), GROUP_SK);
         item.insert("target_group_arn".into(), s(&self.arn));
         item.insert("target_group_name".into(), s(&self.name));
         item.insert("target_type".into(), s(&self.target_type));
@@ -271,99 +220,45 @@ impl GroupInfo {
     }
 }
 
-/// The delivery marker's partition key for an instance.
-pub fn claim_pk(instance: &InstanceId) -> String {
-    format!("{CLAIM_PK_PREFIX}{instance}")
-}
-
-/// Whether an item is a delivery marker rather than the index's.
-pub fn is_claim(item: &Item) -> bool {
-    key_of(item).is_some_and(|(pk, _)| pk.starts_with(CLAIM_PK_PREFIX))
-}
-
-/// The wave shares the table too (see the `wave` module): under pk `wave`, who drives it (sk `driver`), the instances waiting
-/// for it (sk `member#<instance id>`) and what it answered them (sk `answer#<instance id>`). They are not the index's
-/// to keep or delete either.
-pub const WAVE_PK: &str = "wave";
-
-/// Whether an item belongs to the wave rather than to the index.
-pub fn is_wave(item: &Item) -> bool {
-    key_of(item).is_some_and(|(pk, _)| pk == WAVE_PK)
-}
-
 pub fn group_pk(arn: &str) -> String {
     format!("group#{arn}")
 }
 
 /// Whether an item is a target group's own item rather than a registration.
 pub fn is_group_item(item: &Item) -> bool {
-    item.get("sk")
-        .and_then(|v| v.as_s().ok())
-        .is_some_and(|sk| sk == GROUP_SK)
+    key_of(item).is_some_and(|(_, sk)| sk == GROUP_SK)
 }
 
-/// Past its `expires_at`: DynamoDB's TTL deletes such items lazily, so readers skip them themselves.
-pub fn is_expired(item: &Item, now: DateTime<Utc>) -> bool {
-    expires_at(item).is_some_and(|at| at <= now.timestamp())
+/// Put a registration's item, unless the table's is newer than the entry.
+pub fn put_if_not_newer(put: PutItemFluentBuilder, entry: &Entry, now: DateTime<Utc>) -> PutItemFluentBuilder {
+    put.set_item(Some(entry.to_item(now)))
+        .condition_expression(NOT_NEWER)
+        .expression_attribute_values(":called_at", s(stamp(entry.updated_at)))
 }
 
-/// Whether a refresh should write the item again although nothing in it changed: less than half its life left.
-pub fn needs_renewal(item: &Item, now: DateTime<Utc>) -> bool {
-    let half = i64::try_from(TIME_TO_LIVE.as_secs() / 2).unwrap_or(i64::MAX);
-    expires_at(item).is_none_or(|at| at - now.timestamp() < half)
-}
-
-/// Whether two items say the same thing, timestamps aside.
-pub fn same_content(a: &Item, b: &Item) -> bool {
-    let strip = |item: &Item| -> Item {
-        item.iter()
-            .filter(|(k, _)| k.as_str() != "updated_at" && k.as_str() != TTL_ATTRIBUTE)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    };
-    strip(a) == strip(b)
-}
-
-pub fn key_of(item: &Item) -> Option<(String, String)> {
-    let pk = item.get("pk")?.as_s().ok()?;
-    let sk = item.get("sk")?.as_s().ok()?;
-    Some((pk.clone(), sk.clone()))
-}
-
-pub fn updated_at(item: &Item) -> Result<DateTime<Utc>, ItemError> {
-    time(item, "updated_at")
-}
-
-/// An RFC 3339 time attribute, as `stamp` writes it.
-pub fn time(item: &Item, attribute: &'static str) -> Result<DateTime<Utc>, ItemError> {
-    DateTime::parse_from_rfc3339(text(item, attribute)?)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| ItemError::Unreadable {
-            attribute,
-            reason: e.to_string(),
-        })
+/// Delete a registration's item, unless it is newer than the entry.
+pub fn delete_if_not_newer(delete: DeleteItemFluentBuilder, entry: &Entry) -> DeleteItemFluentBuilder {
+    delete
+        .set_key(Some(key(entry.key.pk(), entry.sk())))
+        .condition_expression(NOT_NEWER)
+        .expression_attribute_values(":called_at", s(stamp(entry.updated_at)))
 }
 
 fn port(item: &Item) -> Result<i32, ItemError> {
-    text_n(item, "port")?.parse::<i32>().map_err(|e| ItemError::Unreadable {
+    let text = match item.get("port") {
+        Some(AttributeValue::N(value)) => value,
+        Some(_) => return Err(ItemError::NotNumber("port".to_owned())),
+        None => return Err(ItemError::Missing("port".to_owned())),
+    };
+    text.parse::<i32>().map_err(|e| ItemError::Unreadable {
         attribute: "port",
         reason: e.to_string(),
     })
 }
 
-fn expires_at(item: &Item) -> Option<i64> {
-    item.get(TTL_ATTRIBUTE)?.as_n().ok()?.parse().ok()
-}
-
 fn stamp_item(item: &mut Item, updated_at: DateTime<Utc>, now: DateTime<Utc>) {
     item.insert("updated_at".into(), s(stamp(updated_at)));
     item.insert(TTL_ATTRIBUTE.into(), expires_from(now));
-}
-
-/// The `expires_at` of an item written `now`: `TIME_TO_LIVE` later, in epoch seconds.
-pub fn expires_from(now: DateTime<Utc>) -> AttributeValue {
-    let ttl = i64::try_from(TIME_TO_LIVE.as_secs()).unwrap_or(i64::MAX);
-    AttributeValue::N((now.timestamp() + ttl).to_string())
 }
 
 fn kind_name(kind: TargetKind) -> &'static str {
@@ -373,33 +268,10 @@ fn kind_name(kind: TargetKind) -> &'static str {
     }
 }
 
-pub fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-pub fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, ItemError> {
-    match item.get(name) {
-        Some(AttributeValue::S(value)) => Ok(value),
-        Some(_) => Err(ItemError::NotText(name.to_owned())),
-        None => Err(ItemError::Missing(name.to_owned())),
-    }
-}
-
-fn text_n<'a>(item: &'a Item, name: &str) -> Result<&'a str, ItemError> {
-    match item.get(name) {
-        Some(AttributeValue::N(value)) => Ok(value),
-        Some(_) => Err(ItemError::NotNumber(name.to_owned())),
-        None => Err(ItemError::Missing(name.to_owned())),
-    }
-}
-
-fn optional(item: &Item, name: &str) -> Option<String> {
-    item.get(name).and_then(|v| v.as_s().ok()).cloned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::{is_expired, needs_renewal, same_content};
 
     const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
 
