@@ -73,7 +73,6 @@ impl App {
             &clients.elb,
             &clients.dynamodb,
             table,
-            self.config.refresh_concurrency,
             &self.home.refresh_pace,
             deadline,
         )
