@@ -4,7 +4,9 @@ sequential baseline. Run it through `bench/run`, which prepares the venv and the
 
 For each fleet size (number of target groups) it builds a fleet on moto, then runs, each in a fresh function process
 under `cargo lambda watch`: ours for one interrupted instance, ours for an SQS batch of K, and the baseline (the same
-binary with ELB_CONCURRENCY=1, one invocation per instance). The fleet is restored between scenarios and the proxy's
+binary, one invocation per instance, back to back). There is no `--concurrency` any more: ELB_CONCURRENCY is
+deprecated and ignored (the ELB budget paces the reads), so a baseline with ELB_CONCURRENCY=1, a sequential sweep,
+cannot be run; RESULTS.md rows labelled so were measured before. The fleet is restored between scenarios and the proxy's
 token buckets refilled, so each starts from the same state. Writes bench/out/results.{json,md} and
 bench/out/time-vs-groups.png, and copies the table and the plot to bench/RESULTS.md and bench/time-vs-groups.png.
 
@@ -46,17 +48,18 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
 BINARY = ROOT / "target" / "release" / "spot-cleanup"
-BASELINE_CONCURRENCY = 1
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="There is no --concurrency: ELB_CONCURRENCY is deprecated and ignored (the ELB budget paces the reads), "
+               "so the baseline is one invocation per instance, back to back, with the function's own settings.")
     parser.add_argument("--sizes", default="50,300,1000", help="target group counts, comma-separated")
     parser.add_argument("--latency-ms", type=float, default=20, help="latency the proxy adds to every call")
     parser.add_argument("--batch", type=int, help="instances per SQS batch (default: 50 for 300 groups, else 10)")
     parser.add_argument("--baseline-budget", type=float, default=45,
                         help="seconds after which the baseline starts no more invocations (the rest is extrapolated)")
-    parser.add_argument("--concurrency", type=int, help="ELB_CONCURRENCY for ours (default: the function's own)")
     parser.add_argument("--cold-init-runs", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="a smoke run: sizes 20,60, batches of 3")
     parser.add_argument("--no-baseline", action="store_true")
@@ -145,15 +148,14 @@ def run_size(bench, moto, args, groups):
     refreshed = answer.get("index_refresh", {}) if isinstance(answer, dict) else {}
     log(f"{groups} groups: index refresh {status} in {seconds:.1f} s: {refreshed.get('registrations')} registrations, "
         f"{len(refreshed.get('errors', []))} errors")
-    plan = [("single", "single", fleet.spot[:1], args.concurrency, None, None),
-            ("batch", "batch", fleet.spot, args.concurrency, None, None),
-            ("single+index", "single", fleet.spot[:1], args.concurrency, None, table),
-            ("batch+index", "batch", fleet.spot, args.concurrency, None, table)]
+    plan = [("single", "single", fleet.spot[:1], None, None),
+            ("batch", "batch", fleet.spot, None, None),
+            ("single+index", "single", fleet.spot[:1], None, table),
+            ("batch+index", "batch", fleet.spot, None, table)]
     if not args.no_baseline:
-        plan.append(("baseline", "baseline", fleet.spot, BASELINE_CONCURRENCY, args.baseline_budget, None))
-    for name, kind, nodes, concurrency, budget, index_table in plan:
-        result = bench.run(fleet, name, kind, nodes, concurrency=concurrency, budget_seconds=budget,
-                           index_table=index_table)
+        plan.append(("baseline", "baseline", fleet.spot, args.baseline_budget, None))
+    for name, kind, nodes, budget, index_table in plan:
+        result = bench.run(fleet, name, kind, nodes, budget_seconds=budget, index_table=index_table)
         log(f"  {name}: {len(nodes) if kind != 'baseline' else result['instances_run']} instance(s), "
             f"last dereg {report.seconds(result['last_dereg_s'])} s, total {result['total_s']:.1f} s, "
             f"outcomes {sorted(set(result['outcomes'].values()))}, load {result['load_after']:.1f}")
@@ -185,7 +187,6 @@ def run_info(args, started_wall):
         "latency_ms": args.latency_ms,
         "buckets": BUCKETS_DOC,
         "baseline_budget_s": args.baseline_budget,
-        "concurrency": args.concurrency,
         "load_start": os.getloadavg(),
     }
 
@@ -213,9 +214,7 @@ def markdown(info, cold, build_times, results, by_size):
         + "; ".join(info["buckets"].values())
         + ". Buckets start full in every scenario. Fleet: half `instance` and half `ip` target groups in one VPC; "
         f"each Spot instance in {fleet_module.GROUPS_PER_INSTANCE} groups spread over the fleet, one neighbour in "
-        "every group. Ours uses the function's ELB_CONCURRENCY "
-        f"({info['concurrency'] or 'default, 10'}); the baseline is the same binary with ELB_CONCURRENCY=1, one "
-        "invocation per instance, back to back. The instances carry no `aws:autoscaling:groupName` tag, so the Auto "
+        "every group. The baseline is the same binary, one invocation per instance, back to back. The instances carry no `aws:autoscaling:groupName` tag, so the Auto "
         "Scaling fast path finds nothing; the `+ index` scenarios set REGISTRATION_INDEX_TABLE after one scheduled "
         "refresh, the others locate by the full sweep alone. moto's own service "
         "time (roughly 10-15 ms a call here) comes on top of the proxy's latency.",

@@ -63,7 +63,7 @@ def scenario_label(result):
         return f"ours{index}, 1 instance"
     if result["kind"] == "batch":
         return f"ours{index}, SQS batch of {result['instances_planned']}"
-    label = f"baseline (ELB_CONCURRENCY=1), {result['instances_planned']} invocations"
+    label = f"baseline, {result['instances_planned']} invocations"
     if result["instances_run"] < result["instances_planned"]:
         label += f", {result['instances_run']} run, rest extrapolated"
     return label

@@ -7,9 +7,9 @@ Scenarios:
 - `batch`: ours, one SQS batch of K interruption warnings in one invocation.
 - `single+index` and `batch+index`: the same, with the registration index (REGISTRATION_INDEX_TABLE) filled by one
   scheduled refresh beforehand, so known registrations leave their groups before the sweep starts.
-- `baseline`: the same binary with ELB_CONCURRENCY=1 (a sequential sweep), one EventBridge invocation per instance
-  for the batch's instances, back to back. It starts no invocation that would, at the mean length so far, end past
-  its time budget; the rest is extrapolated by the report, and labelled so.
+- `baseline`: the same binary, one EventBridge invocation per instance for the batch's instances, back to back
+  (ELB_CONCURRENCY=1, which made its sweep sequential, is deprecated and ignored now). It starts no invocation that
+  would, at the mean length so far, end past its time budget; the rest is extrapolated by the report, and labelled so.
 """
 import datetime
 import json
@@ -58,14 +58,12 @@ class Bench:
     def __init__(self, root, binary, moto, proxy, log_dir):
         self.root, self.binary, self.moto, self.proxy, self.log_dir = root, binary, moto, proxy, log_dir
 
-    def function_env(self, fleet, concurrency, index_table=None):
+    def function_env(self, fleet, index_table=None):
         env = {
             "AWS_ENDPOINT_URL": self.proxy.endpoint,
             "SNS_TOPIC_ARN": fleet.topic_arn,
             "QUARANTINE_SECURITY_GROUP_ID": fleet.quarantine_group,
         }
-        if concurrency is not None:
-            env["ELB_CONCURRENCY"] = str(concurrency)
         if index_table is not None:
             env["REGISTRATION_INDEX_TABLE"] = index_table
         return env
@@ -73,8 +71,8 @@ class Bench:
     def refresh_index(self, fleet, table):
         """Fill the index with one scheduled refresh, straight against moto (the refresh is background work that runs
         long before any interruption; its cost is not part of a cleanup). Returns its report and wall seconds."""
-        env = self.function_env(fleet, None, table)
-        env.update({"AWS_ENDPOINT_URL": self.moto.endpoint, "INDEX_REFRESH_CONCURRENCY": "40"})
+        env = self.function_env(fleet, table)
+        env["AWS_ENDPOINT_URL"] = self.moto.endpoint
         function = Function(self.binary, env, self.log_dir, f"{fleet.groups}-index-refresh")
         time.sleep(SETTLE_SECONDS)
         event = json.loads((self.root / "events/scheduled-refresh.json").read_text())
@@ -85,11 +83,11 @@ class Bench:
             function.close()
         return status, answer, time.monotonic() - started
 
-    def run(self, fleet, name, kind, nodes, concurrency=None, budget_seconds=None, index_table=None):
+    def run(self, fleet, name, kind, nodes, budget_seconds=None, index_table=None):
         """Run one scenario on `fleet` for `nodes` and return its measurements. The fleet is restored afterwards."""
         self.proxy.reset()
         load_before = os.getloadavg()[0]
-        function = Function(self.binary, self.function_env(fleet, concurrency, index_table), self.log_dir,
+        function = Function(self.binary, self.function_env(fleet, index_table), self.log_dir,
                             f"{fleet.groups}-{name}")
         time.sleep(SETTLE_SECONDS)
         try:
@@ -102,7 +100,7 @@ class Bench:
         aws_after = fleet_module.check(self.moto.endpoint, fleet, done)
         fleet_module.restore(self.moto.endpoint, fleet, done)
         result = measure(name, kind, fleet, nodes, done, invocations, stats, summaries, aws_after,
-                         peak_rss_kib, concurrency, load_before)
+                         peak_rss_kib, load_before)
         result["index"] = index_table is not None
         return result
 
@@ -132,8 +130,7 @@ def over_budget(invocations, started, budget_seconds):
     return time.monotonic() - started + mean > budget_seconds
 
 
-def measure(name, kind, fleet, nodes, done, invocations, stats, summaries, aws_after, peak_rss_kib, concurrency,
-            load_before):
+def measure(name, kind, fleet, nodes, done, invocations, stats, summaries, aws_after, peak_rss_kib, load_before):
     """Turn raw observations into the figures the report shows."""
     start = invocations[0]["start"]
     deregs = sorted(t - start for t in stats["deregistered_at"])
@@ -143,7 +140,6 @@ def measure(name, kind, fleet, nodes, done, invocations, stats, summaries, aws_a
         "scenario": name,
         "kind": kind,
         "groups": fleet.groups,
-        "concurrency": concurrency,
         "instances_planned": len(nodes),
         "instances_run": len(done),
         "first_dereg_s": deregs[0] if deregs else None,

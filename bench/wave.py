@@ -2,7 +2,7 @@
 environment, as node agents and an EventBridge rule that targets the function deliver them (issue 14).
 
 Every variant runs the binary with the default template's configuration: REGISTRATION_INDEX_TABLE (a fresh table,
-shaped as template.yaml's), RECORD_KEY_ID (a KMS HMAC_256 key for GenerateMac/VerifyMac), ELB_CONCURRENCY,
+shaped as template.yaml's), RECORD_KEY_ID (a KMS HMAC_256 key for GenerateMac/VerifyMac),
 ELB_DESCRIBE_RATE and CLAIM_LEASE_SECONDS at their defaults, and the function's 110 s timeout as each invocation's
 deadline. That deadline needs the stand-in runtime API of bench/runtime.py: `cargo lambda watch` tells every
 invocation it has 600 s. Each process goes through bench/proxy.py (the account's one ELB Describe* bucket, 40 burst and
@@ -112,7 +112,7 @@ class WaveBench:
         """One scheduled refresh into `table`, straight against moto (it is background work long before any
         interruption); returns its report."""
         env = self.template_env(fleet, table, key)
-        env.update({"AWS_ENDPOINT_URL": self.moto.endpoint, "INDEX_REFRESH_CONCURRENCY": "40"})
+        env["AWS_ENDPOINT_URL"] = self.moto.endpoint
         function = LambdaProcess(binary, env, self.log_dir, f"{table}-refresh", TIMEOUT_S, MEMORY_MB)
         try:
             function.wait_ready()

@@ -128,7 +128,7 @@ def section(data, plot_name="wave.png"):
         f"{fmt_load(info['load_end'])} at the end. Whole wave part: {info['run_seconds'] / 60:.1f} min.",
         "",
         "Each variant runs the binary with the default template's configuration: REGISTRATION_INDEX_TABLE (a fresh "
-        "table per variant), RECORD_KEY_ID (a KMS HMAC_256 key), ELB_CONCURRENCY, ELB_DESCRIBE_RATE and "
+        "table per variant), RECORD_KEY_ID (a KMS HMAC_256 key), ELB_DESCRIBE_RATE and "
         f"CLAIM_LEASE_SECONDS at their defaults, and a {TIMEOUT_S} s deadline per invocation (the template's "
         "timeout; bench/runtime.py's runtime API sends it, as Lambda does, and ends an invocation that outlives it). "
         f"Each function process goes through the proxy ({info['latency_ms']:g} ms a call, ELB Describe* 40 burst "

@@ -75,7 +75,7 @@ impl Place {
             clients.autoscaling.clone(),
             clients.elb.clone(),
         )));
-        let refresh_rate = config.refresh_concurrency as u32;
+        let refresh_rate = crate::index::REFRESH_READS as u32;
         let roster = table.as_ref().map(|table| Roster {
             dynamodb: clients.roster.clone(),
             table: table.clone(),

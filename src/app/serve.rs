@@ -73,7 +73,6 @@ impl App {
             &clients.elb,
             &clients.dynamodb,
             table,
-            self.config.refresh_concurrency,
             &self.home_place.refresh_pace,
             deadline,
         )

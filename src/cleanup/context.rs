@@ -43,7 +43,6 @@ impl Context<'_> {
             elb: &self.clients.elb,
             budget: &self.clients.elb_budget,
             fast_locators: self.fast_locators,
-            concurrency: self.config.concurrency,
         }
     }
 }

@@ -118,8 +118,9 @@ async fn quarantine_all(
         }
     };
     let records = std::sync::Arc::new(records::recorded_groups(ec2, &with_enis).await);
-    // A few instances at a time: each sends two EC2 writes per ENI, and EC2's per-action buckets are small.
-    let limit = ctx.config.concurrency.div_ceil(2);
+    // A few instances at a time: each sends two EC2 writes per ENI, and EC2's per-action buckets are small. 20 with
+    // an ENI each send 20 of each action at once, inside the bursts of 100 (`aws::paced`).
+    let limit = 20;
     let changes = bounded_all(limit, with_enis.iter().map(|i| (*i).clone()), |instance| {
         let (ec2, groups, records) = (ec2.clone(), groups.clone(), records.clone());
         let signing = Signing {

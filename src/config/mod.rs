@@ -4,25 +4,16 @@
 //! them in.
 
 mod monitoring;
+pub mod settings;
 mod trust;
 mod vars;
 
-use crate::lease::DEFAULT_LEASE;
 use crate::monitoring::MonitoringConfig;
 use crate::notify::NotifyFormat;
 use crate::steps::quarantine::SecurityGroupId;
 use crate::trust::TrustConfig;
+use settings::*;
 use vars::Vars;
-
-/// Default number of ELB reads in flight at once. The rate is the ELB budget's business (`aws::paced`); this only
-/// bounds how many reads wait at once on a slow answer. With 10, an ELB answering in 2 s read 5 groups a second.
-pub const DEFAULT_CONCURRENCY: usize = 40;
-/// The reads' share of the account's ELB refill of 10 a second: the rest is kept for other tools (`aws::paced`).
-pub const DEFAULT_ELB_DESCRIBE_RATE: usize = 8;
-
-/// Default number of concurrent DescribeTargetHealth calls of a registration index refresh. Deliberately low: the
-/// refresh is background work and must leave most of the shared Describe* budget to everything else in the account.
-pub const DEFAULT_REFRESH_CONCURRENCY: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -32,25 +23,18 @@ pub struct Config {
     pub quarantine_groups: Vec<SecurityGroupId>,
     /// Compute and publish the plan, change nothing.
     pub dry_run: bool,
-    /// Bound on concurrent ELB calls.
-    pub concurrency: usize,
     /// The DynamoDB table of the registration index; None turns the index off.
     pub registration_index_table: Option<String>,
-    /// Bound on concurrent DescribeTargetHealth calls while the index is refreshed.
-    pub refresh_concurrency: usize,
-    /// ELB Describe* calls per second this function allows itself (`ELB_DESCRIBE_RATE`, 1 to 40, default 10), with a
-    /// burst of four times that. 10 is AWS's refill rate for the whole account and region.
+    /// ELB Describe* calls per second this function allows itself, with a burst of four times that. 10 is AWS's
+    /// refill rate for the whole account and region.
     pub elb_describe_rate: usize,
-    /// The monitoring systems told at notice time (`DATADOG_*`, `MACKEREL_*`, `MONITORING_WEBHOOK_*`); none by default.
+    /// The monitoring systems told at notice time (`DATADOG_*`, `MACKEREL_*`, `MONITORING_WEBHOOK_*`).
     pub monitoring: MonitoringConfig,
-    /// The SNS message's form (`NOTIFY_FORMAT`: json, email or chatbot; default json).
     pub notify_format: NotifyFormat,
-    /// What a rebalance recommendation does (`REBALANCE_ACTION`, default notify).
     pub rebalance_action: EventAction,
-    /// What an AWS Health scheduled change does (`HEALTH_ACTION`, default notify).
     pub health_action: EventAction,
     /// After an Auto Scaling lifecycle cleanup, wait (bounded by the deadline) until its targets leave `draining`
-    /// before completing the action (`LIFECYCLE_WAIT_FOR_DRAINING`, default false).
+    /// before completing the action.
     pub lifecycle_wait_for_draining: bool,
     /// This function's own account (`HOME_ACCOUNT_ID`, else the account of `SNS_TOPIC_ARN`).
     pub home_account: String,
@@ -58,28 +42,27 @@ pub struct Config {
     pub cross_account_role_name: Option<String>,
     /// Scope, event age and identity proof: what `trust` refuses (`src/trust/`).
     pub trust: TrustConfig,
-    /// Open the connections to every AWS endpoint from init (`WARM_UP`, default false); see `warm`.
+    /// Open the connections to every AWS endpoint from init; see `warm`.
     pub warm_up: bool,
     /// Record the targets an instance that may come back (stop, hibernate) left, and register them again when it is
-    /// restored (`REREGISTER_ON_RESTORE`, default false).
+    /// restored.
     pub reregister_on_restore: bool,
-    /// The length of the one lease (`crate::lease`; `CLAIM_LEASE_SECONDS`, 1 to 60, default 15), held by each claim
-    /// and by the wave's driver: how long a holder that died can hold up the others.
+    /// The length of the one lease (`crate::lease`), held by each claim and by the wave's driver: how long a holder
+    /// that died can hold up the others.
     pub claim_lease: std::time::Duration,
     /// The KMS HMAC key that signs the records a restore acts on (`RECORD_KEY_ID`: a key id, key ARN or alias). Without
     /// it records are unsigned and a restore refuses them.
     pub record_key_id: Option<String>,
-    /// Which requests this function serves (`ENTRY_POINT`: cleanup, the default, restore or agent). A restore is
+    /// Which requests this function serves. A restore is
     /// accepted only by a function deployed as the restore entry point, so whoever may ask for a cleanup cannot undo
     /// one; node agents get the agent entry point, which serves their own proven requests and nothing else.
     pub entry_point: EntryPoint,
-    /// The most records one invocation may carry (`MAX_BATCH_RECORDS`, 1 to 10,000, default 100): a batch beyond it
-    /// is rejected whole, before any work. SQS delivers at most the event source's batch size, SNS one.
+    /// The most records one invocation may carry: a batch beyond it is rejected whole, before any work. SQS delivers
+    /// at most the event source's batch size, SNS one.
     pub max_batch_records: usize,
+    /// The deprecated variables that are set, and ignored; init warns of each.
+    pub deprecated: Vec<&'static Setting<Deprecated>>,
 }
-
-/// `MAX_BATCH_RECORDS` when unset: ten times the template's SQS batch size.
-pub const DEFAULT_MAX_BATCH_RECORDS: usize = 100;
 
 /// The three deployments of the one binary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -115,76 +98,57 @@ pub enum ConfigError {
     Invalid {
         name: &'static str,
         value: String,
-        reason: &'static str,
+        reason: String,
     },
 }
 
 impl Config {
+    /// The function's environment, with a warning for each deprecated variable that is set.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let config = Self::from_lookup(|name| std::env::var(name).ok())?;
+        for setting in &config.deprecated {
+            tracing::warn!(
+                variable = setting.name,
+                instead = setting.kind.0,
+                "a deprecated variable is set: ignored"
+            );
+        }
+        Ok(config)
     }
 
     /// Build from any variable lookup, so tests need not touch the process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars::new(&get);
-        let sns_topic_arn = vars.required("SNS_TOPIC_ARN", "the ARN of the topic that receives summaries")?;
+        let sns_topic_arn = vars.required(&SNS_TOPIC_ARN)?;
         if !is_topic_arn(&sns_topic_arn) {
-            return Err(vars.invalid(
-                "SNS_TOPIC_ARN",
-                &sns_topic_arn,
-                "expected arn:<partition>:sns:<region>:<account>:<topic>",
-            ));
+            let reason = "expected arn:<partition>:sns:<region>:<account>:<topic>";
+            return Err(vars.invalid(&SNS_TOPIC_ARN, &sns_topic_arn, reason));
         }
-        let home_account = match vars.set("HOME_ACCOUNT_ID") {
+        let home_account = match vars.set(&HOME_ACCOUNT_ID) {
             None => sns_topic_arn.split(':').nth(4).unwrap_or_default().to_owned(),
             Some(v) if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) => v,
-            Some(v) => return Err(vars.invalid("HOME_ACCOUNT_ID", &v, "expected a 12-digit account id")),
+            Some(v) => return Err(vars.invalid(&HOME_ACCOUNT_ID, &v, "expected a 12-digit account id")),
         };
-        let entry_point = match vars.set("ENTRY_POINT") {
-            None => EntryPoint::Cleanup,
-            Some(v) if v.eq_ignore_ascii_case("cleanup") => EntryPoint::Cleanup,
-            Some(v) if v.eq_ignore_ascii_case("restore") => EntryPoint::Restore,
-            Some(v) if v.eq_ignore_ascii_case("agent") => EntryPoint::Agent,
-            Some(v) => return Err(vars.invalid("ENTRY_POINT", &v, "expected cleanup, restore or agent")),
-        };
+        let entry_point = vars.choice(&ENTRY_POINT)?;
         Ok(Config {
             quarantine_groups: quarantine_groups(&vars)?,
-            dry_run: vars.flag("DRY_RUN", false)?,
-            warm_up: vars.flag("WARM_UP", false)?,
-            concurrency: vars.bounded("ELB_CONCURRENCY", DEFAULT_CONCURRENCY)?,
-            refresh_concurrency: vars.bounded("INDEX_REFRESH_CONCURRENCY", DEFAULT_REFRESH_CONCURRENCY)?,
-            // The share of the account's ELB Describe* refill rate this function may use; its burst is four seconds'
-            // worth.
-            elb_describe_rate: vars.bounded("ELB_DESCRIBE_RATE", DEFAULT_ELB_DESCRIBE_RATE)?,
-            registration_index_table: vars.checked(
-                "REGISTRATION_INDEX_TABLE",
-                is_table_name,
-                "expected a DynamoDB table name: 3 to 255 characters of A-Z, a-z, 0-9, _, - and .",
-            )?,
+            dry_run: vars.flag(&DRY_RUN)?,
+            warm_up: vars.flag(&WARM_UP)?,
+            elb_describe_rate: vars.number(&ELB_DESCRIBE_RATE)? as usize,
+            registration_index_table: vars.checked(&REGISTRATION_INDEX_TABLE, is_table_name, TABLE_NAME)?,
             monitoring: monitoring::monitoring(&vars)?,
-            notify_format: match get("NOTIFY_FORMAT") {
-                None => NotifyFormat::Json,
-                Some(v) => NotifyFormat::parse(&v)
-                    .ok_or_else(|| vars.invalid("NOTIFY_FORMAT", &v, "expected json, email or chatbot"))?,
-            },
-            rebalance_action: event_action(&vars, "REBALANCE_ACTION")?,
-            health_action: event_action(&vars, "HEALTH_ACTION")?,
-            lifecycle_wait_for_draining: vars.flag("LIFECYCLE_WAIT_FOR_DRAINING", false)?,
-            reregister_on_restore: vars.flag("REREGISTER_ON_RESTORE", false)?,
-            claim_lease: vars.seconds("CLAIM_LEASE_SECONDS", DEFAULT_LEASE, 1..=60)?,
-            record_key_id: vars.checked(
-                "RECORD_KEY_ID",
-                is_key_id,
-                "expected a KMS key id, key ARN, alias/<name> or alias ARN",
-            )?,
+            notify_format: vars.choice(&NOTIFY_FORMAT)?,
+            rebalance_action: vars.choice(&REBALANCE_ACTION)?,
+            health_action: vars.choice(&HEALTH_ACTION)?,
+            lifecycle_wait_for_draining: vars.flag(&LIFECYCLE_WAIT_FOR_DRAINING)?,
+            reregister_on_restore: vars.flag(&REREGISTER_ON_RESTORE)?,
+            claim_lease: std::time::Duration::from_secs(vars.number(&CLAIM_LEASE_SECONDS)?),
+            record_key_id: vars.checked(&RECORD_KEY_ID, is_key_id, KEY_ID)?,
             entry_point,
-            cross_account_role_name: vars.checked(
-                "CROSS_ACCOUNT_ROLE_NAME",
-                is_role_name,
-                "expected an IAM role name: 1 to 64 characters of A-Z, a-z, 0-9 and +=,.@_-",
-            )?,
+            cross_account_role_name: vars.checked(&CROSS_ACCOUNT_ROLE_NAME, is_role_name, ROLE_NAME)?,
             trust: trust::trust(&vars, entry_point)?,
-            max_batch_records: vars.count("MAX_BATCH_RECORDS", DEFAULT_MAX_BATCH_RECORDS, 1..=10_000)?,
+            max_batch_records: vars.number(&MAX_BATCH_RECORDS)? as usize,
+            deprecated: DEPRECATED.into_iter().filter(|s| vars.set(s).is_some()).collect(),
             sns_topic_arn,
             home_account,
         })
@@ -194,54 +158,36 @@ impl Config {
 /// The log level: `RUST_LOG`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else `info`. Read before the rest, so that a bad
 /// configuration can be logged.
 pub fn log_level() -> String {
-    std::env::var("RUST_LOG")
-        .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL"))
-        .map(|level| level.to_lowercase())
-        .unwrap_or_else(|_| "info".to_owned())
+    let get = |name: &str| std::env::var(name).ok();
+    let vars = Vars::new(&get);
+    let level = vars.raw(&RUST_LOG).or(vars.text(&AWS_LAMBDA_LOG_LEVEL));
+    level.unwrap_or_default().to_lowercase()
 }
 
 fn quarantine_groups(vars: &Vars<'_>) -> Result<Vec<SecurityGroupId>, ConfigError> {
-    let raw = vars.required(
-        "QUARANTINE_SECURITY_GROUP_ID",
-        "one or more security group ids, comma-separated (one per VPC)",
-    )?;
+    let raw = vars.required(&QUARANTINE_SECURITY_GROUP_ID)?;
+    let reason = "expected comma-separated ids like sg-0123456789abcdef0";
+    let invalid = || vars.invalid(&QUARANTINE_SECURITY_GROUP_ID, &raw, reason);
     raw.split(',')
-        .map(|g| {
-            SecurityGroupId::parse(g.trim()).ok_or_else(|| {
-                vars.invalid(
-                    "QUARANTINE_SECURITY_GROUP_ID",
-                    &raw,
-                    "expected comma-separated ids like sg-0123456789abcdef0",
-                )
-            })
-        })
+        .map(|g| SecurityGroupId::parse(g.trim()).ok_or_else(invalid))
         .collect()
 }
 
-fn event_action(vars: &Vars<'_>, name: &'static str) -> Result<EventAction, ConfigError> {
-    match vars.set(name) {
-        None => Ok(EventAction::default()),
-        Some(v) if v.eq_ignore_ascii_case("notify") => Ok(EventAction::Notify),
-        Some(v) if v.eq_ignore_ascii_case("cleanup") => Ok(EventAction::Cleanup),
-        Some(v) if v.eq_ignore_ascii_case("ignore") => Ok(EventAction::Ignore),
-        Some(v) => Err(vars.invalid(name, &v, "expected notify, cleanup or ignore")),
-    }
+const ROLE_NAME: &str = "expected an IAM role name: 1 to 64 characters of A-Z, a-z, 0-9 and +=,.@_-";
+const KEY_ID: &str = "expected a KMS key id, key ARN, alias/<name> or alias ARN";
+const TABLE_NAME: &str = "expected a DynamoDB table name: 3 to 255 characters of A-Z, a-z, 0-9, _, - and .";
+
+/// `value` is `len` bytes of ASCII letters, digits and `extra`.
+fn made_of(value: &str, len: std::ops::RangeInclusive<usize>, extra: &[u8]) -> bool {
+    len.contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
 fn is_role_name(value: &str) -> bool {
-    (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+    made_of(value, 1..=64, b"+=,.@_-")
 }
 
 fn is_key_id(value: &str) -> bool {
-    let name_ok = |name: &str| {
-        !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'/'))
-    };
+    let name_ok = |name: &str| made_of(name, 1..=usize::MAX, b"_-/");
     if let Some(alias) = value.strip_prefix("alias/") {
         return name_ok(alias) && value.len() <= 256;
     }
@@ -253,14 +199,11 @@ fn is_key_id(value: &str) -> bool {
                 || parts[5].strip_prefix("alias/").is_some_and(name_ok));
     }
     // A key id: a UUID, or `mrk-` and hex for a multi-Region key.
-    (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    made_of(value, 1..=64, b"-")
 }
 
 fn is_table_name(value: &str) -> bool {
-    (3..=255).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    made_of(value, 3..=255, b"_-.")
 }
 
 fn is_topic_arn(value: &str) -> bool {
@@ -299,9 +242,14 @@ mod tests {
             vec![SecurityGroupId::parse("sg-0123abcd").unwrap()]
         );
         assert!(!c.dry_run);
-        assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(c.registration_index_table, None, "the index is optional");
-        assert_eq!(c.refresh_concurrency, DEFAULT_REFRESH_CONCURRENCY);
+        assert_eq!(c.elb_describe_rate, 8);
+        assert_eq!(c.max_batch_records, 100);
+        assert_eq!(c.claim_lease, crate::lease::DEFAULT_LEASE);
+        assert_eq!(c.trust.max_event_age, crate::trust::freshness::DEFAULT_MAX_EVENT_AGE);
+        assert_eq!(c.entry_point, EntryPoint::Cleanup);
+        assert_eq!(c.notify_format, NotifyFormat::Json);
+        assert!(c.deprecated.is_empty());
         assert!(
             !c.warm_up,
             "warming connections at init is for environments started ahead of their events"
@@ -318,16 +266,11 @@ mod tests {
             let vars: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
             config(&vars)
         };
-        let c = with(&[
-            ("REGISTRATION_INDEX_TABLE", "spot-cleanup.registrations_v-1"),
-            ("INDEX_REFRESH_CONCURRENCY", "5"),
-        ])
-        .unwrap();
+        let c = with(&[("REGISTRATION_INDEX_TABLE", "spot-cleanup.registrations_v-1")]).unwrap();
         assert_eq!(
             c.registration_index_table.as_deref(),
             Some("spot-cleanup.registrations_v-1")
         );
-        assert_eq!(c.refresh_concurrency, 5);
         assert_eq!(
             with(&[("REGISTRATION_INDEX_TABLE", " ")])
                 .unwrap()
@@ -349,8 +292,35 @@ mod tests {
             assert!(message.starts_with("REGISTRATION_INDEX_TABLE="), "{message:.100}");
             assert!(message.contains("DynamoDB table name"), "{message:.100}");
         }
-        let message = with(&[("INDEX_REFRESH_CONCURRENCY", "41")]).unwrap_err().to_string();
-        assert!(message.starts_with("INDEX_REFRESH_CONCURRENCY="), "{message}");
+    }
+
+    /// The rate is the ELB budget's now: the old bounds on calls in flight are accepted, whatever their value, and
+    /// ignored, and each that is set is warned of, naming what replaces it.
+    #[test]
+    fn deprecated_settings_are_ignored_with_a_notice_each() {
+        let base = [
+            ("SNS_TOPIC_ARN", TOPIC),
+            ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+        ];
+        // The notices: each variable's name and what replaces it.
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let vars: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            let c = config(&vars).unwrap();
+            c.deprecated.iter().map(|s| (s.name, s.kind.0)).collect::<Vec<_>>()
+        };
+        assert_eq!(with(&[]), vec![]);
+        assert_eq!(with(&[("ELB_CONCURRENCY", " ")]), vec![], "blank is unset");
+        let elb = ("ELB_CONCURRENCY", "ELB_DESCRIBE_RATE: the ELB budget paces the reads");
+        assert_eq!(with(&[("ELB_CONCURRENCY", "0")]), vec![elb]);
+        let refresh = (
+            "INDEX_REFRESH_CONCURRENCY",
+            "nothing: the index refresh reads 2 a second",
+        );
+        assert_eq!(with(&[("INDEX_REFRESH_CONCURRENCY", "41")]), vec![refresh]);
+        assert_eq!(
+            with(&[("ELB_CONCURRENCY", "many"), ("INDEX_REFRESH_CONCURRENCY", "5")]),
+            vec![elb, refresh]
+        );
     }
 
     #[test]
@@ -419,17 +389,17 @@ mod tests {
             ("SNS_TOPIC_ARN", TOPIC),
             ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd, sg-0123456789abcdef0"),
             ("DRY_RUN", "TRUE"),
-            ("ELB_CONCURRENCY", "4"),
+            ("ELB_DESCRIBE_RATE", "4"),
         ])
         .unwrap();
         assert_eq!(c.quarantine_groups.len(), 2);
         assert!(c.dry_run);
-        assert_eq!(c.concurrency, 4);
+        assert_eq!(c.elb_describe_rate, 4);
     }
 
     #[test]
     fn errors_name_the_variable() {
-        let cases: [(&[(&str, &str)], &str); 7] = [
+        let cases: [(&[(&str, &str)], &str); 10] = [
             (
                 &[("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd")],
                 "SNS_TOPIC_ARN is not set",
@@ -468,9 +438,33 @@ mod tests {
                 &[
                     ("SNS_TOPIC_ARN", TOPIC),
                     ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
-                    ("ELB_CONCURRENCY", "0"),
+                    ("ELB_DESCRIBE_RATE", "0"),
                 ],
-                "ELB_CONCURRENCY=",
+                "ELB_DESCRIBE_RATE=\"0\" is invalid: expected a whole number from 1 to 40",
+            ),
+            (
+                &[
+                    ("SNS_TOPIC_ARN", TOPIC),
+                    ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+                    ("MAX_BATCH_RECORDS", "10001"),
+                ],
+                "MAX_BATCH_RECORDS=\"10001\" is invalid: expected a whole number from 1 to 10000",
+            ),
+            (
+                &[
+                    ("SNS_TOPIC_ARN", TOPIC),
+                    ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+                    ("CLAIM_LEASE_SECONDS", "61"),
+                ],
+                "CLAIM_LEASE_SECONDS=\"61\" is invalid: expected a whole number from 1 to 60",
+            ),
+            (
+                &[
+                    ("SNS_TOPIC_ARN", TOPIC),
+                    ("QUARANTINE_SECURITY_GROUP_ID", "sg-0123abcd"),
+                    ("ENTRY_POINT", "both"),
+                ],
+                "ENTRY_POINT=\"both\" is invalid: expected cleanup, restore or agent",
             ),
         ];
         for (vars, expected) in cases {

@@ -4,13 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use super::settings::*;
 use super::{ConfigError, Vars};
-use crate::monitoring::mackerel::{self, MackerelAction};
 use crate::monitoring::secrets::Secret;
 use crate::monitoring::template::Template;
-use crate::monitoring::{
-    DEFAULT_WEBHOOK_BODY, DatadogConfig, MackerelConfig, MonitoringConfig, SystemConfig, WebhookConfig, datadog,
-};
+use crate::monitoring::{DatadogConfig, MackerelConfig, MonitoringConfig, SystemConfig, WebhookConfig};
 
 pub(super) fn monitoring(vars: &Vars<'_>) -> Result<MonitoringConfig, ConfigError> {
     let systems = [datadog(vars)?, mackerel(vars)?, webhook(vars)?];
@@ -21,76 +19,59 @@ pub(super) fn monitoring(vars: &Vars<'_>) -> Result<MonitoringConfig, ConfigErro
 
 /// `DATADOG_API_KEY`, `DATADOG_APP_KEY` and `DATADOG_API_URL`.
 fn datadog(vars: &Vars<'_>) -> Result<Option<SystemConfig>, ConfigError> {
-    let Some(api_key) = vars.set("DATADOG_API_KEY") else {
+    let Some(api_key) = vars.set(&DATADOG_API_KEY) else {
         return Ok(None);
     };
     Ok(Some(SystemConfig::Datadog(DatadogConfig {
-        api_url: url(vars, "DATADOG_API_URL", datadog::DEFAULT_API_URL)?,
+        api_url: url(vars, &DATADOG_API_URL)?,
         api_key: Secret::parse(&api_key),
-        application_key: Secret::parse(&vars.set("DATADOG_APP_KEY").ok_or(ConfigError::Missing {
-            name: "DATADOG_APP_KEY",
-            hint: "muting a host needs an application key as well as DATADOG_API_KEY",
-        })?),
+        // Required once Datadog is on.
+        application_key: Secret::parse(vars.required(&DATADOG_APP_KEY)?.trim()),
     })))
 }
 
 /// `MACKEREL_API_KEY`, `MACKEREL_API_URL` and `MACKEREL_ACTION`.
 fn mackerel(vars: &Vars<'_>) -> Result<Option<SystemConfig>, ConfigError> {
-    let Some(api_key) = vars.set("MACKEREL_API_KEY") else {
+    let Some(api_key) = vars.set(&MACKEREL_API_KEY) else {
         return Ok(None);
     };
     Ok(Some(SystemConfig::Mackerel(MackerelConfig {
-        api_url: url(vars, "MACKEREL_API_URL", mackerel::DEFAULT_API_URL)?,
+        api_url: url(vars, &MACKEREL_API_URL)?,
         api_key: Secret::parse(&api_key),
-        action: match vars.set("MACKEREL_ACTION").as_deref() {
-            None | Some("maintenance") => MackerelAction::Maintenance,
-            Some("retire") => MackerelAction::Retire,
-            Some(other) => return Err(vars.invalid("MACKEREL_ACTION", other, "expected maintenance or retire")),
-        },
+        action: vars.choice(&MACKEREL_ACTION)?,
     })))
 }
 
 /// `MONITORING_WEBHOOK_URL`, `MONITORING_WEBHOOK_BODY` and `MONITORING_WEBHOOK_HEADERS`.
 fn webhook(vars: &Vars<'_>) -> Result<Option<SystemConfig>, ConfigError> {
-    if vars.set("MONITORING_WEBHOOK_URL").is_none() {
+    if vars.set(&MONITORING_WEBHOOK_URL).is_none() {
         return Ok(None);
     }
-    let raw_body = vars
-        .set("MONITORING_WEBHOOK_BODY")
-        .unwrap_or_else(|| DEFAULT_WEBHOOK_BODY.to_owned());
-    let body = Template::parse(&raw_body).map_err(|_| {
-        let reason = "expected a JSON template whose {{placeholders}} are fields of the notice";
-        vars.invalid("MONITORING_WEBHOOK_BODY", &raw_body, reason)
-    })?;
-    let headers = match vars.set("MONITORING_WEBHOOK_HEADERS") {
-        None => Vec::new(),
-        Some(raw) => serde_json::from_str::<BTreeMap<String, String>>(&raw)
-            .map_err(|_| {
-                vars.invalid(
-                    "MONITORING_WEBHOOK_HEADERS",
-                    "(not shown: it may hold secrets)",
-                    "expected a JSON object of header names to values, ssm:<name> or secretsmanager:<id>",
-                )
-            })?
+    let reason = "expected a JSON template whose {{placeholders}} are fields of the notice";
+    let body = vars.text(&MONITORING_WEBHOOK_BODY).unwrap_or_default();
+    let body = Template::parse(&body).map_err(|_| vars.invalid(&MONITORING_WEBHOOK_BODY, &body, reason))?;
+    let reason = "expected a JSON object of header names to values, ssm:<name> or secretsmanager:<id>";
+    let headers = vars.text(&MONITORING_WEBHOOK_HEADERS).unwrap_or_default();
+    let headers: BTreeMap<String, String> = serde_json::from_str(&headers)
+        .map_err(|_| vars.invalid(&MONITORING_WEBHOOK_HEADERS, "(not shown: it may hold secrets)", reason))?;
+    Ok(Some(SystemConfig::Webhook(WebhookConfig {
+        url: url(vars, &MONITORING_WEBHOOK_URL)?,
+        body,
+        headers: headers
             .into_iter()
             .map(|(name, value)| (name, Secret::parse(&value)))
             .collect(),
-    };
-    Ok(Some(SystemConfig::Webhook(WebhookConfig {
-        url: url(vars, "MONITORING_WEBHOOK_URL", "")?,
-        body,
-        headers,
     })))
 }
 
-/// The URL `name` sets, or `default`: HTTPS, or plain HTTP to the loopback only.
-fn url(vars: &Vars<'_>, name: &'static str, default: &str) -> Result<String, ConfigError> {
-    let value = vars.set(name).unwrap_or_else(|| default.to_owned());
+/// The URL `setting` sets, or its default: HTTPS, or plain HTTP to the loopback only.
+fn url(vars: &Vars<'_>, setting: &Setting<Text>) -> Result<String, ConfigError> {
+    let value = vars.text(setting).unwrap_or_default();
     if is_https_or_loopback(&value) {
         return Ok(value);
     }
     let reason = "expected an https:// URL (keys travel with every call; http:// only to this host's loopback)";
-    Err(vars.invalid(name, &value, reason))
+    Err(vars.invalid(setting, &value, reason))
 }
 
 /// `https://...`, or `http://` to 127.0.0.1, `[::1]` or localhost (with or without a port), and nothing else.

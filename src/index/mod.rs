@@ -10,7 +10,7 @@ mod apply;
 mod refresh;
 
 pub use apply::{UpdateError, UpdateReport, apply};
-pub use refresh::{RefreshReport, refresh};
+pub use refresh::{REFRESH_READS, RefreshReport, refresh};
 
 /// Why an index event was not handled.
 #[derive(Debug, thiserror::Error)]

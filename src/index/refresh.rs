@@ -35,17 +35,19 @@ pub struct RefreshReport {
     pub ms: u64,
 }
 
+/// DescribeTargetHealth calls of a refresh in flight at once, and a second (its pace): the refresh is background work
+/// that must leave the account's shared Describe* budget, 10 a second, to everyone else.
+pub const REFRESH_READS: usize = 2;
+
 /// Sweep every instance and IP target group of the region and make the table say what the sweep saw.
 ///
-/// At most `concurrency` DescribeTargetHealth calls are in flight: the refresh is background work that must leave
-/// the account's shared Describe* budget to everyone else. No call starts after `deadline`; groups left undescribed
-/// keep their items. Failures are reported, never raised: the next scheduled refresh is the retry, where Lambda's
-/// own retries would spend the budget again at once.
+/// At most `REFRESH_READS` DescribeTargetHealth calls are in flight. No call starts after `deadline`; groups left
+/// undescribed keep their items. Failures are reported, never raised: the next scheduled refresh is the retry, where
+/// Lambda's own retries would spend the budget again at once.
 pub async fn refresh(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
     dynamodb: &aws_sdk_dynamodb::Client,
     table_name: &str,
-    concurrency: usize,
     pace: &Bucket,
     deadline: Deadline,
 ) -> RefreshReport {
@@ -72,7 +74,7 @@ pub async fn refresh(
     indexed.sort_by_key(|group| refreshed_at(group));
     report.target_groups = indexed.len();
 
-    let described = bounded_all(concurrency, indexed.clone(), |group| {
+    let described = bounded_all(REFRESH_READS, indexed.clone(), |group| {
         let request = elb.describe_target_health().target_group_arn(&group.arn).send();
         let pace = pace.clone();
         async move {

@@ -29,6 +29,9 @@ use crate::steps::{deregister, verify};
 
 /// How often a driver with a table looks for members that joined.
 pub const INTAKE_EVERY: Duration = Duration::from_millis(250);
+/// ELB reads in flight at most: the Describe* bucket's burst (`aws::paced::ELB_DESCRIBE`), as many as could be sent at
+/// once. The ELB budget sets their pace; this only bounds how many wait at once on a slow answer.
+const READS_IN_FLIGHT: usize = 40;
 /// How long a driver waits before it writes again an answer whose write failed.
 const ANSWER_AGAIN_AFTER: Duration = Duration::from_millis(250);
 
@@ -37,8 +40,6 @@ pub struct Tools<'a> {
     pub elb: &'a aws_sdk_elasticloadbalancingv2::Client,
     pub budget: &'a ElbBudget,
     pub fast_locators: &'a [Box<dyn Locator>],
-    /// Reads in flight at most (`ELB_CONCURRENCY`).
-    pub concurrency: usize,
 }
 
 /// The members this cleanup brought, and where their answers go once every one is in.
@@ -204,7 +205,7 @@ impl Driver<'_, '_> {
                 Event::Answered(call, result, Utc::now())
             });
         }
-        while self.reads < self.tools.concurrency.max(1) && budget.ready_in(ElbKind::Read).is_zero() {
+        while self.reads < READS_IN_FLIGHT && budget.ready_in(ElbKind::Read).is_zero() {
             let Some(job) = state.next_job(now) else { break };
             self.reads += 1;
             let elb = self.tools.elb.clone();
@@ -282,7 +283,7 @@ impl Driver<'_, '_> {
         if state.has_call() {
             wake = wake.min(soon(budget.ready_in(ElbKind::Registration)));
         }
-        if self.reads < self.tools.concurrency.max(1) && state.has_job(now) {
+        if self.reads < READS_IN_FLIGHT && state.has_job(now) {
             wake = wake.min(soon(budget.ready_in(ElbKind::Read)));
         }
         if let Some(settled) = state.settled_at().filter(|at| *at > now) {

@@ -28,7 +28,6 @@ async fn served(
         elb,
         budget: &budget,
         fast_locators: &[],
-        concurrency: 10,
     };
     let wave = Wave::new(None, Duration::from_secs(15));
     let (driving, answers) = wave.serve(&tools, instances, dry_run, deadline);
@@ -575,7 +574,6 @@ async fn a_driver_writes_again_an_answer_whose_write_failed() {
         elb: &elb,
         budget: &elb_budget,
         fast_locators: &[],
-        concurrency: 10,
     };
     let wave = Wave::new(Some(roster), Duration::from_secs(15));
 

@@ -64,8 +64,7 @@ async fn wave_with(
     let proxy = start_proxy(&moto.endpoint);
     proxy.slow_down("DescribeTargetHealth", Duration::from_millis(300));
     let shared = common::sdk_config_for(&proxy.endpoint).await;
-    let mut extra = vec![("ELB_CONCURRENCY", "1")];
-    extra.extend(table.map(|t| ("REGISTRATION_INDEX_TABLE", t)));
+    let extra: Vec<(&str, &str)> = table.map(|t| ("REGISTRATION_INDEX_TABLE", t)).into_iter().collect();
     let apps: Vec<App> = (0..spot)
         .map(|_| App::new(fleet.config_with(&extra).unwrap(), Clients::from_shared(&shared)))
         .collect();
