@@ -30,7 +30,8 @@ pub struct TargetRegistration {
 
 /// A target's state: ELB's health state (`healthy`, `initial`, `draining`, `unused`, ...) as found or read, or
 /// `deregistered` once a read no longer lists it. Stored and published as ELB's word.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum TargetState {
     Health(TargetHealthStateEnum),
     Deregistered,
@@ -58,15 +59,15 @@ impl From<&str> for TargetState {
     }
 }
 
-impl Serialize for TargetState {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
+impl From<String> for TargetState {
+    fn from(word: String) -> Self {
+        TargetState::from(word.as_str())
     }
 }
 
-impl<'de> Deserialize<'de> for TargetState {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(TargetState::from(String::deserialize(deserializer)?.as_str()))
+impl From<TargetState> for String {
+    fn from(state: TargetState) -> Self {
+        state.as_str().to_owned()
     }
 }
 

@@ -17,61 +17,31 @@ pub enum NotifyFormat {
     Chatbot,
 }
 
-impl NotifyFormat {
-    pub fn parse(value: &str) -> Option<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "" | "json" => Some(Self::Json),
-            "email" => Some(Self::Email),
-            "chatbot" => Some(Self::Chatbot),
-            _ => None,
-        }
-    }
-}
-
 /// A person's reading of the summary: what happened first, then each list, then how long it took.
 pub fn text(summary: &Summary) -> String {
     let mut out = String::new();
     header(&mut out, summary);
-    section(
-        &mut out,
-        "Removed from target groups",
-        summary.removed.iter().map(target_line).collect(),
-    );
-    section(
-        &mut out,
-        "Still registered",
-        summary.remaining.iter().map(target_line).collect(),
-    );
+    let targets = |list: &[TargetChange]| list.iter().map(target_line).collect();
+    let mut sections = vec![("Removed from target groups", targets(&summary.removed))];
+    sections.push(("Still registered", targets(&summary.remaining)));
     if summary.dry_run {
-        section(
-            &mut out,
-            "Would remove",
-            summary.planned.iter().map(target_line).collect(),
-        );
+        sections.push(("Would remove", targets(&summary.planned)));
     }
-    section(
-        &mut out,
+    sections.push((
         "Network interfaces",
         summary.network_interfaces.iter().map(eni_line).collect(),
-    );
+    ));
     if !summary.monitoring.is_empty() {
-        let told = summary
-            .monitoring
-            .iter()
-            .map(|m| format!("{:?} {}: {}", m.system, m.action, m.error.as_deref().unwrap_or("ok")))
-            .collect();
-        section(&mut out, "Monitoring", told);
+        let told = summary.monitoring.iter();
+        let told = told.map(|m| format!("{:?} {}: {}", m.system, m.action, m.error.as_deref().unwrap_or("ok")));
+        sections.push(("Monitoring", told.collect()));
     }
-    section(
-        &mut out,
-        "Errors",
-        summary
-            .errors
-            .iter()
-            .map(|e| format!("{:?}: {}", e.step, e.message))
-            .collect(),
-    );
-    section(&mut out, "Warnings", summary.warnings.clone());
+    let errors = summary.errors.iter().map(|e| format!("{:?}: {}", e.step, e.message));
+    sections.push(("Errors", errors.collect()));
+    sections.push(("Warnings", summary.warnings.clone()));
+    for (title, lines) in sections {
+        section(&mut out, title, lines);
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,

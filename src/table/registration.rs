@@ -156,7 +156,7 @@ pub struct GroupInfo {
     pub arn: String,
     pub name: String,
     /// `instance`, `ip`, `lambda` or `alb`.
-    pub target_type: String,
+    pub target_type: TargetTypeEnum,
     pub vpc_id: Option<String>,
     /// The port a target registered without one gets.
     pub port: Option<i32>,
@@ -167,15 +167,29 @@ impl GroupInfo {
         Some(GroupInfo {
             arn: group.target_group_arn()?.to_owned(),
             name: group.target_group_name().unwrap_or_default().to_owned(),
-            target_type: group.target_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+            target_type: group.target_type().cloned().unwrap_or_else(|| TargetTypeEnum::from("")),
             vpc_id: group.vpc_id().map(str::to_owned),
             port: group.port(),
         })
     }
 
-    /// The kind of targets the index keeps for this group; None for Lambda and ALB groups.
+    /// A group of `kind` known only from one of its registrations: its VPC and port are not known.
+    pub fn of_registration(registration: &TargetRegistration) -> Self {
+        GroupInfo {
+            arn: registration.target_group_arn.clone(),
+            name: registration.target_group_name.clone(),
+            target_type: match registration.kind {
+                TargetKind::Instance => TargetTypeEnum::Instance,
+                TargetKind::Ip => TargetTypeEnum::Ip,
+            },
+            vpc_id: None,
+            port: None,
+        }
+    }
+
+    /// The kind of targets it holds; None for Lambda and ALB groups, which cannot hold an instance.
     pub fn kind(&self) -> Option<TargetKind> {
-        match TargetTypeEnum::from(self.target_type.as_str()) {
+        match self.target_type {
             TargetTypeEnum::Instance => Some(TargetKind::Instance),
             TargetTypeEnum::Ip => Some(TargetKind::Ip),
             _ => None,
@@ -190,7 +204,7 @@ impl GroupInfo {
         let mut item = key(self.pk(), GROUP_SK);
         item.insert("target_group_arn".into(), s(&self.arn));
         item.insert("target_group_name".into(), s(&self.name));
-        item.insert("target_type".into(), s(&self.target_type));
+        item.insert("target_type".into(), s(self.target_type.as_str()));
         if let Some(vpc) = &self.vpc_id {
             item.insert("vpc_id".into(), s(vpc));
         }
@@ -213,7 +227,7 @@ impl GroupInfo {
         Ok(GroupInfo {
             arn: arn.to_owned(),
             name: text(item, "target_group_name")?.to_owned(),
-            target_type: text(item, "target_type")?.to_owned(),
+            target_type: TargetTypeEnum::from(text(item, "target_type")?),
             vpc_id: optional(item, "vpc_id"),
             port,
         })
@@ -363,7 +377,7 @@ mod tests {
         let group = GroupInfo {
             arn: ARN.into(),
             name: "web".into(),
-            target_type: "ip".into(),
+            target_type: TargetTypeEnum::Ip,
             vpc_id: Some("vpc-1".into()),
             port: Some(8080),
         };
@@ -373,7 +387,7 @@ mod tests {
         assert_eq!(GroupInfo::from_item(&item), Ok(group.clone()));
         assert_eq!(group.kind(), Some(TargetKind::Ip));
         let lambda = GroupInfo {
-            target_type: "lambda".into(),
+            target_type: TargetTypeEnum::Lambda,
             vpc_id: None,
             port: None,
             ..group

@@ -53,16 +53,6 @@ pub enum EventScope {
     All,
 }
 
-impl EventScope {
-    pub fn parse(value: &str) -> Option<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "spot" => Some(EventScope::Spot),
-            "all" => Some(EventScope::All),
-            _ => None,
-        }
-    }
-}
-
 /// The events AWS sends about every instance of the account, Spot or not: a lifecycle action too, whichever way it
 /// came (EventBridge, or the hook's own message through SQS or SNS).
 fn is_account_wide(trigger: &Trigger) -> bool {

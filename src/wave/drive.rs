@@ -23,9 +23,10 @@ use crate::input::InstanceId;
 use crate::instance::Instance;
 use crate::lease::{Lease, Renewal};
 use crate::locate::sweep::list_target_groups;
-use crate::locate::sweep::read::{Candidate, GroupRead, read_group};
+use crate::locate::sweep::read::{GroupRead, read_group};
 use crate::locate::{Located, Locator};
 use crate::steps::{deregister, verify};
+use crate::table::GroupInfo;
 
 /// How often a driver with a table looks for members that joined.
 pub const INTAKE_EVERY: Duration = Duration::from_millis(250);
@@ -100,7 +101,7 @@ pub struct DriverLease<'r> {
 }
 
 enum Event {
-    Listed(Result<Vec<Candidate>, CallError>, DateTime<Utc>),
+    Listed(Result<Vec<GroupInfo>, CallError>, DateTime<Utc>),
     Read(GroupRead),
     Answered(Call, Result<(), CallError>, DateTime<Utc>),
     Delay(String, Option<u32>),
@@ -351,12 +352,16 @@ async fn read(elb: aws_sdk_elasticloadbalancingv2::Client, job: Job) -> Event {
     match job {
         Job::List => {
             let at = Utc::now();
-            let listed = list_target_groups(&elb)
-                .await
-                .map(|groups| groups.iter().filter_map(Candidate::of).collect());
+            let listed = list_target_groups(&elb).await.map(|groups| {
+                groups
+                    .iter()
+                    .filter_map(GroupInfo::from_sdk)
+                    .filter(|g| g.kind().is_some())
+                    .collect()
+            });
             Event::Listed(listed, at)
         }
-        Job::Read(candidate) => Event::Read(read_group(&elb, candidate).await),
+        Job::Read(group) => Event::Read(read_group(&elb, group).await),
         Job::Delay(arn) => {
             let seconds = verify::deregistration_delay(&elb, &arn).await;
             Event::Delay(arn, seconds)

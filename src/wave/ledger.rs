@@ -138,7 +138,7 @@ impl Ledger {
     /// registrations known some other way were stale. Returns the known registrations that need a call (again):
     /// ones whose call was refused and that the read still shows, once.
     pub fn read(&mut self, read: &GroupRead) -> Vec<TargetRegistration> {
-        let arn = read.candidate.arn.clone();
+        let arn = read.group.arn.clone();
         let keys: Vec<RegistrationKey> = self.in_group(&arn).map(|(k, _)| k.clone()).collect();
         let mut again = Vec::new();
         for k in keys {
@@ -204,8 +204,10 @@ fn group_range(arn: &str) -> std::ops::RangeFrom<RegistrationKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::locate::sweep::read::{Candidate, GroupTarget};
+    use crate::locate::sweep::read::GroupTarget;
     use crate::registration::{TargetKind, TargetState};
+    use crate::table::GroupInfo;
+    use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
 
     const A: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/a/1";
     const B: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/b/2";
@@ -229,11 +231,12 @@ mod tests {
 
     fn read(group: &str, at: DateTime<Utc>, seen: &[(i32, &str)]) -> GroupRead {
         GroupRead {
-            candidate: Candidate {
+            group: GroupInfo {
                 arn: group.into(),
                 name: group.rsplit('/').nth(1).unwrap().into(),
-                kind: TargetKind::Instance,
+                target_type: TargetTypeEnum::Instance,
                 vpc_id: None,
+                port: None,
             },
             read_at: at,
             answer: GroupAnswer::Targets(

@@ -385,8 +385,8 @@ async fn the_deadline_answers_with_what_was_done() {
 /// under way waits for the next call, and a queued group is read only after its call.
 #[test]
 fn a_group_with_a_call_waiting_is_read_after_its_call() {
-    use crate::locate::sweep::read::{Candidate, GroupAnswer, GroupRead, GroupTarget};
-    use crate::registration::TargetKind;
+    use crate::locate::sweep::read::{GroupAnswer, GroupRead, GroupTarget};
+    use crate::table::GroupInfo;
     use tokio::time::Instant;
 
     let now = Instant::now();
@@ -397,11 +397,12 @@ fn a_group_with_a_call_waiting_is_read_after_its_call() {
         since: chrono::Utc::now(),
     };
     state.join(member("a", INSTANCE), now);
-    let candidate = Candidate {
+    let candidate = GroupInfo {
         arn: arn("web"),
         name: "web".into(),
-        kind: TargetKind::Instance,
+        target_type: TargetTypeEnum::Instance,
         vpc_id: Some(VPC.into()),
+        port: None,
     };
     state.listed(Ok(vec![candidate.clone()]), chrono::Utc::now());
     // The fast path knew the registration: the group is not read until its call is answered.
@@ -428,7 +429,7 @@ fn a_group_with_a_call_waiting_is_read_after_its_call() {
     assert_eq!(state.next_job(now), Some(state::Job::Read(candidate.clone())));
     state.read(
         GroupRead {
-            candidate,
+            group: candidate,
             read_at,
             answer: GroupAnswer::Targets(vec![GroupTarget {
                 id: NEIGHBOUR.into(),

@@ -1,6 +1,6 @@
 //! A crashed cleanup is finished by its retry. The real binary, under the Lambda runtime loop, against moto behind a
 //! proxy that kills it right after AWS applied its k-th write and before the answer reached it: for every k of one
-//! cleanup, with either delivery marker. The same event is then delivered again to a fresh process once the dead
+//! cleanup, with either claim store. The same event is then delivered again to a fresh process once the dead
 //! claimant's lease has lapsed, as Lambda's async retry would a minute later; after it:
 //!
 //! - no registration of the instance is left;

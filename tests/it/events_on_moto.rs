@@ -288,7 +288,7 @@ async fn a_terminated_instance_loses_what_registrations_remain_and_a_redelivery_
     assert_left_its_groups(&fleet, &before, 0).await;
     assert!(first.warnings.iter().any(|w| w == "the instance is already terminated"));
 
-    // The delivery marker: a redelivery is answered quietly, with no second alert.
+    // The claim: a redelivery is answered quietly, with no second alert.
     let second = summary(invoke(&app, event).await.expect("a redelivery succeeds"));
     assert_eq!(second.outcome.as_str(), "already-handled");
     assert!(second.removed.is_empty() && second.remaining.is_empty());

@@ -198,7 +198,7 @@ async fn our_hook_is_cleaned_up_and_completed_with_continue_on_every_delivery_pa
                     node.enis.iter().cloned().collect()
                 );
             }
-            // Later deliveries of the same action find it done (the delivery marker) and end quietly.
+            // Later deliveries of the same action find it done (the claim) and end quietly.
             "SQS batch" => assert_eq!(answer, json!({"batchItemFailures": []}), "{answer:#}"),
             _ => assert_eq!(answer, json!({"notifications": 1}), "{answer:#}"),
         }

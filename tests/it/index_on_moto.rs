@@ -47,7 +47,7 @@ async fn indexed(moto: &Moto) -> BTreeSet<(String, String)> {
     index_items(moto)
         .await
         .into_keys()
-        // Group items, and the delivery markers that share the table (src/steps/claim/), are not registrations.
+        // Group items, and the claims that share the table (src/steps/claim/), are not registrations.
         .filter(|(pk, sk)| sk != "group" && !pk.starts_with("claim#"))
         .collect()
 }

@@ -148,6 +148,16 @@ async fn the_sns_message_is_text_for_email_and_a_chatbot_notification_for_chat()
     assert_eq!(chat["metadata"]["threadId"], fleet.spot[1].id.as_str());
     assert!(chat["id"].is_string());
 
-    assert_eq!(NotifyFormat::parse("EMAIL"), Some(NotifyFormat::Email));
-    assert_eq!(NotifyFormat::parse("slack"), None);
+    // NOTIFY_FORMAT is read in any case; a form it does not know fails init.
+    let format = |value: &str| {
+        spot_cleanup::Config::from_lookup(|name| match name {
+            "SNS_TOPIC_ARN" => Some("arn:aws:sns:us-east-1:123456789012:spot-cleanup".into()),
+            "QUARANTINE_SECURITY_GROUP_ID" => Some("sg-0123abcd".into()),
+            "NOTIFY_FORMAT" => Some(value.into()),
+            _ => None,
+        })
+        .map(|config| config.notify_format)
+    };
+    assert_eq!(format("EMAIL"), Ok(NotifyFormat::Email));
+    assert!(format("slack").is_err());
 }

@@ -111,7 +111,7 @@ async fn one_function_process_cleans_up_refuses_bad_input_and_keeps_serving() {
             (attribute("instance_id"), attribute("outcome"))
         })
         .collect();
-    // The redelivery for the first instance found its work done (the delivery marker): it ends quietly, unpublished.
+    // The redelivery for the first instance found its work done (the claim): it ends quietly, unpublished.
     assert_eq!(published, BTreeSet::from([(second.id.clone(), "cleaned".to_owned())]));
 }
 

@@ -1,4 +1,4 @@
-//! The guard, the delivery marker and the restore against moto, through the real handler: what is refused changes
+//! The guard, the claim and the restore against moto, through the real handler: what is refused changes
 //! nothing and is reported as a security signal; a second delivery ends quietly; a quarantine can be undone.
 
 use crate::common;

@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use super::{TargetKind, TargetRegistration};
 use crate::input::InstanceId;
 use crate::instance::Instance;
-use read::{Candidate, GroupAnswer, GroupRead};
+use crate::table::GroupInfo;
+use read::{GroupAnswer, GroupRead};
 
 pub use read::list_target_groups;
 
@@ -69,25 +70,27 @@ impl Wanted {
     }
 
     /// Whether a group of this VPC could hold one of the instances.
-    pub fn covers(&self, group: &Candidate) -> bool {
+    pub fn covers(&self, group: &GroupInfo) -> bool {
         self.any_vpc || group.vpc_id.as_ref().is_some_and(|v| self.vpcs.contains(v))
     }
 
     /// The instances' registrations in a group as read; none in a group that could not be read.
     pub fn registrations(&self, read: &GroupRead) -> Vec<TargetRegistration> {
-        let candidate = &read.candidate;
-        let GroupAnswer::Targets(seen) = &read.answer else {
+        let (group, GroupAnswer::Targets(seen)) = (&read.group, &read.answer) else {
+            return Vec::new();
+        };
+        let Some(kind) = group.kind() else {
             return Vec::new();
         };
         let mut found: Vec<TargetRegistration> = seen
             .iter()
             .filter_map(|target| {
-                let owner = self.owner(candidate.kind, candidate.vpc_id.as_deref(), &target.id)?;
+                let owner = self.owner(kind, group.vpc_id.as_deref(), &target.id)?;
                 Some(TargetRegistration {
-                    target_group_arn: candidate.arn.clone(),
-                    target_group_name: candidate.name.clone(),
+                    target_group_arn: group.arn.clone(),
+                    target_group_name: group.name.clone(),
                     instance_id: owner,
-                    kind: candidate.kind,
+                    kind,
                     target_id: target.id.clone(),
                     port: target.port,
                     availability_zone: target.zone.clone(),

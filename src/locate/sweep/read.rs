@@ -1,40 +1,14 @@
 //! Reading target groups: which ones could hold an instance of a VPC, and each one's whole target list.
 
-use aws_sdk_elasticloadbalancingv2::types::{TargetGroup, TargetTypeEnum};
+use aws_sdk_elasticloadbalancingv2::types::TargetGroup;
 use chrono::{DateTime, Utc};
 
 use crate::aws::CallError;
-use crate::registration::{TargetKind, TargetState};
+use crate::registration::TargetState;
+use crate::table::GroupInfo;
 
 /// DescribeTargetGroups returns at most 400 per page.
 const PAGE_SIZE: i32 = 400;
-
-/// A target group to read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    pub arn: String,
-    pub name: String,
-    pub kind: TargetKind,
-    pub vpc_id: Option<String>,
-}
-
-impl Candidate {
-    /// An instance or IP group, as DescribeTargetGroups lists it; None for Lambda and ALB groups, which cannot hold
-    /// an instance.
-    pub fn of(group: &TargetGroup) -> Option<Self> {
-        let kind = match group.target_type() {
-            Some(TargetTypeEnum::Ip) => TargetKind::Ip,
-            Some(TargetTypeEnum::Instance) => TargetKind::Instance,
-            _ => return None,
-        };
-        Some(Candidate {
-            arn: group.target_group_arn()?.to_owned(),
-            name: group.target_group_name().unwrap_or_default().to_owned(),
-            kind,
-            vpc_id: group.vpc_id().map(str::to_owned),
-        })
-    }
-}
 
 /// One target as DescribeTargetHealth listed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +35,7 @@ pub enum GroupAnswer {
 /// One group, and what it held when it was read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupRead {
-    pub candidate: Candidate,
+    pub group: GroupInfo,
     /// When the call was sent: everything registered before then is in `answer`.
     pub read_at: DateTime<Utc>,
     pub answer: GroupAnswer,
@@ -69,11 +43,11 @@ pub struct GroupRead {
 
 /// Read one group's whole target list. The call waits at the connector for its share of the ELB budget; a throttle
 /// is retried there until the invocation's deadline, so a group still throttled then is reported as not read.
-pub async fn read_group(elb: &aws_sdk_elasticloadbalancingv2::Client, candidate: Candidate) -> GroupRead {
+pub async fn read_group(elb: &aws_sdk_elasticloadbalancingv2::Client, group: GroupInfo) -> GroupRead {
     let read_at = Utc::now();
     let answer = elb
         .describe_target_health()
-        .target_group_arn(&candidate.arn)
+        .target_group_arn(&group.arn)
         .send()
         .await
         .map_err(|e| CallError::new("DescribeTargetHealth", &e));
@@ -99,7 +73,7 @@ pub async fn read_group(elb: &aws_sdk_elasticloadbalancingv2::Client, candidate:
         Err(e) => GroupAnswer::Failed(e.reason()),
     };
     GroupRead {
-        candidate,
+        group,
         read_at,
         answer: found,
     }

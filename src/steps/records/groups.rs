@@ -26,7 +26,7 @@ pub struct GroupsRecord {
     pub mac: Option<String>,
     /// When it was written (RFC 3339, as `table::stamp` writes it).
     pub at: String,
-    /// The interruption it was written for; empty when the marker keeps none (instance tags).
+    /// The interruption it was written for; empty when the claims keep none (on instance tags).
     pub episode: String,
     /// Every tag key of the record, to remove it whole.
     pub keys: Vec<String>,

@@ -5,7 +5,7 @@
 //! The signature is an HMAC made by KMS (`GenerateMac`, HMAC_SHA_256) with a key that only the function's roles may
 //! use (`RECORD_KEY_ID`; the template creates it, and its key policy grants `GenerateMac` to the cleanup's role and
 //! `VerifyMac` to both). The key never leaves KMS, and every use is in CloudTrail. What is signed names the instance,
-//! the ENI (or the instance's targets), the interruption's episode (the delivery marker's, with the table) and when it
+//! the ENI (or the instance's targets), the interruption's episode (the claim's, with the table) and when it
 //! was written, so a record copied from another ENI or instance, or edited after it was written, does not verify.
 
 //!
@@ -124,7 +124,7 @@ fn numbered_keys(tags: &BTreeMap<String, String>, key: &str) -> Vec<String> {
 pub struct Signing {
     /// None when no key is configured (`RECORD_KEY_ID`): records are written unsigned, and a restore refuses them.
     pub signer: Option<Signer>,
-    /// The interruption the records are written for; empty when the marker keeps none.
+    /// The interruption the records are written for; empty when the claims keep none (on instance tags).
     pub episode: String,
 }
 

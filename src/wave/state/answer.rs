@@ -65,7 +65,7 @@ impl State {
     fn candidates_of<'a>(&'a self, serving: &'a Serving) -> impl Iterator<Item = &'a Group> + 'a {
         self.groups
             .values()
-            .filter(move |g| g.listed && serving.wanted.covers(&g.candidate))
+            .filter(move |g| g.listed && serving.wanted.covers(&g.info))
     }
 
     fn deregistration(&self, serving: &Serving, now: Instant) -> Deregistration {

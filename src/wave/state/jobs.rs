@@ -11,8 +11,8 @@ impl State {
         let job = self.select_job(now)?;
         match &job {
             Job::List => self.listing = Listing::Asked,
-            Job::Read(candidate) => {
-                if let Some(group) = self.groups.get_mut(&candidate.arn) {
+            Job::Read(info) => {
+                if let Some(group) = self.groups.get_mut(&info.arn) {
                     group.reading = true;
                 }
             }
@@ -49,7 +49,7 @@ impl State {
         let stale_for = |group: &Group| {
             group.listed
                 && open.iter().any(|s| {
-                    s.wanted.covers(&group.candidate) && group.read.as_ref().is_none_or(|r| r.read_at < s.member.since)
+                    s.wanted.covers(&group.info) && group.read.as_ref().is_none_or(|r| r.read_at < s.member.since)
                 })
         };
         let free = |g: &&Group| !g.reading && !g.sending && g.queue.is_empty();
@@ -64,13 +64,13 @@ impl State {
             })
             .flatten();
         if let Some(group) = finding {
-            return Some(Job::Read(group.candidate.clone()));
+            return Some(Job::Read(group.info.clone()));
         }
         // A refused call holds up everyone queued with it: which of its registrations are really there decides what
         // is sent again, at once.
         let refused = self.groups.values().filter(free).find(|g| self.awaits_retry(g));
         if let Some(group) = refused {
-            return Some(Job::Read(group.candidate.clone()));
+            return Some(Job::Read(group.info.clone()));
         }
         let quiet = !self.groups.values().any(|g| g.sending || !g.queue.is_empty())
             && located
@@ -78,7 +78,7 @@ impl State {
         if quiet {
             let unchecked = self.groups.values().filter(free).find(|g| self.awaits_check(g));
             if let Some(group) = unchecked {
-                return Some(Job::Read(group.candidate.clone()));
+                return Some(Job::Read(group.info.clone()));
             }
         }
         if !self.dry_run {
@@ -96,7 +96,7 @@ impl State {
     /// A call went to the group since it was last read, and a registration it carried has no verdict yet.
     fn awaits_check(&self, group: &Group) -> bool {
         let read_at = group.read.as_ref().map(|r| r.read_at);
-        self.ledger.in_group(&group.candidate.arn).any(|(_, e)| {
+        self.ledger.in_group(&group.info.arn).any(|(_, e)| {
             e.verdict.is_none()
                 && matches!(&e.sent, Some(Sent { result: Ok(()), at }) if read_at.is_none_or(|r| r < *at))
         })
@@ -105,7 +105,7 @@ impl State {
     /// A call to the group was refused since it was last read, and may be sent again.
     fn awaits_retry(&self, group: &Group) -> bool {
         let read_at = group.read.as_ref().map(|r| r.read_at);
-        self.ledger.in_group(&group.candidate.arn).any(|(_, e)| {
+        self.ledger.in_group(&group.info.arn).any(|(_, e)| {
             !e.is_final() && matches!(&e.sent, Some(Sent { result: Err(_), at }) if read_at.is_none_or(|r| r < *at))
         })
     }

@@ -30,9 +30,10 @@ use crate::input::InstanceId;
 use crate::instance::Instance;
 use crate::locate::Located;
 use crate::locate::sweep::Wanted;
-use crate::locate::sweep::read::{Candidate, GroupRead};
+use crate::locate::sweep::read::GroupRead;
 use crate::registration::{RegistrationKey, TargetRegistration, UncheckedGroup};
 use crate::steps::deregister::MAX_TARGETS_PER_CALL;
+use crate::table::GroupInfo;
 
 /// How long after the last DeregisterTargets answer the checks start: calls that follow each other closely are checked
 /// by one read.
@@ -73,7 +74,7 @@ enum Fast {
 
 #[derive(Debug)]
 struct Group {
-    candidate: Candidate,
+    info: GroupInfo,
     /// Listed by DescribeTargetGroups (and so swept), not only known from a registration.
     listed: bool,
     read: Option<GroupRead>,
@@ -110,7 +111,7 @@ pub struct Call {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Job {
     List,
-    Read(Candidate),
+    Read(GroupInfo),
     Delay(String),
 }
 
@@ -247,17 +248,7 @@ impl State {
     fn group_of(&mut self, registration: &TargetRegistration) -> &mut Group {
         self.groups
             .entry(registration.target_group_arn.clone())
-            .or_insert_with(|| {
-                Group::new(
-                    Candidate {
-                        arn: registration.target_group_arn.clone(),
-                        name: registration.target_group_name.clone(),
-                        kind: registration.kind,
-                        vpc_id: None,
-                    },
-                    false,
-                )
-            })
+            .or_insert_with(|| Group::new(GroupInfo::of_registration(registration), false))
     }
 
     /// The next DeregisterTargets: the group whose registration has waited longest, with everything queued there.
@@ -301,15 +292,15 @@ impl State {
     }
 
     /// DescribeTargetGroups answered: every instance and IP group is a candidate.
-    pub fn listed(&mut self, answer: Result<Vec<Candidate>, CallError>, at: DateTime<Utc>) {
+    pub fn listed(&mut self, answer: Result<Vec<GroupInfo>, CallError>, at: DateTime<Utc>) {
         match answer {
-            Ok(candidates) => {
-                for candidate in candidates {
+            Ok(listed) => {
+                for info in listed {
                     let group = self
                         .groups
-                        .entry(candidate.arn.clone())
-                        .or_insert_with(|| Group::new(candidate.clone(), true));
-                    group.candidate = candidate;
+                        .entry(info.arn.clone())
+                        .or_insert_with(|| Group::new(info.clone(), true));
+                    group.info = info;
                     group.listed = true;
                 }
                 self.listing = Listing::Listed(at);
@@ -320,7 +311,7 @@ impl State {
 
     /// A group was read: the check of what was sent there before, and the members' registrations in it.
     pub fn read(&mut self, read: GroupRead, now: Instant) {
-        let arn = read.candidate.arn.clone();
+        let arn = read.group.arn.clone();
         for again in self.ledger.read(&read) {
             let group = self.group_of(&again);
             group.queue.entry(again.key()).or_insert((again, now));
@@ -328,11 +319,11 @@ impl State {
         let found: Vec<TargetRegistration> = self
             .members
             .values()
-            .filter(|s| !s.done && s.wanted.covers(&read.candidate))
+            .filter(|s| !s.done && s.wanted.covers(&read.group))
             .flat_map(|s| s.wanted.registrations(&read))
             .collect();
         for serving in self.members.values_mut() {
-            if !serving.done && serving.wanted.covers(&read.candidate) && read.read_at >= serving.member.since {
+            if !serving.done && serving.wanted.covers(&read.group) && read.read_at >= serving.member.since {
                 serving.timings.locate = ms_since(serving.joined, now);
             }
         }
@@ -357,9 +348,9 @@ impl State {
 }
 
 impl Group {
-    fn new(candidate: Candidate, listed: bool) -> Self {
+    fn new(info: GroupInfo, listed: bool) -> Self {
         Group {
-            candidate,
+            info,
             listed,
             read: None,
             reading: false,
@@ -371,9 +362,9 @@ impl Group {
 
     fn unchecked(&self, error: &str) -> UncheckedGroup {
         UncheckedGroup {
-            target_group_arn: self.candidate.arn.clone(),
-            target_group_name: self.candidate.name.clone(),
-            vpc_id: self.candidate.vpc_id.clone(),
+            target_group_arn: self.info.arn.clone(),
+            target_group_name: self.info.name.clone(),
+            vpc_id: self.info.vpc_id.clone(),
             error: error.to_owned(),
         }
     }

@@ -50,7 +50,7 @@ pub struct Call {
 }
 
 impl Call {
-    /// The delivery marker recording the cleanup as done: the `handled` tag, or the claim item's `done` state.
+    /// The claim recording the cleanup as done: the `handled` tag, or the claim item's `done` state.
     pub fn marks_done(&self) -> bool {
         (self.action == "CreateTags" && self.body.contains("spot-cleanup%3Ahandled"))
             || (self.action == "UpdateItem" && self.body.contains("claim#") && self.body.contains(r#"{"S":"done"}"#))
