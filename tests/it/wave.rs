@@ -195,7 +195,7 @@ async fn six_interruptions_at_once_stay_inside_the_accounts_buckets() {
 /// The table's reads: the index's and the roster's queries (Query), and the followers' looks (BatchGetItem).
 const TABLE_READS: &[&str] = &["Query", "BatchGetItem"];
 /// The batched writes too: the posts on the roster, and the driver's answers (BatchWriteItem). The claim's and the
-/// wheel's single-item writes stay quick.
+/// driver lease's single-item writes stay quick.
 const TABLE_READS_AND_WRITES: &[&str] = &["Query", "BatchGetItem", "BatchWriteItem"];
 
 /// The same wave while the table answers slower than a dependency's attempt may take (`calls` of it, 1.5 s each):
