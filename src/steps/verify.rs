@@ -25,13 +25,13 @@ pub enum Verdict {
 
 /// The verdict on a registration, from what a read after its call saw of it (None: not in the group).
 pub fn verdict(seen: Option<&GroupTarget>) -> Verdict {
-    match seen.and_then(|seen| Some((seen.state.as_ref()?, seen))) {
-        None => Verdict::Deregistered,
-        Some((state, seen)) => leaving(state).unwrap_or_else(|| Verdict::Remains {
-            state: state.clone(),
-            reason: seen.reason.clone(),
-        }),
-    }
+    let Some((seen, Some(state))) = seen.map(|seen| (seen, &seen.state)) else {
+        return Verdict::Deregistered;
+    };
+    leaving(state).unwrap_or_else(|| Verdict::Remains {
+        state: state.clone(),
+        reason: seen.reason.clone(),
+    })
 }
 
 /// The verdict a state already gives: a target draining, unused or gone is leaving, and needs no call; None for the
